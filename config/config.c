@@ -1,0 +1,725 @@
+/* mergekit YAML → mm_config (MERGE-SPEC B1, D1, D2, D10, D11, D13, D14, D17). The schema is walked by
+ * hand so that every message can name the place and the fix; method names and method parameters are
+ * left to the planner, which knows the methods. */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ytree.h"
+
+/* Real configs are a few kilobytes; a bigger file is almost certainly the wrong file. */
+#define MAX_CONFIG_SIZE ((size_t)16 << 20)
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+typedef struct ctx {
+    mm_config *c;
+    mm_err *err;
+} ctx;
+
+static mm_srcpos pos_of(const ctx *x, const mm_ynode *n)
+{
+    return (mm_srcpos){x->c->path, n ? n->line : 1, n ? n->col : 1};
+}
+
+static int fail(const ctx *x, const mm_ynode *n, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(const ctx *x, const mm_ynode *n, int code, const char *fmt, ...)
+{
+    char msg[sizeof x->err->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    mm_srcpos p = pos_of(x, n);
+    return mm_err_set(x->err, code, "%s:%d:%d: %.1900s", p.file, p.line, p.col, msg);
+}
+
+/* A node as it reads in a message: a scalar's text, otherwise its kind. */
+static const char *shown(const mm_ynode *n)
+{
+    return n->kind == MM_YN_SCALAR && n->type != MM_YS_NULL ? n->text : mm_ynode_describe(n);
+}
+
+/* ---- unknown keys (D11) ---- */
+
+typedef struct level {
+    const char *where; /* completes "unknown key 'x' ..." */
+    const char *const *keys;
+    size_t nkeys;
+} level;
+
+static const char *const top_keys[] = {"merge_method", "models", "slices", "base_model", "parameters", "dtype",
+                                       "out_dtype", "tokenizer_source", "tokenizer", "chat_template", "modules"};
+static const char *const model_keys[] = {"model", "parameters"};
+static const char *const slice_keys[] = {"sources", "base_model", "parameters", "residual_weight"};
+static const char *const source_keys[] = {"model", "layer_range", "parameters"};
+static const char *const cond_keys[] = {"filter", "value"};
+static const char *const ref_keys[] = {"model", "path", "revision", "lora", "override_architecture"};
+
+static const level L_TOP = {"at the top level", top_keys, COUNT(top_keys)};
+static const level L_MODEL = {"in an entry of models:", model_keys, COUNT(model_keys)};
+static const level L_SLICE = {"in an entry of slices:", slice_keys, COUNT(slice_keys)};
+static const level L_SOURCE = {"in a source of a slice", source_keys, COUNT(source_keys)};
+static const level L_COND = {"in a {filter, value} entry", cond_keys, COUNT(cond_keys)};
+static const level L_REF = {"in a model reference", ref_keys, COUNT(ref_keys)};
+
+/* Where each key mergekit knows lives, to tell people who put one at the wrong level. Method
+ * parameter names are included because a top-level `normalize:` (ignored by mergekit) is the classic. */
+static const struct {
+    const char *key, *home;
+} key_homes[] = {
+    {"merge_method", "at the top level"},
+    {"models", "at the top level"},
+    {"slices", "at the top level"},
+    {"dtype", "at the top level"},
+    {"out_dtype", "at the top level"},
+    {"tokenizer_source", "at the top level"},
+    {"tokenizer", "at the top level"},
+    {"chat_template", "at the top level"},
+    {"modules", "at the top level"},
+    {"base_model", "at the top level or in an entry of slices:"},
+    {"parameters", "at the top level, in an entry of models: or slices:, or in a source"},
+    {"sources", "in an entry of slices:"},
+    {"residual_weight", "in an entry of slices:"},
+    {"layer_range", "in a source of a slice (models: always takes every layer)"},
+    {"model", "in an entry of models: or in a source of a slice"},
+    {"filter", "in an entry of a conditional parameter list"},
+    {"value", "in an entry of a conditional parameter list"},
+    {"path", "in a model reference mapping"},
+    {"revision", "in a model reference mapping"},
+    {"weight", "under parameters:"},
+    {"density", "under parameters:"},
+    {"t", "under parameters:"},
+    {"normalize", "under parameters:"},
+    {"lambda", "under parameters:"},
+    {"epsilon", "under parameters:"},
+    {"int8_mask", "under parameters:"},
+    {"rescale", "under parameters:"},
+    {"gamma", "under parameters:"},
+    {"select_topk", "under parameters:"},
+    {"filter_wise", "under parameters:"},
+    {"nuslerp_flatten", "under parameters:"},
+    {"nuslerp_row_wise", "under parameters:"},
+    {"normalize_weights", "under parameters:"},
+    {"eps", "under parameters:"},
+    {"max_iter", "under parameters:"},
+    {"tol", "under parameters:"},
+    {"scale", "under parameters:"},
+    {"alpha", "under parameters:"},
+};
+
+static const char *home_of(const char *key)
+{
+    for (size_t i = 0; i < COUNT(key_homes); i++)
+        if (strcmp(key_homes[i].key, key) == 0)
+            return key_homes[i].home;
+    return NULL;
+}
+
+static const char *suggest_known_key(const char *key)
+{
+    const char *names[COUNT(key_homes)];
+    for (size_t i = 0; i < COUNT(key_homes); i++)
+        names[i] = key_homes[i].key;
+    return mm_suggest(key, names, COUNT(names));
+}
+
+static void warn_unknown(const ctx *x, const mm_ynode *key, const level *lv)
+{
+    char hint[512];
+    const char *home = home_of(key->text), *near;
+    if (home)
+        snprintf(hint, sizeof hint, "it belongs %s", home);
+    else if ((near = mm_suggest(key->text, lv->keys, lv->nkeys)))
+        snprintf(hint, sizeof hint, "did you mean '%s'?", near);
+    else if ((near = suggest_known_key(key->text)))
+        snprintf(hint, sizeof hint, "did you mean '%s'? it belongs %s", near, home_of(near));
+    else
+        snprintf(hint, sizeof hint, "mergekit ignores it too; remove it");
+    mm_log_warn("%s:%d:%d: unknown key '%s' %s is ignored (%s)", x->c->path, key->line, key->col, key->text,
+                lv->where, hint);
+}
+
+static void check_keys(const ctx *x, const mm_ynode *map, const level *lv)
+{
+    for (size_t i = 0; i < map->npairs; i++) {
+        const mm_ynode *key = map->pairs[i].key;
+        size_t k = 0;
+        while (k < lv->nkeys && strcmp(lv->keys[k], key->text) != 0)
+            k++;
+        if (k == lv->nkeys)
+            warn_unknown(x, key, lv);
+    }
+}
+
+/* ---- parameters (B1.5) ---- */
+
+static int parse_setting(const ctx *x, const char *name, const mm_ynode *n, int allow_cond, mm_psetting **out);
+
+static int scalar_param(const ctx *x, const char *name, const mm_ynode *n, mm_pvalue *v)
+{
+    switch (n->type) {
+    case MM_YS_NULL:
+        return fail(x, n, -EINVAL, "parameter '%s' has no value (give one, e.g. '%s: 0.5', or remove the key)", name,
+                    name);
+    case MM_YS_BOOL:
+        *v = (mm_pvalue){.kind = MM_PV_BOOL, .b = n->b};
+        return 0;
+    case MM_YS_INT:
+    case MM_YS_FLOAT:
+        *v = (mm_pvalue){.kind = MM_PV_NUM, .num = n->num};
+        return 0;
+    default:
+        *v = (mm_pvalue){.kind = MM_PV_STR, .str = mm_xstrdup(n->text)};
+        return 0;
+    }
+}
+
+static int mixed_list(const ctx *x, const char *name, const mm_ynode *item)
+{
+    return fail(x, item, -EINVAL,
+                "parameter '%s' mixes kinds of entries in one list, found %s here (a list holds either plain values "
+                "(a gradient such as [0, 0.5, 1]) or '- filter: ... value: ...' entries, not both)",
+                name, mm_ynode_describe(item));
+}
+
+static int gradient_param(const ctx *x, const char *name, const mm_ynode *n, mm_psetting *s)
+{
+    s->kind = MM_PS_GRADIENT;
+    s->grad = mm_xcalloc(n->nitems, sizeof *s->grad);
+    for (size_t i = 0; i < n->nitems; i++) {
+        const mm_ynode *item = n->items[i];
+        if (item->kind != MM_YN_SCALAR)
+            return mixed_list(x, name, item);
+        s->ngrad++;
+        int rc = scalar_param(x, name, item, &s->grad[i]);
+        if (rc < 0)
+            return rc;
+        if ((s->grad[i].kind == MM_PV_NUM) != (s->grad[0].kind == MM_PV_NUM))
+            return fail(x, item, -EINVAL,
+                        "parameter '%s' mixes numbers and non-numbers in one list (a gradient is a list of "
+                        "numbers, e.g. [0, 0.5, 1])",
+                        name);
+    }
+    return 0;
+}
+
+static int cond_entry(const ctx *x, const char *name, const mm_ynode *e, mm_pcond *c)
+{
+    check_keys(x, e, &L_COND);
+    c->pos = pos_of(x, e);
+    const mm_ynode *f = mm_ymap_get(e, "filter", NULL), *v = mm_ymap_get(e, "value", NULL);
+    if (f && !mm_ynode_is_null(f)) {
+        if (!mm_ynode_is_str(f))
+            return fail(x, f, -EINVAL, "filter must be text (part of a tensor name), found %s (put it in quotes)",
+                        mm_ynode_describe(f));
+        c->filter = mm_xstrdup(f->text);
+    }
+    if (!v)
+        return fail(x, e, -EINVAL, "this {filter, value} entry of parameter '%s' has no value: (add e.g. 'value: 0.5')",
+                    name);
+    return parse_setting(x, name, v, 0, &c->value);
+}
+
+static int cond_param(const ctx *x, const char *name, const mm_ynode *n, mm_psetting *s)
+{
+    s->kind = MM_PS_CONDITIONAL;
+    s->conds = mm_xcalloc(n->nitems, sizeof *s->conds);
+    for (size_t i = 0; i < n->nitems; i++) {
+        if (n->items[i]->kind != MM_YN_MAP)
+            return mixed_list(x, name, n->items[i]);
+        int rc = cond_entry(x, name, n->items[i], &s->conds[s->nconds++]);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* allow_cond is 0 for the value inside a condition: conditions do not nest. */
+static int parse_setting(const ctx *x, const char *name, const mm_ynode *n, int allow_cond, mm_psetting **out)
+{
+    mm_psetting *s = *out = mm_xcalloc(1, sizeof *s);
+    s->pos = pos_of(x, n);
+    if (n->kind == MM_YN_SCALAR) {
+        s->kind = MM_PS_SCALAR;
+        return scalar_param(x, name, n, &s->scalar);
+    }
+    if (n->kind == MM_YN_SEQ && n->nitems == 0)
+        return fail(x, n, -EINVAL, "parameter '%s' is an empty list (give a value, or a list of values for a gradient)",
+                    name);
+    int conditional = n->kind == MM_YN_MAP || n->items[0]->kind == MM_YN_MAP;
+    if (conditional && !allow_cond)
+        return fail(x, n, -EINVAL,
+                    "the value of a {filter, value} entry of parameter '%s' must be a number, a boolean, text or a "
+                    "list of numbers, found %s (conditions do not nest)",
+                    name, mm_ynode_describe(n));
+    if (n->kind == MM_YN_SEQ)
+        return conditional ? cond_param(x, name, n, s) : gradient_param(x, name, n, s);
+    if (mm_ymap_get(n, "filter", NULL) || mm_ymap_get(n, "value", NULL))
+        return fail(x, n, -EINVAL,
+                    "parameter '%s' is a single {filter, value} mapping, which mergekit cannot evaluate (wrap it in a "
+                    "list: write '- filter: ...' with 'value: ...' below it)",
+                    name);
+    return fail(x, n, -EINVAL,
+                "parameter '%s' must be a number, a boolean, text, a list of numbers or a list of {filter, value} "
+                "entries, found a mapping (write e.g. '%s: 0.5')",
+                name, name);
+}
+
+static int load_params(const ctx *x, const mm_ynode *n, mm_params *p)
+{
+    if (!n || mm_ynode_is_null(n))
+        return 0;
+    if (n->kind != MM_YN_MAP)
+        return fail(x, n, -EINVAL,
+                    "parameters must be a mapping of name: value, found %s (write 'parameters:' with lines such as "
+                    "'  weight: 0.5' below it)",
+                    mm_ynode_describe(n));
+    p->items = mm_xcalloc(n->npairs, sizeof *p->items);
+    for (size_t i = 0; i < n->npairs; i++) {
+        mm_param *it = &p->items[p->n++];
+        it->name = mm_xstrdup(n->pairs[i].key->text);
+        it->pos = pos_of(x, n->pairs[i].key);
+        int rc = parse_setting(x, it->name, n->pairs[i].value, 1, &it->setting);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- model references (D13, D14) ---- */
+
+/* The reference as text: a string, or mergekit's mapping forms {model: ..., lora: ...} and
+ * {path, revision} (written back as "path@revision"). */
+static int ref_text(const ctx *x, const mm_ynode *n, const char *key, char **out)
+{
+    if (mm_ynode_is_str(n)) {
+        *out = mm_xstrdup(n->text);
+        return 0;
+    }
+    if (n->kind != MM_YN_MAP)
+        return fail(x, n, -EINVAL,
+                    "%s must be a model folder or org/name, found %s (write e.g. '%s: org/name', in quotes if it "
+                    "looks like a number)",
+                    key, mm_ynode_describe(n), key);
+    check_keys(x, n, &L_REF);
+    const mm_ynode *k, *v;
+    if ((v = mm_ymap_get(n, "lora", &k)) && !mm_ynode_is_null(v))
+        return fail(x, k, -ENOTSUP, "LoRA adapters (lora:) are not supported yet (merge the adapter into its base "
+                    "model and give that folder)");
+    if ((v = mm_ymap_get(n, "override_architecture", &k)) && !mm_ynode_is_null(v))
+        return fail(x, k, -ENOTSUP, "override_architecture: is not supported yet (remove it; the architecture is "
+                    "inferred from the tensor names)");
+    if ((v = mm_ymap_get(n, "model", NULL)))
+        return ref_text(x, v, "model", out);
+    const mm_ynode *path = mm_ymap_get(n, "path", NULL), *rev = mm_ymap_get(n, "revision", NULL);
+    if (!path || !mm_ynode_is_str(path))
+        return fail(x, path ? path : n, -EINVAL,
+                    "a model reference written as a mapping needs path: with a folder or org/name (write e.g. "
+                    "'{path: org/name, revision: main}')");
+    /* A commit hash such as 1234567 reads as a number; its text is what counts. */
+    if (rev && rev->kind == MM_YN_SCALAR && !mm_ynode_is_null(rev))
+        *out = mm_xasprintf("%s@%s", path->text, rev->text);
+    else if (rev && !mm_ynode_is_null(rev))
+        return fail(x, rev, -EINVAL, "revision must be a branch, tag or commit hash, found %s (write e.g. "
+                    "'revision: main')", mm_ynode_describe(rev));
+    else
+        *out = mm_xstrdup(path->text);
+    return 0;
+}
+
+static int has_file(const char *dir, const char *name)
+{
+    char *p = mm_path_join(dir, name);
+    struct stat st;
+    int ok = stat(p, &st) == 0 && !S_ISDIR(st.st_mode);
+    free(p);
+    return ok;
+}
+
+/* The same files mergekit looks for (B1.4); shard validity is checked when the model is opened. */
+static int check_weights(const ctx *x, const mm_ynode *n, const char *dir)
+{
+    if (has_file(dir, "model.safetensors") || has_file(dir, "model.safetensors.index.json"))
+        return 0;
+    if (has_file(dir, "pytorch_model.bin") || has_file(dir, "pytorch_model.bin.index.json"))
+        return fail(x, n, -EINVAL,
+                    "model folder %s has only PyTorch pickle weights (pytorch_model.bin), which mergemount does not "
+                    "read (convert them to safetensors first, e.g. load the model with transformers and call "
+                    "save_pretrained(folder, safe_serialization=True))",
+                    dir);
+    return fail(x, n, -ENOENT,
+                "model folder %s has no weights: no model.safetensors and no model.safetensors.index.json (give "
+                "the folder that holds the model's safetensors files)",
+                dir);
+}
+
+/* need_weights is 0 for a tokenizer donor, which only lends its tokenizer files. */
+static int load_ref(const ctx *x, const mm_ynode *n, const char *key, int need_weights, mm_modelref *r)
+{
+    int rc = ref_text(x, n, key, &r->ref);
+    if (rc < 0)
+        return rc;
+    r->pos = pos_of(x, n);
+    rc = mm_modelref_resolve(r->ref, &r->path, x->err);
+    if (rc < 0) {
+        mm_err_prefix(x->err, "%s:%d:%d", r->pos.file, r->pos.line, r->pos.col);
+        return rc;
+    }
+    return need_weights ? check_weights(x, n, r->path) : 0;
+}
+
+static int load_optional_ref(const ctx *x, const mm_ynode *map, const char *key, mm_modelref **out)
+{
+    const mm_ynode *n = mm_ymap_get(map, key, NULL);
+    if (!n || mm_ynode_is_null(n))
+        return 0;
+    *out = mm_xcalloc(1, sizeof **out);
+    return load_ref(x, n, key, 1, *out);
+}
+
+static void copy_ref(mm_modelref *to, const mm_modelref *from)
+{
+    to->ref = mm_xstrdup(from->ref);
+    to->path = mm_xstrdup(from->path);
+    to->pos = from->pos;
+}
+
+/* ---- sources and slices ---- */
+
+static int check_list(const ctx *x, const mm_ynode *n, const char *key, const char *fix)
+{
+    if (mm_ynode_is_null(n) || (n->kind == MM_YN_SEQ && n->nitems == 0))
+        return fail(x, n, -EINVAL, "%s: is empty (%s)", key, fix);
+    if (n->kind != MM_YN_SEQ)
+        return fail(x, n, -EINVAL, "%s: must be a list, found %s (%s)", key, mm_ynode_describe(n), fix);
+    return 0;
+}
+
+static int load_range(const ctx *x, const mm_ynode *r, mm_source_def *s)
+{
+    static const char fix[] = "write layer_range: [start, end] with whole numbers 0 <= start <= end; end is excluded";
+    s->range_pos = pos_of(x, r);
+    if (r->kind != MM_YN_SEQ || r->nitems != 2) {
+        char found[64];
+        if (r->kind == MM_YN_SEQ)
+            snprintf(found, sizeof found, "a list of %zu", r->nitems);
+        else
+            snprintf(found, sizeof found, "%s", mm_ynode_describe(r));
+        return fail(x, r, -EINVAL, "layer_range must be a list of two layer numbers, found %s (%s)", found, fix);
+    }
+    int v[2];
+    for (int i = 0; i < 2; i++) {
+        const mm_ynode *e = r->items[i];
+        if (e->kind != MM_YN_SCALAR || e->type != MM_YS_INT || !e->ival_ok || e->ival < 0 || e->ival > INT_MAX)
+            return fail(x, e, -EINVAL, "layer_range %s must be a whole number >= 0, found %s (%s)",
+                        i ? "end" : "start", shown(e), fix);
+        v[i] = (int)e->ival;
+    }
+    if (v[0] > v[1])
+        return fail(x, r, -EINVAL, "layer_range [%d, %d] starts after it ends (%s)", v[0], v[1], fix);
+    s->has_range = 1;
+    s->layer_start = v[0];
+    s->layer_end = v[1];
+    return 0;
+}
+
+/* One entry of `models:` (in_slice 0) or of a slice's `sources:` (in_slice 1, with its layer_range). */
+static int load_source(const ctx *x, const mm_ynode *n, int in_slice, mm_source_def *s)
+{
+    const char *list = in_slice ? "sources:" : "models:";
+    if (n->kind != MM_YN_MAP)
+        return fail(x, n, -EINVAL, "each entry of %s must be a mapping with model:, found %s (write '- model: %s')",
+                    list, mm_ynode_describe(n), n->kind == MM_YN_SCALAR ? n->text : "org/name");
+    check_keys(x, n, in_slice ? &L_SOURCE : &L_MODEL);
+    const mm_ynode *m = mm_ymap_get(n, "model", NULL);
+    if (!m || mm_ynode_is_null(m))
+        return fail(x, n, -EINVAL, "this entry of %s has no model: (add 'model: <folder or org/name>')", list);
+    int rc = load_ref(x, m, "model", 1, &s->model);
+    if (rc < 0)
+        return rc;
+    if (in_slice) {
+        const mm_ynode *r = mm_ymap_get(n, "layer_range", NULL);
+        if (!r)
+            return fail(x, n, -EINVAL, "this source has no layer_range: (add e.g. 'layer_range: [0, 32]'; the "
+                        "end is excluded)");
+        if ((rc = load_range(x, r, s)) < 0)
+            return rc;
+    }
+    return load_params(x, mm_ymap_get(n, "parameters", NULL), &s->params);
+}
+
+/* D1/B1.3: with `models:` the base model takes part in every merge, appended last unless listed. */
+static void append_base(mm_slice_def *sl, const mm_modelref *base)
+{
+    if (!base)
+        return;
+    for (size_t i = 0; i < sl->nsources; i++)
+        if (strcmp(sl->sources[i].model.path, base->path) == 0)
+            return;
+    mm_source_def *s = &sl->sources[sl->nsources++];
+    copy_ref(&s->model, base);
+    s->is_base_appended = 1;
+}
+
+static int load_models(const ctx *x, const mm_ynode *list)
+{
+    int rc = check_list(x, list, "models", "list the models to merge as '- model: org/name' entries");
+    if (rc < 0)
+        return rc;
+    mm_config *c = x->c;
+    c->models_syntax = 1;
+    c->slices = mm_xcalloc(1, sizeof *c->slices);
+    c->nslices = 1;
+    mm_slice_def *sl = &c->slices[0];
+    sl->pos = pos_of(x, list);
+    sl->sources = mm_xcalloc(list->nitems + 1, sizeof *sl->sources);
+    for (size_t i = 0; i < list->nitems; i++)
+        if ((rc = load_source(x, list->items[i], 0, &sl->sources[sl->nsources++])) < 0)
+            return rc;
+    append_base(sl, c->base_model);
+    return 0;
+}
+
+static int load_slice(const ctx *x, const mm_ynode *n, mm_slice_def *sl)
+{
+    if (n->kind != MM_YN_MAP)
+        return fail(x, n, -EINVAL, "each entry of slices: must be a mapping with sources:, found %s (write "
+                    "'- sources:' followed by that slice's '- model: ...' entries)", mm_ynode_describe(n));
+    check_keys(x, n, &L_SLICE);
+    sl->pos = pos_of(x, n);
+    const mm_ynode *src = mm_ymap_get(n, "sources", NULL);
+    if (!src)
+        return fail(x, n, -EINVAL, "this slice has no sources: (add 'sources:' with '- model: ...' and "
+                    "'layer_range: [start, end]' entries)");
+    int rc = check_list(x, src, "sources", "list the slice's inputs as '- model: ...' with 'layer_range: [a, b]'");
+    if (rc < 0)
+        return rc;
+    sl->sources = mm_xcalloc(src->nitems, sizeof *sl->sources);
+    for (size_t i = 0; i < src->nitems; i++)
+        if ((rc = load_source(x, src->items[i], 1, &sl->sources[sl->nsources++])) < 0)
+            return rc;
+    if ((rc = load_optional_ref(x, n, "base_model", &sl->base_model)) < 0)
+        return rc;
+    const mm_ynode *rw = mm_ymap_get(n, "residual_weight", NULL);
+    if (rw && !mm_ynode_is_null(rw) && !(rw->kind == MM_YN_SCALAR && (rw->type == MM_YS_INT || rw->type == MM_YS_FLOAT)))
+        return fail(x, rw, -EINVAL, "residual_weight must be a number, found %s (mergekit ignores it anyway; remove "
+                    "it)", mm_ynode_describe(rw));
+    return load_params(x, mm_ymap_get(n, "parameters", NULL), &sl->params);
+}
+
+static int load_slices(const ctx *x, const mm_ynode *list)
+{
+    int rc = check_list(x, list, "slices", "list the output slices as '- sources:' entries");
+    if (rc < 0)
+        return rc;
+    mm_config *c = x->c;
+    c->slices = mm_xcalloc(list->nitems, sizeof *c->slices);
+    for (size_t i = 0; i < list->nitems; i++)
+        if ((rc = load_slice(x, list->items[i], &c->slices[c->nslices++])) < 0)
+            return rc;
+    return 0;
+}
+
+/* ---- top level ---- */
+
+static int refuse_unsupported(const ctx *x, const mm_ynode *root)
+{
+    static const struct {
+        const char *key, *fix;
+    } keys[] = {
+        {"modules", "use models: or slices: (single-module models)"},
+        {"tokenizer", "use tokenizer_source: base or a model, or leave it out to copy the donor's tokenizer"},
+        {"chat_template", "remove it; the donor's tokenizer files, chat template included, are served as they are"},
+    };
+    for (size_t i = 0; i < COUNT(keys); i++) {
+        const mm_ynode *k, *v = mm_ymap_get(root, keys[i].key, &k);
+        if (v && !mm_ynode_is_null(v))
+            return fail(x, k, -ENOTSUP, "%s: is not supported yet (%s)", keys[i].key, keys[i].fix);
+    }
+    return 0;
+}
+
+static int load_method(const ctx *x, const mm_ynode *root)
+{
+    const mm_ynode *v = mm_ymap_get(root, "merge_method", NULL);
+    if (!v)
+        return fail(x, root, -EINVAL, "merge_method is missing (add e.g. 'merge_method: linear' at the top level)");
+    if (!mm_ynode_is_str(v) || !v->text[0])
+        return fail(x, v, -EINVAL, "merge_method must be a method name, found %s (write e.g. 'merge_method: linear')",
+                    mm_ynode_describe(v));
+    x->c->merge_method = mm_xstrdup(v->text);
+    x->c->method_pos = pos_of(x, v);
+    return 0;
+}
+
+static int load_dtype(const ctx *x, const mm_ynode *root, const char *key, mm_dtype *out, mm_srcpos *pos)
+{
+    const mm_ynode *v = mm_ymap_get(root, key, NULL);
+    if (!v || mm_ynode_is_null(v))
+        return 0;
+    *pos = pos_of(x, v);
+    if (mm_ynode_is_str(v))
+        *out = mm_dtype_from_config_name(v->text);
+    if (*out == MM_DT_NONE)
+        return fail(x, v, -EINVAL,
+                    "%s '%s' is not supported (use bfloat16, float16 or float32; bf16, fp16, fp32, half, float and "
+                    "a torch. prefix are accepted too)",
+                    key, shown(v));
+    return 0;
+}
+
+static int load_tokenizer_source(const ctx *x, const mm_ynode *root)
+{
+    mm_config *c = x->c;
+    const mm_ynode *v = mm_ymap_get(root, "tokenizer_source", NULL);
+    if (!v || mm_ynode_is_null(v))
+        return 0;
+    if (mm_ynode_is_str(v) && strcmp(v->text, "base") == 0) {
+        c->tokenizer_source = MM_TOK_BASE;
+        return 0;
+    }
+    if (mm_ynode_is_str(v) && strcmp(v->text, "union") == 0)
+        return fail(x, v, -ENOTSUP, "tokenizer_source: union is not supported yet (use tokenizer_source: base or a "
+                    "model, or leave it out to copy the donor's tokenizer)");
+    c->tokenizer_source = MM_TOK_MODEL;
+    c->tokenizer_model = mm_xcalloc(1, sizeof *c->tokenizer_model);
+    return load_ref(x, v, "tokenizer_source", 0, c->tokenizer_model);
+}
+
+/* mergekit wants exactly one of models:/slices: (modules: is refused earlier). */
+static int load_inputs(const ctx *x, const mm_ynode *root)
+{
+    const mm_ynode *sk, *models = mm_ymap_get(root, "models", NULL), *slices = mm_ymap_get(root, "slices", &sk);
+    int has_models = models && !mm_ynode_is_null(models), has_slices = slices && !mm_ynode_is_null(slices);
+    if (has_models && has_slices)
+        return fail(x, sk, -EINVAL, "both models: and slices: are given (use models: to merge whole models or "
+                    "slices: to assemble layer ranges, not both)");
+    if (models && !has_slices)
+        return load_models(x, models);
+    if (slices)
+        return load_slices(x, slices);
+    return fail(x, root, -EINVAL, "neither models: nor slices: is given (list the models to merge under models:, "
+                "or layer ranges under slices:)");
+}
+
+static int load_root(const ctx *x, const mm_ynode *root)
+{
+    if (!root || mm_ynode_is_null(root))
+        return fail(x, root, -EINVAL, "the configuration is empty (write at least merge_method: and models: or "
+                    "slices:)");
+    if (root->kind != MM_YN_MAP)
+        return fail(x, root, -EINVAL, "the configuration must be a mapping of keys such as merge_method: and "
+                    "models:, found %s (write 'key: value' lines starting at the beginning of the line)",
+                    mm_ynode_describe(root));
+    check_keys(x, root, &L_TOP);
+    mm_config *c = x->c;
+    const mm_ynode *models = mm_ymap_get(root, "models", NULL), *slices = mm_ymap_get(root, "slices", NULL);
+    int rc;
+    if ((rc = refuse_unsupported(x, root)) < 0 || (rc = load_method(x, root)) < 0)
+        return rc;
+    /* Report both/neither of models:/slices: before touching any model folder. */
+    if ((!models || mm_ynode_is_null(models)) == (!slices || mm_ynode_is_null(slices)) && (rc = load_inputs(x, root)) < 0)
+        return rc;
+    if ((rc = load_dtype(x, root, "dtype", &c->dtype, &c->dtype_pos)) < 0 ||
+        (rc = load_dtype(x, root, "out_dtype", &c->out_dtype, &c->out_dtype_pos)) < 0 ||
+        (rc = load_params(x, mm_ymap_get(root, "parameters", NULL), &c->params)) < 0 ||
+        (rc = load_optional_ref(x, root, "base_model", &c->base_model)) < 0 || (rc = load_inputs(x, root)) < 0)
+        return rc;
+    return load_tokenizer_source(x, root);
+}
+
+int mm_config_load(const char *path, mm_config **out, mm_err *err)
+{
+    mm_config *c = mm_xcalloc(1, sizeof *c);
+    c->path = mm_xstrdup(path);
+    c->dtype = c->out_dtype = MM_DT_NONE;
+    mm_ydoc *doc = NULL;
+    int rc = mm_file_read_all(path, MAX_CONFIG_SIZE, &c->text, &c->text_len, err);
+    if (rc == 0)
+        rc = mm_yaml_parse(c->path, c->text, c->text_len, &doc, err);
+    if (rc == 0) {
+        ctx x = {c, err};
+        rc = load_root(&x, mm_ydoc_root(doc));
+    }
+    mm_ydoc_free(doc);
+    if (rc < 0) {
+        mm_config_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+/* ---- freeing ---- */
+
+static void free_pvalue(mm_pvalue *v)
+{
+    if (v->kind == MM_PV_STR)
+        free(v->str);
+}
+
+static void free_setting(mm_psetting *s)
+{
+    if (!s)
+        return;
+    free_pvalue(&s->scalar);
+    for (size_t i = 0; i < s->ngrad; i++)
+        free_pvalue(&s->grad[i]);
+    free(s->grad);
+    for (size_t i = 0; i < s->nconds; i++) {
+        free(s->conds[i].filter);
+        free_setting(s->conds[i].value);
+    }
+    free(s->conds);
+    free(s);
+}
+
+static void free_params(mm_params *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->items[i].name);
+        free_setting(p->items[i].setting);
+    }
+    free(p->items);
+}
+
+static void free_ref(mm_modelref *r)
+{
+    if (!r)
+        return;
+    free(r->ref);
+    free(r->path);
+}
+
+void mm_config_free(mm_config *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->nslices; i++) {
+        mm_slice_def *sl = &c->slices[i];
+        for (size_t j = 0; j < sl->nsources; j++) {
+            free_ref(&sl->sources[j].model);
+            free_params(&sl->sources[j].params);
+        }
+        free(sl->sources);
+        free_ref(sl->base_model);
+        free(sl->base_model);
+        free_params(&sl->params);
+    }
+    free(c->slices);
+    free_ref(c->base_model);
+    free(c->base_model);
+    free_ref(c->tokenizer_model);
+    free(c->tokenizer_model);
+    free_params(&c->params);
+    free(c->text);
+    free(c->path);
+    free(c);
+}

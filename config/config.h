@@ -1,0 +1,141 @@
+/* The merge configuration: a mergekit-style YAML file parsed, validated and with its model references
+ * resolved to local folders (MERGE-SPEC B1, decisions D1, D2, D10, D11, D14, D17).
+ *
+ * Ownership: everything hangs off one mm_config and is freed by mm_config_free. Strings are owned.
+ * Thread-safety: immutable after mm_config_load; any number of threads may read it. */
+#ifndef MM_CONFIG_H
+#define MM_CONFIG_H
+
+#include <stddef.h>
+
+#include "../merge/dtype.h"
+#include "../merge/util.h"
+
+/* A place in the YAML file, for messages: "<file>:<line>:<col>: ...". line and col are 1-based. */
+typedef struct mm_srcpos {
+    const char *file; /* points at mm_config.path */
+    int line, col;
+} mm_srcpos;
+
+/* A parameter value as written: number, boolean or string. */
+typedef enum { MM_PV_UNSET = 0, MM_PV_NUM, MM_PV_BOOL, MM_PV_STR } mm_pvalue_kind;
+typedef struct mm_pvalue {
+    mm_pvalue_kind kind;
+    double num; /* MM_PV_NUM */
+    int b;      /* MM_PV_BOOL */
+    char *str;  /* MM_PV_STR (owned by the config) */
+} mm_pvalue;
+
+/* A parameter setting (B1.5): a scalar, a gradient (a list of scalars), or a conditional list of
+ * {filter, value} entries whose values are scalars or gradients. */
+typedef enum { MM_PS_SCALAR, MM_PS_GRADIENT, MM_PS_CONDITIONAL } mm_psetting_kind;
+typedef struct mm_psetting mm_psetting;
+typedef struct mm_pcond {
+    char *filter;        /* NULL when missing/null; "*" matches everything; otherwise a plain substring */
+    mm_psetting *value;  /* MM_PS_SCALAR or MM_PS_GRADIENT */
+    mm_srcpos pos;
+} mm_pcond;
+struct mm_psetting {
+    mm_psetting_kind kind;
+    mm_srcpos pos;
+    mm_pvalue scalar;    /* MM_PS_SCALAR */
+    mm_pvalue *grad;     /* MM_PS_GRADIENT: ngrad >= 1 entries, all numbers or all non-numbers */
+    size_t ngrad;
+    mm_pcond *conds;     /* MM_PS_CONDITIONAL */
+    size_t nconds;
+};
+
+/* Evaluates a setting for a tensor name at layer position t in [0,1] (B1.5): gradients of numbers are
+ * interpolated in double, gradients of non-numbers indexed stepwise, conditional lists scanned in order
+ * (first match wins). Returns 1 and fills *out when the setting yields a value, 0 when no condition
+ * matched ("unset": the caller falls through to the next precedence level). */
+int mm_psetting_eval(const mm_psetting *s, const char *tensor_name, double t, mm_pvalue *out);
+
+typedef struct mm_param {
+    char *name;
+    mm_psetting *setting;
+    mm_srcpos pos; /* position of the key */
+} mm_param;
+
+typedef struct mm_params {
+    mm_param *items;
+    size_t n;
+} mm_params;
+
+/* The setting named `name` in a parameter map, or NULL. */
+const mm_psetting *mm_params_find(const mm_params *p, const char *name);
+
+/* A model reference (D14), resolved. */
+typedef struct mm_modelref {
+    char *ref;      /* as written in the YAML, e.g. "org/name@v1" or "./models/a" */
+    char *path;     /* resolved local folder (absolute, symlinks not resolved) */
+    mm_srcpos pos;  /* position of the reference's value */
+} mm_modelref;
+
+/* One source of an output slice. With `models:` syntax the layer range is filled in by the planner
+ * (has_range = 0 here). */
+typedef struct mm_source_def {
+    mm_modelref model;
+    int has_range;
+    int layer_start, layer_end; /* half-open */
+    mm_srcpos range_pos;
+    mm_params params;           /* per-source parameters (precedence level 1) */
+    int is_base_appended;       /* 1 for the base model appended by the planner rule of D1/B1.3 */
+} mm_source_def;
+
+typedef struct mm_slice_def {
+    mm_source_def *sources;  /* config order; for `models:` the base model is appended last when not listed */
+    size_t nsources;
+    mm_modelref *base_model; /* per-slice override, or NULL to use mm_config.base_model */
+    mm_params params;        /* slice parameters (precedence level 2) */
+    mm_srcpos pos;
+} mm_slice_def;
+
+typedef enum {
+    MM_TOK_DONOR = 0, /* no tokenizer_source: copy the donor's files (D2) */
+    MM_TOK_BASE,      /* tokenizer_source: base */
+    MM_TOK_MODEL,     /* tokenizer_source: <model ref> */
+} mm_tok_source;
+
+typedef struct mm_config {
+    char *path;              /* the config file as given on the command line */
+    char *text;              /* the file's bytes verbatim (served as mergekit_config.yml) */
+    size_t text_len;
+
+    char *merge_method;
+    mm_srcpos method_pos;
+
+    int models_syntax;       /* 1: `models:` (exactly one slice, sources without ranges); 0: `slices:` */
+    mm_slice_def *slices;
+    size_t nslices;
+
+    mm_modelref *base_model; /* NULL when not set */
+    mm_params params;        /* top-level parameters (precedence level 4) */
+
+    mm_dtype dtype;          /* MM_DT_NONE when not set */
+    mm_dtype out_dtype;      /* MM_DT_NONE when not set */
+    mm_srcpos dtype_pos, out_dtype_pos;
+
+    mm_tok_source tokenizer_source;
+    mm_modelref *tokenizer_model; /* MM_TOK_MODEL only */
+} mm_config;
+
+/* Reads, parses and validates `path`, resolves every model reference, and returns a config.
+ * Errors (syntax, not a mapping, wrong types, both or neither of models/slices, bad dtype, missing
+ * model, unsupported features of D17, `model+lora`, empty gradient, ...) return -EINVAL/-ENOENT with
+ * "<path>:<line>:<col>: <what> (<fix>)" in err. Unknown keys print a warning (D11) and are ignored.
+ * Method names and method parameters are NOT checked here (the planner knows the methods). */
+int mm_config_load(const char *path, mm_config **out, mm_err *err);
+void mm_config_free(mm_config *c);
+
+/* Resolves a model reference (D14): an existing local folder as is; otherwise `org/name[@revision]` in
+ * the local Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub):
+ * models--org--name/refs/<rev> holds a snapshot hash (rev defaults to "main"), or <rev> is itself a
+ * snapshot hash. On success *path is a heap string. Not found: -ENOENT and a message naming where it
+ * looked and the `hf download org/name` command. `a+b` (LoRA): -ENOTSUP "not supported yet". */
+int mm_modelref_resolve(const char *ref, char **path, mm_err *err);
+
+/* Formats a position as "file:line:col" into buf. */
+void mm_srcpos_format(const mm_srcpos *p, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,527 @@
+/* 35 (not 312) keeps the plain struct fuse_loop_config, which builds against every libfuse >= 3.10 that
+ * meson accepts. 312 would add only fuse_loop_cfg_set_max_threads; libfuse >= 3.12 applies its default
+ * of 10 workers either way, which is plenty while misses are computed off the worker threads. */
+#define FUSE_USE_VERSION 35
+
+#include "fs.h"
+
+#include <fuse_lowlevel.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+enum { ROOT_INO = 1, FIRST_FILE_INO = 2 };
+
+/* The merged view never changes while mounted, so the kernel may keep names and attributes for a day
+ * instead of asking again on every stat. */
+static const double k_cache_timeout = 86400.0;
+/* cp, Python's io and others size their read buffers from st_blksize; 1 MiB is the largest request
+ * the kernel sends, so bigger gains nothing and the 4 KiB default costs syscalls. */
+static const blksize_t k_blksize = 1 << 20;
+/* The kernel default of 12 outstanding background (readahead) requests starves parallel readers;
+ * 64 is what mountpoint-s3 settled on. */
+static const unsigned k_max_background = 64;
+static const int k_max_idle_threads = 10;
+
+typedef struct fs_state {
+    mm_vfs *vfs;
+    size_t count;
+    uint64_t total_bytes;
+    uid_t uid;
+    gid_t gid;
+    struct timespec mtime;
+} fs_state;
+
+static fs_state *fs_of(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+static int file_index(const fs_state *fs, fuse_ino_t ino, size_t *idx)
+{
+    if (ino < FIRST_FILE_INO || ino - FIRST_FILE_INO >= fs->count)
+        return -ENOENT;
+    *idx = (size_t)(ino - FIRST_FILE_INO);
+    return 0;
+}
+
+/* The one place attributes are made: lookup, getattr and readdirplus must agree on the size, or the
+ * kernel truncates its page cache under mmap readers (SIGBUS). */
+static int fill_stat(const fs_state *fs, fuse_ino_t ino, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_ino = ino;
+    st->st_uid = fs->uid;
+    st->st_gid = fs->gid;
+    st->st_atim = st->st_mtim = st->st_ctim = fs->mtime;
+    st->st_blksize = k_blksize;
+    if (ino == ROOT_INO) {
+        st->st_mode = S_IFDIR | 0555;
+        st->st_nlink = 2;
+        return 0;
+    }
+    size_t idx;
+    if (file_index(fs, ino, &idx) < 0)
+        return -ENOENT;
+    uint64_t size = mm_vfs_size(fs->vfs, idx);
+    st->st_mode = S_IFREG | 0444;
+    st->st_nlink = 1;
+    st->st_size = (off_t)size;
+    /* As if fully allocated, so `du` reports what a copy of the folder will take. */
+    st->st_blocks = (blkcnt_t)((size + 511) / 512);
+    return 0;
+}
+
+static void fill_entry(const fs_state *fs, fuse_ino_t ino, struct fuse_entry_param *e)
+{
+    memset(e, 0, sizeof *e);
+    e->ino = ino;
+    e->attr_timeout = k_cache_timeout;
+    e->entry_timeout = k_cache_timeout;
+    fill_stat(fs, ino, &e->attr);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    conn->max_background = k_max_background;
+    conn->congestion_threshold = k_max_background * 3 / 4;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    fs_state *fs = fs_of(req);
+    struct fuse_entry_param e;
+    size_t idx;
+    if (parent != ROOT_INO || mm_vfs_lookup(fs->vfs, name, &idx) < 0) {
+        /* Inode 0 with a timeout is a negative entry the kernel may cache: a missing name stays
+         * missing for the life of the mount, and loaders probe many optional files. */
+        memset(&e, 0, sizeof e);
+        e.entry_timeout = parent == ROOT_INO ? k_cache_timeout : 0;
+        if (parent == ROOT_INO)
+            fuse_reply_entry(req, &e);
+        else
+            fuse_reply_err(req, ENOTDIR);
+        return;
+    }
+    fill_entry(fs, FIRST_FILE_INO + idx, &e);
+    fuse_reply_entry(req, &e);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct stat st;
+    if (fill_stat(fs_of(req), ino, &st) < 0) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    fuse_reply_attr(req, &st, k_cache_timeout);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    if (ino != ROOT_INO) {
+        fuse_reply_err(req, ENOTDIR);
+        return;
+    }
+    /* The listing is as immutable as the files: let the kernel cache it across opens. */
+    fi->cache_readdir = 1;
+    fi->keep_cache = 1;
+    fuse_reply_open(req, fi);
+}
+
+/* Directory offsets: entry k of ".", "..", file 0, file 1, ... carries offset k + 1 (the offset of the
+ * entry after it), and a file's entry index equals its inode number. */
+static void reply_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
+{
+    fs_state *fs = fs_of(req);
+    if (ino != ROOT_INO) {
+        fuse_reply_err(req, ENOTDIR);
+        return;
+    }
+    char *buf = malloc(size ? size : 1);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    size_t used = 0;
+    for (size_t k = off > 0 ? (size_t)off : 0; k < fs->count + FIRST_FILE_INO; k++) {
+        const char *name = k == 0 ? "." : k == 1 ? ".." : mm_vfs_name(fs->vfs, k - FIRST_FILE_INO);
+        fuse_ino_t eino = k < FIRST_FILE_INO ? ROOT_INO : (fuse_ino_t)k;
+        struct fuse_entry_param e;
+        fill_entry(fs, eino, &e);
+        size_t need = plus ? fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)k + 1)
+                           : fuse_add_direntry(req, buf + used, size - used, name, &e.attr, (off_t)k + 1);
+        if (need > size - used)
+            break;
+        used += need;
+    }
+    fuse_reply_buf(req, buf, used);
+    free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    (void)fi;
+    reply_dir(req, ino, size, off, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    (void)fi;
+    reply_dir(req, ino, size, off, 1);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    size_t idx;
+    if (ino == ROOT_INO) {
+        fuse_reply_err(req, EISDIR);
+        return;
+    }
+    if (file_index(fs_of(req), ino, &idx) < 0) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    /* The `ro` mount already stops these in the kernel; this is the answer if one gets through. */
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    /* Never direct_io: it breaks MAP_SHARED mmap, which every loader uses. keep_cache keeps pages across
+     * opens (the bytes never change); noflush spares a round trip on every close. */
+    fi->direct_io = 0;
+    fi->keep_cache = 1;
+    fi->noflush = 1;
+    fuse_reply_open(req, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    (void)fi;
+    fs_state *fs = fs_of(req);
+    size_t idx;
+    if (file_index(fs, ino, &idx) < 0) {
+        fuse_reply_err(req, ino == ROOT_INO ? EISDIR : ENOENT);
+        return;
+    }
+    uint64_t fsize = mm_vfs_size(fs->vfs, idx);
+    if (off < 0 || (uint64_t)off >= fsize || size == 0) {
+        fuse_reply_buf(req, NULL, 0);
+        return;
+    }
+    if (size > fsize - (uint64_t)off)
+        size = (size_t)(fsize - (uint64_t)off);
+    void *buf = malloc(size);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    ssize_t n = mm_vfs_read(fs->vfs, idx, (uint64_t)off, size, buf);
+    if (n < 0)
+        fuse_reply_err(req, (int)-n);
+    else
+        fuse_reply_buf(req, buf, (size_t)n);
+    free(buf);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    (void)ino;
+    fs_state *fs = fs_of(req);
+    struct statvfs sv;
+    memset(&sv, 0, sizeof sv);
+    sv.f_bsize = 4096;
+    sv.f_frsize = 4096;
+    /* Size = what the files add up to, free = 0: `df` then shows what a copy will need. */
+    sv.f_blocks = (fsblkcnt_t)((fs->total_bytes + sv.f_frsize - 1) / sv.f_frsize);
+    sv.f_files = (fsfilcnt_t)(fs->count + 1);
+    sv.f_namemax = 255;
+    fuse_reply_statfs(req, &sv);
+}
+
+/* Extended attributes of the mount root, rendered when asked: this is where diagnostics
+ * (user.mergemount.*) are exposed, because a hidden file in the tree would be uploaded by `hf upload`.
+ * To add one, add a renderer and a row. Files carry no attributes. */
+typedef struct root_xattr {
+    const char *name;
+    void (*render)(const fs_state *fs, mm_buf *out);
+} root_xattr;
+
+static const root_xattr k_root_xattrs[] = {
+    {NULL, NULL},
+};
+
+static const root_xattr *find_root_xattr(const char *name)
+{
+    for (const root_xattr *x = k_root_xattrs; x->name; x++)
+        if (strcmp(x->name, name) == 0)
+            return x;
+    return NULL;
+}
+
+/* getxattr/listxattr protocol: size 0 asks for the length, a too-small buffer is ERANGE. */
+static void reply_xattr_bytes(fuse_req_t req, size_t size, const void *data, size_t len)
+{
+    if (size == 0)
+        fuse_reply_xattr(req, len);
+    else if (len > size)
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, data, len);
+}
+
+static int known_ino(const fs_state *fs, fuse_ino_t ino)
+{
+    size_t idx;
+    return ino == ROOT_INO || file_index(fs, ino, &idx) == 0;
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    fs_state *fs = fs_of(req);
+    if (!known_ino(fs, ino)) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    const root_xattr *x = ino == ROOT_INO ? find_root_xattr(name) : NULL;
+    if (!x) {
+        fuse_reply_err(req, ENODATA);
+        return;
+    }
+    mm_buf value = {0};
+    x->render(fs, &value);
+    reply_xattr_bytes(req, size, value.data, value.len);
+    mm_buf_free(&value);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    fs_state *fs = fs_of(req);
+    if (!known_ino(fs, ino)) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    mm_buf names = {0};
+    if (ino == ROOT_INO)
+        for (const root_xattr *x = k_root_xattrs; x->name; x++)
+            mm_buf_append(&names, x->name, strlen(x->name) + 1);
+    reply_xattr_bytes(req, size, names.data, names.len);
+    mm_buf_free(&names);
+}
+
+/* No write-side operation is defined: with `ro` the kernel answers EROFS before asking us. forget is
+ * absent too: inodes are fixed for the life of the mount, so lookup counts need no bookkeeping. */
+static const struct fuse_lowlevel_ops k_ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .getattr = op_getattr,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .open = op_open,
+    .read = op_read,
+    .statfs = op_statfs,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+};
+
+/* /proc/self/mountinfo escapes space, tab, newline and backslash in paths as \ooo. */
+static void unescape_octal(char *s)
+{
+    char *out = s;
+    for (const char *in = s; *in; out++) {
+        if (in[0] == '\\' && in[1] >= '0' && in[1] <= '3' && in[2] >= '0' && in[2] <= '7' && in[3] >= '0' &&
+            in[3] <= '7') {
+            *out = (char)((in[1] - '0') * 64 + (in[2] - '0') * 8 + (in[3] - '0'));
+            in += 4;
+        } else {
+            *out = *in++;
+        }
+    }
+    *out = 0;
+}
+
+/* 1 if the canonical path is a mount point, 0 if not, -1 if mountinfo is unreadable. The table catches
+ * bind mounts of a folder of the same filesystem, which a device comparison misses. */
+static int listed_in_mountinfo(const char *canon)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return -1;
+    char *line = NULL;
+    size_t cap = 0;
+    int found = 0;
+    while (!found && getline(&line, &cap, f) > 0) {
+        /* Fields: id parent major:minor root mountpoint ... */
+        char *save = NULL, *field = strtok_r(line, " ", &save);
+        for (int i = 0; field && i < 4; i++)
+            field = strtok_r(NULL, " ", &save);
+        if (!field)
+            continue;
+        unescape_octal(field);
+        found = strcmp(field, canon) == 0;
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+static int is_mount_point(const char *path, const struct stat *st)
+{
+    char *canon = realpath(path, NULL);
+    int listed = canon ? listed_in_mountinfo(canon) : -1;
+    free(canon);
+    if (listed >= 0)
+        return listed;
+    char *parent = mm_path_join(path, "..");
+    struct stat pst;
+    int r = stat(parent, &pst) == 0 && (pst.st_dev != st->st_dev || pst.st_ino == st->st_ino);
+    free(parent);
+    return r;
+}
+
+/* A non-empty mountpoint is allowed (FUSE 3 dropped the `nonempty` check): mounting over a folder only
+ * hides its files until unmount, and users may want the merged view where an earlier copy lives. */
+int mm_fs_check_mountpoint(const char *path, mm_err *err)
+{
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        int e = errno;
+        if (e == ENOENT)
+            return mm_err_set(err, -ENOENT, "mountpoint %s does not exist (create it with mkdir -p %s)", path,
+                              path);
+        if (e == ENOTCONN)
+            return mm_err_set(err, -ENOTCONN,
+                              "mountpoint %s is a FUSE mount whose daemon has died (unmount it with "
+                              "fusermount3 -u %s)",
+                              path, path);
+        return mm_err_set(err, -e, "mountpoint %s: %s (check that it exists and you may enter it)", path,
+                          strerror(e));
+    }
+    if (!S_ISDIR(st.st_mode))
+        return mm_err_set(err, -ENOTDIR, "mountpoint %s is not a directory (mount on a directory)", path);
+    if (is_mount_point(path, &st))
+        return mm_err_set(err, -EBUSY, "%s is already a mount point (unmount it with fusermount3 -u %s)", path,
+                          path);
+    return 0;
+}
+
+/* libfuse splits -o on commas unless they are escaped with a backslash. */
+static void append_escaped(mm_buf *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == ',' || *s == '\\')
+            mm_buf_puts(b, "\\");
+        mm_buf_append(b, s, 1);
+    }
+}
+
+/* User options first, ours last: later options win, and `ro` and `default_permissions` are not
+ * negotiable for a filesystem that cannot be written. */
+static int make_args(const mm_fs_options *opt, struct fuse_args *args)
+{
+    mm_buf o = {0};
+    if (opt->fuse_opts && *opt->fuse_opts)
+        mm_buf_printf(&o, "%s,", opt->fuse_opts);
+    mm_buf_puts(&o, "ro,default_permissions,subtype=mergemount,fsname=");
+    append_escaped(&o, opt->fsname && *opt->fsname ? opt->fsname : "mergemount");
+    int rc = fuse_opt_add_arg(args, "mergemount") || fuse_opt_add_arg(args, "-o") ||
+             fuse_opt_add_arg(args, o.data) || (opt->debug && fuse_opt_add_arg(args, "-d"));
+    mm_buf_free(&o);
+    return rc ? -ENOMEM : 0;
+}
+
+static void init_state(fs_state *fs, mm_vfs *vfs)
+{
+    memset(fs, 0, sizeof *fs);
+    fs->vfs = vfs;
+    fs->count = mm_vfs_count(vfs);
+    for (size_t i = 0; i < fs->count; i++)
+        fs->total_bytes += mm_vfs_size(vfs, i);
+    fs->uid = getuid();
+    fs->gid = getgid();
+    fs->mtime.tv_sec = (time_t)mm_vfs_mtime(vfs);
+}
+
+/* Runs the session loop until unmount or a signal. A signal (positive return) is a clean stop. */
+static int serve(struct fuse_session *se, const char *mountpoint, mm_err *err)
+{
+    struct fuse_loop_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    /* One shared /dev/fuse fd: clone_fd gains little at this request size and costs an fd per thread. */
+    cfg.clone_fd = 0;
+    cfg.max_idle_threads = k_max_idle_threads;
+    int rc = fuse_session_loop_mt(se, &cfg);
+    if (rc < 0)
+        return mm_err_set(err, rc, "serving %s failed: %s", mountpoint, strerror(-rc));
+    return 0;
+}
+
+int mm_fs_run(mm_vfs *vfs, const mm_fs_options *opt, mm_err *err)
+{
+    int rc = mm_fs_check_mountpoint(opt->mountpoint, err);
+    if (rc < 0)
+        return rc;
+    /* fuse_daemonize changes directory to /, and unmounting needs the path afterwards. */
+    char *mountpoint = realpath(opt->mountpoint, NULL);
+    if (!mountpoint)
+        return mm_err_set(err, -errno, "mountpoint %s: %s", opt->mountpoint, strerror(errno));
+
+    fs_state fs;
+    init_state(&fs, vfs);
+    struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+    struct fuse_session *se = NULL;
+    int mounted = 0, handlers = 0;
+    rc = make_args(opt, &args);
+    if (rc < 0) {
+        mm_err_set(err, rc, "out of memory");
+        goto out;
+    }
+    se = fuse_session_new(&args, &k_ops, sizeof k_ops, &fs);
+    if (!se) {
+        rc = mm_err_set(err, -EINVAL, "invalid FUSE mount options '%s' (libfuse's message is above; see man 8 mount.fuse3)",
+                        opt->fuse_opts ? opt->fuse_opts : "");
+        goto out;
+    }
+    if (fuse_set_signal_handlers(se) != 0) {
+        rc = mm_err_set(err, -EIO, "cannot install signal handlers for %s", mountpoint);
+        goto out;
+    }
+    handlers = 1;
+    if (fuse_session_mount(se, mountpoint) != 0) {
+        rc = mm_err_set(err, -EIO,
+                        "cannot mount on %s (libfuse's message is above; check that /dev/fuse exists and "
+                        "fusermount3 is installed)",
+                        mountpoint);
+        goto out;
+    }
+    mounted = 1;
+    fuse_daemonize(opt->foreground || opt->debug);
+    if (opt->after_daemonize) {
+        int r = opt->after_daemonize(opt->arg);
+        if (r != 0) {
+            rc = mm_err_set(err, r < 0 ? r : -EIO, "mount of %s aborted: start-up after daemonising failed",
+                            mountpoint);
+            goto out;
+        }
+    }
+    rc = serve(se, mountpoint, err);
+out:
+    if (mounted)
+        fuse_session_unmount(se);
+    if (handlers)
+        fuse_remove_signal_handlers(se);
+    if (se)
+        fuse_session_destroy(se);
+    fuse_opt_free_args(&args);
+    free(mountpoint);
+    return rc;
+}

@@ -1,0 +1,150 @@
+#include "jsonpy.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Decodes one UTF-8 sequence; invalid bytes are passed through as U+FFFD. */
+static unsigned decode_utf8(const unsigned char **pp)
+{
+    const unsigned char *p = *pp;
+    unsigned c = *p, cp;
+    int n;
+    if (c < 0x80) {
+        *pp = p + 1;
+        return c;
+    } else if ((c & 0xe0) == 0xc0) {
+        cp = c & 0x1f;
+        n = 1;
+    } else if ((c & 0xf0) == 0xe0) {
+        cp = c & 0x0f;
+        n = 2;
+    } else if ((c & 0xf8) == 0xf0) {
+        cp = c & 0x07;
+        n = 3;
+    } else {
+        *pp = p + 1;
+        return 0xfffd;
+    }
+    for (int i = 1; i <= n; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            *pp = p + 1;
+            return 0xfffd;
+        }
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    *pp = p + n + 1;
+    return cp;
+}
+
+void mm_json_string_py(const char *s, mm_buf *b)
+{
+    mm_buf_puts(b, "\"");
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = decode_utf8(&p);
+        switch (c) {
+        case '"': mm_buf_puts(b, "\\\""); break;
+        case '\\': mm_buf_puts(b, "\\\\"); break;
+        case '\n': mm_buf_puts(b, "\\n"); break;
+        case '\r': mm_buf_puts(b, "\\r"); break;
+        case '\t': mm_buf_puts(b, "\\t"); break;
+        case '\b': mm_buf_puts(b, "\\b"); break;
+        case '\f': mm_buf_puts(b, "\\f"); break;
+        default:
+            if (c < 0x20 || (c >= 0x7f && c < 0x10000)) {
+                mm_buf_printf(b, "\\u%04x", c);
+            } else if (c >= 0x10000) {
+                c -= 0x10000;
+                mm_buf_printf(b, "\\u%04x\\u%04x", 0xd800 + (c >> 10), 0xdc00 + (c & 0x3ff));
+            } else {
+                char ch = (char)c;
+                mm_buf_append(b, &ch, 1);
+            }
+        }
+    }
+    mm_buf_puts(b, "\"");
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+static void indent(mm_buf *b, int level)
+{
+    mm_buf_puts(b, "\n");
+    for (int i = 0; i < level; i++)
+        mm_buf_puts(b, "  ");
+}
+
+static void write_value(const cJSON *v, mm_buf *b, int level)
+{
+    if (cJSON_IsNull(v)) {
+        mm_buf_puts(b, "null");
+    } else if (cJSON_IsTrue(v)) {
+        mm_buf_puts(b, "true");
+    } else if (cJSON_IsFalse(v)) {
+        mm_buf_puts(b, "false");
+    } else if (cJSON_IsNumber(v)) {
+        double d = v->valuedouble;
+        if (isfinite(d) && floor(d) == d && fabs(d) < 1e16) {
+            mm_buf_printf(b, "%.0f", d);
+        } else {
+            char tmp[64];
+            mm_format_double(d, tmp, sizeof tmp);
+            mm_buf_puts(b, tmp);
+        }
+    } else if (cJSON_IsString(v)) {
+        mm_json_string_py(v->valuestring, b);
+    } else if (cJSON_IsArray(v)) {
+        int n = cJSON_GetArraySize(v);
+        if (n == 0) {
+            mm_buf_puts(b, "[]");
+            return;
+        }
+        mm_buf_puts(b, "[");
+        int i = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v)
+        {
+            indent(b, level + 1);
+            write_value(e, b, level + 1);
+            if (++i < n)
+                mm_buf_puts(b, ",");
+        }
+        indent(b, level);
+        mm_buf_puts(b, "]");
+    } else if (cJSON_IsObject(v)) {
+        int n = cJSON_GetArraySize(v);
+        if (n == 0) {
+            mm_buf_puts(b, "{}");
+            return;
+        }
+        const cJSON **items = mm_xmalloc((size_t)n * sizeof *items);
+        int i = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) items[i++] = e;
+        qsort(items, (size_t)n, sizeof *items, cmp_key);
+        mm_buf_puts(b, "{");
+        for (i = 0; i < n; i++) {
+            indent(b, level + 1);
+            mm_json_string_py(items[i]->string, b);
+            mm_buf_puts(b, ": ");
+            write_value(items[i], b, level + 1);
+            if (i + 1 < n)
+                mm_buf_puts(b, ",");
+        }
+        free(items);
+        indent(b, level);
+        mm_buf_puts(b, "}");
+    } else {
+        mm_buf_puts(b, "null");
+    }
+}
+
+void mm_json_write_py(const cJSON *v, mm_buf *b)
+{
+    write_value(v, b, 0);
+}

@@ -1,0 +1,248 @@
+#include "model.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_JSON_FILE (64u << 20)
+
+static int exists(const char *dir, const char *name)
+{
+    char *p = mm_path_join(dir, name);
+    int ok = access(p, F_OK) == 0;
+    free(p);
+    return ok;
+}
+
+static int shard_open(mm_shard *s, const char *path, mm_err *err)
+{
+    memset(s, 0, sizeof *s);
+    s->fd = -1;
+    s->path = mm_xstrdup(path);
+    int rc = mm_st_read_file(path, &s->hdr, err);
+    if (rc < 0)
+        return rc;
+    s->fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (s->fd < 0 || fstat(s->fd, &st) < 0)
+        return mm_err_set(err, -errno, "%s: cannot open: %s", path, strerror(errno));
+    s->size = (uint64_t)st.st_size;
+    s->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    return 0;
+}
+
+/* Shard names come from a file we did not write: only plain names inside the model folder. */
+static int safe_file_name(const char *s)
+{
+    return *s && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
+static int load_index(mm_model *m, const char *index_path, mm_err *err)
+{
+    char *text;
+    int rc = mm_file_read_all(index_path, MAX_JSON_FILE, &text, NULL, err);
+    if (rc < 0)
+        return rc;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+    if (!cJSON_IsObject(wm)) {
+        cJSON_Delete(root);
+        return mm_err_set(err, -EINVAL, "%s: not a JSON object with a \"weight_map\" object", index_path);
+    }
+    /* Distinct shard names in order of first appearance. */
+    const char **names = mm_xcalloc((size_t)cJSON_GetArraySize(wm) + 1, sizeof *names);
+    size_t nn = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, wm)
+    {
+        if (!cJSON_IsString(e) || !safe_file_name(e->valuestring)) {
+            rc = mm_err_set(err, -EINVAL, "%s: weight_map entry '%s' must name a file in the model folder", index_path,
+                            e->string);
+            goto out;
+        }
+        size_t k = 0;
+        while (k < nn && strcmp(names[k], e->valuestring) != 0)
+            k++;
+        if (k == nn)
+            names[nn++] = e->valuestring;
+    }
+    m->shards = mm_xcalloc(nn, sizeof *m->shards);
+    for (size_t i = 0; i < nn; i++) {
+        char *p = mm_path_join(m->path, names[i]);
+        rc = shard_open(&m->shards[i], p, err);
+        free(p);
+        m->nshards++;
+        if (rc < 0)
+            goto out;
+    }
+    /* Every weight_map entry must be in the shard it names. */
+    cJSON_ArrayForEach(e, wm)
+    {
+        const mm_shard *s = NULL;
+        for (size_t i = 0; i < m->nshards; i++)
+            if (strcmp(strrchr(m->shards[i].path, '/') + 1, e->valuestring) == 0)
+                s = &m->shards[i];
+        int found = 0;
+        for (size_t j = 0; s && j < s->hdr.n; j++)
+            found |= strcmp(s->hdr.tensors[j].name, e->string) == 0;
+        if (!found) {
+            rc = mm_err_set(err, -EINVAL, "%s: weight_map says '%s' is in %s, but that file has no such tensor",
+                            index_path, e->string, e->valuestring);
+            goto out;
+        }
+    }
+out:
+    free(names);
+    cJSON_Delete(root);
+    return rc;
+}
+
+static int cmp_tensor(const void *a, const void *b)
+{
+    return strcmp(((const mm_model_tensor *)a)->name, ((const mm_model_tensor *)b)->name);
+}
+
+static int index_tensors(mm_model *m, mm_err *err)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->nshards; i++)
+        n += m->shards[i].hdr.n;
+    m->tensors = mm_xcalloc(n, sizeof *m->tensors);
+    for (size_t i = 0; i < m->nshards; i++)
+        for (size_t j = 0; j < m->shards[i].hdr.n; j++) {
+            mm_model_tensor *t = &m->tensors[m->ntensors++];
+            t->st = &m->shards[i].hdr.tensors[j];
+            t->shard = &m->shards[i];
+            t->name = t->st->name;
+            t->layer = mm_layer_of(t->name, &t->template_name);
+            if (t->layer >= m->num_layers)
+                m->num_layers = t->layer + 1;
+        }
+    qsort(m->tensors, m->ntensors, sizeof *m->tensors, cmp_tensor);
+    for (size_t i = 1; i < m->ntensors; i++)
+        if (strcmp(m->tensors[i - 1].name, m->tensors[i].name) == 0)
+            return mm_err_set(err, -EINVAL, "%s: tensor '%s' is stored in two shards (%s and %s)", m->path,
+                              m->tensors[i].name, m->tensors[i - 1].shard->path, m->tensors[i].shard->path);
+    return 0;
+}
+
+int mm_model_open(const char *path, mm_model **out, mm_err *err)
+{
+    mm_model *m = mm_xcalloc(1, sizeof *m);
+    m->path = mm_xstrdup(path);
+    int rc;
+    if (exists(path, "model.safetensors.index.json")) {
+        char *ip = mm_path_join(path, "model.safetensors.index.json");
+        rc = load_index(m, ip, err);
+        free(ip);
+    } else if (exists(path, "model.safetensors")) {
+        char *p = mm_path_join(path, "model.safetensors");
+        m->shards = mm_xcalloc(1, sizeof *m->shards);
+        m->nshards = 1;
+        rc = shard_open(&m->shards[0], p, err);
+        free(p);
+    } else if (exists(path, "pytorch_model.bin") || exists(path, "pytorch_model.bin.index.json")) {
+        rc = mm_err_set(err, -ENOTSUP,
+                        "%s: has only pickle weights (pytorch_model.bin); mergemount reads safetensors only "
+                        "(convert the model to safetensors first, e.g. with transformers' save_pretrained(..., "
+                        "safe_serialization=True))",
+                        path);
+    } else {
+        rc = mm_err_set(err, -ENOENT, "%s: no model.safetensors or model.safetensors.index.json in this folder "
+                                      "(is it a model folder?)",
+                        path);
+    }
+    if (rc == 0)
+        rc = index_tensors(m, err);
+    if (rc == 0 && exists(path, "config.json")) {
+        char *cp = mm_path_join(path, "config.json"), *text;
+        rc = mm_file_read_all(cp, MAX_JSON_FILE, &text, NULL, err);
+        if (rc == 0) {
+            m->config = cJSON_Parse(text);
+            free(text);
+            if (!cJSON_IsObject(m->config))
+                rc = mm_err_set(err, -EINVAL, "%s: not a JSON object", cp);
+        }
+        free(cp);
+    }
+    if (rc < 0) {
+        mm_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+void mm_model_free(mm_model *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->nshards; i++) {
+        if (m->shards[i].fd >= 0)
+            close(m->shards[i].fd);
+        mm_st_header_free(&m->shards[i].hdr);
+        free(m->shards[i].path);
+    }
+    for (size_t i = 0; i < m->ntensors; i++)
+        free(m->tensors[i].template_name);
+    free(m->shards);
+    free(m->tensors);
+    cJSON_Delete(m->config);
+    free(m->path);
+    free(m);
+}
+
+const mm_model_tensor *mm_model_find(const mm_model *m, const char *name)
+{
+    mm_model_tensor key = {.name = name};
+    return bsearch(&key, m->tensors, m->ntensors, sizeof key, cmp_tensor);
+}
+
+int mm_layer_of(const char *name, char **template_name)
+{
+    *template_name = NULL;
+    const char *p = name;
+    while (p) {
+        const char *dot = strchr(p, '.');
+        const char *end = dot ? dot : p + strlen(p);
+        /* A layer index sits between dots: ".<digits>." (D12). */
+        if (p != name && dot && end > p) {
+            const char *q = p;
+            while (q < end && isdigit((unsigned char)*q))
+                q++;
+            if (q == end && end - p < 9) {
+                int layer = atoi(p);
+                *template_name = mm_xasprintf("%.*s{}%s", (int)(p - name), name, end);
+                return layer;
+            }
+        }
+        p = dot ? dot + 1 : NULL;
+    }
+    return -1;
+}
+
+char *mm_layer_name(const char *template_name, int layer)
+{
+    const char *h = strstr(template_name, "{}");
+    return mm_xasprintf("%.*s%d%s", (int)(h - template_name), template_name, layer, h + 2);
+}
+
+cJSON *mm_config_layer_key(cJSON *cfg)
+{
+    static const char *keys[] = {"num_hidden_layers", "n_layer", "num_layers", "n_layers"};
+    if (!cJSON_IsObject(cfg))
+        return NULL;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        cJSON *k = cJSON_GetObjectItemCaseSensitive(cfg, keys[i]);
+        if (cJSON_IsNumber(k))
+            return k;
+    }
+    cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
+    return tc ? mm_config_layer_key(tc) : NULL;
+}

@@ -1,0 +1,66 @@
+/* A source model folder opened for reading: its safetensors shards (validated headers, open file
+ * descriptors) and its config.json (D12, D13).
+ *
+ * Ownership: an mm_model owns its shards, descriptors and parsed config. Thread-safety: immutable after
+ * mm_model_open; reads go through pread on the shard descriptors, so any number of threads may read at
+ * once. */
+#ifndef MM_MODEL_H
+#define MM_MODEL_H
+
+#include <stdint.h>
+
+#include "safetensors.h"
+#include "util.h"
+
+typedef struct cJSON cJSON;
+
+typedef struct mm_shard {
+    char *path;       /* absolute path of the shard file */
+    int fd;
+    uint64_t size;
+    int64_t mtime_ns;
+    mm_st_header hdr;
+} mm_shard;
+
+/* One tensor of a model. layer is the first `.<digits>.` component of the name (-1 for non-layer
+ * tensors); template is the name with that component replaced by "{}" (NULL when layer < 0). */
+typedef struct mm_model_tensor {
+    const char *name;
+    const mm_st_tensor *st;
+    const mm_shard *shard;
+    int layer;
+    char *template_name;
+} mm_model_tensor;
+
+typedef struct mm_model {
+    char *path;
+    mm_shard *shards;
+    size_t nshards;
+    mm_model_tensor *tensors; /* sorted by name */
+    size_t ntensors;
+    int num_layers;           /* max layer index + 1 over the tensor names (0: no layers) */
+    cJSON *config;            /* parsed config.json, or NULL when the folder has none */
+} mm_model;
+
+/* Opens the model folder `path`: model.safetensors, or model.safetensors.index.json and the shards it
+ * names (names must be plain file names inside the folder). Every header is validated
+ * (mm_st_read_file). A folder with only pytorch_model.bin gets an error saying to convert it.
+ * Messages name the file. */
+int mm_model_open(const char *path, mm_model **out, mm_err *err);
+void mm_model_free(mm_model *m);
+
+/* The tensor called `name`, or NULL. */
+const mm_model_tensor *mm_model_find(const mm_model *m, const char *name);
+
+/* Splits a tensor name at its first all-digit dot-separated component: returns the layer index and
+ * fills *template_name (heap, "{}" in place of the digits); -1 and NULL when there is none. */
+int mm_layer_of(const char *name, char **template_name);
+
+/* Fills `name` from a template by putting `layer` in place of "{}". Heap result. */
+char *mm_layer_name(const char *template_name, int layer);
+
+/* The layer-count key of a config.json (D12): the first of num_hidden_layers, n_layer, num_layers,
+ * n_layers, at top level or inside text_config. NULL if none. The item belongs to cfg. */
+cJSON *mm_config_layer_key(cJSON *cfg);
+
+#endif

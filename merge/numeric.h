@@ -1,0 +1,42 @@
+/* All merge numerics live here (DESIGN.md "Numerics live in one place").
+ *
+ * The model (MERGE-SPEC D3): every elementwise op is computed in float32 and rounded, round-to-nearest-even,
+ * to the computation dtype after each op, exactly like torch's CPU eager kernels. Values of the
+ * computation dtype are carried in float32 variables holding an exactly representable value, so
+ * "round to dtype" is a float -> float function. The file is compiled with -ffp-contract=off: a fused
+ * multiply-add would skip a rounding torch performs. */
+#ifndef MM_NUMERIC_H
+#define MM_NUMERIC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+
+/* bf16 <-> f32. f32 -> bf16 rounds to nearest even; NaN stays a quiet NaN. */
+static inline float mm_bf16_to_f32(uint16_t h)
+{
+    union { uint32_t u; float f; } v = { .u = (uint32_t)h << 16 };
+    return v.f;
+}
+static inline uint16_t mm_f32_to_bf16(float f)
+{
+    union { float f; uint32_t u; } v = { .f = f };
+    if ((v.u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((v.u >> 16) | 0x0040u); /* quiet NaN, keep sign and payload top bits */
+    uint32_t lsb = (v.u >> 16) & 1u;
+    return (uint16_t)((v.u + 0x7fffu + lsb) >> 16);
+}
+
+/* IEEE binary16 <-> f32, round to nearest even, overflow to +-inf, subnormals exact. */
+float mm_f16_to_f32(uint16_t h);
+uint16_t mm_f32_to_f16(float f);
+
+/* Rounds a float32 value to the nearest value of `dt` (F32: identity; BF16/F16: RNE), returned as float. */
+float mm_round_to(mm_dtype dt, float x);
+
+/* Converts n elements of a computable dtype to float32 / from float32 (with RNE rounding). */
+void mm_load_f32(mm_dtype dt, const void *src, float *dst, size_t n);
+void mm_store_f32(mm_dtype dt, const float *src, void *dst, size_t n);
+
+#endif

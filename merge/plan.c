@@ -1,0 +1,530 @@
+/* Output tensors: which exist, what each is made of, and the parameters each uses (B1.3-B1.5, B4). */
+#include "plan.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan_internal.h"
+
+void mm_plan_options_default(mm_plan_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->out_shard_size = 5000000000ull;
+    o->copy_tokenizer = 1;
+    o->write_model_card = 1;
+}
+
+static const char *const embed_names[] = {"embed_tokens", "lm_head", "wte", "word_embeddings", "embed_in", "embed_out"};
+
+int mm_is_embed_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof embed_names / sizeof embed_names[0]; i++)
+        if (strstr(name, embed_names[i]))
+            return 1;
+    return 0;
+}
+
+static int is_lm_head(const char *name)
+{
+    return strstr(name, "lm_head") || strstr(name, "embed_out");
+}
+
+/* Non-layer tensors after the layers: the output head and the final norm (`model.norm`, `ln_f`,
+ * `final_layer_norm`). Everything else that is not in a layer comes before them. */
+static int is_post(const char *name)
+{
+    return is_lm_head(name) || strstr(name, "norm") || strstr(name, "ln_f");
+}
+
+/* A model without its own lm_head reads its input embedding in its place (tied embeddings, B4.4). */
+static const mm_model_tensor *tied_fallback(const mm_model *m, const char *name)
+{
+    if (!is_lm_head(name))
+        return NULL;
+    static const char *const inputs[] = {"embed_tokens", "wte", "word_embeddings", "embed_in"};
+    for (size_t i = 0; i < m->ntensors; i++)
+        if (m->tensors[i].layer < 0)
+            for (size_t k = 0; k < sizeof inputs / sizeof inputs[0]; k++)
+                if (strstr(m->tensors[i].name, inputs[k]))
+                    return &m->tensors[i];
+    return NULL;
+}
+
+static int model_index(mm_plan *p, const mm_modelref *ref, size_t *idx, mm_err *err)
+{
+    for (size_t i = 0; i < p->nmodels; i++)
+        if (strcmp(p->models[i]->path, ref->path) == 0) {
+            *idx = i;
+            return 0;
+        }
+    mm_model *m;
+    int rc = mm_model_open(ref->path, &m, err);
+    if (rc < 0) {
+        char pos[512];
+        mm_srcpos_format(&ref->pos, pos, sizeof pos);
+        mm_err_prefix(err, "%s: model '%s'", pos, ref->ref);
+        return rc;
+    }
+    p->models = mm_xrealloc(p->models, (p->nmodels + 1) * sizeof *p->models);
+    p->model_refs = mm_xrealloc(p->model_refs, (p->nmodels + 1) * sizeof *p->model_refs);
+    p->models[p->nmodels] = m;
+    p->model_refs[p->nmodels] = mm_xstrdup(ref->ref);
+    *idx = p->nmodels++;
+    return 0;
+}
+
+/* ---- parameters ---- */
+
+static int pvalue_to_double(const mm_param_def *d, const mm_psetting *s, const mm_pvalue *v, const char *tensor,
+                            double *out, mm_err *err)
+{
+    char pos[512];
+    mm_srcpos_format(&s->pos, pos, sizeof pos);
+    if (v->kind == MM_PV_NUM) {
+        *out = v->num;
+        return 0;
+    }
+    if (v->kind == MM_PV_BOOL) {
+        *out = v->b ? 1.0 : 0.0;
+        return 0;
+    }
+    return mm_err_set(err, -EINVAL, "%s: parameter '%s' must be a %s, got the string '%s' (for tensor '%s')", pos,
+                      d->name, d->type == MM_PT_BOOL ? "boolean (true/false)" : "number", v->str ? v->str : "",
+                      tensor);
+}
+
+/* Looks a parameter up through the precedence levels (B1.5): levels[0..n) most specific first; the
+ * first level that yields a value wins, else the default. NAN when unset without default. */
+static int eval_param(const mm_param_def *d, const mm_params *const *levels, size_t nlevels, const char *tensor,
+                      double t, double *out, int *found, mm_err *err)
+{
+    *found = 0;
+    for (size_t i = 0; i < nlevels; i++) {
+        if (!levels[i])
+            continue;
+        const mm_psetting *s = mm_params_find(levels[i], d->name);
+        mm_pvalue v;
+        if (s && mm_psetting_eval(s, tensor, t, &v)) {
+            *found = 1;
+            return pvalue_to_double(d, s, &v, tensor, out, err);
+        }
+    }
+    *out = d->def;
+    return 0;
+}
+
+/* Warns once per parameter name the method does not know (mergekit ignores them silently). */
+static void warn_unknown_params(const mm_method *m, const mm_params *ps, int per_model_level)
+{
+    if (!ps)
+        return;
+    for (size_t i = 0; i < ps->n; i++) {
+        const char *name = ps->items[i].name;
+        int known = 0;
+        for (size_t k = 0; k < m->nmparams; k++)
+            known |= strcmp(m->mparams[k].name, name) == 0;
+        for (size_t k = 0; k < m->ngparams && !per_model_level; k++)
+            known |= strcmp(m->gparams[k].name, name) == 0;
+        if (known)
+            continue;
+        char pos[512];
+        mm_srcpos_format(&ps->items[i].pos, pos, sizeof pos);
+        int global = 0;
+        for (size_t k = 0; k < m->ngparams; k++)
+            global |= strcmp(m->gparams[k].name, name) == 0;
+        if (global)
+            mm_log_warn("%s: parameter '%s' of %s is global; under a model's parameters it is ignored (move it to the "
+                        "top-level or slice parameters)",
+                        pos, name, m->name);
+        else
+            mm_log_warn("%s: parameter '%s' is not used by merge_method %s; ignored", pos, name, m->name);
+    }
+}
+
+/* ---- slices ---- */
+
+typedef struct slice_ctx {
+    const mm_slice_def *def;
+    size_t *model_idx;   /* per source */
+    int *start;          /* per source */
+    int nlayers;
+    int base;            /* source index of the base model, -1 */
+} slice_ctx;
+
+static int prepare_slices(mm_plan *p, slice_ctx *sl, mm_err *err)
+{
+    const mm_config *cfg = p->cfg;
+    for (size_t s = 0; s < cfg->nslices; s++) {
+        const mm_slice_def *d = &cfg->slices[s];
+        slice_ctx *c = &sl[s];
+        c->def = d;
+        c->model_idx = mm_xcalloc(d->nsources, sizeof *c->model_idx);
+        c->start = mm_xcalloc(d->nsources, sizeof *c->start);
+        c->nlayers = -1;
+        c->base = -1;
+        char pos[512];
+        if (d->nsources == 0) {
+            mm_srcpos_format(&d->pos, pos, sizeof pos);
+            return mm_err_set(err, -EINVAL, "%s: a slice needs at least one source", pos);
+        }
+        const mm_modelref *base = d->base_model ? d->base_model : cfg->base_model;
+        for (size_t j = 0; j < d->nsources; j++) {
+            const mm_source_def *src = &d->sources[j];
+            int rc = model_index(p, &src->model, &c->model_idx[j], err);
+            if (rc < 0)
+                return rc;
+            const mm_model *m = p->models[c->model_idx[j]];
+            int a = 0, b = m->num_layers;
+            if (src->has_range) {
+                a = src->layer_start;
+                b = src->layer_end;
+                mm_srcpos_format(&src->range_pos, pos, sizeof pos);
+                if (a < 0 || b < a || b > m->num_layers)
+                    return mm_err_set(err, -EINVAL,
+                                      "%s: layer_range [%d, %d] is out of bounds: model '%s' has %d layers (0..%d); "
+                                      "use a range within [0, %d]",
+                                      pos, a, b, src->model.ref, m->num_layers, m->num_layers - 1, m->num_layers);
+            }
+            c->start[j] = a;
+            if (c->nlayers < 0) {
+                c->nlayers = b - a;
+            } else if (b - a != c->nlayers) {
+                mm_srcpos_format(src->has_range ? &src->range_pos : &src->model.pos, pos, sizeof pos);
+                return mm_err_set(err, -EINVAL,
+                                  "%s: all sources of a slice must span the same number of layers: '%s' spans %d, "
+                                  "'%s' spans %d (make the layer ranges the same length)",
+                                  pos, d->sources[0].model.ref, c->nlayers, src->model.ref, b - a);
+            }
+            if (base && c->base < 0 && strcmp(src->model.path, base->path) == 0)
+                c->base = (int)j;
+        }
+        if (p->method->needs_base) {
+            if (!base) {
+                mm_srcpos_format(&cfg->method_pos, pos, sizeof pos);
+                return mm_err_set(err, -EINVAL, "%s: merge_method %s needs base_model (add `base_model: <model>`)",
+                                  pos, cfg->merge_method);
+            }
+            if (c->base < 0) {
+                mm_srcpos_format(&d->pos, pos, sizeof pos);
+                return mm_err_set(err, -EINVAL,
+                                  "%s: the base model '%s' is not among this slice's sources (add it as a source "
+                                  "with the same layer_range)",
+                                  pos, base->ref);
+            }
+        }
+        if (p->method->single_input && d->nsources != 1) {
+            mm_srcpos_format(&d->pos, pos, sizeof pos);
+            return mm_err_set(err, -EINVAL,
+                              "%s: merge_method passthrough takes exactly one model per slice, this has %zu (use "
+                              "one source per slice, or another method to combine models)",
+                              pos, d->nsources);
+        }
+    }
+    return 0;
+}
+
+/* ---- output tensors ---- */
+
+static int shapes_equal(const mm_st_tensor *a, const mm_st_tensor *b)
+{
+    return a->ndim == b->ndim && memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof a->shape[0]) == 0;
+}
+
+static void shape_str(const mm_st_tensor *t, char *buf, size_t len)
+{
+    size_t o = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < t->ndim && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%llu", i ? ", " : "", (unsigned long long)t->shape[i]);
+    if (o < len)
+        snprintf(buf + o, len - o, "]");
+}
+
+static int resolve_shape(mm_plan *p, mm_out_tensor *o, mm_err *err)
+{
+    const mm_st_tensor *ref = o->inputs[o->base >= 0 ? o->base : 0].mt->st;
+    int embed = mm_is_embed_name(o->name);
+    o->ndim = ref->ndim;
+    memcpy(o->shape, ref->shape, sizeof o->shape);
+    for (size_t i = 0; i < o->ninputs; i++) {
+        const mm_st_tensor *st = o->inputs[i].mt->st;
+        if (shapes_equal(st, ref))
+            continue;
+        int crop = embed && st->ndim == 2 && ref->ndim == 2 && p->method->crop != MM_CROP_NONE;
+        if (crop && p->method->crop == MM_CROP_TO_BASE && (st->shape[0] < ref->shape[0] || st->shape[1] < ref->shape[1]))
+            crop = 0;
+        if (!crop) {
+            char a[128], b[128];
+            shape_str(ref, a, sizeof a);
+            shape_str(st, b, sizeof b);
+            return mm_err_set(err, -EINVAL,
+                              "tensor '%s': shape %s in model '%s' but %s in model '%s' (%s) — the models must "
+                              "have the same architecture and size",
+                              o->name, a, p->model_refs[o->inputs[o->base >= 0 ? o->base : 0].model_idx], b,
+                              p->model_refs[o->inputs[i].model_idx], o->inputs[i].mt->shard->path);
+        }
+        if (p->method->crop == MM_CROP_COMMON)
+            for (int d = 0; d < 2; d++)
+                if (st->shape[d] < o->shape[d])
+                    o->shape[d] = st->shape[d];
+    }
+    o->numel = 1;
+    for (int d = 0; d < o->ndim; d++)
+        o->numel *= o->shape[d];
+    for (size_t i = 0; i < o->ninputs; i++) {
+        const mm_st_tensor *st = o->inputs[i].mt->st;
+        /* Only the column count changes the row stride; extra rows are simply never read. */
+        if (o->ndim == 2 && st->shape[1] != o->shape[1])
+            o->inputs[i].src_cols = st->shape[1];
+        if (st->ndim == 2 && (st->shape[0] != o->shape[0] || st->shape[1] != o->shape[1]))
+            mm_log_warn("tensor '%s': using the leading [%llu, %llu] sub-matrix of model '%s'", o->name,
+                        (unsigned long long)o->shape[0], (unsigned long long)o->shape[1],
+                        p->model_refs[o->inputs[i].model_idx]);
+    }
+    return 0;
+}
+
+static int resolve_dtype(mm_plan *p, mm_out_tensor *o, mm_err *err)
+{
+    const mm_config *cfg = p->cfg;
+    mm_dtype comp = cfg->dtype;
+    if (comp == MM_DT_NONE) {
+        switch (p->method->dtype_rule) {
+        case MM_DTR_PROMOTE:
+            comp = o->inputs[0].mt->st->dtype;
+            for (size_t i = 1; i < o->ninputs; i++)
+                comp = mm_dtype_promote(comp, o->inputs[i].mt->st->dtype);
+            break;
+        case MM_DTR_BASE:
+            comp = o->inputs[o->base].mt->st->dtype;
+            break;
+        case MM_DTR_SOURCE:
+            comp = o->inputs[0].mt->st->dtype;
+            break;
+        }
+    }
+    for (size_t i = 0; i < o->ninputs; i++) {
+        mm_dtype sd = o->inputs[i].mt->st->dtype;
+        if (mm_dtype_is_computable(sd))
+            continue;
+        /* Passthrough copies other dtypes (integer buffers, F64) unchanged when nothing scales them. */
+        if (p->method->single_input && isnan(o->inputs[0].mvals[0])) {
+            o->comp = MM_DT_NONE;
+            o->dtype = sd;
+            return 0;
+        }
+        return mm_err_set(err, -EINVAL,
+                          "tensor '%s' of model '%s' has dtype %s; merge_method %s computes only F32, F16 and BF16",
+                          o->name, p->model_refs[o->inputs[i].model_idx], mm_dtype_name(sd), p->method->name);
+    }
+    o->comp = comp;
+    o->dtype = cfg->out_dtype != MM_DT_NONE ? cfg->out_dtype : comp;
+    return 0;
+}
+
+/* Adds the output tensor `name` made from input tensor names in_names[j] of the slice's sources. */
+static int add_tensor(mm_plan *p, const slice_ctx *sl, const char *name, char *const *in_names, double t, mm_err *err)
+{
+    const mm_config *cfg = p->cfg;
+    const mm_method *m = p->method;
+    const mm_slice_def *d = sl->def;
+    p->tensors = mm_xrealloc(p->tensors, (p->ntensors + 1) * sizeof *p->tensors);
+    mm_out_tensor *o = &p->tensors[p->ntensors];
+    memset(o, 0, sizeof *o);
+    o->name = mm_xstrdup(name);
+    o->method = m;
+    o->t = t;
+    o->base = sl->base;
+    o->ninputs = d->nsources;
+    o->inputs = mm_xcalloc(d->nsources, sizeof *o->inputs);
+    o->gvals = mm_xcalloc(m->ngparams ? m->ngparams : 1, sizeof *o->gvals);
+    p->ntensors++; /* owned by the plan from here on, so errors below free it */
+    if (d->nsources > MM_MAX_INPUTS)
+        return mm_err_set(err, -E2BIG, "tensor '%s': %zu inputs, at most %d supported", name, d->nsources,
+                          MM_MAX_INPUTS);
+
+    for (size_t j = 0; j < d->nsources; j++) {
+        mm_input *in = &o->inputs[j];
+        in->model_idx = sl->model_idx[j];
+        in->is_base = (int)j == sl->base;
+        const mm_model *mod = p->models[in->model_idx];
+        in->mt = mm_model_find(mod, in_names[j]);
+        if (!in->mt)
+            in->mt = tied_fallback(mod, in_names[j]);
+        if (!in->mt) {
+            char pos[512];
+            mm_srcpos_format(&d->sources[j].model.pos, pos, sizeof pos);
+            return mm_err_set(err, -EINVAL,
+                              "%s: tensor '%s' is required by the merge (output '%s') but missing in model '%s' (%s); "
+                              "all merged models must have the same tensors",
+                              pos, in_names[j], name, d->sources[j].model.ref, mod->path);
+        }
+        if (!o->group_label || strcmp(in_names[j], o->group_label) > 0) {
+            free(o->group_label);
+            o->group_label = mm_xstrdup(in_names[j]);
+        }
+        /* Per-model parameters: this source, the slice, the top level (B1.5 precedence). */
+        in->mvals = mm_xcalloc(m->nmparams ? m->nmparams : 1, sizeof *in->mvals);
+        const mm_params *levels[] = {&d->sources[j].params, &d->params, &cfg->params};
+        for (size_t k = 0; k < m->nmparams; k++) {
+            int found;
+            int rc = eval_param(&m->mparams[k], levels, 3, in_names[j], t, &in->mvals[k], &found, err);
+            if (rc < 0)
+                return rc;
+            if (!found && m->mparams[k].required && !(m->needs_base && in->is_base)) {
+                char pos[512];
+                mm_srcpos_format(&d->sources[j].model.pos, pos, sizeof pos);
+                return mm_err_set(err, -EINVAL,
+                                  "%s: model '%s' has no '%s' for tensor '%s'; merge_method %s requires it for every "
+                                  "model (add `parameters: {%s: ...}` under the model, or once in the top-level "
+                                  "parameters)",
+                                  pos, d->sources[j].model.ref, m->mparams[k].name, in_names[j], m->name,
+                                  m->mparams[k].name);
+            }
+        }
+    }
+    const mm_params *glevels[] = {&d->params, &cfg->params};
+    for (size_t k = 0; k < m->ngparams; k++) {
+        int found;
+        int rc = eval_param(&m->gparams[k], glevels, 2, name, t, &o->gvals[k], &found, err);
+        if (rc < 0)
+            return rc;
+        if (!found && m->gparams[k].required) {
+            char pos[512];
+            mm_srcpos_format(&cfg->method_pos, pos, sizeof pos);
+            return mm_err_set(err, -EINVAL, "%s: merge_method %s requires parameter '%s' (add it under parameters:)",
+                              pos, m->name, m->gparams[k].name);
+        }
+    }
+    int rc = resolve_shape(p, o, err);
+    if (rc == 0)
+        rc = resolve_dtype(p, o, err);
+    if (rc == 0 && m->prepare && o->comp != MM_DT_NONE)
+        rc = m->prepare(o, err);
+    return rc;
+}
+
+static int name_in(char **list, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], s) == 0)
+            return 1;
+    return 0;
+}
+
+/* Names (or templates) of the kind selected by `pick` across all sources of a slice, deduplicated,
+ * in sorted order. pick returns the string to collect or NULL. */
+typedef const char *(*pick_fn)(const mm_model_tensor *t, int layer);
+
+static size_t collect(mm_plan *p, const slice_ctx *sl, int offset, pick_fn pick, char ***out)
+{
+    char **list = NULL;
+    size_t n = 0;
+    for (size_t j = 0; j < sl->def->nsources; j++) {
+        const mm_model *m = p->models[sl->model_idx[j]];
+        for (size_t i = 0; i < m->ntensors; i++) {
+            const char *s = pick(&m->tensors[i], sl->start[j] + offset);
+            if (s && !name_in(list, n, s)) {
+                list = mm_xrealloc(list, (n + 1) * sizeof *list);
+                list[n++] = mm_xstrdup(s);
+            }
+        }
+    }
+    *out = list;
+    return n;
+}
+
+static const char *pick_pre(const mm_model_tensor *t, int layer)
+{
+    (void)layer;
+    return t->layer < 0 && !is_post(t->name) ? t->name : NULL;
+}
+
+static const char *pick_post(const mm_model_tensor *t, int layer)
+{
+    (void)layer;
+    return t->layer < 0 && is_post(t->name) ? t->name : NULL;
+}
+
+static const char *pick_layer(const mm_model_tensor *t, int layer)
+{
+    return t->layer == layer ? t->template_name : NULL;
+}
+
+static void free_list(char **l, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(l[i]);
+    free(l);
+}
+
+/* Non-layer tensors are planned with t = 0 (B1.5): pre-weights from the first slice, post-weights
+ * from the last. */
+static int plan_nonlayer(mm_plan *p, const slice_ctx *sl, pick_fn pick, mm_err *err)
+{
+    char **names;
+    size_t n = collect(p, sl, 0, pick, &names);
+    char **in = mm_xcalloc(sl->def->nsources, sizeof *in);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        for (size_t j = 0; j < sl->def->nsources; j++)
+            in[j] = names[i];
+        rc = add_tensor(p, sl, names[i], in, 0.0, err);
+    }
+    free(in);
+    free_list(names, n);
+    return rc;
+}
+
+static int plan_layers(mm_plan *p, const slice_ctx *sl, int *out_layer, mm_err *err)
+{
+    int rc = 0;
+    char **in = mm_xcalloc(sl->def->nsources, sizeof *in);
+    for (int j = 0; j < sl->nlayers && rc == 0; j++) {
+        double t = sl->nlayers == 1 ? 1.0 : (double)j / (double)(sl->nlayers - 1);
+        char **tmpl;
+        size_t n = collect(p, sl, j, pick_layer, &tmpl);
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            for (size_t s = 0; s < sl->def->nsources; s++)
+                in[s] = mm_layer_name(tmpl[i], sl->start[s] + j);
+            char *name = mm_layer_name(tmpl[i], *out_layer);
+            rc = add_tensor(p, sl, name, in, t, err);
+            free(name);
+            for (size_t s = 0; s < sl->def->nsources; s++)
+                free(in[s]);
+        }
+        free_list(tmpl, n);
+        (*out_layer)++;
+    }
+    free(in);
+    return rc;
+}
+
+int mm_plan_tensors(mm_plan *p, int *total_layers, mm_err *err)
+{
+    const mm_config *cfg = p->cfg;
+    slice_ctx *sl = mm_xcalloc(cfg->nslices, sizeof *sl);
+    int rc = prepare_slices(p, sl, err);
+    for (size_t s = 0; s < cfg->nslices && rc == 0; s++) {
+        warn_unknown_params(p->method, &cfg->slices[s].params, 0);
+        for (size_t j = 0; j < cfg->slices[s].nsources; j++)
+            warn_unknown_params(p->method, &cfg->slices[s].sources[j].params, 1);
+    }
+    if (rc == 0)
+        warn_unknown_params(p->method, &cfg->params, 0);
+    *total_layers = 0;
+    if (rc == 0 && cfg->nslices)
+        rc = plan_nonlayer(p, &sl[0], pick_pre, err);
+    for (size_t s = 0; s < cfg->nslices && rc == 0; s++)
+        rc = plan_layers(p, &sl[s], total_layers, err);
+    if (rc == 0 && cfg->nslices)
+        rc = plan_nonlayer(p, &sl[cfg->nslices - 1], pick_post, err);
+    for (size_t s = 0; s < cfg->nslices; s++) {
+        free(sl[s].model_idx);
+        free(sl[s].start);
+    }
+    free(sl);
+    return rc;
+}

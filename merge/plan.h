@@ -1,0 +1,98 @@
+/* The plan: everything about the output folder that can be known without computing a tensor —
+ * output tensors with dtype, shape, inputs and evaluated parameters; the shard layout and headers;
+ * config.json, index, model card. Built once at mount time from a config (MERGE-SPEC B4, B5, D8,
+ * D12, D15, D16).
+ *
+ * Ownership: the plan owns the models it opened and everything below. Thread-safety: immutable after
+ * mm_plan_build; the engine reads it from many threads. */
+#ifndef MM_PLAN_H
+#define MM_PLAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../config/config.h"
+#include "method.h"
+#include "model.h"
+#include "safetensors.h"
+
+#define MM_MAX_INPUTS 64
+
+typedef struct mm_plan_options {
+    uint64_t out_shard_size;  /* bytes; 0 disables splitting */
+    int copy_tokenizer;
+    int write_model_card;
+    int allow_crimes;
+    uint64_t random_seed;
+} mm_plan_options;
+
+/* Defaults as mergekit-yaml has them: 5B shards, tokenizer copied, model card written. */
+void mm_plan_options_default(mm_plan_options *o);
+
+/* One input of an output tensor. The output element (r, c) of a 2-D [rows, cols] output reads input
+ * element r * src_cols + c, which crops embeddings to a common leading sub-matrix (B4.5). */
+typedef struct mm_input {
+    size_t model_idx;             /* into mm_plan.models */
+    const mm_model_tensor *mt;    /* the source tensor */
+    uint64_t src_cols;            /* row stride of the source in elements (last dim), or 0 if not cropped */
+    double *mvals;                /* evaluated per-model parameters, indexed like method->mparams (NAN unset) */
+    int is_base;
+} mm_input;
+
+typedef struct mm_out_tensor {
+    char *name;
+    mm_dtype dtype;        /* storage dtype */
+    mm_dtype comp;         /* computation dtype (MM_DT_NONE: bytes copied unchanged) */
+    int ndim;
+    uint64_t shape[MM_MAX_DIMS];
+    uint64_t numel;
+    const mm_method *method;
+    double *gvals;         /* evaluated global parameters, indexed like method->gparams */
+    mm_input *inputs;      /* D1 order */
+    size_t ninputs;
+    int base;              /* index into inputs of the base model, -1 if none */
+    double t;              /* layer position used for gradients */
+    char *group_label;     /* shard-order key: greatest input tensor name (B5.4) */
+    /* Per-tensor constants prepared by the method (e.g. rounded weights and their sum). */
+    float kc[MM_MAX_INPUTS + 4];
+    size_t file_idx;       /* into mm_plan.files */
+    uint64_t file_offset;  /* absolute byte offset of the data in its shard */
+} mm_out_tensor;
+
+typedef enum { MM_FILE_STATIC, MM_FILE_SOURCE, MM_FILE_SHARD } mm_file_kind;
+
+typedef struct mm_out_file {
+    char *name;
+    mm_file_kind kind;
+    uint64_t size;
+    char *data;            /* STATIC: the bytes; SHARD: the header bytes (8 + N) */
+    size_t data_len;
+    char *source_path;     /* SOURCE */
+    size_t *tensors;       /* SHARD: indexes into mm_plan.tensors, in data order */
+    size_t ntensors;
+} mm_out_file;
+
+typedef struct mm_plan {
+    const mm_config *cfg;
+    const mm_method *method;
+    mm_plan_options opt;
+    mm_model **models;     /* distinct model folders */
+    char **model_refs;     /* the reference as first written for each */
+    size_t nmodels;
+    mm_out_tensor *tensors;
+    size_t ntensors;
+    mm_out_file *files;    /* sorted by name */
+    size_t nfiles;
+    int64_t mtime_ns;      /* latest mtime of the config and the sources */
+} mm_plan;
+
+/* Builds the plan. Every problem with the config or the models (unknown or unimplemented method,
+ * missing or mistyped parameter, missing tensor, shape mismatch, layer range out of bounds, ...) is an
+ * error here, before anything is mounted or written, with a message naming the file and place. */
+int mm_plan_build(const mm_config *cfg, const mm_plan_options *opt, mm_plan **out, mm_err *err);
+void mm_plan_free(mm_plan *p);
+
+/* Prints the plan for people (`mergemount plan`) or as JSON (`plan --json`). */
+void mm_plan_print(const mm_plan *p, FILE *f, int json);
+
+#endif

@@ -1,0 +1,301 @@
+/* The output folder: shards and their headers (D15, B5.3-B5.4), index, config.json, the donor's
+ * tokenizer files, the model card and the verbatim config (D2, D16). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "jsonpy.h"
+#include "plan_internal.h"
+
+/* Files served from the tokenizer donor as they are (B5.1, B7: the plain "copy tokenizer" path). */
+static const char *const tokenizer_files[] = {
+    "tokenizer.json",       "tokenizer_config.json", "tokenizer.model",        "special_tokens_map.json",
+    "added_tokens.json",    "vocab.json",            "merges.txt",             "vocab.txt",
+    "spiece.model",         "generation_config.json", "chat_template.jinja",   "chat_template.json",
+    "preprocessor_config.json", "processor_config.json",
+};
+
+static mm_out_file *add_file(mm_plan *p, const char *name, mm_file_kind kind)
+{
+    p->files = mm_xrealloc(p->files, (p->nfiles + 1) * sizeof *p->files);
+    mm_out_file *f = &p->files[p->nfiles++];
+    memset(f, 0, sizeof *f);
+    f->name = mm_xstrdup(name);
+    f->kind = kind;
+    return f;
+}
+
+static void add_static(mm_plan *p, const char *name, char *data, size_t len)
+{
+    mm_out_file *f = add_file(p, name, MM_FILE_STATIC);
+    f->data = data;
+    f->data_len = len;
+    f->size = len;
+}
+
+static int cmp_order(const void *a, const void *b, void *arg)
+{
+    const mm_out_tensor *t = arg;
+    const mm_out_tensor *x = &t[*(const size_t *)a], *y = &t[*(const size_t *)b];
+    int c = strcmp(x->group_label, y->group_label);
+    return c ? c : strcmp(x->name, y->name);
+}
+
+static uint64_t tensor_bytes(const mm_out_tensor *t)
+{
+    return t->numel * mm_dtype_size(t->dtype);
+}
+
+/* Greedy fill in mergekit's save order (B5.3): a shard is closed before a tensor that would overflow
+ * it, unless the shard is empty. */
+static void plan_shards(mm_plan *p)
+{
+    size_t n = p->ntensors;
+    size_t *ord = mm_xmalloc((n ? n : 1) * sizeof *ord);
+    for (size_t i = 0; i < n; i++)
+        ord[i] = i;
+    qsort_r(ord, n, sizeof *ord, cmp_order, p->tensors);
+    size_t *shard_of = mm_xcalloc(n ? n : 1, sizeof *shard_of);
+    size_t nshards = 0;
+    uint64_t cur = 0, max = p->opt.out_shard_size;
+    for (size_t k = 0; k < n; k++) {
+        uint64_t sz = tensor_bytes(&p->tensors[ord[k]]);
+        if (nshards == 0 || (max > 0 && cur > 0 && cur + sz > max)) {
+            nshards++;
+            cur = 0;
+        }
+        cur += sz;
+        shard_of[ord[k]] = nshards - 1;
+    }
+    if (nshards == 0)
+        nshards = 1; /* a merge without tensors still gets its (empty) model.safetensors */
+    const char **wm_names = mm_xcalloc(n ? n : 1, sizeof *wm_names);
+    const char **wm_files = mm_xcalloc(n ? n : 1, sizeof *wm_files);
+    uint64_t total = 0;
+    for (size_t s = 0; s < nshards; s++) {
+        char *fname = nshards == 1 ? mm_xstrdup("model.safetensors")
+                                   : mm_xasprintf("model-%05zu-of-%05zu.safetensors", s + 1, nshards);
+        mm_out_file *f = add_file(p, fname, MM_FILE_SHARD);
+        size_t fidx = p->nfiles - 1;
+        free(fname);
+        mm_st_tensor *st = mm_xcalloc(n ? n : 1, sizeof *st);
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (shard_of[i] != s)
+                continue;
+            const mm_out_tensor *t = &p->tensors[i];
+            st[m].name = t->name; /* borrowed: identifies the tensor again after sorting */
+            st[m].dtype = t->dtype;
+            st[m].ndim = t->ndim;
+            memcpy(st[m].shape, t->shape, sizeof st[m].shape);
+            m++;
+        }
+        size_t hsize;
+        mm_st_layout(st, m, &f->data, &hsize);
+        f->data_len = hsize;
+        f->tensors = mm_xcalloc(m ? m : 1, sizeof *f->tensors);
+        f->ntensors = m;
+        uint64_t data = 0;
+        for (size_t k = 0; k < m; k++) {
+            for (size_t i = 0; i < n; i++)
+                if (p->tensors[i].name == st[k].name) {
+                    f->tensors[k] = i;
+                    p->tensors[i].file_idx = fidx;
+                    p->tensors[i].file_offset = hsize + st[k].begin;
+                    wm_names[i] = p->tensors[i].name;
+                }
+            data = st[k].end;
+        }
+        f->size = hsize + data;
+        total += data;
+        free(st);
+    }
+    if (nshards > 1) {
+        for (size_t i = 0; i < n; i++)
+            wm_files[i] = p->files[p->tensors[i].file_idx].name;
+        char *idx = mm_st_index_json(wm_names, wm_files, n, total);
+        add_static(p, "model.safetensors.index.json", idx, strlen(idx));
+    }
+    free(wm_names);
+    free(wm_files);
+    free(shard_of);
+    free(ord);
+}
+
+/* The dtype recorded as config.json torch_dtype: the one most output bytes are stored in (D8). */
+static mm_dtype main_dtype(const mm_plan *p)
+{
+    uint64_t bytes[MM_DT_COUNT] = {0};
+    for (size_t i = 0; i < p->ntensors; i++)
+        if (mm_dtype_is_computable(p->tensors[i].dtype))
+            bytes[p->tensors[i].dtype] += tensor_bytes(&p->tensors[i]);
+    mm_dtype best = MM_DT_NONE;
+    for (int d = 0; d < MM_DT_COUNT; d++)
+        if (bytes[d] && (best == MM_DT_NONE || bytes[d] > bytes[best]))
+            best = (mm_dtype)d;
+    return best;
+}
+
+static const mm_modelref *donor_ref(const mm_config *cfg)
+{
+    return cfg->base_model ? cfg->base_model : &cfg->slices[0].sources[0].model;
+}
+
+static int plan_config_json(mm_plan *p, int total_layers, mm_err *err)
+{
+    const mm_modelref *ref = donor_ref(p->cfg);
+    const mm_model *donor = NULL;
+    for (size_t i = 0; i < p->nmodels; i++)
+        if (strcmp(p->models[i]->path, ref->path) == 0)
+            donor = p->models[i];
+    if (!donor || !donor->config) {
+        char pos[512];
+        mm_srcpos_format(&ref->pos, pos, sizeof pos);
+        return mm_err_set(err, -ENOENT,
+                          "%s: model '%s' (%s) has no config.json; the output's config.json is taken from it "
+                          "(base_model, else the first model)",
+                          pos, ref->ref, ref->path);
+    }
+    cJSON *cfg = cJSON_Duplicate(donor->config, 1);
+    mm_dtype dt = main_dtype(p);
+    if (dt != MM_DT_NONE) {
+        cJSON_DeleteItemFromObjectCaseSensitive(cfg, "torch_dtype");
+        cJSON_AddStringToObject(cfg, "torch_dtype", mm_dtype_torch_name(dt));
+    }
+    cJSON *lk = mm_config_layer_key(cfg);
+    if (lk)
+        cJSON_SetNumberValue(lk, total_layers);
+    mm_buf b = {0};
+    mm_json_write_py(cfg, &b);
+    mm_buf_puts(&b, "\n");
+    cJSON_Delete(cfg);
+    add_static(p, "config.json", b.data, b.len);
+    return 0;
+}
+
+static int plan_tokenizer(mm_plan *p, mm_err *err)
+{
+    const mm_config *cfg = p->cfg;
+    const mm_modelref *ref = cfg->tokenizer_source == MM_TOK_MODEL ? cfg->tokenizer_model : donor_ref(cfg);
+    for (size_t i = 0; i < sizeof tokenizer_files / sizeof tokenizer_files[0]; i++) {
+        char *path = mm_path_join(ref->path, tokenizer_files[i]);
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+            mm_out_file *f = add_file(p, tokenizer_files[i], MM_FILE_SOURCE);
+            f->source_path = path;
+            f->size = (uint64_t)st.st_size;
+            continue;
+        }
+        free(path);
+    }
+    (void)err;
+    return 0;
+}
+
+static int cmp_file(const void *a, const void *b)
+{
+    return strcmp(((const mm_out_file *)a)->name, ((const mm_out_file *)b)->name);
+}
+
+static int64_t path_mtime(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return 0;
+    return (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+int mm_plan_build(const mm_config *cfg, const mm_plan_options *opt, mm_plan **out, mm_err *err)
+{
+    mm_plan *p = mm_xcalloc(1, sizeof *p);
+    p->cfg = cfg;
+    p->opt = *opt;
+    char pos[512];
+    mm_srcpos_format(&cfg->method_pos, pos, sizeof pos);
+    const mm_method *m = mm_method_find(cfg->merge_method);
+    int rc = 0;
+    if (!m) {
+        size_t nn;
+        const char *const *names = mm_method_names(&nn);
+        const char *sugg = mm_suggest(cfg->merge_method, names, nn);
+        mm_buf list = {0};
+        for (size_t i = 0; i < nn; i++)
+            mm_buf_printf(&list, "%s%s", i ? ", " : "", names[i]);
+        if (sugg)
+            rc = mm_err_set(err, -EINVAL, "%s: unknown merge_method '%s' (did you mean '%s'?)", pos, cfg->merge_method,
+                            sugg);
+        else
+            rc = mm_err_set(err, -EINVAL, "%s: unknown merge_method '%s' (known methods: %s)", pos, cfg->merge_method,
+                            list.data);
+        mm_buf_free(&list);
+    } else if (!m->implemented) {
+        rc = mm_err_set(err, -ENOTSUP,
+                        "%s: merge_method '%s' is not implemented yet in mergemount (available now: linear, "
+                        "passthrough, task_arithmetic)",
+                        pos, m->name);
+    }
+    p->method = m;
+    int total_layers = 0;
+    if (rc == 0)
+        rc = mm_plan_tensors(p, &total_layers, err);
+    if (rc == 0)
+        plan_shards(p);
+    if (rc == 0)
+        rc = plan_config_json(p, total_layers, err);
+    if (rc == 0 && p->opt.copy_tokenizer)
+        rc = plan_tokenizer(p, err);
+    if (rc == 0 && p->opt.write_model_card) {
+        char *card = mm_card_text(p);
+        add_static(p, "README.md", card, strlen(card));
+        add_static(p, "mergekit_config.yml", mm_xstrndup(cfg->text, cfg->text_len), cfg->text_len);
+    }
+    if (rc < 0) {
+        mm_plan_free(p);
+        return rc;
+    }
+    /* Sort files by name; shard indexes in tensors must follow. */
+    qsort(p->files, p->nfiles, sizeof *p->files, cmp_file);
+    for (size_t i = 0; i < p->nfiles; i++)
+        for (size_t k = 0; k < p->files[i].ntensors; k++)
+            p->tensors[p->files[i].tensors[k]].file_idx = i;
+    p->mtime_ns = path_mtime(cfg->path);
+    for (size_t i = 0; i < p->nmodels; i++)
+        for (size_t s = 0; s < p->models[i]->nshards; s++)
+            if (p->models[i]->shards[s].mtime_ns > p->mtime_ns)
+                p->mtime_ns = p->models[i]->shards[s].mtime_ns;
+    *out = p;
+    return 0;
+}
+
+void mm_plan_free(mm_plan *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->ntensors; i++) {
+        mm_out_tensor *t = &p->tensors[i];
+        for (size_t j = 0; j < t->ninputs; j++)
+            free(t->inputs[j].mvals);
+        free(t->inputs);
+        free(t->gvals);
+        free(t->group_label);
+        free(t->name);
+    }
+    free(p->tensors);
+    for (size_t i = 0; i < p->nfiles; i++) {
+        free(p->files[i].name);
+        free(p->files[i].data);
+        free(p->files[i].source_path);
+        free(p->files[i].tensors);
+    }
+    free(p->files);
+    for (size_t i = 0; i < p->nmodels; i++) {
+        mm_model_free(p->models[i]);
+        free(p->model_refs[i]);
+    }
+    free(p->models);
+    free(p->model_refs);
+    free(p);
+}

@@ -1,0 +1,137 @@
+/* `mergemount plan`: the plan for people, or as JSON for scripts and tests. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <string.h>
+
+#include "plan.h"
+
+static void print_value(FILE *f, const mm_param_def *d, double v)
+{
+    if (isnan(v))
+        fprintf(f, "unset");
+    else if (d->type == MM_PT_BOOL)
+        fprintf(f, v != 0 ? "true" : "false");
+    else {
+        char tmp[64];
+        mm_format_double(v, tmp, sizeof tmp);
+        fprintf(f, "%s", tmp);
+    }
+}
+
+static void print_params(FILE *f, const mm_param_def *defs, size_t n, const double *vals)
+{
+    for (size_t k = 0; k < n; k++) {
+        if (isnan(vals[k]))
+            continue;
+        fprintf(f, " %s=", defs[k].name);
+        print_value(f, &defs[k], vals[k]);
+    }
+}
+
+static void print_shape(FILE *f, int ndim, const uint64_t *shape)
+{
+    fprintf(f, "[");
+    for (int d = 0; d < ndim; d++)
+        fprintf(f, "%s%llu", d ? ", " : "", (unsigned long long)shape[d]);
+    fprintf(f, "]");
+}
+
+static void add_params(cJSON *obj, const mm_param_def *defs, size_t n, const double *vals)
+{
+    for (size_t k = 0; k < n; k++) {
+        if (isnan(vals[k]))
+            continue;
+        if (defs[k].type == MM_PT_BOOL)
+            cJSON_AddBoolToObject(obj, defs[k].name, vals[k] != 0);
+        else
+            cJSON_AddNumberToObject(obj, defs[k].name, vals[k]);
+    }
+}
+
+static cJSON *shape_json(int ndim, const uint64_t *shape)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int d = 0; d < ndim; d++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber((double)shape[d]));
+    return a;
+}
+
+static void print_json(const mm_plan *p, FILE *f)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *files = cJSON_AddArrayToObject(root, "files");
+    for (size_t i = 0; i < p->nfiles; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", p->files[i].name);
+        cJSON_AddNumberToObject(o, "size", (double)p->files[i].size);
+        cJSON_AddItemToArray(files, o);
+    }
+    cJSON *tensors = cJSON_AddArrayToObject(root, "tensors");
+    for (size_t i = 0; i < p->nfiles; i++)
+        for (size_t k = 0; k < p->files[i].ntensors; k++) {
+            const mm_out_tensor *t = &p->tensors[p->files[i].tensors[k]];
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "name", t->name);
+            cJSON_AddStringToObject(o, "dtype", mm_dtype_name(t->dtype));
+            cJSON_AddItemToObject(o, "shape", shape_json(t->ndim, t->shape));
+            cJSON_AddStringToObject(o, "file", p->files[i].name);
+            cJSON_AddNumberToObject(o, "offset", (double)t->file_offset);
+            cJSON_AddStringToObject(o, "method", t->method->name);
+            cJSON_AddStringToObject(o, "compute_dtype", t->comp == MM_DT_NONE ? "copy" : mm_dtype_name(t->comp));
+            add_params(cJSON_AddObjectToObject(o, "params"), t->method->gparams, t->method->ngparams, t->gvals);
+            cJSON *srcs = cJSON_AddArrayToObject(o, "sources");
+            for (size_t j = 0; j < t->ninputs; j++) {
+                const mm_input *in = &t->inputs[j];
+                cJSON *s = cJSON_CreateObject();
+                cJSON_AddStringToObject(s, "model", p->model_refs[in->model_idx]);
+                cJSON_AddStringToObject(s, "path", p->models[in->model_idx]->path);
+                cJSON_AddStringToObject(s, "tensor", in->mt->name);
+                cJSON_AddStringToObject(s, "dtype", mm_dtype_name(in->mt->st->dtype));
+                cJSON_AddItemToObject(s, "shape", shape_json(in->mt->st->ndim, in->mt->st->shape));
+                cJSON_AddBoolToObject(s, "base", in->is_base);
+                add_params(cJSON_AddObjectToObject(s, "params"), t->method->mparams, t->method->nmparams, in->mvals);
+                cJSON_AddItemToArray(srcs, s);
+            }
+            cJSON_AddItemToArray(tensors, o);
+        }
+    char *text = cJSON_Print(root);
+    fprintf(f, "%s\n", text);
+    cJSON_free(text);
+    cJSON_Delete(root);
+}
+
+void mm_plan_print(const mm_plan *p, FILE *f, int json)
+{
+    if (json) {
+        print_json(p, f);
+        return;
+    }
+    uint64_t total = 0;
+    fprintf(f, "files:\n");
+    for (size_t i = 0; i < p->nfiles; i++) {
+        fprintf(f, "  %-40s %15llu bytes\n", p->files[i].name, (unsigned long long)p->files[i].size);
+        total += p->files[i].size;
+    }
+    fprintf(f, "  %-40s %15llu bytes\n\ntensors (%zu):\n", "total", (unsigned long long)total, p->ntensors);
+    for (size_t i = 0; i < p->nfiles; i++)
+        for (size_t k = 0; k < p->files[i].ntensors; k++) {
+            const mm_out_tensor *t = &p->tensors[p->files[i].tensors[k]];
+            fprintf(f, "  %s %s ", t->name, mm_dtype_name(t->dtype));
+            print_shape(f, t->ndim, t->shape);
+            fprintf(f, " in %s\n    = %s", p->files[i].name, t->method->name);
+            if (t->comp == MM_DT_NONE)
+                fprintf(f, " (bytes copied)");
+            else
+                fprintf(f, " in %s", mm_dtype_name(t->comp));
+            print_params(f, t->method->gparams, t->method->ngparams, t->gvals);
+            fprintf(f, "  (t=%g)\n", t->t);
+            for (size_t j = 0; j < t->ninputs; j++) {
+                const mm_input *in = &t->inputs[j];
+                fprintf(f, "    <- %s%s: %s %s ", p->model_refs[in->model_idx], in->is_base ? " (base)" : "",
+                        in->mt->name, mm_dtype_name(in->mt->st->dtype));
+                print_shape(f, in->mt->st->ndim, in->mt->st->shape);
+                print_params(f, t->method->mparams, t->method->nmparams, in->mvals);
+                fprintf(f, "\n");
+            }
+        }
+}

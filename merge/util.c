@@ -1,0 +1,354 @@
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int mm_log_verbose = 0;
+
+int mm_err_set(mm_err *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+void mm_err_prefix(mm_err *err, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    char pre[1024], old[sizeof err->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof old);
+    /* Truncation of very long messages is acceptable; assemble by hand to keep it explicit. */
+    size_t n = strlen(pre);
+    if (n > sizeof err->msg - 3)
+        n = sizeof err->msg - 3;
+    memcpy(err->msg, pre, n);
+    memcpy(err->msg + n, ": ", 2);
+    n += 2;
+    size_t m = strnlen(old, sizeof old - 1);
+    if (m > sizeof err->msg - 1 - n)
+        m = sizeof err->msg - 1 - n;
+    memcpy(err->msg + n, old, m);
+    err->msg[n + m] = 0;
+}
+
+/* One write(2) per line keeps lines from concurrent threads whole. */
+static void log_line(const char *level, const char *fmt, va_list ap)
+{
+    char line[4096];
+    int n = snprintf(line, sizeof line, "mergemount: %s", level);
+    if (n < 0)
+        return;
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    if (m < 0)
+        return;
+    size_t len = (size_t)n + (size_t)m;
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
+    line[len++] = '\n';
+    ssize_t w = write(2, line, len);
+    (void)w;
+}
+
+#define MM_LOG_FN(fn, level, cond)                                                                   \
+    void fn(const char *fmt, ...)                                                                    \
+    {                                                                                                \
+        if (!(cond))                                                                                 \
+            return;                                                                                  \
+        va_list ap;                                                                                  \
+        va_start(ap, fmt);                                                                           \
+        log_line(level, fmt, ap);                                                                    \
+        va_end(ap);                                                                                  \
+    }
+MM_LOG_FN(mm_log_warn, "warning: ", 1)
+MM_LOG_FN(mm_log_error, "error: ", 1)
+MM_LOG_FN(mm_log_info, "", 1)
+MM_LOG_FN(mm_log_debug, "debug: ", mm_log_verbose >= 1)
+
+void *mm_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        abort();
+    return p;
+}
+
+void *mm_xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    if (!p)
+        abort();
+    return p;
+}
+
+void *mm_xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p)
+        abort();
+    return p;
+}
+
+char *mm_xstrdup(const char *s)
+{
+    return mm_xstrndup(s, strlen(s));
+}
+
+char *mm_xstrndup(const char *s, size_t n)
+{
+    char *p = mm_xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
+char *mm_xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        abort();
+    char *p = mm_xmalloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+void mm_buf_append(mm_buf *b, const void *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        b->data = mm_xrealloc(b->data, cap);
+        b->cap = cap;
+    }
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = 0;
+}
+
+void mm_buf_puts(mm_buf *b, const char *s)
+{
+    mm_buf_append(b, s, strlen(s));
+}
+
+void mm_buf_printf(mm_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        abort();
+    mm_buf_append(b, "", 0);
+    if (b->len + (size_t)n + 1 > b->cap) {
+        size_t cap = b->cap;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        b->data = mm_xrealloc(b->data, cap);
+        b->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void mm_buf_free(mm_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+int mm_file_read_all(const char *path, size_t max_size, char **data, size_t *len, mm_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return mm_err_set(err, -errno, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return mm_err_set(err, -e, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return mm_err_set(err, -EINVAL, "%s: not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > max_size) {
+        close(fd);
+        return mm_err_set(err, -EFBIG, "%s: file too large (%lld bytes, limit %zu)", path,
+                          (long long)st.st_size, max_size);
+    }
+    size_t n = (size_t)st.st_size;
+    char *p = mm_xmalloc(n + 1);
+    int rc = mm_pread_full(fd, p, n, 0);
+    close(fd);
+    if (rc < 0) {
+        free(p);
+        return mm_err_set(err, rc, "%s: cannot read: %s", path, strerror(-rc));
+    }
+    p[n] = 0;
+    *data = p;
+    if (len)
+        *len = n;
+    return 0;
+}
+
+int mm_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    char *p = buf;
+    while (len > 0) {
+        ssize_t r = pread(fd, p, len, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0)
+            return -EIO;
+        p += r;
+        len -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+char *mm_path_join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    return mm_xasprintf("%.*s/%s", (int)n, dir, name);
+}
+
+size_t mm_edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t *row = mm_xmalloc((lb + 1) * sizeof *row);
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    size_t d = row[lb];
+    free(row);
+    return d;
+}
+
+const char *mm_suggest(const char *word, const char *const *candidates, size_t n)
+{
+    const char *best = NULL;
+    size_t bestd = (size_t)-1;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = mm_edit_distance(word, candidates[i]);
+        if (d < bestd) {
+            bestd = d;
+            best = candidates[i];
+        }
+    }
+    /* A typo is a few edits, relative to the word's length. */
+    size_t limit = strlen(word) / 3 + 1;
+    if (limit > 3)
+        limit = 3;
+    return bestd <= limit ? best : NULL;
+}
+
+void mm_format_double(double v, char *buf, size_t len)
+{
+    if (isnan(v)) {
+        snprintf(buf, len, "NaN");
+        return;
+    }
+    if (isinf(v)) {
+        snprintf(buf, len, v > 0 ? "Infinity" : "-Infinity");
+        return;
+    }
+    if (v == 0) {
+        snprintf(buf, len, signbit(v) ? "-0.0" : "0.0");
+        return;
+    }
+    /* Shortest round-trip digits, then Python's float repr layout: fixed notation for decimal
+     * exponents in [-4, 16), scientific with a two-digit exponent otherwise. */
+    char tmp[64];
+    int prec;
+    for (prec = 0; prec < 17; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*e", prec, v);
+        if (strtod(tmp, NULL) == v)
+            break;
+    }
+    char digits[32];
+    size_t nd = 0;
+    const char *p = tmp;
+    int neg = 0;
+    if (*p == '-') {
+        neg = 1;
+        p++;
+    }
+    for (; *p && *p != 'e'; p++)
+        if (*p >= '0' && *p <= '9')
+            digits[nd++] = *p;
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
+    digits[nd] = 0;
+    int ex = atoi(p + 1);
+    mm_buf b = {0};
+    if (neg)
+        mm_buf_puts(&b, "-");
+    if (ex >= -4 && ex < 16) {
+        if (ex < 0) {
+            mm_buf_puts(&b, "0.");
+            for (int i = 0; i < -ex - 1; i++)
+                mm_buf_puts(&b, "0");
+            mm_buf_puts(&b, digits);
+        } else {
+            for (int i = 0; i <= ex; i++)
+                mm_buf_append(&b, (size_t)i < nd ? &digits[i] : "0", 1);
+            mm_buf_puts(&b, ".");
+            if ((size_t)ex + 1 < nd)
+                mm_buf_puts(&b, digits + ex + 1);
+            else
+                mm_buf_puts(&b, "0");
+        }
+    } else {
+        mm_buf_append(&b, digits, 1);
+        if (nd > 1) {
+            mm_buf_puts(&b, ".");
+            mm_buf_puts(&b, digits + 1);
+        }
+        mm_buf_printf(&b, "e%c%02d", ex < 0 ? '-' : '+', ex < 0 ? -ex : ex);
+    }
+    snprintf(buf, len, "%s", b.data);
+    mm_buf_free(&b);
+}

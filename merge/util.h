@@ -1,0 +1,69 @@
+/* Small shared helpers: the error record every fallible function fills, logging, and string/file utilities.
+ *
+ * Error convention (whole project): a function returns 0 on success or a negative errno; when it takes an
+ * `mm_err *` it also leaves a message for people there, already carrying the place
+ * ("merge.yml:12:5: unknown merge_method 'linaer' (did you mean 'linear'?)"). `err` may be NULL. */
+#ifndef MM_UTIL_H
+#define MM_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct mm_err {
+    char msg[2048];
+} mm_err;
+
+/* Formats the message into err (if non-NULL) and returns `code` (a negative errno) so callers can
+ * write `return mm_err_set(err, -EINVAL, "...")`. */
+int mm_err_set(mm_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Prepends "prefix: " to an existing message (used to add a file name to a lower-level message). */
+void mm_err_prefix(mm_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Logging to stderr. Thread-safe (one write(2) per line). MM_LOG_DEBUG lines need mm_log_verbose >= 1. */
+extern int mm_log_verbose;
+void mm_log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void mm_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void mm_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void mm_log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Allocation that aborts on out-of-memory: used only for small, bounded metadata (never tensor data),
+ * where there is no sensible recovery and checking every call would hide the logic. */
+void *mm_xmalloc(size_t n);
+void *mm_xcalloc(size_t n, size_t sz);
+void *mm_xrealloc(void *p, size_t n);
+char *mm_xstrdup(const char *s);
+char *mm_xstrndup(const char *s, size_t n);
+char *mm_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A growable byte string. Zero-initialise to start. `data` is always NUL-terminated once anything was
+ * appended. */
+typedef struct mm_buf {
+    char *data;
+    size_t len, cap;
+} mm_buf;
+void mm_buf_append(mm_buf *b, const void *p, size_t n);
+void mm_buf_puts(mm_buf *b, const char *s);
+void mm_buf_printf(mm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void mm_buf_free(mm_buf *b);
+
+/* Reads a whole regular file into a NUL-terminated heap buffer. Refuses files larger than max_size
+ * (-EFBIG). Returns 0 or -errno with a message naming the path. */
+int mm_file_read_all(const char *path, size_t max_size, char **data, size_t *len, mm_err *err);
+
+/* pread() that loops over short reads. Returns 0, -EIO on early EOF, or -errno. */
+int mm_pread_full(int fd, void *buf, size_t len, uint64_t off);
+
+/* Joins a directory and a file name with one '/'. Heap result. */
+char *mm_path_join(const char *dir, const char *name);
+
+/* Levenshtein distance, for "did you mean" suggestions. */
+size_t mm_edit_distance(const char *a, const char *b);
+/* Returns the candidate closest to `word` if it is close enough to be a plausible typo, else NULL. */
+const char *mm_suggest(const char *word, const char *const *candidates, size_t n);
+
+/* Python's repr() of a float ("0.5", "1e-05", "10000.0") into buf: the shortest text that reads back
+ * to the same double. Used wherever we write numbers the way mergekit's Python would. */
+void mm_format_double(double v, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,212 @@
+#include "vfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "plan.h"
+#include "util.h"
+
+typedef enum { VF_STATIC, VF_SOURCE, VF_SHARD } vf_kind;
+
+typedef struct vfile {
+    char *name;
+    vf_kind kind;
+    uint64_t size;
+    char *data;               /* STATIC bytes; SHARD header bytes */
+    size_t data_len;
+    int fd;                   /* SOURCE */
+    char *path;               /* SOURCE */
+    const mm_out_file *shard; /* SHARD */
+} vfile;
+
+struct mm_vfs {
+    vfile *files;
+    size_t n;
+    const mm_plan *plan;
+    int64_t mtime_ns;
+};
+
+mm_vfs *mm_vfs_new(void)
+{
+    return mm_xcalloc(1, sizeof(mm_vfs));
+}
+
+static vfile *add(mm_vfs *v, const char *name, vf_kind kind)
+{
+    v->files = mm_xrealloc(v->files, (v->n + 1) * sizeof *v->files);
+    vfile *f = &v->files[v->n++];
+    memset(f, 0, sizeof *f);
+    f->name = mm_xstrdup(name);
+    f->kind = kind;
+    f->fd = -1;
+    return f;
+}
+
+void mm_vfs_add_static(mm_vfs *v, const char *name, const void *data, size_t len)
+{
+    vfile *f = add(v, name, VF_STATIC);
+    f->data = mm_xmalloc(len ? len : 1);
+    memcpy(f->data, data, len);
+    f->data_len = len;
+    f->size = len;
+}
+
+int mm_vfs_add_source(mm_vfs *v, const char *name, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return -e;
+    }
+    vfile *f = add(v, name, VF_SOURCE);
+    f->fd = fd;
+    f->path = mm_xstrdup(path);
+    f->size = (uint64_t)st.st_size;
+    return 0;
+}
+
+int mm_vfs_from_plan(const mm_plan *p, mm_vfs **out, mm_err *err)
+{
+    mm_vfs *v = mm_vfs_new();
+    v->plan = p;
+    v->mtime_ns = p->mtime_ns;
+    for (size_t i = 0; i < p->nfiles; i++) {
+        const mm_out_file *of = &p->files[i];
+        if (of->kind == MM_FILE_STATIC) {
+            mm_vfs_add_static(v, of->name, of->data, of->data_len);
+        } else if (of->kind == MM_FILE_SOURCE) {
+            int rc = mm_vfs_add_source(v, of->name, of->source_path);
+            if (rc < 0) {
+                mm_vfs_free(v);
+                return mm_err_set(err, rc, "%s: cannot open: %s", of->source_path, strerror(-rc));
+            }
+            v->files[v->n - 1].size = of->size; /* the size published in the plan */
+        } else {
+            vfile *f = add(v, of->name, VF_SHARD);
+            f->shard = of;
+            f->data = of->data;
+            f->data_len = of->data_len;
+            f->size = of->size;
+        }
+    }
+    *out = v;
+    return 0;
+}
+
+void mm_vfs_free(mm_vfs *v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < v->n; i++) {
+        vfile *f = &v->files[i];
+        if (f->kind != VF_SHARD)
+            free(f->data);
+        if (f->fd >= 0)
+            close(f->fd);
+        free(f->path);
+        free(f->name);
+    }
+    free(v->files);
+    free(v);
+}
+
+size_t mm_vfs_count(const mm_vfs *v)
+{
+    return v->n;
+}
+
+const char *mm_vfs_name(const mm_vfs *v, size_t idx)
+{
+    return idx < v->n ? v->files[idx].name : NULL;
+}
+
+uint64_t mm_vfs_size(const mm_vfs *v, size_t idx)
+{
+    return idx < v->n ? v->files[idx].size : 0;
+}
+
+int mm_vfs_lookup(const mm_vfs *v, const char *name, size_t *idx)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (strcmp(v->files[i].name, name) == 0) {
+            *idx = i;
+            return 0;
+        }
+    return -ENOENT;
+}
+
+int64_t mm_vfs_mtime(const mm_vfs *v)
+{
+    return v->mtime_ns;
+}
+
+/* Shard data: header bytes, then each tensor's bytes from the engine. */
+static int read_shard(const mm_vfs *v, const vfile *f, uint64_t off, size_t len, char *buf)
+{
+    const mm_out_file *of = f->shard;
+    uint64_t end = off + len;
+    if (off < f->data_len) {
+        size_t n = (size_t)((end < f->data_len ? end : f->data_len) - off);
+        memcpy(buf, f->data + off, n);
+    }
+    /* First tensor whose data ends after off (tensors are in data order). */
+    size_t lo = 0, hi = of->ntensors;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const mm_out_tensor *t = &v->plan->tensors[of->tensors[mid]];
+        uint64_t tend = t->file_offset + t->numel * mm_dtype_size(t->dtype);
+        if (tend <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t k = lo; k < of->ntensors; k++) {
+        const mm_out_tensor *t = &v->plan->tensors[of->tensors[k]];
+        uint64_t ts = t->file_offset, te = ts + t->numel * mm_dtype_size(t->dtype);
+        if (ts >= end)
+            break;
+        uint64_t a = off > ts ? off : ts, b = end < te ? end : te;
+        if (a >= b)
+            continue;
+        int rc = mm_engine_read(v->plan, t, a - ts, (size_t)(b - a), buf + (a - off));
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf)
+{
+    if (idx >= v->n)
+        return -ENOENT;
+    const vfile *f = &v->files[idx];
+    if (off >= f->size)
+        return 0;
+    if (len > f->size - off)
+        len = (size_t)(f->size - off);
+    int rc = 0;
+    switch (f->kind) {
+    case VF_STATIC:
+        memcpy(buf, f->data + off, len);
+        break;
+    case VF_SOURCE:
+        rc = mm_pread_full(f->fd, buf, len, off);
+        if (rc < 0) {
+            mm_log_error("cannot read %s: %s", f->path, strerror(-rc));
+            rc = -EIO;
+        }
+        break;
+    case VF_SHARD:
+        rc = read_shard(v, f, off, len, buf);
+        break;
+    }
+    return rc < 0 ? rc : (ssize_t)len;
+}

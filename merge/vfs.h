@@ -1,0 +1,46 @@
+/* The virtual checkpoint folder: a flat list of files, each with an exact, immutable size, and the one
+ * read path every consumer uses (FUSE, `build`, tests). A file is STATIC bytes (config.json, index,
+ * model card), a SOURCE file served as it is (tokenizer files of the donor), or a SHARD whose bytes
+ * are a safetensors header followed by tensor data computed on demand.
+ *
+ * Thread-safety: after creation the vfs is immutable; mm_vfs_read may be called from any number of
+ * threads at once (no global lock on the read path). */
+#ifndef MM_VFS_H
+#define MM_VFS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util.h"
+
+typedef struct mm_vfs mm_vfs;
+
+/* Building a vfs (the planner does this; tests use it for small fixtures). Names are copied. */
+mm_vfs *mm_vfs_new(void);
+/* A file whose bytes are `data` (copied). */
+void mm_vfs_add_static(mm_vfs *v, const char *name, const void *data, size_t len);
+/* A file served from `path` as it is; size taken now (fstat). Returns 0 or -errno. */
+int mm_vfs_add_source(mm_vfs *v, const char *name, const char *path);
+/* The vfs of a plan: its files in name order. The plan must outlive the vfs. */
+struct mm_plan;
+int mm_vfs_from_plan(const struct mm_plan *p, mm_vfs **out, mm_err *err);
+/* Frees the vfs and everything it owns. No read may be running. */
+void mm_vfs_free(mm_vfs *v);
+
+/* Number of files; indexes 0..count-1 are stable for the life of the vfs. */
+size_t mm_vfs_count(const mm_vfs *v);
+/* Name (no '/') and exact size of file idx. */
+const char *mm_vfs_name(const mm_vfs *v, size_t idx);
+uint64_t mm_vfs_size(const mm_vfs *v, size_t idx);
+/* Finds a file by name: 0 and *idx, or -ENOENT. */
+int mm_vfs_lookup(const mm_vfs *v, const char *name, size_t *idx);
+/* Latest mtime of the inputs (config file and sources), for stat. */
+int64_t mm_vfs_mtime(const mm_vfs *v);
+
+/* Reads up to len bytes at off of file idx into buf. Returns the number of bytes produced (short only at
+ * end of file; 0 at or past EOF) or a negative errno: -EIO when a source file cannot be read (a message
+ * naming the file is logged). */
+ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf);
+
+#endif

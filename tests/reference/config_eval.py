@@ -1,0 +1,406 @@
+"""A small evaluator of mergekit configs, written from MERGE-SPEC (B1.3-B1.5, B4.3-B4.5, D1, D2, D8,
+D10, D12, D16), for what the tests need: linear, passthrough and task_arithmetic over `models:` or
+`slices:`, with gradients, conditional filters, parameter precedence, frankenmerge renaming, tied
+lm_head and embedding crops.
+
+The config is a Python dict shaped like the YAML (the tests build the dict, write it as YAML for the
+program, and hand the same dict here). Model references are resolved by `resolve(ref) -> folder`
+(default: the reference itself is the folder).
+
+    result = evaluate(cfg)
+    result.tensors   # {output tensor name: (dtype, float32 values)}
+    result.plan      # [Planned]: per output tensor the method, evaluated params and sources
+    result.config    # the expected output config.json (dict)
+"""
+
+import json
+import os
+import re
+
+import methods
+from safetensors_io import TORCH_NAME, config_dtype, read_folder
+
+
+class ConfigError(Exception):
+    """The config cannot be merged (the program must refuse it too)."""
+
+
+LAYER_RE = re.compile(r"\.(\d+)\.")
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+EMBED_WORDS = ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_in", "embed_out")
+TIED = {"lm_head.weight": "model.embed_tokens.weight"}  # B4.4: lm_head falls back to the embeddings
+
+REQUIRED = object()
+# method -> (global parameters with defaults, per-model parameters with defaults). A default of None
+# means "no default, optional".
+METHOD_PARAMS = {
+    "linear": ({"normalize": True}, {"weight": REQUIRED}),
+    "passthrough": ({}, {"scale": None}),
+    "task_arithmetic": ({"normalize": False, "lambda": 1.0, "rescale": False, "int8_mask": False},
+                        {"weight": REQUIRED, "density": 1.0}),
+}
+
+
+# ---- names (D12) -----------------------------------------------------------------------------------
+
+def layer_index(name):
+    """The layer index of a tensor name (first `.<digits>.` component), or None."""
+    m = LAYER_RE.search(name)
+    return int(m.group(1)) if m else None
+
+
+def with_layer(template, index):
+    """A layer template ("model.layers.{}.mlp.up_proj.weight") with a layer index filled in."""
+    return template.format(index)
+
+
+def layer_template(name):
+    m = LAYER_RE.search(name)
+    return name[:m.start()] + ".{}." + name[m.end():]
+
+
+def is_embed(name):
+    return any(w in name.split(".") for w in EMBED_WORDS)
+
+
+def is_post(name):
+    """Non-layer tensors that come after the layers (final norm, output head): planned from the
+    last slice. Everything else that is not in a layer is a pre-weight (first slice)."""
+    if name.startswith("lm_head") or "embed_out" in name.split("."):
+        return True
+    return re.search(r"(^|\.)(norm|ln_f|final_layernorm|final_layer_norm)\.", name) is not None
+
+
+# ---- models ----------------------------------------------------------------------------------------
+
+class Model:
+    def __init__(self, ref, path):
+        self.ref = ref
+        self.path = path
+        with open(os.path.join(path, "config.json")) as f:
+            self.config = json.load(f)
+        self.tensors = read_folder(path)
+        self.num_layers = self._num_layers()
+
+    def _num_layers(self):
+        for cfg in (self.config, self.config.get("text_config") or {}):
+            for key in LAYER_KEYS:
+                if key in cfg:
+                    return int(cfg[key])
+        indexes = [layer_index(n) for n in self.tensors if layer_index(n) is not None]
+        return max(indexes) + 1 if indexes else 0
+
+    def has(self, name):
+        return name in self.tensors
+
+    def tensor(self, name):
+        t = self.tensors[name]
+        return t.dtype, t.f32()
+
+
+# ---- parameter values (B1.5) ---------------------------------------------------------------------------
+
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def filter_matches(flt, name):
+    return flt is None or flt == "*" or flt in name
+
+
+def gradient(values, t):
+    """A list of numbers interpolated at t in [0, 1], in double precision (B1.5)."""
+    n = len(values)
+    if n == 0:
+        raise ConfigError("empty gradient")
+    if not all(is_number(v) for v in values):
+        return values[int(t * (n - 1))]
+    s = t * (n - 1)
+    i0 = int(s)
+    i1 = min(n - 1, i0 + 1)
+    f = s - i0
+    return (1 - f) * values[i0] + f * values[i1]
+
+
+def evaluate_setting(value, tensor_name, t):
+    """Returns (found, value): a scalar as is; a gradient interpolated at t; a conditional list
+    scanned in order, the first matching filter wins; no match -> (False, None)."""
+    if isinstance(value, list):
+        if value and all(isinstance(e, dict) for e in value):
+            for entry in value:
+                if filter_matches(entry.get("filter"), tensor_name):
+                    return evaluate_setting(entry["value"], tensor_name, t)
+            return False, None
+        return True, gradient(value, t)
+    if isinstance(value, dict):
+        raise ConfigError("a single {filter, value} mapping is not a valid setting (use a list)")
+    return True, value
+
+
+def lookup(name, levels, tensor_name, t):
+    """First level (a parameter dict or None) that yields a value for `name`."""
+    for level in levels:
+        if level and name in level:
+            found, v = evaluate_setting(level[name], tensor_name, t)
+            if found:
+                return True, v
+    return False, None
+
+
+# ---- planning (B1.3, B4.3, B4.4) ------------------------------------------------------------------
+
+class Source:
+    """One input of an output tensor."""
+
+    def __init__(self, ref, model, tensor, param_name):
+        self.ref = ref              # as written in the config
+        self.model = model          # Model
+        self.tensor = tensor        # the input tensor actually read (embed_tokens for a tied lm_head)
+        self.param_name = param_name  # the name per-model filters see
+        self.params = {}            # evaluated per-model parameters (with defaults)
+        self.explicit = set()       # the ones that came from the config
+
+
+class Planned:
+    """One output tensor."""
+
+    def __init__(self, name, t, method, sources, base_ref):
+        self.name = name
+        self.t = t
+        self.method = method
+        self.sources = sources
+        self.base_ref = base_ref
+        self.params = {}
+        self.explicit = set()
+
+    def input_label(self):
+        """mergekit's save-order key (B5.4): the largest input tensor name."""
+        return max(s.param_name for s in self.sources)
+
+
+def normalize_slices(cfg, models):
+    """`models:` -> one slice over all layers, base appended last if not listed (B1.3, D1)."""
+    has_models, has_slices = "models" in cfg, "slices" in cfg
+    if has_models == has_slices:
+        raise ConfigError("exactly one of models/slices is needed")
+    base = cfg.get("base_model")
+    if has_models:
+        sources = [{"model": m["model"], "range": (0, models[m["model"]].num_layers),
+                    "params": m.get("parameters") or {}} for m in cfg["models"]]
+        if base is not None and base not in [s["model"] for s in sources]:
+            sources.append({"model": base, "range": (0, models[base].num_layers), "params": {}})
+        return [{"sources": sources, "params": {}, "base_model": base}]
+    slices = []
+    for sl in cfg["slices"]:
+        sources = []
+        for s in sl["sources"]:
+            start, end = s["layer_range"]
+            if not (0 <= start <= end <= models[s["model"]].num_layers):
+                raise ConfigError(f"layer_range {[start, end]} out of bounds for {s['model']}")
+            sources.append({"model": s["model"], "range": (start, end), "params": s.get("parameters") or {}})
+        if len({e - b for b, e in (s["range"] for s in sources)}) > 1:
+            raise ConfigError("All inputs to a slice must contain the same number of layers")
+        slices.append({"sources": sources, "params": sl.get("parameters") or {},
+                       "base_model": sl.get("base_model", base)})
+    return slices
+
+
+def referenced(cfg):
+    refs = []
+    if "models" in cfg:
+        refs += [m["model"] for m in cfg["models"]]
+    for sl in cfg.get("slices") or []:
+        refs += [s["model"] for s in sl["sources"]]
+        if sl.get("base_model"):
+            refs.append(sl["base_model"])
+    if cfg.get("base_model"):
+        refs.append(cfg["base_model"])
+    out = []
+    for r in refs:
+        if r not in out:
+            out.append(r)
+    return out
+
+
+def donor_ref(cfg):
+    """D2: base_model, else the first model in config order."""
+    if cfg.get("base_model"):
+        return cfg["base_model"]
+    if "models" in cfg:
+        return cfg["models"][0]["model"]
+    return cfg["slices"][0]["sources"][0]["model"]
+
+
+class Result:
+    pass
+
+
+def evaluate(cfg, resolve=None):
+    resolve = resolve or (lambda ref: ref)
+    method = cfg["merge_method"]
+    if method not in METHOD_PARAMS:
+        raise ConfigError(f"method {method!r} is not in the reference")
+    models = {ref: Model(ref, resolve(ref)) for ref in referenced(cfg)}
+    slices = normalize_slices(cfg, models)
+
+    all_names = set()
+    for m in models.values():
+        all_names |= set(m.tensors)
+    templates = sorted({layer_template(n) for n in all_names if layer_index(n) is not None})
+    non_layer = sorted(n for n in all_names if layer_index(n) is None)
+    pre = [n for n in non_layer if not is_post(n)]
+    post = [n for n in non_layer if is_post(n)]
+
+    plan = []
+    for name in pre:
+        p = _plan_tensor(cfg, models, method, name, lambda s, n=name: n, slices[0], 0.0)
+        if p:
+            plan.append(p)
+    counter = 0
+    for sl in slices:
+        start0, end0 = sl["sources"][0]["range"]
+        length = end0 - start0
+        for j in range(length):
+            t = j / (length - 1) if length > 1 else 1.0
+            for tpl in templates:
+                out_name = with_layer(tpl, counter)
+                p = _plan_tensor(cfg, models, method, out_name,
+                                 lambda s, tpl=tpl, j=j: with_layer(tpl, s["range"][0] + j), sl, t)
+                if p:
+                    plan.append(p)
+            counter += 1
+    for name in post:
+        p = _plan_tensor(cfg, models, method, name, lambda s, n=name: n, slices[-1], 0.0)
+        if p:
+            plan.append(p)
+
+    res = Result()
+    res.models = models
+    res.slices = slices
+    res.plan = plan
+    res.num_layers = counter
+    res.donor = models[donor_ref(cfg)]
+    res.tensors = {p.name: compute(cfg, p) for p in plan}
+    res.config = expected_config(res)
+    return res
+
+
+def _plan_tensor(cfg, models, method, out_name, input_name_of, sl, t):
+    sources = []
+    for s in sl["sources"]:
+        model_ref = s["model"]
+        model = models[model_ref]
+        in_name = input_name_of(s)
+        src = Source(model_ref, model, in_name, in_name)
+        src.slice_source = s
+        sources.append(src)
+    missing = [s for s in sources if not s.model.has(s.tensor)]
+    if missing:
+        tied = TIED.get(out_name)
+        if tied and len(missing) == len(sources):
+            return None  # optional lm_head that no source has: not written (B4.4)
+        for s in missing:
+            if tied and s.model.has(tied):
+                s.tensor = tied
+            else:
+                raise ConfigError(f"Tensor {s.tensor} required but not present in model {s.ref}")
+
+    base_ref = sl.get("base_model")
+    p = Planned(out_name, t, method, sources, base_ref)
+    global_defaults, model_defaults = METHOD_PARAMS[method]
+    top = cfg.get("parameters") or {}
+    for pname, default in global_defaults.items():
+        found, v = lookup(pname, [sl["params"], top], out_name, t)
+        if found:
+            p.params[pname] = v
+            p.explicit.add(pname)
+        elif default is not None and default is not REQUIRED:
+            p.params[pname] = default
+    for src in sources:
+        is_base = base_ref is not None and src.ref == base_ref
+        for pname, default in model_defaults.items():
+            found, v = lookup(pname, [src.slice_source["params"], sl["params"], top], src.param_name, t)
+            if found:
+                src.params[pname] = v
+                src.explicit.add(pname)
+            elif default is REQUIRED:
+                needs = method == "linear" or (method == "task_arithmetic" and not is_base)
+                if needs:
+                    raise ConfigError(f"Missing required parameter {pname} for {src.ref} ({out_name})")
+            elif default is not None:
+                src.params[pname] = default
+    return p
+
+
+def compute(cfg, p):
+    """The expected stored tensor (dtype, values) of one planned output tensor."""
+    dtype = config_dtype(cfg.get("dtype"))
+    out_dtype = config_dtype(cfg.get("out_dtype"))
+    inputs = [s.model.tensor(s.tensor) for s in p.sources]
+    embed = is_embed(p.name)
+
+    if p.method == "passthrough":
+        if len(inputs) != 1:
+            raise ConfigError(f"passthrough needs exactly one input for {p.name}")
+        scale = p.sources[0].params.get("scale")
+        if scale is not None and not is_number(scale):
+            raise ConfigError(f"scale must be a number for {p.name}")
+        return methods.passthrough(inputs[0], scale, dtype, out_dtype)
+
+    if p.method == "linear":
+        shapes = {v.shape for _, v in inputs}
+        if len(shapes) > 1:
+            if not embed:
+                raise ConfigError(f"shape mismatch for {p.name}: {sorted(shapes)}")
+            cropped = methods.crop_common([v for _, v in inputs])
+            inputs = [(d, c) for (d, _), c in zip(inputs, cropped)]
+        weights = [s.params["weight"] for s in p.sources]
+        if not all(is_number(w) for w in weights):
+            raise ConfigError(f"weight must be a number for {p.name}")
+        normalize = bool(p.params["normalize"])
+        if normalize:
+            dt = config_dtype(cfg.get("dtype")) or methods.promote(d for d, _ in inputs)
+            if float(methods.model_sum(dt, methods.weights_tensor(dt, weights))) == 0.0:
+                raise ConfigError(f"weights of {p.name} sum to 0 with normalize")
+        return methods.linear(inputs, weights, normalize, dtype, out_dtype)
+
+    if p.method == "task_arithmetic":
+        if p.base_ref is None:
+            raise ConfigError("task_arithmetic needs base_model")
+        base_i = [i for i, s in enumerate(p.sources) if s.ref == p.base_ref]
+        if not base_i:
+            raise ConfigError(f"base model {p.base_ref} is not an input of {p.name}")
+        base = inputs[base_i[0]]
+        others, weights = [], []
+        for i, (s, x) in enumerate(zip(p.sources, inputs)):
+            if i == base_i[0]:
+                continue
+            d, v = x
+            if v.shape != base[1].shape:
+                if not embed or any(a < b for a, b in zip(v.shape, base[1].shape)):
+                    raise ConfigError(f"shape mismatch for {p.name}: {v.shape} vs base {base[1].shape}")
+                v = v[tuple(slice(0, n) for n in base[1].shape)]
+            others.append((d, v))
+            w = s.params["weight"]
+            if not is_number(w):
+                raise ConfigError(f"weight must be a number for {p.name}")
+            weights.append(w)
+        return methods.task_arithmetic(base, others, weights, float(p.params["lambda"]),
+                                       bool(p.params["normalize"]), dtype, out_dtype)
+
+    raise ConfigError(f"method {p.method!r} is not in the reference")
+
+
+def expected_config(res):
+    """The output config.json (D16): the donor's, with torch_dtype = the stored dtype and the layer
+    count = the number of output layers."""
+    cfg = json.loads(json.dumps(res.donor.config))
+    dtypes = {d for d, _ in res.tensors.values()}
+    if len(dtypes) == 1:
+        cfg["torch_dtype"] = TORCH_NAME[dtypes.pop()]
+    for holder in (cfg, cfg.get("text_config") or {}):
+        for key in LAYER_KEYS:
+            if key in holder:
+                holder[key] = res.num_layers
+                return cfg
+    return cfg

@@ -1,0 +1,155 @@
+"""Reference merge methods in numpy, written from MERGE-SPEC (D3, D8, B2.1, B2.2, B2.8, B3).
+
+Arithmetic model (D3, B3.3), emulating torch's CPU eager kernels:
+  * a tensor of the computation dtype is a float32 array holding values of that dtype;
+  * every elementwise op is computed in float32 and rounded (nearest even) to the dtype;
+  * a Python number multiplies/divides as float32 (not rounded to the dtype first), but is rounded
+    to the dtype before an add/subtract;
+  * parameters that mergekit turns into tensors of the computation dtype (linear and task-arithmetic
+    weights) are rounded to that dtype;
+  * sums across models accumulate sequentially in float32, in model order, and round once.
+
+Inputs everywhere are (dtype, values) pairs: dtype is "BF16", "F16" or "F32", values a float32 array.
+"""
+
+import numpy as np
+
+from safetensors_io import round_scalar, round_to
+
+
+# ---- the per-op rounding primitives ---------------------------------------------------------------
+
+def _ignore():
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore")
+
+
+def add(dt, a, b):
+    with _ignore():
+        return round_to(dt, np.asarray(a, np.float32) + np.asarray(b, np.float32))
+
+
+def sub(dt, a, b):
+    with _ignore():
+        return round_to(dt, np.asarray(a, np.float32) - np.asarray(b, np.float32))
+
+
+def mul(dt, a, b):
+    with _ignore():
+        return round_to(dt, np.asarray(a, np.float32) * np.asarray(b, np.float32))
+
+
+def div(dt, a, b):
+    with _ignore():
+        return round_to(dt, np.asarray(a, np.float32) / np.asarray(b, np.float32))
+
+
+def mul_number(dt, x, number):
+    """tensor * Python number: the number is used as float32, un-rounded (torch >= 2.1 mul kernel)."""
+    return mul(dt, x, np.float32(number))
+
+
+def div_number(dt, x, number):
+    return div(dt, x, np.float32(number))
+
+
+def add_number(dt, x, number):
+    """tensor + Python number: the number is rounded to the tensor dtype first."""
+    return add(dt, x, round_scalar(dt, number))
+
+
+def model_sum(dt, terms):
+    """Sum over the model axis: sequential float32 accumulation from +0 in model order, one rounding."""
+    acc = np.float32(0.0)
+    with _ignore():
+        for t in terms:
+            acc = acc + np.asarray(t, np.float32)
+    return round_to(dt, np.asarray(acc, np.float32))
+
+
+def weights_tensor(dt, weights):
+    """torch.tensor(weights, dtype=dt): each Python number -> float32 -> dt."""
+    return [round_scalar(dt, w) for w in weights]
+
+
+# ---- dtype rules (B3.1, B3.2, D8) ----------------------------------------------------------------
+
+def promote(dtypes):
+    """torch type promotion among bf16/f16/f32: equal types stay, anything mixed becomes F32."""
+    dtypes = set(dtypes)
+    return dtypes.pop() if len(dtypes) == 1 else "F32"
+
+
+def cast(to, dtype_values):
+    """(dtype, values) cast to dtype `to` (RNE through float32, as torch's .to() does)."""
+    dt, v = dtype_values
+    if dt == to:
+        return v
+    return round_to(to, v)
+
+
+def finish(dt, values, out_dtype):
+    """The stored tensor: cast to out_dtype if set (D8). Returns (dtype, values)."""
+    if out_dtype and out_dtype != dt:
+        return out_dtype, round_to(out_dtype, values)
+    return dt, values
+
+
+# ---- methods -------------------------------------------------------------------------------------
+
+def linear(inputs, weights, normalize=True, dtype=None, out_dtype=None):
+    """B2.1. inputs: list of (dtype, values) in model order; weights: Python numbers.
+    out = round(sum_i round(W_i * x_i)), then if normalize round(out / round(sum_i W_i))."""
+    if len(inputs) != len(weights):
+        raise ValueError("one weight per input")
+    dt = dtype or promote(d for d, _ in inputs)
+    xs = [cast(dt, i) for i in inputs]
+    w = weights_tensor(dt, weights)
+    out = model_sum(dt, [mul(dt, wi, xi) for wi, xi in zip(w, xs)])
+    if normalize:
+        out = div(dt, out, model_sum(dt, [np.float32(wi) for wi in w]))
+    return finish(dt, out, out_dtype)
+
+
+def passthrough(inp, scale=None, dtype=None, out_dtype=None):
+    """B2.2: a copy, or x * scale (the scale used as float32)."""
+    dt = dtype or inp[0]
+    x = cast(dt, inp)
+    if scale is not None:
+        x = mul_number(dt, x, scale)
+    return finish(dt, x, out_dtype)
+
+
+def task_arithmetic(base, inputs, weights, lam=1.0, normalize=False, dtype=None, out_dtype=None):
+    """B2.8 without sparsification and without sign consensus.
+    tau_i = round(x_i - b); delta_i = round(W_i * tau_i); mixed = round(sum delta_i);
+    divisor = round(sum W_i) (1 if |divisor| < 1e-8); normalize: mixed = round(mixed / divisor);
+    lambda != 1: mixed = round(mixed * float32(lambda)); out = round(b + mixed).
+    Without `dtype`, every input is cast to the base's dtype."""
+    if len(inputs) != len(weights):
+        raise ValueError("one weight per non-base input")
+    dt = dtype or base[0]
+    b = cast(dt, base)
+    if not inputs:
+        return finish(dt, b, out_dtype)
+    taus = [sub(dt, cast(dt, x), b) for x in inputs]
+    w = weights_tensor(dt, weights)
+    mixed = model_sum(dt, [mul(dt, wi, ti) for wi, ti in zip(w, taus)])
+    divisor = model_sum(dt, [np.float32(wi) for wi in w])
+    if abs(float(divisor)) < 1e-8:
+        divisor = np.float32(1.0)
+    if normalize:
+        mixed = div(dt, mixed, divisor)
+    if lam != 1:
+        mixed = mul_number(dt, mixed, lam)
+    return finish(dt, add(dt, b, mixed), out_dtype)
+
+
+# ---- helpers for embeddings (B2, B4.5) -------------------------------------------------------------
+
+def crop_common(arrays):
+    """Crops 2-D arrays to their common leading sub-matrix [:min_rows, :min_cols]."""
+    rows = min(a.shape[0] for a in arrays)
+    if arrays[0].ndim == 1:
+        return [a[:rows] for a in arrays]
+    cols = min(a.shape[1] for a in arrays)
+    return [a[:rows, :cols] for a in arrays]

@@ -1,0 +1,82 @@
+#include "cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../merge/util.h"
+
+const char mm_cli_common_help[] =
+    "merge options (as mergekit-yaml):\n"
+    "  --out-shard-size N        bytes per output shard, decimal K/M/B suffixes (default 5B)\n"
+    "  --copy-tokenizer / --no-copy-tokenizer\n"
+    "                            serve the donor's tokenizer files (default on)\n"
+    "  --write-model-card / --no-write-model-card\n"
+    "                            serve README.md and mergekit_config.yml (default on)\n"
+    "  --allow-crimes            accepted for compatibility (architectures are inferred, never compared)\n"
+    "  --random-seed N           seed of the random methods (default 0)\n"
+    "  -v, --verbose             more log output\n"
+    "  -h, --help                this help\n";
+
+int mm_cli_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !isdigit((unsigned char)*s))
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+int mm_cli_parse_size(const char *s, uint64_t *out)
+{
+    if (!s || !(isdigit((unsigned char)*s) || *s == '.'))
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s)
+        return -EINVAL;
+    double mult = 1;
+    switch (toupper((unsigned char)*end)) {
+    case 'K': mult = 1e3; end++; break;
+    case 'M': mult = 1e6; end++; break;
+    case 'B': mult = 1e9; end++; break;
+    case 0: break;
+    default: return -EINVAL;
+    }
+    if (*end || v < 0 || v * mult > 1.8e19)
+        return -EINVAL;
+    *out = (uint64_t)(v * mult);
+    return 0;
+}
+
+int mm_cli_common_option(int opt, const char *arg, mm_plan_options *po)
+{
+    switch (opt) {
+    case MM_OPT_SHARD_SIZE:
+        if (mm_cli_parse_size(arg, &po->out_shard_size) < 0) {
+            fprintf(stderr, "mergemount: error: --out-shard-size: '%s' is not a size (bytes, e.g. 5B, 500M, 1000000)\n",
+                    arg);
+            return -EINVAL;
+        }
+        return 0;
+    case MM_OPT_COPY_TOK: po->copy_tokenizer = 1; return 0;
+    case MM_OPT_NO_COPY_TOK: po->copy_tokenizer = 0; return 0;
+    case MM_OPT_CARD: po->write_model_card = 1; return 0;
+    case MM_OPT_NO_CARD: po->write_model_card = 0; return 0;
+    case MM_OPT_CRIMES: po->allow_crimes = 1; return 0;
+    case MM_OPT_SEED:
+        if (mm_cli_parse_u64(arg, &po->random_seed) < 0) {
+            fprintf(stderr, "mergemount: error: --random-seed: '%s' is not a non-negative integer\n", arg);
+            return -EINVAL;
+        }
+        return 0;
+    case 'v': mm_log_verbose++; return 0;
+    default: return -EINVAL;
+    }
+}
