@@ -593,18 +593,24 @@ static int load_tokenizer_source(const ctx *x, const mm_ynode *root)
     return load_ref(x, v, "tokenizer_source", 0, c->tokenizer_model);
 }
 
-/* mergekit wants exactly one of models:/slices: (modules: is refused earlier). */
-static int load_inputs(const ctx *x, const mm_ynode *root)
+static int is_given(const mm_ynode *n)
+{
+    return n && !mm_ynode_is_null(n);
+}
+
+/* mergekit wants exactly one of models:/slices: (modules: is refused earlier). Checked before any
+ * model folder is looked at, so the structural mistake is the one reported. */
+static int check_inputs(const ctx *x, const mm_ynode *root)
 {
     const mm_ynode *sk, *models = mm_ymap_get(root, "models", NULL), *slices = mm_ymap_get(root, "slices", &sk);
-    int has_models = models && !mm_ynode_is_null(models), has_slices = slices && !mm_ynode_is_null(slices);
-    if (has_models && has_slices)
+    if (is_given(models) && is_given(slices))
         return fail(x, sk, -EINVAL, "both models: and slices: are given (use models: to merge whole models or "
                     "slices: to assemble layer ranges, not both)");
-    if (models && !has_slices)
-        return load_models(x, models);
-    if (slices)
-        return load_slices(x, slices);
+    if (is_given(models) || is_given(slices))
+        return 0;
+    if (models || slices) /* `models:` written with nothing under it */
+        return check_list(x, models ? models : slices, models ? "models" : "slices",
+                          "list the models to merge, or the slices to assemble");
     return fail(x, root, -EINVAL, "neither models: nor slices: is given (list the models to merge under models:, "
                 "or layer ranges under slices:)");
 }
@@ -620,19 +626,16 @@ static int load_root(const ctx *x, const mm_ynode *root)
                     mm_ynode_describe(root));
     check_keys(x, root, &L_TOP);
     mm_config *c = x->c;
-    const mm_ynode *models = mm_ymap_get(root, "models", NULL), *slices = mm_ymap_get(root, "slices", NULL);
+    const mm_ynode *models = mm_ymap_get(root, "models", NULL);
     int rc;
-    if ((rc = refuse_unsupported(x, root)) < 0 || (rc = load_method(x, root)) < 0)
-        return rc;
-    /* Report both/neither of models:/slices: before touching any model folder. */
-    if ((!models || mm_ynode_is_null(models)) == (!slices || mm_ynode_is_null(slices)) && (rc = load_inputs(x, root)) < 0)
-        return rc;
-    if ((rc = load_dtype(x, root, "dtype", &c->dtype, &c->dtype_pos)) < 0 ||
+    if ((rc = refuse_unsupported(x, root)) < 0 || (rc = load_method(x, root)) < 0 ||
+        (rc = check_inputs(x, root)) < 0 || (rc = load_dtype(x, root, "dtype", &c->dtype, &c->dtype_pos)) < 0 ||
         (rc = load_dtype(x, root, "out_dtype", &c->out_dtype, &c->out_dtype_pos)) < 0 ||
         (rc = load_params(x, mm_ymap_get(root, "parameters", NULL), &c->params)) < 0 ||
-        (rc = load_optional_ref(x, root, "base_model", &c->base_model)) < 0 || (rc = load_inputs(x, root)) < 0)
+        (rc = load_optional_ref(x, root, "base_model", &c->base_model)) < 0)
         return rc;
-    return load_tokenizer_source(x, root);
+    rc = is_given(models) ? load_models(x, models) : load_slices(x, mm_ymap_get(root, "slices", NULL));
+    return rc < 0 ? rc : load_tokenizer_source(x, root);
 }
 
 int mm_config_load(const char *path, mm_config **out, mm_err *err)

@@ -35,7 +35,7 @@ const char *mm_vfs_name(const mm_vfs *v, size_t idx);
 uint64_t mm_vfs_size(const mm_vfs *v, size_t idx);
 /* Finds a file by name: 0 and *idx, or -ENOENT. */
 int mm_vfs_lookup(const mm_vfs *v, const char *name, size_t *idx);
-/* Latest mtime of the inputs (config file and sources), for stat. */
+/* Latest mtime of the inputs (config file and sources), in nanoseconds since the epoch, for stat. */
 int64_t mm_vfs_mtime(const mm_vfs *v);
 
 /* Reads up to len bytes at off of file idx into buf. Returns the number of bytes produced (short only at

@@ -1,0 +1,287 @@
+"""Helpers of the integration tests: where the binaries are, writing configs as YAML, running
+mergemount, mounting for real, and comparing a checkpoint folder against the numpy reference."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
+
+import safetensors_io as st  # noqa: E402
+
+MERGEMOUNT = os.environ.get("MERGEMOUNT_BIN", os.path.join(REPO, "build", "tools", "mergemount"))
+MKMODEL = os.environ.get("MM_MKMODEL_BIN", os.path.join(REPO, "build", "tools", "mm-mkmodel"))
+FUSERMOUNT = shutil.which("fusermount3")
+
+MOUNT_TIMEOUT = 10.0
+# Lines of the daemon's stderr that fail a test that otherwise passed.
+BAD_STDERR = re.compile(r"\berror\b|AddressSanitizer|LeakSanitizer|runtime error|ThreadSanitizer",
+                        re.IGNORECASE)
+
+
+def fuse_available():
+    """(ok, reason)."""
+    if not os.path.exists("/dev/fuse"):
+        return False, "/dev/fuse is missing (no FUSE in this environment)"
+    if FUSERMOUNT is None:
+        return False, "fusermount3 is not installed (apt-get install fuse3)"
+    return True, ""
+
+
+# ---- YAML ----------------------------------------------------------------------------------------------
+
+def _scalar(v):
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        text = repr(v)
+        if "e" in text or "E" in text:  # YAML 1.1 floats need a dot; keep plain decimals
+            text = format(v, ".20f").rstrip("0")
+            if text.endswith("."):
+                text += "0"
+        return text
+    if isinstance(v, str):
+        return json.dumps(v)  # a double-quoted YAML scalar
+    raise TypeError(f"cannot write {type(v).__name__} as YAML")
+
+
+def _is_block(v):
+    if isinstance(v, dict):
+        return bool(v)
+    if isinstance(v, list):
+        return any(isinstance(e, (dict, list)) for e in v)
+    return False
+
+
+def _flow(v):
+    if isinstance(v, dict):
+        return "{}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_scalar(e) for e in v) + "]"
+    return _scalar(v)
+
+
+def _emit(obj, indent):
+    pad = " " * indent
+    lines = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if _is_block(v):
+                lines.append(f"{pad}{k}:")
+                lines.extend(_emit(v, indent + 2))
+            else:
+                lines.append(f"{pad}{k}: {_flow(v)}")
+    else:
+        for item in obj:
+            if _is_block(item):
+                sub = _emit(item, indent + 2)
+                lines.append(f"{pad}- {sub[0][indent + 2:]}")
+                lines.extend(sub[1:])
+            else:
+                lines.append(f"{pad}- {_flow(item)}")
+    return lines
+
+
+def to_yaml(cfg):
+    """A config dict as block-style YAML text."""
+    return "\n".join(_emit(cfg, 0)) + "\n"
+
+
+def write_config(folder, cfg, name="merge.yml"):
+    """Writes cfg (a dict, or YAML text as is) to folder/name; returns the path."""
+    path = os.path.join(str(folder), name)
+    text = cfg if isinstance(cfg, str) else to_yaml(cfg)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+# ---- running the program -------------------------------------------------------------------------------
+
+def run(args, timeout=120, check=False):
+    """Runs a command; returns CompletedProcess with text stdout/stderr."""
+    r = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} exited {r.returncode}\nstdout:\n{r.stdout}\n"
+                             f"stderr:\n{r.stderr}")
+    return r
+
+
+def mergemount(*args, **kw):
+    return run([MERGEMOUNT, *map(str, args)], **kw)
+
+
+def build(config, outdir, *args):
+    """`mergemount build` that must succeed; returns outdir."""
+    mergemount("build", config, outdir, *args, check=True)
+    return str(outdir)
+
+
+def bad_stderr_lines(text):
+    return [ln for ln in text.splitlines() if BAD_STDERR.search(ln)]
+
+
+class Mount:
+    """`mergemount mount CONFIG MNT -f ARGS` for the life of a with-block.
+
+    Enter: starts the daemon with stderr captured and waits (<= 10 s) until MNT is a mount point,
+    failing early with the daemon's stderr if it exits. Exit: `fusermount3 -u`, then the daemon must
+    exit 0 with no error or sanitizer lines on stderr. If the block raised, the mount is torn down
+    forcefully (lazy unmount, then terminate/kill) and the daemon's stderr is printed."""
+
+    def __init__(self, config, mountpoint, args=()):
+        self.config = str(config)
+        self.path = str(mountpoint)
+        self.args = [str(a) for a in args]
+        self.proc = None
+        self._err = None
+
+    def stderr(self):
+        if self._err is None:
+            return ""
+        self._err.seek(0)
+        return self._err.read().decode("utf-8", "replace")
+
+    def __enter__(self):
+        os.makedirs(self.path, exist_ok=True)
+        self._err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([MERGEMOUNT, "mount", self.config, self.path, "-f", *self.args],
+                                     stdin=subprocess.DEVNULL, stdout=self._err, stderr=self._err)
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while not os.path.ismount(self.path):
+            rc = self.proc.poll()
+            if rc is not None:
+                raise AssertionError(f"mergemount mount exited {rc} before the mount was up:\n{self.stderr()}")
+            if time.monotonic() > deadline:
+                self.force_cleanup()
+                raise AssertionError(f"{self.path} not mounted after {MOUNT_TIMEOUT} s:\n{self.stderr()}")
+            time.sleep(0.02)
+        return self
+
+    def unmount(self):
+        """Clean unmount; returns (fusermount result, daemon exit status)."""
+        r = None
+        for _ in range(50):  # EBUSY while the kernel still holds a file of ours briefly
+            r = run([FUSERMOUNT, "-u", self.path], timeout=30)
+            if r.returncode == 0 or not os.path.ismount(self.path):
+                break
+            time.sleep(0.1)
+        try:
+            rc = self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.force_cleanup()
+            raise AssertionError(f"mergemount did not exit after fusermount3 -u:\n{self.stderr()}")
+        return r, rc
+
+    def force_cleanup(self):
+        if os.path.ismount(self.path):
+            subprocess.run([FUSERMOUNT, "-u", "-z", self.path], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.proc is None:
+            return False
+        if exc_type is not None:
+            self.force_cleanup()
+            sys.stderr.write(f"--- mergemount stderr ---\n{self.stderr()}\n")
+            self._close()
+            return False
+        r, rc = self.unmount()
+        text = self.stderr()
+        self._close()
+        assert r is not None and r.returncode == 0, f"fusermount3 -u failed: {r.stderr if r else ''}"
+        assert rc == 0, f"mergemount exited {rc} after unmount:\n{text}"
+        bad = bad_stderr_lines(text)
+        assert not bad, "unexpected lines on mergemount's stderr:\n" + "\n".join(bad)
+        return False
+
+    def _close(self):
+        if self._err is not None:
+            self._err.close()
+            self._err = None
+        self.proc = None
+
+
+# ---- checkpoint folders --------------------------------------------------------------------------------
+
+def read_weights(folder):
+    """{name: StTensor} of an output folder, checking that the weight files are consistent: one
+    model.safetensors without index, or the shards the index names and nothing else."""
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
+    index_path = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.exists(index_path):
+        with open(index_path) as f:
+            weight_map = json.load(f)["weight_map"]
+        assert files == sorted(set(weight_map.values())), (files, sorted(set(weight_map.values())))
+        out = {}
+        for fname in files:
+            tensors, meta = st.read_safetensors(os.path.join(folder, fname))
+            assert meta == {"format": "pt"}, (fname, meta)
+            for name, t in tensors.items():
+                assert weight_map.get(name) == fname, f"{name} is in {fname} but the index says {weight_map.get(name)}"
+                out[name] = t
+        assert set(out) == set(weight_map), sorted(set(weight_map) ^ set(out))
+        return out
+    assert files == ["model.safetensors"], files
+    tensors, meta = st.read_safetensors(os.path.join(folder, "model.safetensors"))
+    assert meta == {"format": "pt"}, meta
+    return tensors
+
+
+def describe_mismatch(name, dtype, want, got):
+    w = want.reshape(-1)
+    g = got.reshape(-1)
+    diff = np.nonzero(~((w == g) | (np.isnan(w) & np.isnan(g))))[0]
+    first = ", ".join(f"[{i}] want {w[i]!r} got {g[i]!r}" for i in diff[:5])
+    return f"{name} ({dtype}): {len(diff)} of {w.size} elements differ; {first}"
+
+
+def assert_matches_reference(folder, expected):
+    """Every tensor of the folder equals the reference bit for bit (same names, dtypes, shapes)."""
+    got = read_weights(folder)
+    assert set(got) == set(expected), (f"tensor names differ: missing {sorted(set(expected) - set(got))}, "
+                                       f"extra {sorted(set(got) - set(expected))}")
+    problems = []
+    for name, (dtype, values) in sorted(expected.items()):
+        t = got[name]
+        if t.dtype != dtype or t.shape != tuple(values.shape):
+            problems.append(f"{name}: got {t.dtype}{list(t.shape)}, want {dtype}{list(values.shape)}")
+            continue
+        if t.raw != st.encode(dtype, values):
+            problems.append(describe_mismatch(name, dtype, values, t.f32()))
+    assert not problems, "output differs from the reference:\n" + "\n".join(problems)
+    return got
+
+
+def tensor_bytes(t):
+    return st.numel(t.shape) * st.DTYPE_SIZE[t.dtype]
+
+
+def files_of(folder):
+    return sorted(os.listdir(folder))
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
