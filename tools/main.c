@@ -149,7 +149,7 @@ static int cmd_mount(int argc, char **argv)
     mm_plan_options_default(&po);
     mount_args m = {0};
     char *pos[2];
-    int rc = parse(argc, argv, "+fdo:vh", lo, usage_mount, mount_extra, &m, &po, pos, 2);
+    int rc = parse(argc, argv, "fdo:vh", lo, usage_mount, mount_extra, &m, &po, pos, 2);
     if (rc) {
         mm_buf_free(&m.opts);
         return rc;
@@ -211,7 +211,7 @@ static int cmd_build(int argc, char **argv)
     mm_plan_options_default(&po);
     mm_build_options bo = {.progress = -1};
     char *pos[2];
-    int rc = parse(argc, argv, "+j:vh", lo, usage_build, build_extra, &bo, &po, pos, 2);
+    int rc = parse(argc, argv, "j:vh", lo, usage_build, build_extra, &bo, &po, pos, 2);
     if (rc)
         return rc;
     bo.outdir = pos[1];
@@ -246,7 +246,7 @@ static int cmd_plan(int argc, char **argv)
     mm_plan_options_default(&po);
     int json = 0;
     char *pos[1];
-    int rc = parse(argc, argv, "+vh", lo, usage_plan, plan_extra, &json, &po, pos, 1);
+    int rc = parse(argc, argv, "vh", lo, usage_plan, plan_extra, &json, &po, pos, 1);
     if (rc)
         return rc;
     mm_config *cfg = NULL;

@@ -1,0 +1,597 @@
+/* Config loading (MERGE-SPEC B1, D1, D11, D13, D14, D17): both syntaxes with every key, YAML typing,
+ * every error with its place and wording, and the unknown-key warnings. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "config/config.h"
+
+static char tmp[PATH_MAX];
+
+static char *at(const char *rel)
+{
+    return mm_path_join(tmp, rel);
+}
+
+static void write_file(const char *rel, const char *text)
+{
+    char *p = at(rel);
+    FILE *f = fopen(p, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+    free(p);
+}
+
+/* A model folder holding only `weights` (an empty file: shards are not read when loading a config). */
+static void make_model(const char *name, const char *weights)
+{
+    char *p = at(name);
+    CHECK(mkdir(p, 0755) == 0);
+    free(p);
+    if (weights) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "%s/%s", name, weights);
+        write_file(rel, "");
+    }
+}
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static int load(const char *yaml, mm_config **c, mm_err *err)
+{
+    write_file("cfg.yml", yaml);
+    *c = NULL;
+    err->msg[0] = 0;
+    return mm_config_load("cfg.yml", c, err);
+}
+
+/* stderr into a file while a config loads, to check the warnings. */
+static int saved_stderr = -1;
+static void capture_begin(void)
+{
+    char *p = at("stderr.txt");
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    free(p);
+    saved_stderr = dup(2);
+    dup2(fd, 2);
+    close(fd);
+}
+
+static char *capture_end(void)
+{
+    dup2(saved_stderr, 2);
+    close(saved_stderr);
+    char *p = at("stderr.txt"), *data = NULL;
+    CHECK(mm_file_read_all(p, 1 << 20, &data, NULL, NULL) == 0);
+    free(p);
+    return data;
+}
+
+static void expect_err(int line, const char *yaml, int code, const char *msg)
+{
+    mm_config *c;
+    mm_err err;
+    int rc = load(yaml, &c, &err);
+    CHECK(rc == code);
+    CHECK(c == NULL);
+    CHECK_STR_CONTAINS(err.msg, msg);
+    if (rc != code || !strstr(err.msg, msg))
+        fprintf(stderr, "  (case at line %d: rc %d, message: %s)\n", line, rc, err.msg);
+    mm_config_free(c);
+}
+#define EXPECT_ERR(yaml, code, msg) expect_err(__LINE__, yaml, code, msg)
+
+static const mm_pvalue *scalar_of(const mm_params *p, const char *name)
+{
+    const mm_psetting *s = mm_params_find(p, name);
+    return s && s->kind == MM_PS_SCALAR ? &s->scalar : NULL;
+}
+
+static double num_of(const mm_params *p, const char *name)
+{
+    const mm_pvalue *v = scalar_of(p, name);
+    return v && v->kind == MM_PV_NUM ? v->num : NAN;
+}
+
+static int path_is(const char *path, const char *rel)
+{
+    char *want = at(rel);
+    int ok = path && strcmp(path, want) == 0;
+    if (!ok)
+        fprintf(stderr, "  path %s, expected %s\n", path ? path : "(null)", want);
+    free(want);
+    return ok;
+}
+
+static void test_models_syntax(void)
+{
+    const char *yaml = "merge_method: ties\n"
+                       "base_model: base\n"
+                       "models:\n"
+                       "  - model: a\n"
+                       "    parameters:\n"
+                       "      weight: [0, 0.5, 1]\n"
+                       "      density: 0.5\n"
+                       "  - model: ./b/\n"
+                       "    parameters:\n"
+                       "      weight:\n"
+                       "        - filter: self_attn\n"
+                       "          value: 0.3\n"
+                       "        - value: [0.1, 0.2]\n"
+                       "parameters:\n"
+                       "  normalize: true\n"
+                       "  int8_mask: yes\n"
+                       "  lambda: 1e-5\n"
+                       "  epsilon: .5\n"
+                       "  gamma: -.25\n"
+                       "  scale: 1_000\n"
+                       "  r: .inf\n"
+                       "  label: '0.5'\n"
+                       "dtype: bfloat16\n"
+                       "out_dtype: torch.float16\n"
+                       "tokenizer_source: base\n";
+    mm_config *c;
+    mm_err err;
+    int rc = load(yaml, &c, &err);
+    CHECK(rc == 0);
+    if (rc != 0) {
+        fprintf(stderr, "  %s\n", err.msg);
+        return;
+    }
+    CHECK(strcmp(c->path, "cfg.yml") == 0);
+    CHECK(c->text_len == strlen(yaml) && memcmp(c->text, yaml, c->text_len) == 0);
+    CHECK(strcmp(c->merge_method, "ties") == 0);
+    CHECK(c->method_pos.line == 1 && c->method_pos.col == 15 && c->method_pos.file == c->path);
+    CHECK(c->models_syntax == 1 && c->nslices == 1);
+    CHECK(c->base_model && path_is(c->base_model->path, "base") && strcmp(c->base_model->ref, "base") == 0);
+    CHECK(c->base_model->pos.line == 2 && c->base_model->pos.col == 13);
+    CHECK(c->dtype == MM_DT_BF16 && c->out_dtype == MM_DT_F16);
+    CHECK(c->dtype_pos.line == 23 && c->out_dtype_pos.line == 24);
+    CHECK(c->tokenizer_source == MM_TOK_BASE && c->tokenizer_model == NULL);
+
+    const mm_slice_def *sl = &c->slices[0];
+    CHECK(sl->nsources == 3 && sl->base_model == NULL && sl->params.n == 0);
+    CHECK(path_is(sl->sources[0].model.path, "a") && !sl->sources[0].has_range && !sl->sources[0].is_base_appended);
+    CHECK(sl->sources[0].model.pos.line == 4 && sl->sources[0].model.pos.col == 12);
+    CHECK(path_is(sl->sources[1].model.path, "b") && strcmp(sl->sources[1].model.ref, "./b/") == 0);
+    CHECK(path_is(sl->sources[2].model.path, "base") && sl->sources[2].is_base_appended == 1);
+    CHECK(sl->sources[2].params.n == 0);
+
+    const mm_psetting *w0 = mm_params_find(&sl->sources[0].params, "weight");
+    CHECK(w0 && w0->kind == MM_PS_GRADIENT && w0->ngrad == 3 && w0->grad[1].num == 0.5);
+    CHECK(w0 && w0->pos.line == 6 && w0->pos.col == 15);
+    CHECK(num_of(&sl->sources[0].params, "density") == 0.5);
+    CHECK(sl->sources[0].params.items[1].pos.line == 7 && sl->sources[0].params.items[1].pos.col == 7);
+
+    const mm_psetting *w1 = mm_params_find(&sl->sources[1].params, "weight");
+    CHECK(w1 && w1->kind == MM_PS_CONDITIONAL && w1->nconds == 2);
+    if (w1 && w1->nconds == 2) {
+        CHECK(strcmp(w1->conds[0].filter, "self_attn") == 0 && w1->conds[0].value->scalar.num == 0.3);
+        CHECK(w1->conds[1].filter == NULL && w1->conds[1].value->kind == MM_PS_GRADIENT);
+        CHECK(w1->conds[0].pos.line == 11);
+        mm_pvalue v;
+        CHECK(mm_psetting_eval(w1, "model.layers.0.mlp.up_proj.weight", 1.0, &v) == 1 && v.num == 0.2);
+    }
+
+    const mm_params *top = &c->params;
+    CHECK(top->n == 8);
+    const mm_pvalue *b = scalar_of(top, "normalize");
+    CHECK(b && b->kind == MM_PV_BOOL && b->b == 1);
+    b = scalar_of(top, "int8_mask");
+    CHECK(b && b->kind == MM_PV_BOOL && b->b == 1);
+    CHECK(num_of(top, "lambda") == 1e-5);
+    CHECK(num_of(top, "epsilon") == 0.5);
+    CHECK(num_of(top, "gamma") == -0.25);
+    CHECK(num_of(top, "scale") == 1000);
+    CHECK(isinf(num_of(top, "r")));
+    const mm_pvalue *s = scalar_of(top, "label");
+    CHECK(s && s->kind == MM_PV_STR && strcmp(s->str, "0.5") == 0);
+    mm_config_free(c);
+}
+
+static void test_base_listed(void)
+{
+    /* The base listed under another spelling is still the same folder: not appended twice. */
+    mm_config *c;
+    mm_err err;
+    int rc = load("merge_method: task_arithmetic\n"
+                  "base_model: ./base\n"
+                  "models:\n"
+                  "  - model: a\n"
+                  "    parameters: {weight: 1}\n"
+                  "  - model: base\n",
+                  &c, &err);
+    CHECK(rc == 0);
+    if (rc == 0) {
+        CHECK(c->slices[0].nsources == 2);
+        CHECK(!c->slices[0].sources[1].is_base_appended && path_is(c->slices[0].sources[1].model.path, "base"));
+    }
+    mm_config_free(c);
+
+    /* Without base_model nothing is appended; the same model twice stays twice (D10). */
+    rc = load("merge_method: linear\nmodels:\n  - model: a\n  - model: a\n", &c, &err);
+    CHECK(rc == 0 && c->slices[0].nsources == 2 && c->base_model == NULL);
+    mm_config_free(c);
+}
+
+static void test_slices_syntax(void)
+{
+    const char *yaml = "slices:\n"
+                       "  - sources:\n"
+                       "      - model: a\n"
+                       "        layer_range: [0, 4]\n"
+                       "      - model: b\n"
+                       "        layer_range: [0, 4]\n"
+                       "        parameters: {weight: 0.7}\n"
+                       "    base_model: a\n"
+                       "    parameters:\n"
+                       "      t: [0, 1]\n"
+                       "    residual_weight: 0.1\n"
+                       "  - sources:\n"
+                       "      - model: {path: c}\n"
+                       "        layer_range: [4, 8]\n"
+                       "      - model: {model: {path: b, revision: null}}\n"
+                       "        layer_range: [2, 2]\n"
+                       "merge_method: slerp\n"
+                       "base_model: base\n"
+                       "tokenizer_source: b\n";
+    mm_config *c;
+    mm_err err;
+    int rc = load(yaml, &c, &err);
+    CHECK(rc == 0);
+    if (rc != 0) {
+        fprintf(stderr, "  %s\n", err.msg);
+        return;
+    }
+    CHECK(c->models_syntax == 0 && c->nslices == 2);
+    const mm_slice_def *s0 = &c->slices[0], *s1 = &c->slices[1];
+    CHECK(s0->nsources == 2 && s1->nsources == 2); /* no base appended with slices: */
+    CHECK(s0->pos.line == 2 && s0->pos.col == 5);
+    CHECK(s0->sources[0].has_range && s0->sources[0].layer_start == 0 && s0->sources[0].layer_end == 4);
+    CHECK(s0->sources[0].range_pos.line == 4 && s0->sources[0].range_pos.col == 22);
+    CHECK(num_of(&s0->sources[1].params, "weight") == 0.7);
+    CHECK(s0->base_model && path_is(s0->base_model->path, "a"));
+    const mm_psetting *t = mm_params_find(&s0->params, "t");
+    CHECK(t && t->kind == MM_PS_GRADIENT && t->ngrad == 2);
+    CHECK(s1->base_model == NULL && s1->params.n == 0);
+    CHECK(path_is(s1->sources[0].model.path, "c") && strcmp(s1->sources[0].model.ref, "c") == 0);
+    CHECK(s1->sources[0].layer_start == 4 && s1->sources[0].layer_end == 8);
+    CHECK(path_is(s1->sources[1].model.path, "b") && s1->sources[1].layer_start == 2 && s1->sources[1].layer_end == 2);
+    CHECK(c->base_model && path_is(c->base_model->path, "base"));
+    CHECK(c->tokenizer_source == MM_TOK_MODEL && c->tokenizer_model && path_is(c->tokenizer_model->path, "b"));
+    CHECK(c->dtype == MM_DT_NONE && c->out_dtype == MM_DT_NONE);
+    mm_config_free(c);
+}
+
+static void test_hub_ref(void)
+{
+    /* A hub reference with a revision, written in mergekit's mapping form. */
+    char *snap = at("hub/models--org--m/snapshots/h1"), *refs = at("hub/models--org--m/refs");
+    char cmd[3 * PATH_MAX];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' '%s'", snap, refs);
+    CHECK(system(cmd) == 0);
+    write_file("hub/models--org--m/refs/v1", "h1\n");
+    write_file("hub/models--org--m/snapshots/h1/model.safetensors.index.json", "{}");
+    mm_config *c;
+    mm_err err;
+    int rc = load("merge_method: linear\nmodels:\n  - model: {path: org/m, revision: v1}\n  - model: org/m@v1\n", &c,
+                  &err);
+    CHECK(rc == 0);
+    if (rc == 0) {
+        CHECK(strcmp(c->slices[0].sources[0].model.ref, "org/m@v1") == 0);
+        CHECK(strcmp(c->slices[0].sources[0].model.path, snap) == 0);
+        CHECK(strcmp(c->slices[0].sources[1].model.path, snap) == 0);
+    }
+    mm_config_free(c);
+    free(snap);
+    free(refs);
+}
+
+static void test_yaml_features(void)
+{
+    /* Anchors, aliases and merge keys as PyYAML reads them; stepwise string gradients. */
+    const char *yaml = "x-defaults: &p {weight: 0.5, density: 0.2}\n"
+                       "merge_method: dare_ties\n"
+                       "base_model: base\n"
+                       "models:\n"
+                       "  - model: a\n"
+                       "    parameters: *p\n"
+                       "  - model: b\n"
+                       "    parameters:\n"
+                       "      <<: *p\n"
+                       "      weight: 0.9\n"
+                       "      mode: [x, 'y', \"z\"]\n"
+                       "      flag: [on, off, No]\n"
+                       "      octal: 010\n"
+                       "      hex: 0x1f\n"
+                       "      sexa: 1:30\n"
+                       "      word: 08\n"
+                       "      tagged: !!str 1.5\n"
+                       "      forced: !!float 2\n";
+    mm_config *c;
+    mm_err err;
+    capture_begin();
+    int rc = load(yaml, &c, &err);
+    char *warnings = capture_end();
+    CHECK(rc == 0);
+    if (rc != 0) {
+        fprintf(stderr, "  %s\n", err.msg);
+        free(warnings);
+        return;
+    }
+    CHECK_STR_CONTAINS(warnings, "cfg.yml:1:1: unknown key 'x-defaults' at the top level is ignored");
+    free(warnings);
+    const mm_params *p0 = &c->slices[0].sources[0].params, *p1 = &c->slices[0].sources[1].params;
+    CHECK(num_of(p0, "weight") == 0.5 && num_of(p0, "density") == 0.2);
+    CHECK(num_of(p1, "weight") == 0.9 && num_of(p1, "density") == 0.2);
+    const mm_psetting *mode = mm_params_find(p1, "mode");
+    CHECK(mode && mode->kind == MM_PS_GRADIENT && mode->ngrad == 3 && mode->grad[0].kind == MM_PV_STR);
+    mm_pvalue v;
+    CHECK(mode && mm_psetting_eval(mode, "w", 0.5, &v) == 1 && v.kind == MM_PV_STR && strcmp(v.str, "y") == 0);
+    const mm_psetting *flag = mm_params_find(p1, "flag");
+    CHECK(flag && flag->grad[0].kind == MM_PV_BOOL && flag->grad[0].b == 1 && flag->grad[1].b == 0 &&
+          flag->grad[2].b == 0);
+    CHECK(num_of(p1, "octal") == 8);
+    CHECK(num_of(p1, "hex") == 31);
+    CHECK(num_of(p1, "sexa") == 90);
+    const mm_pvalue *w = scalar_of(p1, "word");
+    CHECK(w && w->kind == MM_PV_STR && strcmp(w->str, "08") == 0); /* not an int in YAML 1.1 */
+    w = scalar_of(p1, "tagged");
+    CHECK(w && w->kind == MM_PV_STR && strcmp(w->str, "1.5") == 0);
+    CHECK(num_of(p1, "forced") == 2);
+    mm_config_free(c);
+}
+
+static void test_warnings(void)
+{
+    mm_config *c;
+    mm_err err;
+    capture_begin();
+    int rc = load("merge_method: linear\n"
+                  "models:\n"
+                  "  - model: a\n"
+                  "    weight: 0.5\n"
+                  "    parameters: {weight: 1, weight: 2}\n"
+                  "normalize: true\n"
+                  "base_modle: a\n"
+                  "density: 0.5\n"
+                  "whatever: 1\n"
+                  "slices: null\n",
+                  &c, &err);
+    char *w = capture_end();
+    CHECK(rc == 0);
+    CHECK_STR_CONTAINS(w, "cfg.yml:4:5: unknown key 'weight' in an entry of models: is ignored (it belongs under "
+                          "parameters:)");
+    CHECK_STR_CONTAINS(w, "cfg.yml:5:31: key 'weight' appears more than once in this mapping; the last value is used");
+    CHECK_STR_CONTAINS(w, "cfg.yml:6:1: unknown key 'normalize' at the top level is ignored (it belongs under "
+                          "parameters:)");
+    CHECK_STR_CONTAINS(w, "cfg.yml:7:1: unknown key 'base_modle' at the top level is ignored (did you mean "
+                          "'base_model'?)");
+    CHECK_STR_CONTAINS(w, "cfg.yml:8:1: unknown key 'density'");
+    CHECK_STR_CONTAINS(w, "cfg.yml:9:1: unknown key 'whatever' at the top level is ignored (mergekit ignores it too");
+    CHECK_STR_CONTAINS(w, "warning: ");
+    if (rc == 0)
+        CHECK(num_of(&c->slices[0].sources[0].params, "weight") == 2);
+    free(w);
+    mm_config_free(c);
+}
+
+static void test_errors(void)
+{
+    /* YAML */
+    EXPECT_ERR("merge_method: linear\nmodels: a: b\n", -EINVAL,
+               "cfg.yml:2:10: YAML syntax error: mapping values are not allowed in this context (");
+    EXPECT_ERR("merge_method: linear\nmodels:\n\t- model: a\n", -EINVAL,
+               "cfg.yml:3:1: YAML syntax error: found character that cannot start any token (indent with spaces");
+    EXPECT_ERR("merge_method: linear\nmodels: [a, b\n", -EINVAL, "cfg.yml:3:1: YAML syntax error: ");
+    EXPECT_ERR("merge_method: linear\n---\nmodels: []\n", -EINVAL, "cfg.yml:2:1: a second YAML document starts here");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\n    parameters: *nope\n", -EINVAL,
+               "cfg.yml:4:17: alias '*nope' refers to no complete anchor");
+    EXPECT_ERR("merge_method: !!python/name:os.system linear\n", -EINVAL, "unsupported YAML tag");
+    EXPECT_ERR("merge_method: linear\n[a]: 1\n", -EINVAL, "cfg.yml:2:1: a mapping key must be text");
+
+    /* top level */
+    EXPECT_ERR("", -EINVAL, "cfg.yml:1:1: the configuration is empty (write at least merge_method:");
+    EXPECT_ERR("# only a comment\n", -EINVAL, "cfg.yml:1:1: the configuration is empty");
+    EXPECT_ERR("- merge_method: linear\n", -EINVAL,
+               "cfg.yml:1:1: the configuration must be a mapping of keys such as merge_method: and models:, found a "
+               "list (");
+    EXPECT_ERR("linear\n", -EINVAL, "cfg.yml:1:1: the configuration must be a mapping");
+    EXPECT_ERR("models:\n  - model: a\n", -EINVAL,
+               "cfg.yml:1:1: merge_method is missing (add e.g. 'merge_method: linear' at the top level)");
+    EXPECT_ERR("merge_method: [linear]\nmodels:\n  - model: a\n", -EINVAL,
+               "cfg.yml:1:15: merge_method must be a method name, found a list");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\nslices:\n  - sources: []\n", -EINVAL,
+               "cfg.yml:4:1: both models: and slices: are given (");
+    EXPECT_ERR("merge_method: linear\nbase_model: a\n", -EINVAL, "cfg.yml:1:1: neither models: nor slices: is given (");
+    EXPECT_ERR("merge_method: linear\nmodels:\n", -EINVAL, "cfg.yml:2:8: models: is empty (");
+    EXPECT_ERR("merge_method: linear\nmodels: []\n", -EINVAL, "cfg.yml:2:9: models: is empty (");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - a\n", -EINVAL,
+               "cfg.yml:3:5: each entry of models: must be a mapping with model:, found text (write '- model: a')");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - parameters: {weight: 1}\n", -EINVAL,
+               "cfg.yml:3:5: this entry of models: has no model: (");
+
+    /* models */
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: nope/missing\n", -ENOENT,
+               "cfg.yml:3:12: model 'nope/missing' not found: not a local folder (");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: nope/missing\n", -ENOENT,
+               "download it with `hf download nope/missing` or give a local path");
+    EXPECT_ERR("merge_method: linear\nbase_model: ./nothere\nmodels:\n  - model: a\n", -ENOENT,
+               "cfg.yml:2:13: model './nothere' not found: no folder ");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: noweights\n", -ENOENT,
+               "cfg.yml:3:12: model folder ");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: noweights\n", -ENOENT,
+               "/noweights has no weights: no model.safetensors and no model.safetensors.index.json (");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\n  - model: pickle\n", -EINVAL,
+               "/pickle has only PyTorch pickle weights (pytorch_model.bin), which mergemount does not read "
+               "(convert them to safetensors");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\n  - model: pickle\n", -EINVAL, "cfg.yml:4:12: model folder");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a+lora\n", -ENOTSUP,
+               "cfg.yml:3:12: model 'a+lora': LoRA references (model+lora) are not supported yet");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: {model: a, lora: l}\n", -ENOTSUP,
+               "cfg.yml:3:23: LoRA adapters (lora:) are not supported yet");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: org/x@@1\n", -EINVAL, "cfg.yml:3:12: model 'org/x@@1' has more "
+                                                                           "than one '@'");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: 12\n", -EINVAL,
+               "cfg.yml:3:12: model must be a model folder or org/name, found a number (");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: {revision: x}\n", -EINVAL,
+               "cfg.yml:3:12: a model reference written as a mapping needs path:");
+
+    /* dtype */
+    EXPECT_ERR("merge_method: linear\ndtype: float64\nmodels:\n  - model: a\n", -EINVAL,
+               "cfg.yml:2:8: dtype 'float64' is not supported (use bfloat16, float16 or float32;");
+    EXPECT_ERR("merge_method: linear\nout_dtype: 16\nmodels:\n  - model: a\n", -EINVAL,
+               "cfg.yml:2:12: out_dtype '16' is not supported (");
+
+    /* layer_range */
+    const char *head = "merge_method: passthrough\nslices:\n  - sources:\n      - model: a\n";
+    static const struct {
+        const char *range, *msg;
+    } ranges[] = {
+        {"[0]", "cfg.yml:5:22: layer_range must be a list of two layer numbers, found a list of 1 ("},
+        {"[0, 4, 8]", "cfg.yml:5:22: layer_range must be a list of two layer numbers, found a list of 3 ("},
+        {"8", "cfg.yml:5:22: layer_range must be a list of two layer numbers, found a number ("},
+        {"[4, 2]", "cfg.yml:5:22: layer_range [4, 2] starts after it ends (write layer_range: [start, end]"},
+        {"[-1, 2]", "cfg.yml:5:23: layer_range start must be a whole number >= 0, found -1 ("},
+        {"[0, 2.5]", "cfg.yml:5:26: layer_range end must be a whole number >= 0, found 2.5 ("},
+        {"[a, 2]", "cfg.yml:5:23: layer_range start must be a whole number >= 0, found a ("},
+    };
+    for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+        char yaml[512];
+        snprintf(yaml, sizeof yaml, "%s        layer_range: %s\n", head, ranges[i].range);
+        EXPECT_ERR(yaml, -EINVAL, ranges[i].msg);
+    }
+    EXPECT_ERR(head, -EINVAL, "cfg.yml:4:9: this source has no layer_range: (");
+    EXPECT_ERR("merge_method: passthrough\nslices:\n  - base_model: a\n", -EINVAL, "cfg.yml:3:5: this slice has no "
+                                                                                   "sources: (");
+    EXPECT_ERR("merge_method: passthrough\nslices:\n  - sources: []\n", -EINVAL, "cfg.yml:3:16: sources: is empty (");
+    EXPECT_ERR("merge_method: passthrough\nslices: {sources: []}\n", -EINVAL, "cfg.yml:2:9: slices: must be a list, "
+                                                                            "found a mapping (");
+    EXPECT_ERR("merge_method: passthrough\nslices:\n  - sources:\n      - model: a\n        layer_range: [0, 1]\n"
+               "    residual_weight: lots\n",
+               -EINVAL, "cfg.yml:6:22: residual_weight must be a number");
+
+    /* parameters */
+    const char *m = "merge_method: linear\nmodels:\n  - model: a\n    parameters:\n";
+    static const struct {
+        const char *param, *msg;
+    } params[] = {
+        {"      weight: []\n", "cfg.yml:5:15: parameter 'weight' is an empty list (give a value, or a list of values "
+                               "for a gradient)"},
+        {"      weight: {filter: mlp, value: 0.5}\n",
+         "cfg.yml:5:15: parameter 'weight' is a single {filter, value} mapping, which mergekit cannot evaluate (wrap "
+         "it in a list"},
+        {"      weight: {a: 1}\n", "cfg.yml:5:15: parameter 'weight' must be a number, a boolean, text, a list of "
+                                   "numbers or a list of {filter, value} entries, found a mapping ("},
+        {"      weight: [0.5, abc]\n", "cfg.yml:5:25: parameter 'weight' mixes numbers and non-numbers in one list ("},
+        {"      weight: [0.5, [1]]\n", "cfg.yml:5:25: parameter 'weight' mixes kinds of entries in one list, found a "
+                                       "list here ("},
+        {"      weight: [{value: 1}, 0.5]\n", "cfg.yml:5:28: parameter 'weight' mixes kinds of entries"},
+        {"      weight:\n", "cfg.yml:5:14: parameter 'weight' has no value ("},
+        {"      weight: [0.5, null]\n", "cfg.yml:5:25: parameter 'weight' has no value ("},
+        {"      weight:\n        - filter: 3\n          value: 1\n", "cfg.yml:6:19: filter must be text"},
+        {"      weight:\n        - filter: mlp\n", "cfg.yml:6:11: this {filter, value} entry of parameter 'weight' "
+                                                    "has no value: ("},
+        {"      weight:\n        - value: [{value: 1}]\n",
+         "cfg.yml:6:18: the value of a {filter, value} entry of parameter 'weight' must be a number"},
+        {"      weight:\n        - value: []\n", "cfg.yml:6:18: parameter 'weight' is an empty list"},
+    };
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++) {
+        char yaml[512];
+        snprintf(yaml, sizeof yaml, "%s%s", m, params[i].param);
+        EXPECT_ERR(yaml, -EINVAL, params[i].msg);
+    }
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\nparameters: [1, 2]\n", -EINVAL,
+               "cfg.yml:4:13: parameters must be a mapping of name: value, found a list (");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\n    parameters: 0.5\n", -EINVAL,
+               "cfg.yml:4:17: parameters must be a mapping of name: value, found a number (");
+
+    /* not supported yet (D17) */
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\ntokenizer_source: union\n", -ENOTSUP,
+               "cfg.yml:4:19: tokenizer_source: union is not supported yet (");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\ntokenizer:\n  source: union\n", -ENOTSUP,
+               "cfg.yml:4:1: tokenizer: is not supported yet (");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\nchat_template: chatml\n", -ENOTSUP,
+               "cfg.yml:4:1: chat_template: is not supported yet (");
+    EXPECT_ERR("merge_method: linear\nmodules:\n  text:\n    models: []\n", -ENOTSUP,
+               "cfg.yml:2:1: modules: is not supported yet (");
+
+    /* the file itself */
+    mm_config *c = (mm_config *)1;
+    mm_err err;
+    CHECK(mm_config_load("no-such-file.yml", &c, &err) == -ENOENT);
+    CHECK_STR_CONTAINS(err.msg, "no-such-file.yml");
+}
+
+static void test_null_options(void)
+{
+    /* Keys written with no value mean "not set", as for pydantic's Optional fields. */
+    mm_config *c;
+    mm_err err;
+    int rc = load("merge_method: linear\nmodels:\n  - model: a\n    parameters:\nbase_model:\ndtype: ~\n"
+                  "tokenizer_source: null\nchat_template:\nparameters: {}\n",
+                  &c, &err);
+    CHECK(rc == 0);
+    if (rc == 0)
+        CHECK(c->base_model == NULL && c->dtype == MM_DT_NONE && c->tokenizer_source == MM_TOK_DONOR &&
+              c->params.n == 0 && c->slices[0].nsources == 1);
+    else
+        fprintf(stderr, "  %s\n", err.msg);
+    mm_config_free(c);
+}
+
+int main(void)
+{
+    char real[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/mm-config-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(tmp) || !realpath(tmp, real)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    memcpy(tmp, real, sizeof real); /* getcwd() reports the path without symlinks */
+    char *old_cwd = getcwd(NULL, 0);
+    if (chdir(tmp) != 0) {
+        perror("chdir");
+        return 1;
+    }
+    char *hub = at("hub");
+    mkdir(hub, 0755);
+    setenv("HF_HUB_CACHE", hub, 1); /* an empty cache: nothing outside the test folder is found */
+    free(hub);
+    make_model("a", "model.safetensors");
+    make_model("b", "model.safetensors.index.json");
+    make_model("c", "model.safetensors");
+    make_model("base", "model.safetensors");
+    make_model("noweights", "config.json");
+    make_model("pickle", "pytorch_model.bin");
+
+    test_models_syntax();
+    test_base_listed();
+    test_slices_syntax();
+    test_hub_ref();
+    test_yaml_features();
+    test_warnings();
+    test_errors();
+    test_null_options();
+
+    if (chdir(old_cwd) != 0)
+        perror("chdir");
+    free(old_cwd);
+    nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return mm_check_report();
+}

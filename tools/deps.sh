@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages mergemount needs to build, run and test, when they are missing.
+# As root it runs apt-get; otherwise it prints the exact command to run and fails.
+# Sourced by tools/demo.sh and tests/run (one list, one place).
+
+MM_DEB_PACKAGES=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libyaml-dev libcjson-dev
+                 liblmdb-dev python3-pytest python3-numpy)
+
+mm_install_deps() {
+  local missing=() p
+  for p in "${MM_DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "mergemount needs these Debian packages; install them with:" >&2
+    echo "  sudo apt-get install -y ${missing[*]}" >&2
+    return 1
+  fi
+  echo "installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2 && apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# Configures (once) and builds a build directory: mm_build DIR [meson options...]
+mm_build() {
+  local dir=$1; shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" -Dwerror=true "$@" >&2 || return 1
+  fi
+  ninja -C "$dir" >&2
+}
