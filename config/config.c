@@ -12,8 +12,9 @@
 
 #include "ytree.h"
 
-/* Real configs are a few kilobytes; a bigger file is almost certainly the wrong file. */
-#define MAX_CONFIG_SIZE ((size_t)16 << 20)
+/* Real configs are a few kilobytes (a 100-slice frankenmerge is ~50 KB); a bigger file is almost
+ * certainly the wrong file, and the key checks are quadratic in a mapping's size. */
+#define MAX_CONFIG_SIZE ((size_t)1 << 20)
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -40,10 +41,19 @@ static int fail(const ctx *x, const mm_ynode *n, int code, const char *fmt, ...)
     return mm_err_set(x->err, code, "%s:%d:%d: %.1900s", p.file, p.line, p.col, msg);
 }
 
-/* A node as it reads in a message: a scalar's text, otherwise its kind. */
-static const char *shown(const mm_ynode *n)
+/* Present and not null: pydantic's Optional fields treat `key:` with nothing after it as unset. */
+static int is_given(const mm_ynode *n)
 {
-    return n->kind == MM_YN_SCALAR && n->type != MM_YS_NULL ? n->text : mm_ynode_describe(n);
+    return n && !mm_ynode_is_null(n);
+}
+
+/* A node as it reads in a message: a scalar's text in quotes, otherwise its kind. */
+static const char *shown(const mm_ynode *n, char *buf, size_t len)
+{
+    if (!is_given(n) || n->kind != MM_YN_SCALAR)
+        return mm_ynode_describe(n);
+    snprintf(buf, len, "'%.200s'", n->text);
+    return buf;
 }
 
 /* ---- unknown keys (D11) ---- */
@@ -215,7 +225,7 @@ static int cond_entry(const ctx *x, const char *name, const mm_ynode *e, mm_pcon
     check_keys(x, e, &L_COND);
     c->pos = pos_of(x, e);
     const mm_ynode *f = mm_ymap_get(e, "filter", NULL), *v = mm_ymap_get(e, "value", NULL);
-    if (f && !mm_ynode_is_null(f)) {
+    if (is_given(f)) {
         if (!mm_ynode_is_str(f))
             return fail(x, f, -EINVAL, "filter must be text (part of a tensor name), found %s (put it in quotes)",
                         mm_ynode_describe(f));
@@ -274,7 +284,7 @@ static int parse_setting(const ctx *x, const char *name, const mm_ynode *n, int 
 
 static int load_params(const ctx *x, const mm_ynode *n, mm_params *p)
 {
-    if (!n || mm_ynode_is_null(n))
+    if (!is_given(n))
         return 0;
     if (n->kind != MM_YN_MAP)
         return fail(x, n, -EINVAL,
@@ -310,10 +320,10 @@ static int ref_text(const ctx *x, const mm_ynode *n, const char *key, char **out
                     key, mm_ynode_describe(n), key);
     check_keys(x, n, &L_REF);
     const mm_ynode *k, *v;
-    if ((v = mm_ymap_get(n, "lora", &k)) && !mm_ynode_is_null(v))
+    if (is_given(v = mm_ymap_get(n, "lora", &k)))
         return fail(x, k, -ENOTSUP, "LoRA adapters (lora:) are not supported yet (merge the adapter into its base "
                     "model and give that folder)");
-    if ((v = mm_ymap_get(n, "override_architecture", &k)) && !mm_ynode_is_null(v))
+    if (is_given(v = mm_ymap_get(n, "override_architecture", &k)))
         return fail(x, k, -ENOTSUP, "override_architecture: is not supported yet (remove it; the architecture is "
                     "inferred from the tensor names)");
     if ((v = mm_ymap_get(n, "model", NULL)))
@@ -324,9 +334,9 @@ static int ref_text(const ctx *x, const mm_ynode *n, const char *key, char **out
                     "a model reference written as a mapping needs path: with a folder or org/name (write e.g. "
                     "'{path: org/name, revision: main}')");
     /* A commit hash such as 1234567 reads as a number; its text is what counts. */
-    if (rev && rev->kind == MM_YN_SCALAR && !mm_ynode_is_null(rev))
+    if (is_given(rev) && rev->kind == MM_YN_SCALAR)
         *out = mm_xasprintf("%s@%s", path->text, rev->text);
-    else if (rev && !mm_ynode_is_null(rev))
+    else if (is_given(rev))
         return fail(x, rev, -EINVAL, "revision must be a branch, tag or commit hash, found %s (write e.g. "
                     "'revision: main')", mm_ynode_describe(rev));
     else
@@ -378,7 +388,7 @@ static int load_ref(const ctx *x, const mm_ynode *n, const char *key, int need_w
 static int load_optional_ref(const ctx *x, const mm_ynode *map, const char *key, mm_modelref **out)
 {
     const mm_ynode *n = mm_ymap_get(map, key, NULL);
-    if (!n || mm_ynode_is_null(n))
+    if (!is_given(n))
         return 0;
     *out = mm_xcalloc(1, sizeof **out);
     return load_ref(x, n, key, 1, *out);
@@ -409,7 +419,7 @@ static int load_range(const ctx *x, const mm_ynode *r, mm_source_def *s)
     if (r->kind != MM_YN_SEQ || r->nitems != 2) {
         char found[64];
         if (r->kind == MM_YN_SEQ)
-            snprintf(found, sizeof found, "a list of %zu", r->nitems);
+            snprintf(found, sizeof found, "a list of %zu value%s", r->nitems, r->nitems == 1 ? "" : "s");
         else
             snprintf(found, sizeof found, "%s", mm_ynode_describe(r));
         return fail(x, r, -EINVAL, "layer_range must be a list of two layer numbers, found %s (%s)", found, fix);
@@ -417,9 +427,10 @@ static int load_range(const ctx *x, const mm_ynode *r, mm_source_def *s)
     int v[2];
     for (int i = 0; i < 2; i++) {
         const mm_ynode *e = r->items[i];
+        char buf[256];
         if (e->kind != MM_YN_SCALAR || e->type != MM_YS_INT || !e->ival_ok || e->ival < 0 || e->ival > INT_MAX)
             return fail(x, e, -EINVAL, "layer_range %s must be a whole number >= 0, found %s (%s)",
-                        i ? "end" : "start", shown(e), fix);
+                        i ? "end" : "start", shown(e, buf, sizeof buf), fix);
         v[i] = (int)e->ival;
     }
     if (v[0] > v[1])
@@ -439,7 +450,7 @@ static int load_source(const ctx *x, const mm_ynode *n, int in_slice, mm_source_
                     list, mm_ynode_describe(n), n->kind == MM_YN_SCALAR ? n->text : "org/name");
     check_keys(x, n, in_slice ? &L_SOURCE : &L_MODEL);
     const mm_ynode *m = mm_ymap_get(n, "model", NULL);
-    if (!m || mm_ynode_is_null(m))
+    if (!is_given(m))
         return fail(x, n, -EINVAL, "this entry of %s has no model: (add 'model: <folder or org/name>')", list);
     int rc = load_ref(x, m, "model", 1, &s->model);
     if (rc < 0)
@@ -508,7 +519,7 @@ static int load_slice(const ctx *x, const mm_ynode *n, mm_slice_def *sl)
     if ((rc = load_optional_ref(x, n, "base_model", &sl->base_model)) < 0)
         return rc;
     const mm_ynode *rw = mm_ymap_get(n, "residual_weight", NULL);
-    if (rw && !mm_ynode_is_null(rw) && !(rw->kind == MM_YN_SCALAR && (rw->type == MM_YS_INT || rw->type == MM_YS_FLOAT)))
+    if (is_given(rw) && !(rw->kind == MM_YN_SCALAR && (rw->type == MM_YS_INT || rw->type == MM_YS_FLOAT)))
         return fail(x, rw, -EINVAL, "residual_weight must be a number, found %s (mergekit ignores it anyway; remove "
                     "it)", mm_ynode_describe(rw));
     return load_params(x, mm_ymap_get(n, "parameters", NULL), &sl->params);
@@ -540,7 +551,7 @@ static int refuse_unsupported(const ctx *x, const mm_ynode *root)
     };
     for (size_t i = 0; i < COUNT(keys); i++) {
         const mm_ynode *k, *v = mm_ymap_get(root, keys[i].key, &k);
-        if (v && !mm_ynode_is_null(v))
+        if (is_given(v))
             return fail(x, k, -ENOTSUP, "%s: is not supported yet (%s)", keys[i].key, keys[i].fix);
     }
     return 0;
@@ -562,16 +573,17 @@ static int load_method(const ctx *x, const mm_ynode *root)
 static int load_dtype(const ctx *x, const mm_ynode *root, const char *key, mm_dtype *out, mm_srcpos *pos)
 {
     const mm_ynode *v = mm_ymap_get(root, key, NULL);
-    if (!v || mm_ynode_is_null(v))
+    if (!is_given(v))
         return 0;
     *pos = pos_of(x, v);
     if (mm_ynode_is_str(v))
         *out = mm_dtype_from_config_name(v->text);
+    char buf[256];
     if (*out == MM_DT_NONE)
         return fail(x, v, -EINVAL,
-                    "%s '%s' is not supported (use bfloat16, float16 or float32; bf16, fp16, fp32, half, float and "
-                    "a torch. prefix are accepted too)",
-                    key, shown(v));
+                    "%s: %s is not a supported type (use bfloat16, float16 or float32; bf16, fp16, fp32, half, "
+                    "float and a torch. prefix are accepted too)",
+                    key, shown(v, buf, sizeof buf));
     return 0;
 }
 
@@ -579,7 +591,7 @@ static int load_tokenizer_source(const ctx *x, const mm_ynode *root)
 {
     mm_config *c = x->c;
     const mm_ynode *v = mm_ymap_get(root, "tokenizer_source", NULL);
-    if (!v || mm_ynode_is_null(v))
+    if (!is_given(v))
         return 0;
     if (mm_ynode_is_str(v) && strcmp(v->text, "base") == 0) {
         c->tokenizer_source = MM_TOK_BASE;
@@ -591,11 +603,6 @@ static int load_tokenizer_source(const ctx *x, const mm_ynode *root)
     c->tokenizer_source = MM_TOK_MODEL;
     c->tokenizer_model = mm_xcalloc(1, sizeof *c->tokenizer_model);
     return load_ref(x, v, "tokenizer_source", 0, c->tokenizer_model);
-}
-
-static int is_given(const mm_ynode *n)
-{
-    return n && !mm_ynode_is_null(n);
 }
 
 /* mergekit wants exactly one of models:/slices: (modules: is refused earlier). Checked before any
@@ -617,7 +624,7 @@ static int check_inputs(const ctx *x, const mm_ynode *root)
 
 static int load_root(const ctx *x, const mm_ynode *root)
 {
-    if (!root || mm_ynode_is_null(root))
+    if (!is_given(root))
         return fail(x, root, -EINVAL, "the configuration is empty (write at least merge_method: and models: or "
                     "slices:)");
     if (root->kind != MM_YN_MAP)
@@ -640,6 +647,7 @@ static int load_root(const ctx *x, const mm_ynode *root)
 
 int mm_config_load(const char *path, mm_config **out, mm_err *err)
 {
+    *out = NULL;
     mm_config *c = mm_xcalloc(1, sizeof *c);
     c->path = mm_xstrdup(path);
     c->dtype = c->out_dtype = MM_DT_NONE;
@@ -722,6 +730,7 @@ void mm_config_free(mm_config *c)
     free_ref(c->tokenizer_model);
     free(c->tokenizer_model);
     free_params(&c->params);
+    free(c->merge_method);
     free(c->text);
     free(c->path);
     free(c);

@@ -38,6 +38,8 @@ static void tidy_path(char *p)
     *out = 0;
     while (out > p + 1 && out[-1] == '/')
         *--out = 0;
+    if (out == p) /* "/." */
+        strcpy(p, "/");
 }
 
 /* Python's os.path.exists() resolves relative paths against the working directory; so do we. */
@@ -174,6 +176,7 @@ static int hub_lookup(const char *ref, const char *name, const char *rev, char *
         mm_buf_append(&repo_name, *s == '/' ? "--" : s, *s == '/' ? 2 : 1);
     char *repo = mm_path_join(cache, repo_name.data);
     char *rev_opt = rev ? mm_xasprintf(" --revision %s", rev) : mm_xstrdup("");
+    const char *r = rev ? rev : "main";
     int rc = 0;
     if (!is_dir(repo)) {
         char *local = absolute_path(name);
@@ -181,11 +184,11 @@ static int hub_lookup(const char *ref, const char *name, const char *rev, char *
                         "cache (%s); download it with `hf download %s%s` or give a local path",
                         ref, local, cache, name, rev_opt);
         free(local);
-    } else if (!(*path = find_snapshot(repo, rev ? rev : "main"))) {
+    } else if (!(*path = find_snapshot(repo, r))) {
         rc = mm_err_set(err, -ENOENT, "model '%s' not found: revision '%s' is not in the Hugging Face cache (%s "
                         "has neither refs/%s nor snapshots/%s); download it with `hf download %s%s` or give a "
                         "local path",
-                        ref, rev ? rev : "main", repo, rev ? rev : "main", rev ? rev : "main", name, rev_opt);
+                        ref, r, repo, r, r, name, rev_opt);
     }
     free(rev_opt);
     free(repo);
@@ -209,8 +212,8 @@ int mm_modelref_resolve(const char *ref, char **path, mm_err *err)
         return mm_err_set(err, -EINVAL, "model '%s' has more than one '@' (write path@revision with a single '@')",
                           ref);
     if (at && (at == ref || !at[1]))
-        return mm_err_set(err, -EINVAL, "model '%s' has an empty %s around '@' (write org/name@revision)", ref,
-                          at == ref ? "name" : "revision");
+        return mm_err_set(err, -EINVAL, "model '%s' has an empty %s '@' (write org/name@revision)", ref,
+                          at == ref ? "name before" : "revision after");
     char *name = at ? mm_xstrndup(ref, (size_t)(at - ref)) : mm_xstrdup(ref);
     const char *rev = at ? at + 1 : NULL;
     /* mergekit checks the part before '@' on disk and ignores the revision of a local folder. */

@@ -204,6 +204,23 @@ static int tag_type(const char *tag)
     return -1;
 }
 
+/* Tags as people write them: "tag:yaml.org,2002:int" is "!!int" in the file. */
+static const char *tag_shown(const char *tag, char *buf, size_t len)
+{
+    static const char prefix[] = YAML_TAG("");
+    if (strncmp(tag, prefix, sizeof prefix - 1) != 0)
+        return tag;
+    snprintf(buf, len, "!!%s", tag + sizeof prefix - 1);
+    return buf;
+}
+
+static int bad_tag(builder *b, const mm_ynode *n, const char *tag)
+{
+    char what[512], shown[256];
+    snprintf(what, sizeof what, "unsupported YAML tag '%.200s'", tag_shown(tag, shown, sizeof shown));
+    return fail_at(b, n, what, "remove the tag; only !!str, !!int, !!float, !!bool, !!null, !!map and !!seq are read");
+}
+
 static int scalar_node(builder *b, const yaml_event_t *ev, mm_ynode *n)
 {
     const char *value = (const char *)ev->data.scalar.value;
@@ -218,11 +235,8 @@ static int scalar_node(builder *b, const yaml_event_t *ev, mm_ynode *n)
         return 0;
     }
     int want = tag_type(tag);
-    if (want < 0) {
-        char what[512];
-        snprintf(what, sizeof what, "unsupported YAML tag '%s'", tag);
-        return fail_at(b, n, what, "remove the tag");
-    }
+    if (want < 0)
+        return bad_tag(b, n, tag);
     if (want == MM_YS_STR) {
         set_value(n, MM_YS_STR);
         return 0;
@@ -234,8 +248,9 @@ static int scalar_node(builder *b, const yaml_event_t *ev, mm_ynode *n)
         return 0;
     }
     if ((int)got != want) {
-        char what[512];
-        snprintf(what, sizeof what, "'%s' does not fit its tag %s", n->text, tag);
+        char what[512], shown[256];
+        snprintf(what, sizeof what, "'%.200s' does not fit its tag %.200s", n->text,
+                 tag_shown(tag, shown, sizeof shown));
         return fail_at(b, n, what, "remove the tag or fix the value");
     }
     set_value(n, got);
@@ -248,9 +263,7 @@ static int collection_tag_ok(builder *b, const mm_ynode *n, const char *tag, con
 {
     if (!tag || strcmp(tag, "!") == 0 || strcmp(tag, own) == 0)
         return 0;
-    char what[512];
-    snprintf(what, sizeof what, "unsupported YAML tag '%s'", tag);
-    return fail_at(b, n, what, "remove the tag");
+    return bad_tag(b, n, tag);
 }
 
 static void push_pair(mm_ynode *m, size_t *cap, const mm_ynode *key, const mm_ynode *value)
@@ -578,6 +591,6 @@ const char *mm_ynode_describe(const mm_ynode *n)
     case MM_YS_FLOAT:
         return "a number";
     default:
-        return "text";
+        return n->text[0] ? "text" : "empty text";
     }
 }

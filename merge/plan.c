@@ -403,6 +403,12 @@ static int add_tensor(mm_plan *p, const slice_ctx *sl, const char *name, char *c
         rc = resolve_dtype(p, o, err);
     if (rc == 0 && m->prepare && o->comp != MM_DT_NONE)
         rc = m->prepare(o, err);
+    if (rc < 0) {
+        /* These messages name the tensor and models; add where in the config the slice is. */
+        char pos[512];
+        mm_srcpos_format(&d->pos, pos, sizeof pos);
+        mm_err_prefix(err, "%s", pos);
+    }
     return rc;
 }
 

@@ -377,7 +377,7 @@ static void test_warnings(void)
     CHECK(rc == 0);
     CHECK_STR_CONTAINS(w, "cfg.yml:4:5: unknown key 'weight' in an entry of models: is ignored (it belongs under "
                           "parameters:)");
-    CHECK_STR_CONTAINS(w, "cfg.yml:5:31: key 'weight' appears more than once in this mapping; the last value is used");
+    CHECK_STR_CONTAINS(w, "cfg.yml:5:29: key 'weight' appears more than once in this mapping; the last value is used");
     CHECK_STR_CONTAINS(w, "cfg.yml:6:1: unknown key 'normalize' at the top level is ignored (it belongs under "
                           "parameters:)");
     CHECK_STR_CONTAINS(w, "cfg.yml:7:1: unknown key 'base_modle' at the top level is ignored (did you mean "
@@ -414,6 +414,10 @@ static void test_errors(void)
     EXPECT_ERR("linear\n", -EINVAL, "cfg.yml:1:1: the configuration must be a mapping");
     EXPECT_ERR("models:\n  - model: a\n", -EINVAL,
                "cfg.yml:1:1: merge_method is missing (add e.g. 'merge_method: linear' at the top level)");
+    EXPECT_ERR("merge_method: ''\nmodels:\n  - model: a\n", -EINVAL,
+               "cfg.yml:1:15: merge_method must be a method name, found empty text (");
+    EXPECT_ERR("merge_method: linear\ndtype: [bf16]\nmodels:\n  - model: a\n", -EINVAL,
+               "cfg.yml:2:8: dtype: a list is not a supported type (");
     EXPECT_ERR("merge_method: [linear]\nmodels:\n  - model: a\n", -EINVAL,
                "cfg.yml:1:15: merge_method must be a method name, found a list");
     EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\nslices:\n  - sources: []\n", -EINVAL,
@@ -440,13 +444,14 @@ static void test_errors(void)
     EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\n  - model: pickle\n", -EINVAL,
                "/pickle has only PyTorch pickle weights (pytorch_model.bin), which mergemount does not read "
                "(convert them to safetensors");
-    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\n  - model: pickle\n", -EINVAL, "cfg.yml:4:12: model folder");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\n  - model: pickle\n", -EINVAL,
+               "cfg.yml:4:12: model folder");
     EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a+lora\n", -ENOTSUP,
                "cfg.yml:3:12: model 'a+lora': LoRA references (model+lora) are not supported yet");
     EXPECT_ERR("merge_method: linear\nmodels:\n  - model: {model: a, lora: l}\n", -ENOTSUP,
                "cfg.yml:3:23: LoRA adapters (lora:) are not supported yet");
-    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: org/x@@1\n", -EINVAL, "cfg.yml:3:12: model 'org/x@@1' has more "
-                                                                           "than one '@'");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: org/x@@1\n", -EINVAL,
+               "cfg.yml:3:12: model 'org/x@@1' has more than one '@'");
     EXPECT_ERR("merge_method: linear\nmodels:\n  - model: 12\n", -EINVAL,
                "cfg.yml:3:12: model must be a model folder or org/name, found a number (");
     EXPECT_ERR("merge_method: linear\nmodels:\n  - model: {revision: x}\n", -EINVAL,
@@ -454,22 +459,22 @@ static void test_errors(void)
 
     /* dtype */
     EXPECT_ERR("merge_method: linear\ndtype: float64\nmodels:\n  - model: a\n", -EINVAL,
-               "cfg.yml:2:8: dtype 'float64' is not supported (use bfloat16, float16 or float32;");
+               "cfg.yml:2:8: dtype: 'float64' is not a supported type (use bfloat16, float16 or float32;");
     EXPECT_ERR("merge_method: linear\nout_dtype: 16\nmodels:\n  - model: a\n", -EINVAL,
-               "cfg.yml:2:12: out_dtype '16' is not supported (");
+               "cfg.yml:2:12: out_dtype: '16' is not a supported type (");
 
     /* layer_range */
     const char *head = "merge_method: passthrough\nslices:\n  - sources:\n      - model: a\n";
     static const struct {
         const char *range, *msg;
     } ranges[] = {
-        {"[0]", "cfg.yml:5:22: layer_range must be a list of two layer numbers, found a list of 1 ("},
-        {"[0, 4, 8]", "cfg.yml:5:22: layer_range must be a list of two layer numbers, found a list of 3 ("},
+        {"[0]", "cfg.yml:5:22: layer_range must be a list of two layer numbers, found a list of 1 value ("},
+        {"[0, 4, 8]", "cfg.yml:5:22: layer_range must be a list of two layer numbers, found a list of 3 values ("},
         {"8", "cfg.yml:5:22: layer_range must be a list of two layer numbers, found a number ("},
         {"[4, 2]", "cfg.yml:5:22: layer_range [4, 2] starts after it ends (write layer_range: [start, end]"},
-        {"[-1, 2]", "cfg.yml:5:23: layer_range start must be a whole number >= 0, found -1 ("},
-        {"[0, 2.5]", "cfg.yml:5:26: layer_range end must be a whole number >= 0, found 2.5 ("},
-        {"[a, 2]", "cfg.yml:5:23: layer_range start must be a whole number >= 0, found a ("},
+        {"[-1, 2]", "cfg.yml:5:23: layer_range start must be a whole number >= 0, found '-1' ("},
+        {"[0, 2.5]", "cfg.yml:5:26: layer_range end must be a whole number >= 0, found '2.5' ("},
+        {"[a, 2]", "cfg.yml:5:23: layer_range start must be a whole number >= 0, found 'a' ("},
     };
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
         char yaml[512];
@@ -479,7 +484,7 @@ static void test_errors(void)
     EXPECT_ERR(head, -EINVAL, "cfg.yml:4:9: this source has no layer_range: (");
     EXPECT_ERR("merge_method: passthrough\nslices:\n  - base_model: a\n", -EINVAL, "cfg.yml:3:5: this slice has no "
                                                                                    "sources: (");
-    EXPECT_ERR("merge_method: passthrough\nslices:\n  - sources: []\n", -EINVAL, "cfg.yml:3:16: sources: is empty (");
+    EXPECT_ERR("merge_method: passthrough\nslices:\n  - sources: []\n", -EINVAL, "cfg.yml:3:14: sources: is empty (");
     EXPECT_ERR("merge_method: passthrough\nslices: {sources: []}\n", -EINVAL, "cfg.yml:2:9: slices: must be a list, "
                                                                             "found a mapping (");
     EXPECT_ERR("merge_method: passthrough\nslices:\n  - sources:\n      - model: a\n        layer_range: [0, 1]\n"
@@ -498,12 +503,12 @@ static void test_errors(void)
          "it in a list"},
         {"      weight: {a: 1}\n", "cfg.yml:5:15: parameter 'weight' must be a number, a boolean, text, a list of "
                                    "numbers or a list of {filter, value} entries, found a mapping ("},
-        {"      weight: [0.5, abc]\n", "cfg.yml:5:25: parameter 'weight' mixes numbers and non-numbers in one list ("},
-        {"      weight: [0.5, [1]]\n", "cfg.yml:5:25: parameter 'weight' mixes kinds of entries in one list, found a "
+        {"      weight: [0.5, abc]\n", "cfg.yml:5:21: parameter 'weight' mixes numbers and non-numbers in one list ("},
+        {"      weight: [0.5, [1]]\n", "cfg.yml:5:21: parameter 'weight' mixes kinds of entries in one list, found a "
                                        "list here ("},
         {"      weight: [{value: 1}, 0.5]\n", "cfg.yml:5:28: parameter 'weight' mixes kinds of entries"},
         {"      weight:\n", "cfg.yml:5:14: parameter 'weight' has no value ("},
-        {"      weight: [0.5, null]\n", "cfg.yml:5:25: parameter 'weight' has no value ("},
+        {"      weight: [0.5, null]\n", "cfg.yml:5:21: parameter 'weight' has no value ("},
         {"      weight:\n        - filter: 3\n          value: 1\n", "cfg.yml:6:19: filter must be text"},
         {"      weight:\n        - filter: mlp\n", "cfg.yml:6:11: this {filter, value} entry of parameter 'weight' "
                                                     "has no value: ("},
@@ -534,7 +539,7 @@ static void test_errors(void)
     /* the file itself */
     mm_config *c = (mm_config *)1;
     mm_err err;
-    CHECK(mm_config_load("no-such-file.yml", &c, &err) == -ENOENT);
+    CHECK(mm_config_load("no-such-file.yml", &c, &err) == -ENOENT && c == NULL);
     CHECK_STR_CONTAINS(err.msg, "no-such-file.yml");
 }
 
