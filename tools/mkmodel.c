@@ -192,6 +192,12 @@ static int parse_args(int argc, char **argv, mk_opts *o)
         return die_usage("%s", "--hidden must be a multiple of --heads");
     if (o->heads % o->kv_heads != 0)
         return die_usage("%s", "--heads must be a multiple of --kv-heads");
+    long ntensors = 2 + 9 * o->layers + (o->tie ? 0 : 1);
+    if (o->shards > ntensors) {
+        fprintf(stderr, PROG ": error: --shards %ld is more than the %ld tensors of the model\n", o->shards, ntensors);
+        fprintf(stderr, "Try '" PROG " --help'.\n");
+        return 2;
+    }
     return 0;
 }
 
@@ -545,7 +551,7 @@ static int write_weights(const mk_opts *o)
     size_t n;
     mk_tensor *ts = make_tensors(o, &n);
     int rc = 0;
-    if ((size_t)o->shards > n) {
+    if ((size_t)o->shards > n) { /* parse_args checked this already */
         fprintf(stderr, PROG ": error: --shards %ld is more than the %zu tensors of the model\n", o->shards, n);
         rc = -1;
     }

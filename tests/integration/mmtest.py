@@ -1,6 +1,7 @@
 """Helpers of the integration tests: where the binaries are, writing configs as YAML, running
 mergemount, mounting for real, and comparing a checkpoint folder against the numpy reference."""
 
+import hashlib
 import json
 import os
 import re
@@ -285,3 +286,28 @@ def files_of(folder):
 def read_file(path):
     with open(path, "rb") as f:
         return f.read()
+
+
+def hf_cache_model(src, repo_id, revision="main", commit=None):
+    """Puts a copy of model folder `src` into the Hugging Face cache ($HF_HUB_CACHE) the way
+    `hf download` lays it out: blobs named by content hash, a snapshot folder of relative symlinks,
+    and refs/<revision> holding the commit hash. Returns the snapshot folder."""
+    cache = os.environ["HF_HUB_CACHE"]
+    org, name = repo_id.split("/")
+    repo = os.path.join(cache, f"models--{org}--{name}")
+    commit = commit or hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
+    snap = os.path.join(repo, "snapshots", commit)
+    os.makedirs(snap, exist_ok=True)
+    os.makedirs(os.path.join(repo, "blobs"), exist_ok=True)
+    os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
+    for fname in sorted(os.listdir(src)):
+        data = read_file(os.path.join(src, fname))
+        blob = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(repo, "blobs", blob), "wb") as f:
+            f.write(data)
+        link = os.path.join(snap, fname)
+        if not os.path.lexists(link):
+            os.symlink(os.path.join("..", "..", "blobs", blob), link)
+    with open(os.path.join(repo, "refs", revision), "w") as f:
+        f.write(commit)
+    return snap

@@ -5,6 +5,7 @@ independent Python writer."""
 import json
 import os
 import shutil
+import time
 
 import pytest
 
@@ -182,38 +183,86 @@ def test_no_copy_tokenizer_no_model_card(tmp_path, mount, models):
 # ---- model card and config copy (D16) ----------------------------------------------------------------
 
 def test_mergekit_config_verbatim_and_readme(tmp_path, mount, models):
-    a, b, c = models[(1, "bf16")], models[(2, "bf16")], models[(3, "bf16")]
-    text = (f"# a hand-written recipe, kept byte for byte\n"
-            f"merge_method:   task_arithmetic   # trailing comment\n"
-            f"base_model: '{c}'\n"
-            f"models:\n"
-            f"  - model: \"{a}\"\n"
-            f"    parameters: {{weight: 0.5}}\n"
-            f"  - model: {b}\n"
-            f"    parameters:\n"
-            f"      weight: 0.25\n"
-            f"\n"
-            f"parameters:\n"
-            f"  lambda: 0.5\n"
-            f"dtype: bfloat16\n"
-            f"...\n")
+    # Hub references (resolved in the local HF cache, D14): the card's base_model lists them
+    a = mmtest.hf_cache_model(models[(1, "bf16")], "cardtest/tiny-a")
+    b = mmtest.hf_cache_model(models[(2, "bf16")], "cardtest/tiny-b", revision="v1")
+    c = mmtest.hf_cache_model(models[(3, "bf16")], "cardtest/tiny-c")
+    text = ("# a hand-written recipe, kept byte for byte\n"
+            "merge_method:   task_arithmetic   # trailing comment\n"
+            "base_model: 'cardtest/tiny-c'\n"
+            "models:\n"
+            "  - model: \"cardtest/tiny-a\"\n"
+            "    parameters: {weight: 0.5}\n"
+            "  - model: cardtest/tiny-b@v1\n"
+            "    parameters:\n"
+            "      weight: 0.25\n"
+            "\n"
+            "parameters:\n"
+            "  lambda: 0.5\n"
+            "dtype: bfloat16\n"
+            "...\n")
     config = mmtest.write_config(tmp_path, text)
     with mount(config) as m:
         assert mmtest.read_file(os.path.join(m.path, "mergekit_config.yml")) == text.encode()
         readme = mmtest.read_file(os.path.join(m.path, "README.md")).decode("utf-8")
         got = mmtest.read_weights(m.path)
     fm = front_matter(readme)
-    assert front_matter_list(fm, "base_model") is not None, "front matter has no base_model"
+    assert set(front_matter_list(fm, "base_model") or []) == {"cardtest/tiny-a", "cardtest/tiny-b",
+                                                               "cardtest/tiny-c"}, fm
     tags = front_matter_list(fm, "tags")
     assert tags and {"merge", "mergekit", "mergemount"} <= set(tags), tags
-    assert "task_arithmetic" in readme
-    # the values follow the same config
-    cfg = {"merge_method": "task_arithmetic", "base_model": c,
-           "models": [{"model": a, "parameters": {"weight": 0.5}}, {"model": b, "parameters": {"weight": 0.25}}],
+    assert front_matter_list(fm, "library_name") == ["transformers"], fm
+    assert "task_arithmetic" in readme.lower() or "task arithmetic" in readme.lower()
+    # the values follow the same config, with the references resolved in the cache
+    cfg = {"merge_method": "task_arithmetic", "base_model": "cardtest/tiny-c",
+           "models": [{"model": "cardtest/tiny-a", "parameters": {"weight": 0.5}},
+                      {"model": "cardtest/tiny-b@v1", "parameters": {"weight": 0.25}}],
            "parameters": {"lambda": 0.5}, "dtype": "bfloat16"}
-    expected = config_eval.evaluate(cfg).tensors
+    where = {"cardtest/tiny-a": a, "cardtest/tiny-b@v1": b, "cardtest/tiny-c": c}
+    expected = config_eval.evaluate(cfg, resolve=where.get).tensors
     assert set(got) == set(expected)
     assert all(got[n].raw == st.encode(*expected[n]) for n in got)
+
+
+def test_readme_local_models(tmp_path, mount, models):
+    config = mmtest.write_config(tmp_path, linear_cfg(models[(1, "bf16")], models[(2, "bf16")]))
+    with mount(config) as m:
+        readme = mmtest.read_file(os.path.join(m.path, "README.md")).decode("utf-8")
+    fm = front_matter(readme)
+    tags = front_matter_list(fm, "tags")
+    assert tags and {"merge", "mergekit", "mergemount"} <= set(tags), tags
+    assert mmtest.to_yaml(linear_cfg(models[(1, "bf16")], models[(2, "bf16")])) in readme
+
+
+def test_hub_refs_by_revision_and_commit(tmp_path, mount, models):
+    a = mmtest.hf_cache_model(models[(1, "f16")], "reftest/model-a", revision="main")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    b = mmtest.hf_cache_model(models[(2, "f16")], "reftest/model-b", revision="dev", commit=commit)
+    cfg = linear_cfg("reftest/model-a", f"reftest/model-b@{commit}")
+    config = mmtest.write_config(tmp_path, cfg)
+    expected = config_eval.evaluate(cfg, resolve={"reftest/model-a": a, f"reftest/model-b@{commit}": b}.get)
+    with mount(config) as m:
+        mmtest.assert_matches_reference(m.path, expected.tensors)
+    cfg = linear_cfg("reftest/model-a@main", "reftest/model-b@dev")
+    config = mmtest.write_config(tmp_path, cfg, "by-branch.yml")
+    with mount(config) as m:
+        mmtest.assert_matches_reference(m.path, expected.tensors)
+
+
+def test_stat_times_are_sane(tmp_path, mount, models):
+    """Every file's times are real times (seconds), not later than now and not before the inputs
+    existed (DESIGN: the latest mtime of the inputs)."""
+    a, b = models[(1, "bf16")], models[(2, "bf16")]
+    config = mmtest.write_config(tmp_path, linear_cfg(a, b))
+    inputs = [config] + [os.path.join(d, f) for d in (a, b) for f in os.listdir(d)]
+    oldest = min(os.stat(p).st_mtime for p in inputs)
+    with mount(config) as m:
+        now = time.time()
+        for name in [""] + mmtest.files_of(m.path):
+            s = os.stat(os.path.join(m.path, name))
+            for what in ("st_mtime", "st_ctime", "st_atime"):
+                v = getattr(s, what)
+                assert oldest - 1 <= v <= now + 1, f"{name or '.'} {what} = {v}, want a time in [{oldest}, {now}]"
 
 
 # ---- shards and index (D15, B5.3, B5.4) -----------------------------------------------------------------
