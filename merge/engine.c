@@ -49,9 +49,8 @@ static int load_input(const mm_out_tensor *t, const mm_input *in, uint64_t e, si
         return rc;
     mm_dtype sd = in->mt->st->dtype;
     mm_load_f32(sd, raw, dst, n);
-    if (sd != t->comp && t->comp != MM_DT_F32)
-        for (size_t k = 0; k < n; k++)
-            dst[k] = mm_round_to(t->comp, dst[k]);
+    if (sd != t->comp)
+        mm_vround(t->comp, dst, n);
     return 0;
 }
 
@@ -70,7 +69,7 @@ static int is_copy(const mm_out_tensor *t)
 static int compute(const mm_out_tensor *t, uint64_t e0, size_t n, unsigned char *out)
 {
     const size_t k = t->ninputs, chunk = n < CHUNK ? n : CHUNK;
-    float *vals = malloc((k + 1) * chunk * sizeof(float));
+    float *vals = malloc((k + 2) * chunk * sizeof(float));
     unsigned char *raw = malloc(chunk * 8);
     const float **in = malloc(k * sizeof *in);
     if (!vals || !raw || !in) {
@@ -81,7 +80,7 @@ static int compute(const mm_out_tensor *t, uint64_t e0, size_t n, unsigned char 
     }
     for (size_t i = 0; i < k; i++)
         in[i] = vals + i * chunk;
-    float *res = vals + k * chunk;
+    float *res = vals + k * chunk, *scratch = vals + (k + 1) * chunk;
     const size_t oes = mm_dtype_size(t->dtype);
     int rc = 0;
     for (size_t done = 0; done < n && rc == 0; done += chunk) {
@@ -90,7 +89,7 @@ static int compute(const mm_out_tensor *t, uint64_t e0, size_t n, unsigned char 
             rc = load_input(t, &t->inputs[i], e0 + done, m, raw, (float *)in[i]);
         if (rc < 0)
             break;
-        mm_kernel_args a = {.t = t, .in = in, .n = m, .out = res};
+        mm_kernel_args a = {.t = t, .in = in, .n = m, .out = res, .scratch = scratch};
         t->method->kernel(&a);
         mm_store_f32(t->dtype, res, out + done * oes, m);
     }

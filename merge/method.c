@@ -50,14 +50,24 @@ static void linear_kernel(const mm_kernel_args *a)
 {
     const mm_out_tensor *t = a->t;
     const mm_dtype dt = t->comp;
-    const int normalize = t->gvals[LIN_NORMALIZE] != 0;
-    const float div = t->kc[KC_DIV];
-    for (size_t k = 0; k < a->n; k++) {
-        float acc = 0.0f;
-        for (size_t i = 0; i < t->ninputs; i++)
-            acc += mm_round_to(dt, t->kc[i] * a->in[i][k]);
-        float r = mm_round_to(dt, acc);
-        a->out[k] = normalize ? mm_round_to(dt, r / div) : r;
+    const size_t n = a->n;
+    float *acc = a->out, *prod = a->scratch;
+    /* (weights * tensors).sum(dim=0): each product rounded, float32 sum in model order, rounded once. */
+    memset(acc, 0, n * sizeof *acc);
+    for (size_t i = 0; i < t->ninputs; i++) {
+        const float w = t->kc[i], *x = a->in[i];
+        for (size_t k = 0; k < n; k++)
+            prod[k] = w * x[k];
+        mm_vround(dt, prod, n);
+        for (size_t k = 0; k < n; k++)
+            acc[k] += prod[k];
+    }
+    mm_vround(dt, acc, n);
+    if (t->gvals[LIN_NORMALIZE] != 0) {
+        const float div = t->kc[KC_DIV];
+        for (size_t k = 0; k < n; k++)
+            acc[k] = acc[k] / div;
+        mm_vround(dt, acc, n);
     }
 }
 
@@ -76,7 +86,8 @@ static void passthrough_kernel(const mm_kernel_args *a)
     /* tensor * Python number: torch >= 2.1 multiplies by the number as float32, unrounded (D3). */
     const float s = (float)scale;
     for (size_t k = 0; k < a->n; k++)
-        a->out[k] = mm_round_to(t->comp, a->in[0][k] * s);
+        a->out[k] = a->in[0][k] * s;
+    mm_vround(t->comp, a->out, a->n);
 }
 
 /* ---- task_arithmetic (B2.8 without sparsification or consensus) ---- */
@@ -100,25 +111,39 @@ static void ta_kernel(const mm_kernel_args *a)
 {
     const mm_out_tensor *t = a->t;
     const mm_dtype dt = t->comp;
-    const int normalize = t->gvals[TA_NORMALIZE] != 0;
-    const double lambda = t->gvals[TA_LAMBDA];
-    const float lam = (float)lambda, div = t->kc[KC_DIV];
+    const size_t n = a->n;
     const float *b = a->in[t->base];
-    for (size_t k = 0; k < a->n; k++) {
-        float acc = 0.0f;
-        for (size_t i = 0; i < t->ninputs; i++) {
-            if ((int)i == t->base)
-                continue;
-            float tau = mm_round_to(dt, a->in[i][k] - b[k]);
-            acc += mm_round_to(dt, t->kc[i] * tau);
-        }
-        float mixed = mm_round_to(dt, acc);
-        if (normalize)
-            mixed = mm_round_to(dt, mixed / div);
-        if (lambda != 1.0)
-            mixed = mm_round_to(dt, mixed * lam);
-        a->out[k] = mm_round_to(dt, b[k] + mixed);
+    float *acc = a->out, *d = a->scratch;
+    memset(acc, 0, n * sizeof *acc);
+    for (size_t i = 0; i < t->ninputs; i++) {
+        if ((int)i == t->base)
+            continue;
+        const float w = t->kc[i], *x = a->in[i];
+        for (size_t k = 0; k < n; k++)
+            d[k] = x[k] - b[k];          /* task vector */
+        mm_vround(dt, d, n);
+        for (size_t k = 0; k < n; k++)
+            d[k] = w * d[k];             /* weighted */
+        mm_vround(dt, d, n);
+        for (size_t k = 0; k < n; k++)
+            acc[k] += d[k];              /* float32 sum over models */
     }
+    mm_vround(dt, acc, n);
+    if (t->gvals[TA_NORMALIZE] != 0) {
+        const float div = t->kc[KC_DIV];
+        for (size_t k = 0; k < n; k++)
+            acc[k] = acc[k] / div;
+        mm_vround(dt, acc, n);
+    }
+    if (t->gvals[TA_LAMBDA] != 1.0) {
+        const float lam = (float)t->gvals[TA_LAMBDA];
+        for (size_t k = 0; k < n; k++)
+            acc[k] = acc[k] * lam;
+        mm_vround(dt, acc, n);
+    }
+    for (size_t k = 0; k < n; k++)
+        acc[k] = b[k] + acc[k];
+    mm_vround(dt, acc, n);
 }
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))

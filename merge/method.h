@@ -37,6 +37,7 @@ typedef struct mm_kernel_args {
     const float *const *in;
     size_t n;
     float *out;
+    float *scratch; /* n floats the kernel may use */
 } mm_kernel_args;
 
 typedef struct mm_method {

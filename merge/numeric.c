@@ -50,15 +50,20 @@ uint16_t mm_f32_to_f16(float f)
     return (uint16_t)(sign | (uint16_t)(((a >> 13) - (112u << 10)) & 0xffffu));
 }
 
-float mm_round_to(mm_dtype dt, float x)
+void mm_vround(mm_dtype dt, float *x, size_t n)
 {
-    switch (dt) {
-    case MM_DT_BF16:
-        return mm_bf16_to_f32(mm_f32_to_bf16(x));
-    case MM_DT_F16:
-        return mm_f16_to_f32(mm_f32_to_f16(x));
-    default:
-        return x;
+    if (dt == MM_DT_BF16) {
+        for (size_t k = 0; k < n; k++) {
+            uint32_t u;
+            memcpy(&u, &x[k], 4);
+            uint32_t rne = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+            uint32_t qnan = (u | 0x00400000u) & 0xffff0000u;
+            u = (u & 0x7fffffffu) > 0x7f800000u ? qnan : rne;
+            memcpy(&x[k], &u, 4);
+        }
+    } else if (dt == MM_DT_F16) {
+        for (size_t k = 0; k < n; k++)
+            x[k] = mm_f16_to_f32(mm_f32_to_f16(x[k]));
     }
 }
 

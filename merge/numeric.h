@@ -32,8 +32,21 @@ static inline uint16_t mm_f32_to_bf16(float f)
 float mm_f16_to_f32(uint16_t h);
 uint16_t mm_f32_to_f16(float f);
 
-/* Rounds a float32 value to the nearest value of `dt` (F32: identity; BF16/F16: RNE), returned as float. */
-float mm_round_to(mm_dtype dt, float x);
+/* Rounds a float32 value to the nearest value of `dt` (F32: identity; BF16/F16: RNE), returned as float.
+ * Inline: it runs once per op per element in every kernel. */
+static inline float mm_round_to(mm_dtype dt, float x)
+{
+    if (dt == MM_DT_BF16)
+        return mm_bf16_to_f32(mm_f32_to_bf16(x));
+    if (dt == MM_DT_F16)
+        return mm_f16_to_f32(mm_f32_to_f16(x));
+    return x;
+}
+
+/* Rounds x[0..n) in place to `dt`, exactly as mm_round_to does element by element. Written without
+ * branches for bf16 so the compiler vectorises it: kernels are sequences of whole-array ops, each
+ * followed by one mm_vround, which is torch's per-op rounding. */
+void mm_vround(mm_dtype dt, float *x, size_t n);
 
 /* Converts n elements of a computable dtype to float32 / from float32 (with RNE rounding). */
 void mm_load_f32(mm_dtype dt, const void *src, float *dst, size_t n);
