@@ -8,7 +8,7 @@
 #include <fuse_lowlevel.h>
 
 #include <errno.h>
-#include <limits.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,17 +97,18 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     fs_state *fs = fs_of(req);
+    if (parent != ROOT_INO) {
+        fuse_reply_err(req, ENOTDIR);
+        return;
+    }
     struct fuse_entry_param e;
     size_t idx;
-    if (parent != ROOT_INO || mm_vfs_lookup(fs->vfs, name, &idx) < 0) {
+    if (mm_vfs_lookup(fs->vfs, name, &idx) < 0) {
         /* Inode 0 with a timeout is a negative entry the kernel may cache: a missing name stays
          * missing for the life of the mount, and loaders probe many optional files. */
         memset(&e, 0, sizeof e);
-        e.entry_timeout = parent == ROOT_INO ? k_cache_timeout : 0;
-        if (parent == ROOT_INO)
-            fuse_reply_entry(req, &e);
-        else
-            fuse_reply_err(req, ENOTDIR);
+        e.entry_timeout = k_cache_timeout;
+        fuse_reply_entry(req, &e);
         return;
     }
     fill_entry(fs, FIRST_FILE_INO + idx, &e);
@@ -448,7 +449,11 @@ static void init_state(fs_state *fs, mm_vfs *vfs)
         fs->total_bytes += mm_vfs_size(vfs, i);
     fs->uid = getuid();
     fs->gid = getgid();
-    fs->mtime.tv_sec = (time_t)mm_vfs_mtime(vfs);
+    int64_t ns = mm_vfs_mtime(vfs);
+    if (ns < 0)
+        ns = 0;
+    fs->mtime.tv_sec = (time_t)(ns / 1000000000);
+    fs->mtime.tv_nsec = (long)(ns % 1000000000);
 }
 
 /* Runs the session loop until unmount or a signal. A signal (positive return) is a clean stop. */
@@ -487,7 +492,8 @@ int mm_fs_run(mm_vfs *vfs, const mm_fs_options *opt, mm_err *err)
     }
     se = fuse_session_new(&args, &k_ops, sizeof k_ops, &fs);
     if (!se) {
-        rc = mm_err_set(err, -EINVAL, "invalid FUSE mount options '%s' (libfuse's message is above; see man 8 mount.fuse3)",
+        rc = mm_err_set(err, -EINVAL,
+                        "invalid FUSE mount options '%s' (libfuse's message is above; see man 8 mount.fuse3)",
                         opt->fuse_opts ? opt->fuse_opts : "");
         goto out;
     }
@@ -504,7 +510,14 @@ int mm_fs_run(mm_vfs *vfs, const mm_fs_options *opt, mm_err *err)
         goto out;
     }
     mounted = 1;
-    fuse_daemonize(opt->foreground || opt->debug);
+    /* In the background the parent leaves through _exit(0) inside fuse_daemonize, and the child's
+     * stdio goes to /dev/null: anything still buffered would be lost in both. */
+    fflush(NULL);
+    if (fuse_daemonize(opt->foreground || opt->debug) != 0) {
+        rc = mm_err_set(err, -EAGAIN, "cannot go to the background to serve %s (run in the foreground with -f)",
+                        mountpoint);
+        goto out;
+    }
     if (opt->after_daemonize) {
         int r = opt->after_daemonize(opt->arg);
         if (r != 0) {

@@ -120,26 +120,19 @@ char *mm_xasprintf(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    char *p;
+    int n = vasprintf(&p, fmt, ap);
     va_end(ap);
     if (n < 0)
         abort();
-    char *p = mm_xmalloc((size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(p, (size_t)n + 1, fmt, ap);
-    va_end(ap);
     return p;
 }
 
+static void buf_reserve(mm_buf *b, size_t extra);
+
 void mm_buf_append(mm_buf *b, const void *p, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->data = mm_xrealloc(b->data, cap);
-        b->cap = cap;
-    }
+    buf_reserve(b, n);
     if (n)
         memcpy(b->data + b->len, p, n);
     b->len += n;
@@ -151,25 +144,33 @@ void mm_buf_puts(mm_buf *b, const char *s)
     mm_buf_append(b, s, strlen(s));
 }
 
+static void buf_reserve(mm_buf *b, size_t extra)
+{
+    if (b->len + extra + 1 <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra + 1)
+        cap *= 2;
+    b->data = mm_xrealloc(b->data, cap);
+    b->cap = cap;
+}
+
 void mm_buf_printf(mm_buf *b, const char *fmt, ...)
 {
+    /* Format into the free space; if it did not fit, grow to the reported size and format again. */
+    buf_reserve(b, 64);
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
     va_end(ap);
     if (n < 0)
         abort();
-    mm_buf_append(b, "", 0);
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = b->cap;
-        while (cap < b->len + (size_t)n + 1)
-            cap *= 2;
-        b->data = mm_xrealloc(b->data, cap);
-        b->cap = cap;
+    if ((size_t)n >= b->cap - b->len) {
+        buf_reserve(b, (size_t)n);
+        va_start(ap, fmt);
+        vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
     }
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
     b->len += (size_t)n;
 }
 

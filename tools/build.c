@@ -21,12 +21,14 @@ static const size_t k_chunk = (size_t)8 << 20;
 
 /* ---- signals: a flag the workers poll between chunks ---- */
 
-static volatile sig_atomic_t g_interrupted;
+/* Atomic, not volatile sig_atomic_t: worker threads read it, and lock-free atomics are also safe to
+ * store from a signal handler. */
+static atomic_int g_interrupted;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    g_interrupted = 1;
+    atomic_store(&g_interrupted, 1);
 }
 
 typedef struct signal_guard {
@@ -42,7 +44,7 @@ static void signals_catch(signal_guard *g)
     /* SA_RESETHAND: a second Ctrl-C kills at once, for a user who will not wait for the cleanup.
      * SA_RESTART: the read path below us need not handle EINTR. */
     sa.sa_flags = SA_RESETHAND | SA_RESTART;
-    g_interrupted = 0;
+    atomic_store(&g_interrupted, 0);
     sigaction(SIGINT, &sa, &g->old_int);
     sigaction(SIGTERM, &sa, &g->old_term);
 }
@@ -159,8 +161,15 @@ static char *resolve_outdir(const char *outdir)
     return p;
 }
 
-static int check_outdir(const char *final, const char *shown, int force, mm_err *err)
+/* "No mode to keep": the new folder gets the mode mkdir would give it. */
+#define MODE_NONE ((mode_t)-1)
+
+/* Checks OUTDIR before any work. *mode is the permission bits to give the new folder: those of an
+ * existing OUTDIR (its contents are replaced, the folder itself stays as the user made it), else
+ * MODE_NONE. */
+static int check_outdir(const char *final, const char *shown, int force, mode_t *mode, mm_err *err)
 {
+    *mode = MODE_NONE;
     if (strcmp(final, "/") == 0)
         return mm_err_set(err, -EINVAL, "refusing to build into / (give a folder of its own)");
     struct stat st;
@@ -172,6 +181,7 @@ static int check_outdir(const char *final, const char *shown, int force, mm_err 
     if (!S_ISDIR(st.st_mode))
         return mm_err_set(err, -ENOTDIR, "%s exists and is not a directory (remove it or choose another output folder)",
                           shown);
+    *mode = st.st_mode & 07777;
     int empty = dir_is_empty(final);
     if (empty < 0)
         return mm_err_set(err, empty, "%s: %s", shown, strerror(-empty));
@@ -288,8 +298,8 @@ static int copy_chunk(build_job *job, uint64_t c, char *buf)
     size_t len = left < k_chunk ? (size_t)left : k_chunk;
     ssize_t n = mm_vfs_read(job->vfs, f, off, len, buf);
     if (n < 0)
-        return job_fail(job, (int)n, "%s/%s: computing bytes %llu..%llu failed: %s", job->shown, name,
-                        (unsigned long long)off, (unsigned long long)(off + len), strerror((int)-n));
+        return job_fail(job, (int)n, "%s/%s: reading bytes %llu..%llu of the merged file failed: %s", job->shown,
+                        name, (unsigned long long)off, (unsigned long long)(off + len), strerror((int)-n));
     if ((size_t)n != len)
         return job_fail(job, -EIO, "%s/%s: the merge produced %zd bytes at offset %llu where %zu were expected",
                         job->shown, name, n, (unsigned long long)off, len);
@@ -309,7 +319,7 @@ static void *worker(void *arg)
         job_fail(job, -ENOMEM, "out of memory for a %zu-byte write buffer", k_chunk);
         return NULL;
     }
-    while (!atomic_load(&job->stop) && !g_interrupted) {
+    while (!atomic_load(&job->stop) && !atomic_load(&g_interrupted)) {
         uint64_t c = atomic_fetch_add(&job->next, 1);
         if (c >= job->nchunks || copy_chunk(job, c, buf) < 0)
             break;
@@ -402,7 +412,7 @@ static int write_files(mm_vfs *vfs, const mm_build_options *o, int dirfd, mm_err
         rc = job.rc;
         if (rc < 0 && err)
             *err = job.err;
-        mm_progress_finish(job.progress, rc == 0 && !g_interrupted);
+        mm_progress_finish(job.progress, rc == 0 && !atomic_load(&g_interrupted));
         mm_progress_free(job.progress);
     }
     rc = close_files(&job, rc, err);
@@ -412,21 +422,44 @@ static int write_files(mm_vfs *vfs, const mm_build_options *o, int dirfd, mm_err
     return rc;
 }
 
-/* Writes everything into the temporary folder and makes it look like a freshly made one. */
-static int fill_tmpdir(mm_vfs *vfs, const mm_build_options *o, const char *tmp, mm_err *err)
+/* Writes everything into the temporary folder and gives it its final mode. */
+static int fill_tmpdir(mm_vfs *vfs, const mm_build_options *o, const char *tmp, mode_t mode, mm_err *err)
 {
     int dirfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0)
         return mm_err_set(err, -errno, "%s: %s", tmp, strerror(errno));
     int rc = write_files(vfs, o, dirfd, err);
-    /* mkdtemp makes the folder 0700; give it the mode mkdir would have. The umask can only be read by
-     * setting it; nothing else in this process creates files meanwhile. */
-    mode_t mask = umask(0);
-    umask(mask);
-    if (rc == 0 && fchmod(dirfd, 0777 & ~mask) < 0)
+    /* mkdtemp makes the folder 0700. The umask can only be read by setting it; nothing else in this
+     * process creates files meanwhile. */
+    if (mode == MODE_NONE) {
+        mode_t mask = umask(0);
+        umask(mask);
+        mode = 0777 & ~mask;
+    }
+    if (rc == 0 && fchmod(dirfd, mode) < 0)
         rc = mm_err_set(err, -errno, "%s: %s", tmp, strerror(errno));
     close(dirfd);
     return rc;
+}
+
+static int tmpdir_error(const char *final, int code, mm_err *err)
+{
+    char *parent = mm_xstrdup(final);
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        strcpy(parent, ".");
+    else if (slash == parent)
+        parent[1] = 0;
+    else
+        *slash = 0;
+    if (code == -ENOENT)
+        mm_err_set(err, code, "cannot create the output folder %s: its parent folder does not exist (create it with "
+                   "mkdir -p %s)", final, parent);
+    else
+        mm_err_set(err, code, "cannot create a temporary folder in %s: %s (the output is written next to %s, then "
+                   "renamed into place; check that %s is writable)", parent, strerror(-code), final, parent);
+    free(parent);
+    return code;
 }
 
 int mm_build_run(mm_vfs *vfs, const mm_build_options *o, mm_err *err)
@@ -434,7 +467,8 @@ int mm_build_run(mm_vfs *vfs, const mm_build_options *o, mm_err *err)
     if (!o->outdir || !*o->outdir)
         return mm_err_set(err, -EINVAL, "no output folder given");
     char *final = resolve_outdir(o->outdir);
-    int rc = check_outdir(final, o->outdir, o->force, err);
+    mode_t mode;
+    int rc = check_outdir(final, o->outdir, o->force, &mode, err);
     if (rc < 0) {
         free(final);
         return rc;
@@ -444,12 +478,11 @@ int mm_build_run(mm_vfs *vfs, const mm_build_options *o, mm_err *err)
     signals_catch(&sg);
     char *tmp = mm_xasprintf("%s.tmp-XXXXXX", final);
     if (!mkdtemp(tmp)) {
-        rc = mm_err_set(err, -errno, "cannot create a temporary folder next to %s: %s (check that its parent folder "
-                        "exists and is writable)", o->outdir, strerror(errno));
+        rc = tmpdir_error(final, -errno, err);
         goto out;
     }
-    rc = fill_tmpdir(vfs, o, tmp, err);
-    if (g_interrupted)
+    rc = fill_tmpdir(vfs, o, tmp, mode, err);
+    if (atomic_load(&g_interrupted))
         rc = mm_err_set(err, -EINTR, "build of %s interrupted; the partial output was removed", o->outdir);
     if (rc == 0)
         rc = install(tmp, final, o->outdir, o->force, err);

@@ -75,8 +75,9 @@ static void draw(mm_progress *p, int final)
     char sdone[32], stotal[32], srate[32], stime[32];
     format_bytes((double)done, sdone, sizeof sdone);
     format_bytes((double)p->total, stotal, sizeof stotal);
-    /* A rate from the first few milliseconds is noise; show it once there is something to average. */
-    int have_rate = elapsed > 0.2 && done > 0;
+    /* A rate from the first few milliseconds is noise; show it once there is something to average
+     * (the final line always has one). */
+    int have_rate = done > 0 && elapsed > (final ? 0 : 0.2);
     double rate = have_rate ? (double)done / elapsed : 0;
     if (have_rate)
         format_bytes(rate, srate, sizeof srate);
