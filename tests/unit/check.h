@@ -30,6 +30,17 @@ static int mm_check_pass, mm_check_fail;
         }                                                                                          \
     } while (0)
 
+/* Writes a test fixture file (whole, or fails the test). */
+static inline void check_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (f) {
+        CHECK(fwrite(data, 1, len, f) == len);
+        fclose(f);
+    }
+}
+
 static inline int mm_check_report(void)
 {
     printf("%d passed, %d failed\n", mm_check_pass, mm_check_fail);

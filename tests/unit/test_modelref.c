@@ -34,12 +34,7 @@ static void make_dir(const char *rel)
 static void write_file(const char *rel, const char *text)
 {
     char *p = at(rel);
-    FILE *f = fopen(p, "w");
-    CHECK(f != NULL);
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
+    check_write_file(p, text, strlen(text));
     free(p);
 }
 

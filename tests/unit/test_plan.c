@@ -13,9 +13,7 @@ static char root[] = "/tmp/mm-plan-XXXXXX";
 
 static void put(const char *path, const char *text)
 {
-    FILE *f = fopen(path, "w");
-    fputs(text, f);
-    fclose(f);
+    check_write_file(path, text, strlen(text));
 }
 
 /* A Llama-shaped model with `layers` layers, hidden size h, vocab v; lm_head unless tied. */

@@ -16,13 +16,6 @@ static int parse(const char *json, uint64_t data_len, mm_err *err)
     return rc;
 }
 
-static void write_file(const char *path, const void *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    fwrite(data, 1, len, f);
-    fclose(f);
-}
-
 int main(void)
 {
     mm_err err;
@@ -71,15 +64,15 @@ int main(void)
     char path[256];
     snprintf(path, sizeof path, "%s/x.safetensors", dir);
     unsigned char big[16] = {0xff, 0xff, 0, 0, 0, 0, 0, 0, '{', '}'};
-    write_file(path, big, 10);
+    check_write_file(path, big, 10);
     CHECK(mm_st_read_file(path, &h, &err) < 0);
     CHECK_STR_CONTAINS(err.msg, "past the end");
     CHECK_STR_CONTAINS(err.msg, path);
-    write_file(path, big, 4);
+    check_write_file(path, big, 4);
     CHECK(mm_st_read_file(path, &h, &err) < 0);
     CHECK_STR_CONTAINS(err.msg, "too short");
     unsigned char huge[8] = {0, 0, 0, 0x10, 0, 0, 0, 0};
-    write_file(path, huge, 8);
+    check_write_file(path, huge, 8);
     CHECK(mm_st_read_file(path, &h, &err) < 0);
     CHECK_STR_CONTAINS(err.msg, "limit");
 
