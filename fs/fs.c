@@ -256,7 +256,13 @@ typedef struct root_xattr {
     void (*render)(const fs_state *fs, mm_buf *out);
 } root_xattr;
 
+static void render_stats(const fs_state *fs, mm_buf *out)
+{
+    mm_vfs_stats_json(fs->vfs, out);
+}
+
 static const root_xattr k_root_xattrs[] = {
+    {"user.mergemount.stats", render_stats},
     {NULL, NULL},
 };
 

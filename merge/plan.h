@@ -55,6 +55,8 @@ typedef struct mm_out_tensor {
     char *group_label;     /* shard-order key: greatest input tensor name (B5.4) */
     /* Per-tensor constants prepared by the method (e.g. rounded weights and their sum). */
     float kc[MM_MAX_INPUTS + 4];
+    unsigned char recipe[32]; /* what determines the bytes (merge/recipe.h); the block cache key */
+    uint64_t block_elems;  /* elements per cache block (about 1 MiB of output) */
     size_t file_idx;       /* into mm_plan.files */
     uint64_t file_offset;  /* absolute byte offset of the data in its shard */
 } mm_out_tensor;

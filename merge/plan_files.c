@@ -9,6 +9,7 @@
 
 #include "jsonpy.h"
 #include "plan_internal.h"
+#include "recipe.h"
 
 /* Files served from the tokenizer donor as they are (B5.1, B7: the plain "copy tokenizer" path). */
 static const char *const tokenizer_files[] = {
@@ -255,6 +256,11 @@ int mm_plan_build(const mm_config *cfg, const mm_plan_options *opt, mm_plan **ou
     if (rc < 0) {
         mm_plan_free(p);
         return rc;
+    }
+    for (size_t i = 0; i < p->ntensors; i++) {
+        mm_out_tensor *t = &p->tensors[i];
+        mm_recipe_hash(p, t, t->recipe);
+        t->block_elems = (1u << 20) / mm_dtype_size(t->dtype);
     }
     /* Sort files by name; shard indexes in tensors must follow. */
     qsort(p->files, p->nfiles, sizeof *p->files, cmp_file);

@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "engine.h"
+#include "blocks.h"
 #include "plan.h"
 #include "util.h"
 
@@ -28,6 +28,7 @@ struct mm_vfs {
     vfile *files;
     size_t n;
     const mm_plan *plan;
+    mm_blocks *blocks;        /* NULL for a vfs built by hand (no shards) */
     int64_t mtime_ns;
 };
 
@@ -77,6 +78,7 @@ int mm_vfs_from_plan(const mm_plan *p, mm_vfs **out, mm_err *err)
 {
     mm_vfs *v = mm_vfs_new();
     v->plan = p;
+    v->blocks = mm_blocks_new(p);
     v->mtime_ns = p->mtime_ns;
     for (size_t i = 0; i < p->nfiles; i++) {
         const mm_out_file *of = &p->files[i];
@@ -115,7 +117,22 @@ void mm_vfs_free(mm_vfs *v)
         free(f->name);
     }
     free(v->files);
+    mm_blocks_free(v->blocks);
     free(v);
+}
+
+void mm_vfs_set_cache(mm_vfs *v, struct mm_cache *c, const char *dir)
+{
+    if (v->blocks)
+        mm_blocks_set_cache(v->blocks, c, dir);
+}
+
+void mm_vfs_stats_json(mm_vfs *v, mm_buf *out)
+{
+    if (v->blocks)
+        mm_blocks_stats_json(v->blocks, out);
+    else
+        mm_buf_puts(out, "{}");
 }
 
 size_t mm_vfs_count(const mm_vfs *v)
@@ -176,7 +193,7 @@ static int read_shard(const mm_vfs *v, const vfile *f, uint64_t off, size_t len,
         uint64_t a = off > ts ? off : ts, b = end < te ? end : te;
         if (a >= b)
             continue;
-        int rc = mm_engine_read(v->plan, t, a - ts, (size_t)(b - a), buf + (a - off));
+        int rc = mm_blocks_read(v->blocks, t, a - ts, (size_t)(b - a), buf + (a - off));
         if (rc < 0)
             return rc;
     }
@@ -208,5 +225,9 @@ ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf)
         rc = read_shard(v, f, off, len, buf);
         break;
     }
-    return rc < 0 ? rc : (ssize_t)len;
+    if (rc < 0)
+        return rc;
+    if (v->blocks)
+        mm_blocks_count_served(v->blocks, len);
+    return (ssize_t)len;
 }

@@ -25,6 +25,13 @@ int mm_vfs_add_source(mm_vfs *v, const char *name, const char *path);
 /* The vfs of a plan: its files in name order. The plan must outlive the vfs. */
 struct mm_plan;
 int mm_vfs_from_plan(const struct mm_plan *p, mm_vfs **out, mm_err *err);
+/* Serves shard blocks through the block cache `c` from now on (NULL: compute every read). Call before
+ * the first read; `dir` is reported in the statistics. */
+struct mm_cache;
+void mm_vfs_set_cache(mm_vfs *v, struct mm_cache *c, const char *dir);
+/* The read counters (see merge/blocks.h) as a JSON object. */
+void mm_vfs_stats_json(mm_vfs *v, mm_buf *out);
+
 /* Frees the vfs and everything it owns. No read may be running. */
 void mm_vfs_free(mm_vfs *v);
 

@@ -16,6 +16,11 @@ const char mm_cli_common_help[] =
     "                            serve README.md and mergekit_config.yml (default on)\n"
     "  --allow-crimes            accepted for compatibility (architectures are inferred, never compared)\n"
     "  --random-seed N           seed of the random methods (default 0)\n"
+    "cache options:\n"
+    "  --cache-dir DIR           block cache location (default $XDG_CACHE_HOME/mergemount, else\n"
+    "                            ~/.cache/mergemount)\n"
+    "  --cache-size N            cache size limit in bytes, K/M/G/T suffixes (default 20G)\n"
+    "  --no-cache                compute every read; store nothing\n"
     "  -v, --verbose             more log output\n"
     "  -h, --help                this help\n";
 
@@ -42,10 +47,13 @@ int mm_cli_parse_size(const char *s, uint64_t *out)
     if (errno || end == s)
         return -EINVAL;
     double mult = 1;
+    /* mergekit's B (billion) and the usual G both mean 1e9. */
     switch (toupper((unsigned char)*end)) {
     case 'K': mult = 1e3; end++; break;
     case 'M': mult = 1e6; end++; break;
-    case 'B': mult = 1e9; end++; break;
+    case 'B':
+    case 'G': mult = 1e9; end++; break;
+    case 'T': mult = 1e12; end++; break;
     case 0: break;
     default: return -EINVAL;
     }
@@ -55,9 +63,18 @@ int mm_cli_parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
-int mm_cli_common_option(int opt, const char *arg, mm_plan_options *po)
+int mm_cli_common_option(int opt, const char *arg, mm_plan_options *po, mm_cli_cache *cache)
 {
     switch (opt) {
+    case MM_OPT_CACHE_DIR: cache->dir = arg; return 0;
+    case MM_OPT_NO_CACHE: cache->disabled = 1; return 0;
+    case MM_OPT_CACHE_SIZE:
+        if (mm_cli_parse_size(arg, &cache->size) < 0 || cache->size < 1000000) {
+            fprintf(stderr, "mergemount: error: --cache-size: '%s' is not a size of at least 1M (e.g. 20G, 500M)\n",
+                    arg);
+            return -EINVAL;
+        }
+        return 0;
     case MM_OPT_SHARD_SIZE:
         if (mm_cli_parse_size(arg, &po->out_shard_size) < 0) {
             fprintf(stderr, "mergemount: error: --out-shard-size: '%s' is not a size (bytes, e.g. 5B, 500M, 1000000)\n",
@@ -79,4 +96,49 @@ int mm_cli_common_option(int opt, const char *arg, mm_plan_options *po)
     case 'v': mm_log_verbose++; return 0;
     default: return -EINVAL;
     }
+}
+
+int mm_cli_parse(int argc, char **argv, const char *shortopts, const struct option *longopts, const char *usage,
+                 mm_cli_extra_fn extra, void *ctx, mm_plan_options *po, mm_cli_cache *cache, char **pos, int npos)
+{
+    mm_plan_options po_unused;
+    mm_cli_cache cache_unused = {0};
+    if (!po) {
+        mm_plan_options_default(&po_unused);
+        po = &po_unused;
+    }
+    if (!cache)
+        cache = &cache_unused;
+    optind = 1;
+    int opt;
+    while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+        if (opt == 'h') {
+            printf("%s\n%s", usage, mm_cli_common_help);
+            exit(0);
+        }
+        if (opt == '?') {
+            fprintf(stderr, "%s", usage);
+            return 2;
+        }
+        if ((opt >= MM_OPT_BASE && opt < MM_OPT_COMMON_END) || opt == 'v') {
+            if (mm_cli_common_option(opt, optarg, po, cache) < 0)
+                return 2;
+            continue;
+        }
+        int rc = extra ? extra(opt, optarg, ctx) : 1;
+        if (rc < 0)
+            return 2;
+        if (rc > 0) {
+            fprintf(stderr, "%s", usage);
+            return 2;
+        }
+    }
+    if (argc - optind != npos) {
+        fprintf(stderr, "mergemount: error: expected %d argument%s, got %d\n%s", npos, npos == 1 ? "" : "s",
+                argc - optind, usage);
+        return 2;
+    }
+    for (int i = 0; i < npos; i++)
+        pos[i] = argv[optind + i];
+    return 0;
 }

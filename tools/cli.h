@@ -3,6 +3,7 @@
 #ifndef MM_CLI_H
 #define MM_CLI_H
 
+#include <getopt.h>
 #include <stdint.h>
 
 #include "../merge/plan.h"
@@ -22,6 +23,9 @@ enum {
     MM_OPT_NO_CARD,
     MM_OPT_CRIMES,
     MM_OPT_SEED,
+    MM_OPT_CACHE_DIR,
+    MM_OPT_CACHE_SIZE,
+    MM_OPT_NO_CACHE,
     MM_OPT_COMMON_END,
 };
 #define MM_CLI_COMMON_LONGOPTS                                                                         \
@@ -31,10 +35,27 @@ enum {
         {"write-model-card", no_argument, 0, MM_OPT_CARD},                                             \
         {"no-write-model-card", no_argument, 0, MM_OPT_NO_CARD},                                       \
         {"allow-crimes", no_argument, 0, MM_OPT_CRIMES}, {"random-seed", required_argument, 0, MM_OPT_SEED}, \
+        {"cache-dir", required_argument, 0, MM_OPT_CACHE_DIR},                                         \
+        {"cache-size", required_argument, 0, MM_OPT_CACHE_SIZE}, {"no-cache", no_argument, 0, MM_OPT_NO_CACHE}, \
         {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}
 
-/* Applies one shared option to the plan options. Returns 0, or -EINVAL after printing a message. */
-int mm_cli_common_option(int opt, const char *arg, mm_plan_options *po);
+/* Block-cache options (--cache-dir, --cache-size, --no-cache). */
+typedef struct mm_cli_cache {
+    const char *dir;     /* NULL: default location */
+    uint64_t size;       /* 0: default */
+    int disabled;
+} mm_cli_cache;
+
+/* Applies one shared option. Returns 0, or -EINVAL after printing a message. */
+int mm_cli_common_option(int opt, const char *arg, mm_plan_options *po, mm_cli_cache *cache);
+
+/* Parses a subcommand's arguments (argv[0] is the subcommand). Shared options go to po/cache (either
+ * may be NULL when the command has none); `extra` handles the command's own options (returns 0 if it
+ * took the option, -EINVAL for a bad value, 1 if unknown). Exactly npos positional arguments go to
+ * pos[]. Returns 0, or an exit status (2) after printing usage. --help prints `usage` and exits 0. */
+typedef int (*mm_cli_extra_fn)(int opt, const char *arg, void *ctx);
+int mm_cli_parse(int argc, char **argv, const char *shortopts, const struct option *longopts, const char *usage,
+                 mm_cli_extra_fn extra, void *ctx, mm_plan_options *po, mm_cli_cache *cache, char **pos, int npos);
 
 /* Help text of the shared options. */
 extern const char mm_cli_common_help[];

@@ -13,6 +13,8 @@
 #include "../merge/vfs.h"
 #include "build.h"
 #include "cli.h"
+#include "commands.h"
+#include "../cache/cache.h"
 
 static const char usage_main[] =
     "usage: mergemount <command> [options]\n"
@@ -24,6 +26,8 @@ static const char usage_main[] =
     "  mount CONFIG MOUNTPOINT   mount the merged model (unmount with: fusermount3 -u MOUNTPOINT)\n"
     "  build CONFIG OUTDIR       write the same files to OUTDIR without FUSE\n"
     "  plan CONFIG               print output files and tensors with their sources; computes nothing\n"
+    "  stats MOUNTPOINT          read counters of a mount (blocks computed, cache hits, ...)\n"
+    "  cache stats|clear|prune   inspect or manage the block cache without a mount\n"
     "  version                   print the version (also --version)\n"
     "\n"
     "Run `mergemount <command> --help` for the options of a command.\n";
@@ -45,11 +49,6 @@ static const char usage_build[] =
 static const char usage_plan[] = "usage: mergemount plan CONFIG [--json] [merge options]\n"
                                  "\n"
                                  "  --json                    machine-readable output\n";
-
-static void print_help(const char *usage)
-{
-    printf("%s\n%s", usage, mm_cli_common_help);
-}
 
 /* Loads the config and plans it; prints the error and returns non-zero on failure. */
 static int load(const char *path, const mm_plan_options *po, mm_config **cfg, mm_plan **plan, mm_vfs **vfs)
@@ -80,53 +79,40 @@ static void unload(mm_config *cfg, mm_plan *plan, mm_vfs *vfs)
 
 enum { OPT_FORCE = MM_OPT_COMMON_END, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_JSON };
 
-/* Parses the options of one subcommand. `extra` handles the command's own options (returns 0 if it
- * took the option, -EINVAL for a bad value, 1 if unknown). Positional arguments go to pos[]. */
-typedef int (*extra_fn)(int opt, const char *arg, void *ctx);
-
-static int parse(int argc, char **argv, const char *shortopts, const struct option *longopts, const char *usage,
-                 extra_fn extra, void *ctx, mm_plan_options *po, char **pos, int npos)
-{
-    optind = 1;
-    int opt;
-    while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
-        if (opt == 'h') {
-            print_help(usage);
-            exit(0);
-        }
-        if (opt == '?') {
-            fprintf(stderr, "%s", usage);
-            return 2;
-        }
-        if ((opt >= MM_OPT_BASE && opt < MM_OPT_COMMON_END) || opt == 'v') {
-            if (mm_cli_common_option(opt, optarg, po) < 0)
-                return 2;
-            continue;
-        }
-        int rc = extra ? extra(opt, optarg, ctx) : 1;
-        if (rc < 0)
-            return 2;
-        if (rc > 0) {
-            fprintf(stderr, "%s", usage);
-            return 2;
-        }
-    }
-    if (argc - optind != npos) {
-        fprintf(stderr, "mergemount: error: expected %d argument%s, got %d\n%s", npos, npos == 1 ? "" : "s",
-                argc - optind, usage);
-        return 2;
-    }
-    for (int i = 0; i < npos; i++)
-        pos[i] = argv[optind + i];
-    return 0;
-}
-
 /* ---- mount ---- */
 
 typedef struct mount_args {
     mm_fs_options fo;
     mm_buf opts;
+    mm_cli_cache cache_opt;
+    char *cache_dir;  /* absolute, resolved before daemonising (the daemon runs in /) */
+    mm_vfs *vfs;
+    mm_cache *cache;
 } mount_args;
+
+/* Opens the cache for a vfs; a cache that cannot be opened means running uncached, never failing. */
+static mm_cache *attach_cache(mm_vfs *vfs, const mm_cli_cache *co, const char *dir)
+{
+    if (co->disabled)
+        return NULL;
+    mm_cache_options o = {.dir = dir, .size_limit = co->size};
+    mm_cache *c = NULL;
+    mm_err err = {{0}};
+    if (mm_cache_open(&o, &c, &err) < 0) {
+        mm_log_warn("%s; running without the block cache", err.msg);
+        return NULL;
+    }
+    mm_vfs_set_cache(vfs, c, dir);
+    return c;
+}
+
+/* LMDB handles must not cross fork(): the cache is opened in the serving process. */
+static int mount_after_daemonize(void *arg)
+{
+    mount_args *m = arg;
+    m->cache = attach_cache(m->vfs, &m->cache_opt, m->cache_dir);
+    return 0;
+}
 
 static int mount_extra(int opt, const char *arg, void *ctx)
 {
@@ -149,7 +135,7 @@ static int cmd_mount(int argc, char **argv)
     mm_plan_options_default(&po);
     mount_args m = {0};
     char *pos[2];
-    int rc = parse(argc, argv, "fdo:vh", lo, usage_mount, mount_extra, &m, &po, pos, 2);
+    int rc = mm_cli_parse(argc, argv, "fdo:vh", lo, usage_mount, mount_extra, &m, &po, &m.cache_opt, pos, 2);
     if (rc) {
         mm_buf_free(&m.opts);
         return rc;
@@ -170,10 +156,16 @@ static int cmd_mount(int argc, char **argv)
     m.fo.mountpoint = pos[1];
     m.fo.fuse_opts = m.opts.data;
     m.fo.fsname = cfg->path;
+    m.fo.after_daemonize = mount_after_daemonize;
+    m.fo.arg = &m;
+    m.vfs = vfs;
+    m.cache_dir = mm_cache_default_dir(m.cache_opt.dir);
     rc = mm_fs_run(vfs, &m.fo, &err);
     if (rc < 0)
         fprintf(stderr, "mergemount: error: %s\n", err.msg);
+    mm_cache_close(m.cache); /* commits what is still queued */
     unload(cfg, plan, vfs);
+    free(m.cache_dir);
     mm_buf_free(&m.opts);
     return rc < 0 ? 1 : 0;
 }
@@ -210,8 +202,9 @@ static int cmd_build(int argc, char **argv)
     mm_plan_options po;
     mm_plan_options_default(&po);
     mm_build_options bo = {.progress = -1};
+    mm_cli_cache co = {0};
     char *pos[2];
-    int rc = parse(argc, argv, "j:vh", lo, usage_build, build_extra, &bo, &po, pos, 2);
+    int rc = mm_cli_parse(argc, argv, "j:vh", lo, usage_build, build_extra, &bo, &po, &co, pos, 2);
     if (rc)
         return rc;
     bo.outdir = pos[1];
@@ -220,10 +213,14 @@ static int cmd_build(int argc, char **argv)
     mm_vfs *vfs = NULL;
     if (load(pos[0], &po, &cfg, &plan, &vfs))
         return 1;
+    char *dir = mm_cache_default_dir(co.dir);
+    mm_cache *cache = attach_cache(vfs, &co, dir);
     mm_err err = {{0}};
     rc = mm_build_run(vfs, &bo, &err);
     if (rc < 0)
         fprintf(stderr, "mergemount: error: %s\n", err.msg);
+    mm_cache_close(cache);
+    free(dir);
     unload(cfg, plan, vfs);
     return rc < 0 ? 1 : 0;
 }
@@ -246,7 +243,7 @@ static int cmd_plan(int argc, char **argv)
     mm_plan_options_default(&po);
     int json = 0;
     char *pos[1];
-    int rc = parse(argc, argv, "vh", lo, usage_plan, plan_extra, &json, &po, pos, 1);
+    int rc = mm_cli_parse(argc, argv, "vh", lo, usage_plan, plan_extra, &json, &po, NULL, pos, 1);
     if (rc)
         return rc;
     mm_config *cfg = NULL;
@@ -279,6 +276,10 @@ int main(int argc, char **argv)
         return cmd_build(argc - 1, argv + 1);
     if (!strcmp(cmd, "plan"))
         return cmd_plan(argc - 1, argv + 1);
+    if (!strcmp(cmd, "stats"))
+        return mm_cmd_stats(argc - 1, argv + 1);
+    if (!strcmp(cmd, "cache"))
+        return mm_cmd_cache(argc - 1, argv + 1);
     fprintf(stderr, "mergemount: error: unknown command '%s'\n%s", cmd, usage_main);
     return 2;
 }

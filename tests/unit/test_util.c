@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "merge/sha256.h"
 #include "merge/util.h"
 
 static void fmt(double v, const char *want)
@@ -48,5 +49,41 @@ int main(void)
     char *j = mm_path_join("/a/b/", "c");
     CHECK(strcmp(j, "/a/b/c") == 0);
     free(j);
+    /* SHA-256 test vectors of FIPS 180-2 appendix B. */
+    static const struct {
+        const char *msg;
+        const char *hex;
+    } v[] = {
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        mm_sha256 s;
+        unsigned char out[32];
+        char hex[65];
+        mm_sha256_init(&s);
+        /* Feed in odd pieces so the buffering is exercised. */
+        for (const char *p = v[i].msg; *p; p++)
+            mm_sha256_update(&s, p, 1);
+        mm_sha256_final(&s, out);
+        for (int k = 0; k < 32; k++)
+            snprintf(hex + 2 * k, 3, "%02x", out[k]);
+        CHECK(strcmp(hex, v[i].hex) == 0);
+    }
+    {
+        mm_sha256 s;
+        unsigned char out[32];
+        char hex[65], chunk[1000];
+        memset(chunk, 'a', sizeof chunk);
+        mm_sha256_init(&s);
+        for (int i = 0; i < 1000; i++)
+            mm_sha256_update(&s, chunk, sizeof chunk);
+        mm_sha256_final(&s, out);
+        for (int k = 0; k < 32; k++)
+            snprintf(hex + 2 * k, 3, "%02x", out[k]);
+        CHECK(strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") == 0);
+    }
     return mm_check_report();
 }

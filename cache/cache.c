@@ -1,0 +1,225 @@
+/* The open cache: lifetime, the read path (pooled read transactions) and the public put/flush. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache_internal.h"
+
+/* Small enough that a group commit never approaches LMDB's dirty-page limit, large enough to amortise
+ * the commit's fsync; a sixteenth of small limits so that a batch always fits the map's headroom. */
+static uint64_t txn_cap_for(uint64_t limit)
+{
+    uint64_t cap = limit / 16;
+    if (cap < MM_MIB)
+        cap = MM_MIB;
+    if (cap > 64 * MM_MIB)
+        cap = 64 * MM_MIB;
+    return cap;
+}
+
+int mm_cache_open(const mm_cache_options *opt, mm_cache **out, mm_err *err)
+{
+    *out = NULL;
+    char *dir = mm_cache_default_dir(opt ? opt->dir : NULL);
+    int rc = mm_cache_dir_create(dir, err);
+    if (rc) {
+        free(dir);
+        return rc;
+    }
+    mm_cache *c = mm_xcalloc(1, sizeof *c);
+    c->size_limit = opt && opt->size_limit ? opt->size_limit : MM_CACHE_DEFAULT_SIZE;
+    c->txn_cap = txn_cap_for(c->size_limit);
+    atomic_init(&c->evictions, 0);
+    atomic_init(&c->puts_stored, 0);
+    atomic_init(&c->puts_dropped, 0);
+    atomic_init(&c->corrupt, 0);
+    atomic_init(&c->resets, 0);
+    atomic_init(&c->q_bytes, 0);
+    bool reset;
+    rc = mm_cache_env_open(&c->env, dir, mm_cache_map_size(c->size_limit), &reset, err);
+    if (rc) {
+        free(c);
+        return rc;
+    }
+    atomic_store(&c->resets, reset ? 1 : 0);
+    pthread_mutex_init(&c->pool_lock, NULL);
+    mm_cache_pending_init(c);
+    rc = mm_cache_writer_start(c, err);
+    if (rc) {
+        mm_cache_pending_destroy(c);
+        pthread_mutex_destroy(&c->pool_lock);
+        mm_cache_env_close(&c->env);
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void mm_cache_close(mm_cache *c)
+{
+    if (!c)
+        return;
+    mm_cache_writer_stop(c);
+    for (size_t i = 0; i < c->pool_n; i++)
+        mdb_txn_abort(c->pool[i]);
+    pthread_mutex_destroy(&c->pool_lock);
+    mm_cache_pending_destroy(c);
+    mm_cache_env_close(&c->env);
+    free(c);
+}
+
+/* hit->txn is either an LMDB read transaction or, with the low bit set, a pending op (both come from
+ * allocators that align to at least 8 bytes). */
+static void *tag_op(mm_cache_op *op)
+{
+    return (void *)((uintptr_t)op | 1u);
+}
+
+static mm_cache_op *tagged_op(void *p)
+{
+    return ((uintptr_t)p & 1u) ? (mm_cache_op *)((uintptr_t)p & ~(uintptr_t)1u) : NULL;
+}
+
+/* A reset transaction keeps its reader slot; renewing it skips the process-shared reader-table lock
+ * that a fresh mdb_txn_begin takes. */
+static int rtxn_acquire(mm_cache *c, MDB_txn **out)
+{
+    MDB_txn *txn = NULL;
+    pthread_mutex_lock(&c->pool_lock);
+    if (c->pool_n)
+        txn = c->pool[--c->pool_n];
+    pthread_mutex_unlock(&c->pool_lock);
+    if (txn) {
+        if (mdb_txn_renew(txn) == 0) {
+            *out = txn;
+            return 0;
+        }
+        mdb_txn_abort(txn);
+    }
+    return mdb_txn_begin(c->env.env, NULL, MDB_RDONLY, out);
+}
+
+static void rtxn_release(mm_cache *c, MDB_txn *txn)
+{
+    mdb_txn_reset(txn);
+    pthread_mutex_lock(&c->pool_lock);
+    if (c->pool_n < MM_CACHE_RTXN_POOL) {
+        c->pool[c->pool_n++] = txn;
+        txn = NULL;
+    }
+    pthread_mutex_unlock(&c->pool_lock);
+    if (txn)
+        mdb_txn_abort(txn);
+}
+
+static bool touch_wanted(mm_cache *c, MDB_txn *txn, MDB_val *k)
+{
+    MDB_val v;
+    uint64_t then, entries;
+    mm_cache_state st;
+    if (mdb_get(txn, c->env.atime, k, &v) != 0 || v.mv_size != sizeof then)
+        return false;
+    memcpy(&then, v.mv_data, sizeof then);
+    if (mm_cache_state_read(&c->env, txn, &st) != 0 || mm_cache_entries(&c->env, txn, &entries) != 0)
+        return false;
+    return mm_cache_touch_due(st.tick, then, entries);
+}
+
+int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, mm_cache_hit *hit)
+{
+    memset(hit, 0, sizeof *hit);
+    if (!c || !key || key_len != mm_cache_key_len(table))
+        return 0;
+    /* The queue first: its entries leave only after their commit, so a miss here followed by a miss in
+     * a read transaction begun afterwards is a true miss. */
+    mm_cache_op *op = mm_cache_pending_find(c, table, key);
+    if (op) {
+        hit->data = op->val + MM_CACHE_HDR_LEN;
+        hit->len = op->val_len - MM_CACHE_HDR_LEN;
+        hit->txn = tag_op(op);
+        return 1;
+    }
+    MDB_txn *txn;
+    int rc = rtxn_acquire(c, &txn);
+    if (rc) {
+        mm_cache_log_once(MM_CACHE_LOG_READ, "cannot read the cache at %s (%s); computing instead", c->env.dir,
+                          mm_cache_strerror(rc));
+        return 0;
+    }
+    MDB_val k = {key_len, (void *)key}, v;
+    rc = mdb_get(txn, mm_cache_table_dbi(&c->env, table), &k, &v);
+    if (rc) {
+        if (rc != MDB_NOTFOUND)
+            mm_cache_log_once(MM_CACHE_LOG_READ, "cannot read the cache at %s (%s); computing instead", c->env.dir,
+                              mm_cache_strerror(rc));
+        rtxn_release(c, txn);
+        return 0;
+    }
+    const void *data;
+    size_t len;
+    if (!mm_cache_value_open(v.mv_data, v.mv_size, &data, &len)) {
+        rtxn_release(c, txn);
+        atomic_fetch_add(&c->corrupt, 1);
+        mm_cache_log_once(MM_CACHE_LOG_CORRUPT, "a cache entry in %s failed its checksum; it is dropped and recomputed",
+                          c->env.dir);
+        mm_cache_enqueue_drop(c, table, key);
+        return 0;
+    }
+    if (touch_wanted(c, txn, &k))
+        mm_cache_enqueue_touch(c, table, key);
+    hit->data = data;
+    hit->len = len;
+    hit->txn = txn;
+    return 1;
+}
+
+void mm_cache_release(mm_cache *c, mm_cache_hit *hit)
+{
+    if (c && hit && hit->txn) {
+        mm_cache_op *op = tagged_op(hit->txn);
+        if (op)
+            mm_cache_op_unref(op);
+        else
+            rtxn_release(c, hit->txn);
+    }
+    if (hit)
+        memset(hit, 0, sizeof *hit);
+}
+
+void mm_cache_put(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, const void *data, size_t len)
+{
+    if (!c || !key || key_len != mm_cache_key_len(table) || (len && !data))
+        return;
+    /* It would only push everything else out and then be evicted itself. */
+    if (c->size_limit < MM_CACHE_HDR_LEN || len > c->size_limit - MM_CACHE_HDR_LEN) {
+        atomic_fetch_add(&c->puts_dropped, 1);
+        return;
+    }
+    /* Already on its way (another thread computed the same block): it would only meet MDB_KEYEXIST. */
+    mm_cache_op *pending = mm_cache_pending_find(c, table, key);
+    if (pending) {
+        mm_cache_op_unref(pending);
+        atomic_fetch_add(&c->puts_dropped, 1);
+        return;
+    }
+    mm_cache_enqueue_put(c, table, key, data, len);
+}
+
+void mm_cache_flush(mm_cache *c)
+{
+    if (c)
+        mm_cache_writer_flush(c);
+}
+
+void mm_cache_counters_get(mm_cache *c, mm_cache_counters *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!c)
+        return;
+    out->evictions = atomic_load(&c->evictions);
+    out->puts_stored = atomic_load(&c->puts_stored);
+    out->puts_dropped = atomic_load(&c->puts_dropped);
+    out->corrupt = atomic_load(&c->corrupt);
+    out->resets = atomic_load(&c->resets);
+}

@@ -1,0 +1,120 @@
+/* The persistent block cache (DESIGN.md "Blocks, recipes, statistics", FUSE-NOTES.md "LMDB as the cache").
+ *
+ * An LMDB environment in a directory (default $XDG_CACHE_HOME/mergemount, else ~/.cache/mergemount)
+ * holding finished blocks of output tensors, keyed by a 40-byte key: the 32-byte recipe hash of the
+ * tensor followed by the block index (u64 big-endian). A value is a small header (magic, length,
+ * checksum of the bytes) followed by the bytes. Per-tensor statistics of methods with a pre-pass live in
+ * their own table under the 32-byte recipe hash (same get/put interface, `table` MM_CACHE_STATS).
+ *
+ * Rules it keeps:
+ * - Never writes on the caller's thread: mm_cache_put copies the bytes into a queue that one writer
+ *   thread commits in groups (group commit). When the queue is over its memory bound, puts are dropped.
+ * - Hits are read from the mapped value inside a read transaction; the caller copies them out and
+ *   releases (never holds a read transaction while computing). A value whose put is still queued is
+ *   served from the queue, so it is visible to every thread from the moment mm_cache_put returns.
+ * - Size bound: approximate LRU. Access times are updated lazily (a hit whose recorded access is old is
+ *   queued as a "touch" for the writer). When the stored bytes pass the limit, the writer evicts the
+ *   least recently used blocks down to a low watermark (90% of the limit). MDB_MAP_FULL or ENOSPC on
+ *   commit: evict a batch and retry once, else drop the batch. LMDB's MVCC keeps a value a reader is
+ *   copying valid until it releases, so eviction never pulls data from under a reader.
+ * - Crash safety: LMDB commits are atomic; a checksum mismatch on a hit, or an environment that cannot be
+ *   opened or read (corrupt file, version mismatch), is logged once, the entry (or the whole environment)
+ *   is dropped and the caller recomputes. A cache problem never becomes an error for the caller: get
+ *   answers "miss" and put silently drops.
+ * - Several processes may share one directory (LMDB's lock file); a block put by two of them is stored
+ *   once (MDB_NOOVERWRITE).
+ * - Open it after fork() (after fuse_daemonize): LMDB handles must not cross fork.
+ *
+ * Thread-safety: every function may be called from any thread at once, except mm_cache_close. */
+#ifndef MM_CACHE_H
+#define MM_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../merge/util.h"
+
+#define MM_CACHE_KEY_LEN 40
+#define MM_CACHE_RECIPE_LEN 32
+/* Default size limit (documented in the README): 20 GB. */
+#define MM_CACHE_DEFAULT_SIZE 20000000000ull
+
+typedef struct mm_cache mm_cache;
+
+typedef enum { MM_CACHE_BLOCKS = 0, MM_CACHE_STATS = 1 } mm_cache_table;
+
+typedef struct mm_cache_options {
+    const char *dir;      /* NULL: the default location */
+    uint64_t size_limit;  /* bytes of stored values; 0: MM_CACHE_DEFAULT_SIZE */
+} mm_cache_options;
+
+/* Counters of the cache itself (the block layer above counts hits/misses/computations). */
+typedef struct mm_cache_counters {
+    uint64_t evictions;     /* blocks evicted (statistics entries share the LRU but are not counted) */
+    uint64_t puts_stored;   /* values committed */
+    uint64_t puts_dropped;  /* values not stored (queue full, map full, disk full, already present) */
+    uint64_t corrupt;       /* checksum mismatches and unreadable entries dropped */
+    uint64_t resets;        /* environments wiped because they could not be opened or read */
+} mm_cache_counters;
+
+/* What the environment holds (for `mergemount cache stats`). */
+typedef struct mm_cache_info {
+    char *dir;              /* heap; the resolved directory */
+    uint64_t blocks;        /* entries in the blocks table */
+    uint64_t stats_entries; /* entries in the statistics table */
+    uint64_t stored_bytes;  /* bytes of values (headers included) */
+    uint64_t size_limit;
+    uint64_t file_bytes;    /* size of data.mdb on disk */
+} mm_cache_info;
+
+/* The directory the cache would use for opt (heap string): opt->dir, else $XDG_CACHE_HOME/mergemount,
+ * else $HOME/.cache/mergemount. Always absolute. */
+char *mm_cache_default_dir(const char *dir);
+
+/* Opens (creating the directory if needed) and starts the writer thread. On an environment that cannot
+ * be opened because it is corrupt or of another LMDB version, logs once, removes data.mdb/lock.mdb and
+ * creates a new one. Returns 0, or -errno with a message when no cache can be had at all (e.g. the
+ * directory cannot be created); callers then run without a cache. */
+int mm_cache_open(const mm_cache_options *opt, mm_cache **out, mm_err *err);
+
+/* Flushes the queue (commits what is pending), stops the writer thread and closes the environment. */
+void mm_cache_close(mm_cache *c);
+
+/* A hit: data/len point into the map (or the queue), valid until mm_cache_release; data is not
+ * necessarily aligned. */
+typedef struct mm_cache_hit {
+    const void *data;
+    size_t len;
+    void *txn; /* private */
+} mm_cache_hit;
+
+/* Looks a key up (key_len = MM_CACHE_KEY_LEN for blocks, MM_CACHE_RECIPE_LEN for stats). Returns 1 and
+ * fills *hit on a hit whose checksum verifies (the caller must mm_cache_release it), 0 on a miss (also
+ * for any cache problem, which is logged once and counted). */
+int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, mm_cache_hit *hit);
+void mm_cache_release(mm_cache *c, mm_cache_hit *hit);
+
+/* Queues a value for storing (copies data). Never blocks on I/O. A value larger than the size limit is
+ * dropped (counted). */
+void mm_cache_put(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, const void *data, size_t len);
+
+/* Waits until everything queued so far is committed (tests and `build` use it before exiting). */
+void mm_cache_flush(mm_cache *c);
+
+void mm_cache_counters_get(mm_cache *c, mm_cache_counters *out);
+
+/* Offline management (`mergemount cache ...`), safe while mounts in other processes use the same
+ * directory (not while this process has it open: LMDB's file locks are per process). A directory without
+ * a cache is reported as empty and is not created. */
+int mm_cache_info_get(const mm_cache_options *opt, mm_cache_info *out, mm_err *err);
+void mm_cache_info_free(mm_cache_info *i);
+/* Removes every entry; *removed gets the number of blocks removed. */
+int mm_cache_clear(const mm_cache_options *opt, uint64_t *removed, mm_err *err);
+/* Evicts least recently used entries until the stored bytes are within opt->size_limit (0: the
+ * default); *removed gets the number of blocks evicted. */
+int mm_cache_prune(const mm_cache_options *opt, uint64_t *removed, mm_err *err);
+
+/* A 64-bit checksum of bytes (fast, word-wise; for detecting corruption, not adversaries). */
+uint64_t mm_checksum64(const void *data, size_t len);
+
+#endif

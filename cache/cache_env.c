@@ -1,0 +1,227 @@
+/* Opening the LMDB environment: flags, map size, tables, the format record, and starting over when
+ * what is on disk cannot be read. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cache_internal.h"
+
+/* NOTLS: read transactions are pooled and renewed on any thread. NOMETASYNC: a crash of the OS may
+ * undo the last commit but never corrupts; commits stay cheap. No WRITEMAP: a full disk must surface as
+ * ENOSPC from a commit, not as SIGBUS inside the daemon. NORDAHEAD: reads are of whole values. */
+#define ENV_FLAGS (MDB_NOTLS | MDB_NOMETASYNC | MDB_NORDAHEAD)
+/* Reader slots are per read transaction (pooled per process), shared by all processes on the directory. */
+#define MAX_READERS 512
+#define MAX_DBS 8
+/* Keeps a huge limit from asking for more address space than x86-64 user space has. */
+#define MAX_MAP (1ull << 46)
+
+static const MDB_val state_key = {5, (void *)"state"};
+
+uint64_t mm_cache_map_size(uint64_t size_limit)
+{
+    uint64_t m = size_limit > MAX_MAP ? MAX_MAP : size_limit + size_limit / 2;
+    if (m > MAX_MAP)
+        m = MAX_MAP;
+    if (m < MM_CACHE_MIN_MAP)
+        m = MM_CACHE_MIN_MAP;
+    return (m + MM_MIB - 1) / MM_MIB * MM_MIB;
+}
+
+MDB_dbi mm_cache_table_dbi(const mm_cache_env *e, mm_cache_table t)
+{
+    return t == MM_CACHE_STATS ? e->stats : e->blocks;
+}
+
+int mm_cache_state_read(const mm_cache_env *e, MDB_txn *txn, mm_cache_state *st)
+{
+    MDB_val k = state_key, v;
+    memset(st, 0, sizeof *st);
+    int rc = mdb_get(txn, e->meta, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc)
+        return rc;
+    uint32_t magic, format;
+    if (v.mv_size != MM_CACHE_META_LEN)
+        return MM_CACHE_BADFORMAT;
+    const unsigned char *p = v.mv_data;
+    memcpy(&magic, p, 4);
+    memcpy(&format, p + 4, 4);
+    if (magic != MM_CACHE_META_MAGIC || format != MM_CACHE_FORMAT)
+        return MM_CACHE_BADFORMAT;
+    memcpy(&st->stored, p + 8, 8);
+    memcpy(&st->tick, p + 16, 8);
+    return 0;
+}
+
+int mm_cache_state_write(const mm_cache_env *e, MDB_txn *txn, const mm_cache_state *st)
+{
+    unsigned char rec[MM_CACHE_META_LEN];
+    uint32_t magic = MM_CACHE_META_MAGIC, format = MM_CACHE_FORMAT;
+    memcpy(rec, &magic, 4);
+    memcpy(rec + 4, &format, 4);
+    memcpy(rec + 8, &st->stored, 8);
+    memcpy(rec + 16, &st->tick, 8);
+    MDB_val k = state_key, v = {sizeof rec, rec};
+    return mdb_put(txn, e->meta, &k, &v, 0);
+}
+
+int mm_cache_entries(const mm_cache_env *e, MDB_txn *txn, uint64_t *n)
+{
+    MDB_stat a, b;
+    int rc = mdb_stat(txn, e->blocks, &a);
+    if (!rc)
+        rc = mdb_stat(txn, e->stats, &b);
+    *n = rc ? 0 : (uint64_t)a.ms_entries + b.ms_entries;
+    return rc;
+}
+
+/* What a wipe-and-restart can cure; anything else (EACCES, ENOSPC, ...) would fail again. */
+static bool unreadable(int rc)
+{
+    return rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_VERSION_MISMATCH || rc == MDB_PANIC ||
+           rc == MDB_PAGE_NOTFOUND || rc == MDB_INCOMPATIBLE || rc == MDB_BAD_DBI || rc == MM_CACHE_BADFORMAT;
+}
+
+static int setup_tables(mm_cache_env *e)
+{
+    struct {
+        const char *name;
+        MDB_dbi *dbi;
+    } t[] = {{"blocks", &e->blocks}, {"stats", &e->stats}, {"atime", &e->atime}, {"lru", &e->lru}, {"meta", &e->meta}};
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(e->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < sizeof t / sizeof t[0] && !rc; i++)
+        rc = mdb_dbi_open(txn, t[i].name, MDB_CREATE, t[i].dbi);
+    MDB_val k = state_key, v;
+    if (!rc)
+        rc = mdb_get(txn, e->meta, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        /* A new environment; tables with entries but no state record are someone else's. */
+        uint64_t n;
+        rc = mm_cache_entries(e, txn, &n);
+        if (!rc && n)
+            rc = MM_CACHE_BADFORMAT;
+        if (!rc)
+            rc = mm_cache_state_write(e, txn, &(mm_cache_state){0, 0});
+    } else if (!rc) {
+        mm_cache_state st;
+        rc = mm_cache_state_read(e, txn, &st);
+    }
+    if (rc) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return mdb_txn_commit(txn);
+}
+
+/* Walks to both ends of every table: a torn tree shows up here (as MDB_CORRUPTED or
+ * MDB_PAGE_NOTFOUND) instead of on the read path of the mount. */
+static int sanity_read(mm_cache_env *e)
+{
+    MDB_dbi all[] = {e->blocks, e->stats, e->atime, e->lru, e->meta};
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < sizeof all / sizeof all[0] && !rc; i++) {
+        MDB_cursor *cur;
+        rc = mdb_cursor_open(txn, all[i], &cur);
+        if (rc)
+            break;
+        MDB_val k, v;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        if (!rc)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+        if (!rc && all[i] == e->lru && k.mv_size != MM_CACHE_TICK_LEN + MM_CACHE_KEY_LEN &&
+            k.mv_size != MM_CACHE_TICK_LEN + MM_CACHE_RECIPE_LEN)
+            rc = MM_CACHE_BADFORMAT;
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+        mdb_cursor_close(cur);
+    }
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+static int try_open(mm_cache_env *e, uint64_t map_min)
+{
+    int rc = mdb_env_create(&e->env);
+    if (rc) {
+        e->env = NULL;
+        return rc;
+    }
+    if ((rc = mdb_env_set_maxreaders(e->env, MAX_READERS)) == 0 && (rc = mdb_env_set_maxdbs(e->env, MAX_DBS)) == 0 &&
+        (rc = mdb_env_open(e->env, e->dir, ENV_FLAGS, 0644)) == 0) {
+        /* Slots of processes that died holding a read transaction would pin pages forever. */
+        int dead = 0;
+        (void)mdb_reader_check(e->env, &dead);
+        /* The map size was left unset so LMDB adopted the one recorded in the file (what other
+         * processes use); grow it to ours if ours is larger, never shrink it under them. */
+        MDB_envinfo info;
+        rc = mdb_env_info(e->env, &info);
+        if (!rc && info.me_mapsize < map_min)
+            rc = mdb_env_set_mapsize(e->env, (size_t)map_min);
+        if (!rc)
+            rc = setup_tables(e);
+        if (!rc)
+            rc = sanity_read(e);
+    }
+    if (rc) {
+        mdb_env_close(e->env);
+        e->env = NULL;
+    }
+    return rc;
+}
+
+static int wipe(const char *dir)
+{
+    const char *names[] = {"data.mdb", "lock.mdb"};
+    for (size_t i = 0; i < 2; i++) {
+        char *p = mm_path_join(dir, names[i]);
+        int rc = unlink(p) == 0 || errno == ENOENT ? 0 : errno;
+        free(p);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int mm_cache_env_open(mm_cache_env *e, char *dir, uint64_t map_min, bool *reset, mm_err *err)
+{
+    memset(e, 0, sizeof *e);
+    e->dir = dir;
+    *reset = false;
+    int rc = try_open(e, map_min);
+    if (rc && unreadable(rc)) {
+        mm_log_warn("cache at %s is unreadable (%s); starting a new one", dir, mm_cache_strerror(rc));
+        rc = wipe(dir);
+        if (!rc) {
+            *reset = true;
+            rc = try_open(e, map_min);
+        }
+    }
+    if (rc) {
+        int code = rc > 0 ? -rc : -EIO;
+        mm_err_set(err, code, "cannot open the cache at %s: %s", dir, mm_cache_strerror(rc));
+        free(dir);
+        memset(e, 0, sizeof *e);
+        return code;
+    }
+    return 0;
+}
+
+void mm_cache_env_close(mm_cache_env *e)
+{
+    if (e->env) {
+        /* NOMETASYNC left the last meta page unsynced. */
+        (void)mdb_env_sync(e->env, 1);
+        mdb_env_close(e->env);
+    }
+    free(e->dir);
+    memset(e, 0, sizeof *e);
+}

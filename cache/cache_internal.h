@@ -1,0 +1,200 @@
+/* Private to cache/: the on-disk format, the environment handle shared by the mount and the offline
+ * commands, the table operations of the writer, and the state of an open cache.
+ *
+ * On-disk format (format 1), one LMDB environment (data.mdb + lock.mdb) with five named tables:
+ *   blocks  40-byte key (recipe hash + block index BE) -> value
+ *   stats   32-byte recipe hash                       -> value
+ *   atime   key (40 or 32 bytes; the length tells the table) -> u64 access tick (native endian)
+ *   lru     u64 tick big-endian + key                  -> empty (memcmp order = oldest first)
+ *   meta    "state" -> {u32 magic, u32 format, u64 stored bytes, u64 tick} (native endian)
+ * A value is a 24-byte header {u32 magic, u32 flags (0), u64 length, u64 mm_checksum64(bytes)}
+ * followed by the bytes. Headers and records are read with memcpy: LMDB only aligns values to 2 bytes.
+ * Every put, touch and eviction updates blocks/stats, atime, lru and meta in one transaction, so
+ * processes sharing the directory always agree on the stored bytes and the LRU order.
+ * Statistics entries take part in the LRU like blocks (they are small and cheap to keep recent: the
+ * engine reads them whenever it computes a block of the tensor). */
+#ifndef MM_CACHE_INTERNAL_H
+#define MM_CACHE_INTERNAL_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "cache.h"
+
+#define MM_CACHE_VALUE_MAGIC 0x4256434du /* "MCVB" */
+#define MM_CACHE_META_MAGIC 0x4d56434du  /* "MCVM" */
+#define MM_CACHE_FORMAT 1u
+#define MM_CACHE_HDR_LEN 24u
+#define MM_CACHE_META_LEN 24u
+#define MM_CACHE_TICK_LEN 8u
+
+#define MM_MIB (1024ull * 1024ull)
+/* The smallest map: room for a few batches of 1 MiB blocks whatever the limit. */
+#define MM_CACHE_MIN_MAP (8ull * MM_MIB)
+/* Our own "this is not a cache of this format" result, outside LMDB's and errno's ranges. */
+#define MM_CACHE_BADFORMAT (-30500)
+
+/* Fills the 24-byte header in front of `len` bytes already at hdr + MM_CACHE_HDR_LEN. */
+void mm_cache_value_seal(unsigned char *hdr, size_t len);
+/* Checks a stored value; on success points data and len at its bytes. */
+bool mm_cache_value_open(const void *val, size_t val_len, const void **data, size_t *len);
+
+static inline size_t mm_cache_key_len(mm_cache_table t)
+{
+    return t == MM_CACHE_STATS ? MM_CACHE_RECIPE_LEN : MM_CACHE_KEY_LEN;
+}
+
+/* A hit deserves a touch when its access tick lags the newest by more than 1/16 of the entries: it
+ * then sits outside the most recent sixteenth of the LRU order, the only part an eviction round (which
+ * removes at least the oldest 10%) is sure to spare. Hotter keys are not rewritten on every read. */
+static inline bool mm_cache_touch_due(uint64_t now, uint64_t then, uint64_t entries)
+{
+    return then > now || now - then > entries / 16;
+}
+
+/* --- log once (the only process-wide mutable state of the cache) --- */
+typedef enum {
+    MM_CACHE_LOG_CORRUPT,
+    MM_CACHE_LOG_READ,
+    MM_CACHE_LOG_WRITE,
+    MM_CACHE_LOG_EVICT,
+    MM_CACHE_LOG_QUEUE,
+    MM_CACHE_LOG_KINDS
+} mm_cache_log_kind;
+void mm_cache_log_once(mm_cache_log_kind kind, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Text for an LMDB or errno result (also MM_CACHE_BADFORMAT). */
+const char *mm_cache_strerror(int rc);
+
+/* --- directory --- */
+/* mkdir -p with mode 0755; -errno with a message naming the directory. */
+int mm_cache_dir_create(const char *dir, mm_err *err);
+
+/* --- environment (cache_env.c) --- */
+typedef struct mm_cache_env {
+    MDB_env *env;
+    MDB_dbi blocks, stats, atime, lru, meta;
+    char *dir; /* heap, owned */
+} mm_cache_env;
+
+/* Opens the environment in `dir` (taking ownership of the heap string) with a map of at least
+ * map_min bytes (an existing environment keeps its larger map so sharing processes agree), creates the
+ * tables and reads them once. An environment that is unreadable (corrupt, other LMDB version, not our
+ * format) is logged, wiped and created anew, and *reset is set. Returns 0 or -errno with a message;
+ * on failure `dir` is freed and *e is zeroed. */
+int mm_cache_env_open(mm_cache_env *e, char *dir, uint64_t map_min, bool *reset, mm_err *err);
+void mm_cache_env_close(mm_cache_env *e);
+/* The map size for a size limit: 1.5x, at least MM_CACHE_MIN_MAP. */
+uint64_t mm_cache_map_size(uint64_t size_limit);
+
+typedef struct mm_cache_state {
+    uint64_t stored; /* bytes of values, headers included */
+    uint64_t tick;   /* last access tick handed out */
+} mm_cache_state;
+/* Reads the meta record (a missing record reads as zeros). Returns 0 or an LMDB/errno code. */
+int mm_cache_state_read(const mm_cache_env *e, MDB_txn *txn, mm_cache_state *st);
+int mm_cache_state_write(const mm_cache_env *e, MDB_txn *txn, const mm_cache_state *st);
+/* Entries in the blocks and stats tables together. */
+int mm_cache_entries(const mm_cache_env *e, MDB_txn *txn, uint64_t *n);
+MDB_dbi mm_cache_table_dbi(const mm_cache_env *e, mm_cache_table t);
+
+/* --- table operations inside one write transaction (cache_store.c) --- */
+typedef struct mm_cache_wtxn {
+    mm_cache_env *e;
+    MDB_txn *txn;
+    mm_cache_state st; /* written back by mm_cache_wtxn_commit */
+    uint64_t entries;  /* at begin; only steers touch laziness */
+} mm_cache_wtxn;
+
+int mm_cache_wtxn_begin(mm_cache_env *e, mm_cache_wtxn *w);
+/* Writes the state back and commits; the transaction is gone afterwards whatever the result. */
+int mm_cache_wtxn_commit(mm_cache_wtxn *w);
+void mm_cache_wtxn_abort(mm_cache_wtxn *w);
+/* Stores a sealed value (MDB_NOOVERWRITE): 0, MDB_KEYEXIST, or an LMDB/errno code. */
+int mm_cache_store_put(mm_cache_wtxn *w, mm_cache_table t, const void *key, const void *val, size_t val_len);
+/* Moves a present key to the recent end of the LRU if its tick is old. */
+int mm_cache_store_touch(mm_cache_wtxn *w, mm_cache_table t, const void *key);
+/* Deletes the entry if its value (still) fails verification. */
+int mm_cache_store_drop_corrupt(mm_cache_wtxn *w, mm_cache_table t, const void *key);
+/* Deletes least recently used entries until the stored bytes are <= target; counts the blocks among
+ * them (statistics entries leave silently, so block counts before and after stay comparable). */
+int mm_cache_store_evict(mm_cache_wtxn *w, uint64_t target, uint64_t *evicted);
+/* Empties every table; *blocks gets how many blocks there were. */
+int mm_cache_store_clear(mm_cache_wtxn *w, uint64_t *blocks);
+
+/* --- an open cache (cache.c, cache_writer.c, cache_pending.c) --- */
+typedef enum { MM_CACHE_OP_PUT, MM_CACHE_OP_TOUCH, MM_CACHE_OP_DROP } mm_cache_op_kind;
+
+/* A queued request. Puts are also reachable from the pending index until the writer has committed (or
+ * dropped) them; `refs` counts the queue's reference and those of hits served from the op. */
+typedef struct mm_cache_op {
+    struct mm_cache_op *next;  /* queue order */
+    struct mm_cache_op *pnext; /* pending index chain */
+    atomic_uint refs;
+    uint64_t seq;
+    uint64_t size; /* reserved in q_bytes */
+    mm_cache_op_kind kind;
+    mm_cache_table table;
+    unsigned char key[MM_CACHE_KEY_LEN];
+    size_t val_len;
+    unsigned char val[]; /* puts: sealed value (header + bytes) */
+} mm_cache_op;
+
+#define MM_CACHE_PEND_BUCKETS 1024
+
+#define MM_CACHE_RTXN_POOL 64
+
+struct mm_cache {
+    mm_cache_env env;
+    uint64_t size_limit;
+    uint64_t txn_cap; /* bytes of queued ops per write transaction (soft: at least one op) */
+
+    _Atomic uint64_t evictions, puts_stored, puts_dropped, corrupt, resets;
+
+    /* Reset read transactions kept for renewal: they keep their reader slot. */
+    pthread_mutex_t pool_lock;
+    MDB_txn *pool[MM_CACHE_RTXN_POOL];
+    size_t pool_n;
+
+    /* The writer's queue. q_bytes is reserved before an op is built and released after it is
+     * committed or dropped, so the bound covers what the writer holds too. */
+    _Atomic uint64_t q_bytes;
+    pthread_mutex_t q_lock;
+    pthread_cond_t q_work, q_done;
+    mm_cache_op *q_head, *q_tail;
+    uint64_t q_enq_seq, q_done_seq;
+    bool q_stop;
+    pthread_t writer;
+
+    /* Queued puts by key, so that a get sees a value from the moment its put returns. */
+    pthread_mutex_t pend_lock;
+    atomic_uint_fast64_t pend_n;
+    mm_cache_op *pend[MM_CACHE_PEND_BUCKETS];
+};
+
+/* Bound on queued memory; puts beyond it are dropped. */
+#define MM_CACHE_QUEUE_MAX (256ull * MM_MIB)
+
+/* The pending index (cache_pending.c). Entries are added before the put is queued and removed only
+ * after the writer committed or dropped it: a get that finds no pending entry and then reads LMDB can
+ * therefore not miss a value whose put returned before the get began. */
+void mm_cache_pending_init(mm_cache *c);
+void mm_cache_pending_destroy(mm_cache *c);
+void mm_cache_pending_add(mm_cache *c, mm_cache_op *op);
+/* A pending put of the key with a reference taken, or NULL. */
+mm_cache_op *mm_cache_pending_find(mm_cache *c, mm_cache_table t, const void *key);
+/* Removes the puts of a processed list from the index. */
+void mm_cache_pending_remove(mm_cache *c, mm_cache_op *list);
+/* Drops a reference; the last one frees the op. */
+void mm_cache_op_unref(mm_cache_op *op);
+
+int mm_cache_writer_start(mm_cache *c, mm_err *err);
+/* Commits everything queued, then joins the writer. */
+void mm_cache_writer_stop(mm_cache *c);
+void mm_cache_writer_flush(mm_cache *c);
+void mm_cache_enqueue_put(mm_cache *c, mm_cache_table t, const void *key, const void *data, size_t len);
+void mm_cache_enqueue_touch(mm_cache *c, mm_cache_table t, const void *key);
+void mm_cache_enqueue_drop(mm_cache *c, mm_cache_table t, const void *key);
+
+#endif

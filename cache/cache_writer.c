@@ -1,0 +1,268 @@
+/* The single writer: a queue of puts, touches and drops that one thread commits in groups, so no
+ * reader ever waits on LMDB's write lock or on fsync. */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache_internal.h"
+
+static mm_cache_op *op_new(mm_cache *c, mm_cache_op_kind kind, mm_cache_table t, const void *key, size_t val_len)
+{
+    uint64_t size = sizeof(mm_cache_op) + val_len;
+    uint64_t before = atomic_fetch_add(&c->q_bytes, size);
+    if (before + size > MM_CACHE_QUEUE_MAX) {
+        atomic_fetch_sub(&c->q_bytes, size);
+        return NULL;
+    }
+    mm_cache_op *op = malloc(size); /* values are tensor blocks: no abort on out-of-memory here */
+    if (!op) {
+        atomic_fetch_sub(&c->q_bytes, size);
+        return NULL;
+    }
+    op->next = op->pnext = NULL;
+    atomic_init(&op->refs, 1);
+    op->size = size;
+    op->kind = kind;
+    op->table = t;
+    memcpy(op->key, key, mm_cache_key_len(t));
+    op->val_len = val_len;
+    return op;
+}
+
+static void op_push(mm_cache *c, mm_cache_op *op)
+{
+    pthread_mutex_lock(&c->q_lock);
+    op->seq = ++c->q_enq_seq;
+    if (c->q_tail)
+        c->q_tail->next = op;
+    else
+        c->q_head = op;
+    c->q_tail = op;
+    pthread_cond_signal(&c->q_work);
+    pthread_mutex_unlock(&c->q_lock);
+}
+
+void mm_cache_enqueue_put(mm_cache *c, mm_cache_table t, const void *key, const void *data, size_t len)
+{
+    mm_cache_op *op = op_new(c, MM_CACHE_OP_PUT, t, key, MM_CACHE_HDR_LEN + len);
+    if (!op) {
+        atomic_fetch_add(&c->puts_dropped, 1);
+        mm_cache_log_once(MM_CACHE_LOG_QUEUE,
+                          "the cache writer is behind (%llu MiB queued); some blocks are not stored",
+                          (unsigned long long)(MM_CACHE_QUEUE_MAX / MM_MIB));
+        return;
+    }
+    if (len)
+        memcpy(op->val + MM_CACHE_HDR_LEN, data, len);
+    /* Sealed here, on the caller's thread, while the bytes are hot in its cache. */
+    mm_cache_value_seal(op->val, len);
+    mm_cache_pending_add(c, op);
+    op_push(c, op);
+}
+
+/* Touches and drops are hints: when the queue is full they are simply forgotten. */
+void mm_cache_enqueue_touch(mm_cache *c, mm_cache_table t, const void *key)
+{
+    mm_cache_op *op = op_new(c, MM_CACHE_OP_TOUCH, t, key, 0);
+    if (op)
+        op_push(c, op);
+}
+
+void mm_cache_enqueue_drop(mm_cache *c, mm_cache_table t, const void *key)
+{
+    mm_cache_op *op = op_new(c, MM_CACHE_OP_DROP, t, key, 0);
+    if (op)
+        op_push(c, op);
+}
+
+typedef struct tally {
+    uint64_t stored, existing, stored_bytes;
+} tally;
+
+static int apply(mm_cache *c, const mm_cache_op *chunk, tally *t)
+{
+    mm_cache_wtxn w;
+    memset(t, 0, sizeof *t);
+    int rc = mm_cache_wtxn_begin(&c->env, &w);
+    for (const mm_cache_op *op = chunk; op && !rc; op = op->next) {
+        switch (op->kind) {
+        case MM_CACHE_OP_PUT:
+            rc = mm_cache_store_put(&w, op->table, op->key, op->val, op->val_len);
+            if (rc == MDB_KEYEXIST) {
+                t->existing++;
+                rc = 0;
+            } else if (!rc) {
+                t->stored++;
+            }
+            break;
+        case MM_CACHE_OP_TOUCH:
+            rc = mm_cache_store_touch(&w, op->table, op->key);
+            break;
+        case MM_CACHE_OP_DROP:
+            rc = mm_cache_store_drop_corrupt(&w, op->table, op->key);
+            break;
+        }
+    }
+    if (rc) {
+        mm_cache_wtxn_abort(&w);
+        return rc;
+    }
+    t->stored_bytes = w.st.stored;
+    return mm_cache_wtxn_commit(&w);
+}
+
+/* Evicts down to `target`, or, when `room` is non-zero, by max(room, a quarter of what is stored). */
+static int evict(mm_cache *c, uint64_t target, uint64_t room)
+{
+    mm_cache_wtxn w;
+    uint64_t n = 0;
+    int rc = mm_cache_wtxn_begin(&c->env, &w);
+    if (!rc) {
+        if (room) {
+            uint64_t cut = w.st.stored / 4 > room ? w.st.stored / 4 : room;
+            target = w.st.stored > cut ? w.st.stored - cut : 0;
+        }
+        rc = mm_cache_store_evict(&w, target, &n);
+        if (rc)
+            mm_cache_wtxn_abort(&w);
+        else
+            rc = mm_cache_wtxn_commit(&w);
+    }
+    if (rc)
+        mm_cache_log_once(MM_CACHE_LOG_EVICT, "cannot evict from the cache at %s (%s)", c->env.dir,
+                          mm_cache_strerror(rc));
+    else
+        atomic_fetch_add(&c->evictions, n);
+    return rc;
+}
+
+/* A batch did not fit (map or disk full): free twice its size. LMDB reuses the pages freed by
+ * transaction T only from T+2 on (T's snapshot stays the fallback), so one more small commit follows
+ * the eviction to make the room usable by the retry. */
+static void make_room(mm_cache *c, uint64_t bytes)
+{
+    if (evict(c, 0, 2 * bytes) != 0)
+        return;
+    mm_cache_wtxn w;
+    if (mm_cache_wtxn_begin(&c->env, &w) == 0)
+        (void)mm_cache_wtxn_commit(&w);
+}
+
+/* Out of room in the map, on the disk, in the quota or under the file size limit: freeing pages in
+ * data.mdb may let the batch fit. */
+static bool curable(int rc)
+{
+    return rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT || rc == EFBIG || rc == EIO;
+}
+
+static void write_chunk(mm_cache *c, const mm_cache_op *chunk, uint64_t bytes)
+{
+    tally t;
+    int rc = apply(c, chunk, &t);
+    if (rc && curable(rc)) {
+        make_room(c, bytes);
+        rc = apply(c, chunk, &t);
+    }
+    if (rc) {
+        uint64_t puts = 0;
+        for (const mm_cache_op *op = chunk; op; op = op->next)
+            puts += op->kind == MM_CACHE_OP_PUT;
+        atomic_fetch_add(&c->puts_dropped, puts);
+        mm_cache_log_once(MM_CACHE_LOG_WRITE, "cannot store blocks in the cache at %s (%s); they are served uncached",
+                          c->env.dir, mm_cache_strerror(rc));
+        return;
+    }
+    atomic_fetch_add(&c->puts_stored, t.stored);
+    atomic_fetch_add(&c->puts_dropped, t.existing);
+    if (t.stored_bytes > c->size_limit)
+        (void)evict(c, c->size_limit - c->size_limit / 10, 0);
+}
+
+/* Commits the taken list in transactions of at most txn_cap queued bytes (at least one op each). */
+static void write_all(mm_cache *c, mm_cache_op *list)
+{
+    while (list) {
+        mm_cache_op *end = list;
+        uint64_t bytes = end->size;
+        while (end->next && bytes + end->next->size <= c->txn_cap) {
+            end = end->next;
+            bytes += end->size;
+        }
+        mm_cache_op *rest = end->next;
+        end->next = NULL;
+        write_chunk(c, list, bytes);
+        mm_cache_pending_remove(c, list);
+        while (list) {
+            mm_cache_op *next = list->next;
+            mm_cache_op_unref(list);
+            list = next;
+        }
+        atomic_fetch_sub(&c->q_bytes, bytes);
+        list = rest;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    mm_cache *c = arg;
+    pthread_mutex_lock(&c->q_lock);
+    for (;;) {
+        while (!c->q_head && !c->q_stop)
+            pthread_cond_wait(&c->q_work, &c->q_lock);
+        if (!c->q_head)
+            break; /* stopping, and everything is written */
+        mm_cache_op *list = c->q_head;
+        uint64_t last = c->q_tail->seq;
+        c->q_head = c->q_tail = NULL;
+        pthread_mutex_unlock(&c->q_lock);
+        write_all(c, list);
+        pthread_mutex_lock(&c->q_lock);
+        c->q_done_seq = last;
+        pthread_cond_broadcast(&c->q_done);
+    }
+    pthread_mutex_unlock(&c->q_lock);
+    return NULL;
+}
+
+int mm_cache_writer_start(mm_cache *c, mm_err *err)
+{
+    pthread_mutex_init(&c->q_lock, NULL);
+    pthread_cond_init(&c->q_work, NULL);
+    pthread_cond_init(&c->q_done, NULL);
+    /* The writer inherits a full signal mask: process signals (SIGINT, SIGTERM of the daemon) go to
+     * threads that expect them. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&c->writer, NULL, writer_main, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        pthread_cond_destroy(&c->q_done);
+        pthread_cond_destroy(&c->q_work);
+        pthread_mutex_destroy(&c->q_lock);
+        return mm_err_set(err, -rc, "cannot start the cache writer thread: %s", strerror(rc));
+    }
+    return 0;
+}
+
+void mm_cache_writer_stop(mm_cache *c)
+{
+    pthread_mutex_lock(&c->q_lock);
+    c->q_stop = true;
+    pthread_cond_signal(&c->q_work);
+    pthread_mutex_unlock(&c->q_lock);
+    pthread_join(c->writer, NULL);
+    pthread_cond_destroy(&c->q_done);
+    pthread_cond_destroy(&c->q_work);
+    pthread_mutex_destroy(&c->q_lock);
+}
+
+void mm_cache_writer_flush(mm_cache *c)
+{
+    pthread_mutex_lock(&c->q_lock);
+    uint64_t target = c->q_enq_seq;
+    while (c->q_done_seq < target)
+        pthread_cond_wait(&c->q_done, &c->q_lock);
+    pthread_mutex_unlock(&c->q_lock);
+}

@@ -1,0 +1,200 @@
+#include "blocks.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "jsonpy.h"
+
+/* In-flight blocks are kept in a table split into stripes, each with its own lock, so readers of
+ * different blocks never wait on one another (no global lock on the read path). */
+#define STRIPES 64
+
+typedef struct flight {
+    struct flight *next;
+    const mm_out_tensor *t;
+    uint64_t block;
+    int refs;
+    int done;
+    int rc;
+    unsigned char *data;
+    size_t len;
+    pthread_cond_t cond;
+} flight;
+
+typedef struct stripe {
+    pthread_mutex_t lock;
+    flight *head;
+} stripe;
+
+struct mm_blocks {
+    const mm_plan *plan;
+    mm_cache *cache;
+    char *cache_dir;
+    stripe stripes[STRIPES];
+    atomic_uint_fast64_t computed, hits, misses, waits, served, bytes_computed, prepasses;
+};
+
+mm_blocks *mm_blocks_new(const mm_plan *p)
+{
+    mm_blocks *b = mm_xcalloc(1, sizeof *b);
+    b->plan = p;
+    for (int i = 0; i < STRIPES; i++)
+        pthread_mutex_init(&b->stripes[i].lock, NULL);
+    return b;
+}
+
+void mm_blocks_free(mm_blocks *b)
+{
+    if (!b)
+        return;
+    for (int i = 0; i < STRIPES; i++)
+        pthread_mutex_destroy(&b->stripes[i].lock);
+    free(b->cache_dir);
+    free(b);
+}
+
+void mm_blocks_set_cache(mm_blocks *b, mm_cache *c, const char *dir)
+{
+    b->cache = c;
+    free(b->cache_dir);
+    b->cache_dir = dir ? mm_xstrdup(dir) : NULL;
+}
+
+void mm_blocks_count_served(mm_blocks *b, uint64_t n)
+{
+    atomic_fetch_add(&b->served, n);
+}
+
+static void block_key(const mm_out_tensor *t, uint64_t block, unsigned char key[MM_CACHE_KEY_LEN])
+{
+    memcpy(key, t->recipe, 32);
+    for (int i = 0; i < 8; i++)
+        key[32 + i] = (unsigned char)(block >> (56 - 8 * i));
+}
+
+static stripe *stripe_of(mm_blocks *b, const mm_out_tensor *t, uint64_t block)
+{
+    uint64_t h = (uint64_t)(uintptr_t)t * 0x9e3779b97f4a7c15ull ^ block * 0xbf58476d1ce4e5b9ull;
+    return &b->stripes[(h >> 32) % STRIPES];
+}
+
+/* Computes block `block` of t, or waits for the thread already computing it, then copies
+ * [from, from + len) of the block into dst. */
+static int compute_shared(mm_blocks *b, const mm_out_tensor *t, uint64_t block, uint64_t block_off, size_t block_len,
+                          uint64_t from, size_t len, unsigned char *dst, const unsigned char *key)
+{
+    stripe *s = stripe_of(b, t, block);
+    pthread_mutex_lock(&s->lock);
+    flight *f = s->head;
+    while (f && !(f->t == t && f->block == block))
+        f = f->next;
+    if (f) {
+        f->refs++;
+        atomic_fetch_add(&b->waits, 1);
+        while (!f->done)
+            pthread_cond_wait(&f->cond, &s->lock);
+    } else {
+        f = mm_xcalloc(1, sizeof *f);
+        f->t = t;
+        f->block = block;
+        f->refs = 1;
+        pthread_cond_init(&f->cond, NULL);
+        f->next = s->head;
+        s->head = f;
+        pthread_mutex_unlock(&s->lock);
+
+        f->data = malloc(block_len);
+        f->len = block_len;
+        f->rc = f->data ? mm_engine_read(b->plan, t, block_off, block_len, f->data) : -ENOMEM;
+        if (f->rc == 0) {
+            atomic_fetch_add(&b->computed, 1);
+            atomic_fetch_add(&b->bytes_computed, block_len);
+            mm_cache_put(b->cache, MM_CACHE_BLOCKS, key, MM_CACHE_KEY_LEN, f->data, block_len);
+        }
+
+        pthread_mutex_lock(&s->lock);
+        f->done = 1;
+        /* Later readers find the block in the cache (or compute it again if its put is still queued). */
+        for (flight **pp = &s->head; *pp; pp = &(*pp)->next)
+            if (*pp == f) {
+                *pp = f->next;
+                break;
+            }
+        pthread_cond_broadcast(&f->cond);
+    }
+    int rc = f->rc;
+    pthread_mutex_unlock(&s->lock);
+    /* Our reference keeps f->data alive; copy without holding the stripe. */
+    if (rc == 0)
+        memcpy(dst, f->data + from, len);
+    pthread_mutex_lock(&s->lock);
+    int last = --f->refs == 0;
+    pthread_mutex_unlock(&s->lock);
+    if (last) {
+        pthread_cond_destroy(&f->cond);
+        free(f->data);
+        free(f);
+    }
+    return rc;
+}
+
+int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf)
+{
+    if (!b->cache) {
+        atomic_fetch_add(&b->bytes_computed, len);
+        return mm_engine_read(b->plan, t, off, len, buf);
+    }
+    const size_t es = mm_dtype_size(t->dtype);
+    const uint64_t bs = t->block_elems * es, total = t->numel * es, end = off + len;
+    unsigned char *dst = buf;
+    for (uint64_t blk = off / bs; blk * bs < end; blk++) {
+        uint64_t b0 = blk * bs, b1 = b0 + bs < total ? b0 + bs : total;
+        uint64_t a = off > b0 ? off : b0, z = end < b1 ? end : b1;
+        unsigned char key[MM_CACHE_KEY_LEN];
+        block_key(t, blk, key);
+        mm_cache_hit hit;
+        if (mm_cache_get(b->cache, MM_CACHE_BLOCKS, key, sizeof key, &hit)) {
+            int ok = hit.len == b1 - b0;
+            if (ok)
+                memcpy(dst + (a - off), (const unsigned char *)hit.data + (a - b0), (size_t)(z - a));
+            mm_cache_release(b->cache, &hit);
+            if (ok) {
+                atomic_fetch_add(&b->hits, 1);
+                continue;
+            }
+        }
+        atomic_fetch_add(&b->misses, 1);
+        int rc = compute_shared(b, t, blk, b0, (size_t)(b1 - b0), a - b0, (size_t)(z - a), dst + (a - off), key);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+void mm_blocks_stats_json(mm_blocks *b, mm_buf *out)
+{
+    mm_cache_counters cc = {0};
+    if (b->cache)
+        mm_cache_counters_get(b->cache, &cc);
+    mm_buf_printf(out,
+                  "{\"blocks_computed\": %llu, \"cache_hits\": %llu, \"cache_misses\": %llu, "
+                  "\"singleflight_waits\": %llu, \"bytes_served\": %llu, \"bytes_computed\": %llu, "
+                  "\"evictions\": %llu, \"prepasses_run\": %llu, \"cache_puts_stored\": %llu, "
+                  "\"cache_puts_dropped\": %llu, \"cache_corrupt\": %llu, \"cache_resets\": %llu, "
+                  "\"cache_enabled\": %s, \"cache_dir\": ",
+                  (unsigned long long)atomic_load(&b->computed), (unsigned long long)atomic_load(&b->hits),
+                  (unsigned long long)atomic_load(&b->misses), (unsigned long long)atomic_load(&b->waits),
+                  (unsigned long long)atomic_load(&b->served), (unsigned long long)atomic_load(&b->bytes_computed),
+                  (unsigned long long)cc.evictions, (unsigned long long)atomic_load(&b->prepasses),
+                  (unsigned long long)cc.puts_stored, (unsigned long long)cc.puts_dropped,
+                  (unsigned long long)cc.corrupt, (unsigned long long)cc.resets, b->cache ? "true" : "false");
+    if (b->cache_dir)
+        mm_json_string_py(b->cache_dir, out);
+    else
+        mm_buf_puts(out, "null");
+    mm_buf_puts(out, "}");
+}

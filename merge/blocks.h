@@ -1,0 +1,43 @@
+/* The block layer between the virtual files and the engine: with a cache, a tensor's data is served in
+ * fixed blocks (mm_out_tensor.block_elems elements, about 1 MiB) that are computed once — single-flight
+ * within the process, so N readers of one cold block cause one computation — and stored in the LMDB
+ * cache, so every later read (this mount, a later one, another process, another config with the same
+ * recipe) is a cache hit. Without a cache, exactly the requested range is computed.
+ *
+ * Counters (all atomic) describe what happened; mm_blocks_stats_json renders them for the
+ * user.mergemount.stats extended attribute.
+ *
+ * Thread-safety: mm_blocks_read may run on any number of threads at once. mm_blocks_set_cache must be
+ * called before the first read (the mount opens the cache after daemonising). */
+#ifndef MM_BLOCKS_H
+#define MM_BLOCKS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../cache/cache.h"
+#include "plan.h"
+#include "util.h"
+
+typedef struct mm_blocks mm_blocks;
+
+mm_blocks *mm_blocks_new(const mm_plan *p);
+/* Frees the layer; does not close the cache. */
+void mm_blocks_free(mm_blocks *b);
+/* Uses `c` (may be NULL: no cache) from now on; `dir` is shown in the statistics. */
+void mm_blocks_set_cache(mm_blocks *b, mm_cache *c, const char *dir);
+
+/* Bytes [off, off + len) of tensor t's data (see mm_engine_read). 0 or -EIO/-ENOMEM; cache problems
+ * are never errors here. */
+int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf);
+
+/* Adds to the bytes-served counter (the vfs counts every file it serves). */
+void mm_blocks_count_served(mm_blocks *b, uint64_t n);
+
+/* The counters as one JSON object:
+ * {"blocks_computed", "cache_hits", "cache_misses", "singleflight_waits", "bytes_served",
+ *  "bytes_computed", "evictions", "prepasses_run", "cache_puts_stored", "cache_puts_dropped",
+ *  "cache_corrupt", "cache_resets", "cache_enabled", "cache_dir"} */
+void mm_blocks_stats_json(mm_blocks *b, mm_buf *out);
+
+#endif

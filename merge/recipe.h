@@ -1,0 +1,17 @@
+/* Recipe hash of an output tensor: SHA-256 over everything that determines its bytes — engine version,
+ * method, evaluated parameters, computation and output dtype, shape, random seed, and the identity of
+ * each input tensor (file path, size, mtime, offset, dtype, shape, crop). Same recipe => same bytes, so
+ * the block cache can serve any mount of any config that yields the same tensor, and editing one
+ * weight invalidates only the tensors it changes. The output name is not part of it: no implemented
+ * method depends on it (random methods will add their RNG key). */
+#ifndef MM_RECIPE_H
+#define MM_RECIPE_H
+
+#include "plan.h"
+
+/* Bumped whenever the engine's arithmetic changes, so old cache entries are never served. */
+#define MM_ENGINE_VERSION "mergemount-engine-1"
+
+void mm_recipe_hash(const mm_plan *p, const mm_out_tensor *t, unsigned char out[32]);
+
+#endif

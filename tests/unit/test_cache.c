@@ -1,0 +1,793 @@
+/* cache/: the LMDB block cache without FUSE. Every test uses its own directory under a mkdtemp root. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "cache/cache.h"
+#include "check.h"
+
+#define MIB (1024u * 1024u)
+#define HDR 24u /* value header, counted in stored bytes */
+
+static char root[64];
+static int dir_seq;
+
+static char *new_dir(void)
+{
+    return mm_xasprintf("%s/c%d", root, ++dir_seq);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void make_key(unsigned char key[MM_CACHE_KEY_LEN], unsigned i)
+{
+    for (int b = 0; b < 32; b++)
+        key[b] = (unsigned char)(0xa5 ^ (b * 7) ^ (i * 13));
+    for (int b = 0; b < 8; b++)
+        key[32 + b] = (unsigned char)((uint64_t)i >> (56 - 8 * b));
+}
+
+/* Random-looking bytes, a function of (seed, position) only. */
+static void fill(unsigned char *p, size_t n, uint64_t seed)
+{
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p[i] = (unsigned char)(x >> 24);
+    }
+}
+
+static mm_cache *open_cache(const char *dir, uint64_t limit)
+{
+    mm_cache_options o = {.dir = dir, .size_limit = limit};
+    mm_cache *c = NULL;
+    mm_err err = {{0}};
+    int rc = mm_cache_open(&o, &c, &err);
+    if (rc)
+        fprintf(stderr, "open %s: %s\n", dir, err.msg);
+    CHECK(rc == 0 && c != NULL);
+    return c;
+}
+
+/* 1: a hit with exactly `want`; 0: a miss; -1: a hit with other bytes. */
+static int lookup(mm_cache *c, mm_cache_table t, const void *key, const void *want, size_t len)
+{
+    mm_cache_hit hit;
+    size_t klen = t == MM_CACHE_STATS ? MM_CACHE_RECIPE_LEN : MM_CACHE_KEY_LEN;
+    if (!mm_cache_get(c, t, key, klen, &hit))
+        return 0;
+    int ok = hit.len == len && (len == 0 || memcmp(hit.data, want, len) == 0);
+    mm_cache_release(c, &hit);
+    return ok ? 1 : -1;
+}
+
+static void put_block(mm_cache *c, unsigned i, size_t len, uint64_t seed)
+{
+    unsigned char key[MM_CACHE_KEY_LEN];
+    unsigned char *v = mm_xmalloc(len ? len : 1);
+    make_key(key, i);
+    fill(v, len, seed);
+    mm_cache_put(c, MM_CACHE_BLOCKS, key, sizeof key, v, len);
+    free(v);
+}
+
+/* 1 hit with the bytes put_block(i, len, seed) stored, 0 miss, -1 wrong bytes. */
+static int has_block(mm_cache *c, unsigned i, size_t len, uint64_t seed)
+{
+    unsigned char key[MM_CACHE_KEY_LEN];
+    unsigned char *v = mm_xmalloc(len ? len : 1);
+    make_key(key, i);
+    fill(v, len, seed);
+    int r = lookup(c, MM_CACHE_BLOCKS, key, v, len);
+    free(v);
+    return r;
+}
+
+static mm_cache_counters counters(mm_cache *c)
+{
+    mm_cache_counters k;
+    mm_cache_counters_get(c, &k);
+    return k;
+}
+
+static mm_cache_info info_of(const char *dir, uint64_t limit)
+{
+    mm_cache_options o = {.dir = dir, .size_limit = limit};
+    mm_cache_info i;
+    mm_err err = {{0}};
+    int rc = mm_cache_info_get(&o, &i, &err);
+    if (rc)
+        fprintf(stderr, "info %s: %s\n", dir, err.msg);
+    CHECK(rc == 0);
+    return i;
+}
+
+static void test_checksum(void)
+{
+    unsigned char buf[4200], copy[4208];
+    fill(buf, sizeof buf, 1);
+    size_t lens[] = {0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 100, 1000, 4097};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        size_t n = lens[li];
+        uint64_t h = mm_checksum64(buf, n);
+        /* every single flipped bit is detected */
+        int missed = 0;
+        for (size_t bit = 0; bit < n * 8; bit += n > 100 ? 13 : 1) {
+            buf[bit / 8] ^= (unsigned char)(1u << (bit % 8));
+            missed += mm_checksum64(buf, n) == h;
+            buf[bit / 8] ^= (unsigned char)(1u << (bit % 8));
+        }
+        CHECK(missed == 0);
+        /* independent of alignment */
+        for (size_t off = 1; off < 8; off++) {
+            memcpy(copy + off, buf, n);
+            CHECK(mm_checksum64(copy + off, n) == h);
+        }
+    }
+    /* zero runs of different lengths differ */
+    unsigned char zero[64] = {0};
+    int same = 0;
+    for (size_t a = 0; a < 64; a++)
+        for (size_t b = a + 1; b < 64; b++)
+            same += mm_checksum64(zero, a) == mm_checksum64(zero, b);
+    CHECK(same == 0);
+}
+
+static void test_default_dir(void)
+{
+    char *d = mm_cache_default_dir("/abs/dir");
+    CHECK(strcmp(d, "/abs/dir") == 0);
+    free(d);
+    char *cwd = getcwd(NULL, 0);
+    d = mm_cache_default_dir("rel/dir");
+    char *want = mm_xasprintf("%s/rel/dir", cwd);
+    CHECK(strcmp(d, want) == 0);
+    free(d), free(want), free(cwd);
+
+    char *old_xdg = getenv("XDG_CACHE_HOME") ? mm_xstrdup(getenv("XDG_CACHE_HOME")) : NULL;
+    char *old_home = getenv("HOME") ? mm_xstrdup(getenv("HOME")) : NULL;
+    setenv("XDG_CACHE_HOME", "/x/cachehome", 1);
+    d = mm_cache_default_dir(NULL);
+    CHECK(strcmp(d, "/x/cachehome/mergemount") == 0);
+    free(d);
+    setenv("XDG_CACHE_HOME", "relative", 1); /* ignored, as the XDG spec says */
+    setenv("HOME", "/x/home", 1);
+    d = mm_cache_default_dir(NULL);
+    CHECK(strcmp(d, "/x/home/.cache/mergemount") == 0);
+    free(d);
+    unsetenv("XDG_CACHE_HOME");
+    d = mm_cache_default_dir("");
+    CHECK(strcmp(d, "/x/home/.cache/mergemount") == 0);
+    free(d);
+    if (old_xdg)
+        setenv("XDG_CACHE_HOME", old_xdg, 1);
+    if (old_home)
+        setenv("HOME", old_home, 1);
+    else
+        unsetenv("HOME");
+    free(old_xdg), free(old_home);
+}
+
+static void test_round_trip_and_reopen(void)
+{
+    char *dir = new_dir();
+    mm_cache *c = open_cache(dir, 64ull * MIB);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    unsigned char skey[MM_CACHE_RECIPE_LEN], sval[200];
+    memset(skey, 0x42, sizeof skey);
+    fill(sval, sizeof sval, 99);
+    put_block(c, 1, 100000, 1);
+    put_block(c, 2, 0, 2); /* an empty value is a value */
+    mm_cache_put(c, MM_CACHE_STATS, skey, sizeof skey, sval, sizeof sval);
+    mm_cache_flush(c);
+    CHECK(has_block(c, 1, 100000, 1) == 1);
+    CHECK(has_block(c, 2, 0, 2) == 1);
+    CHECK(lookup(c, MM_CACHE_STATS, skey, sval, sizeof sval) == 1);
+    CHECK(has_block(c, 3, 10, 3) == 0); /* unknown key */
+    /* the tables are separate: the stats key is not a block key */
+    unsigned char bkey[MM_CACHE_KEY_LEN] = {0};
+    memcpy(bkey, skey, sizeof skey);
+    CHECK(lookup(c, MM_CACHE_BLOCKS, bkey, sval, sizeof sval) == 0);
+    /* a key of the wrong length is a miss and a put of it is ignored */
+    mm_cache_hit hit;
+    CHECK(mm_cache_get(c, MM_CACHE_BLOCKS, skey, sizeof skey, &hit) == 0);
+    mm_cache_put(c, MM_CACHE_STATS, bkey, sizeof bkey, sval, sizeof sval);
+    mm_cache_counters k = counters(c);
+    CHECK(k.puts_stored == 3 && k.puts_dropped == 0 && k.corrupt == 0 && k.resets == 0 && k.evictions == 0);
+
+    /* NOOVERWRITE: the second value for a key is dropped, the first stays */
+    put_block(c, 1, 100000, 777);
+    put_block(c, 4, 5000, 4);
+    put_block(c, 4, 5000, 5); /* same group commit as the first put of key 4 */
+    mm_cache_flush(c);
+    k = counters(c);
+    CHECK(k.puts_stored == 4 && k.puts_dropped == 2);
+    CHECK(has_block(c, 1, 100000, 1) == 1);
+    CHECK(has_block(c, 4, 5000, 4) == 1);
+
+    /* a put is visible at once (served from the queue), and a hit from the queue stays valid while the
+     * writer commits and lets go of it */
+    unsigned char key6[MM_CACHE_KEY_LEN], *v6 = mm_xmalloc(70000);
+    make_key(key6, 6);
+    fill(v6, 70000, 6);
+    mm_cache_put(c, MM_CACHE_BLOCKS, key6, sizeof key6, v6, 70000);
+    CHECK(mm_cache_get(c, MM_CACHE_BLOCKS, key6, sizeof key6, &hit) == 1);
+    mm_cache_flush(c);
+    CHECK(hit.len == 70000 && memcmp(hit.data, v6, 70000) == 0);
+    mm_cache_release(c, &hit);
+    CHECK(hit.txn == NULL && hit.data == NULL);
+    CHECK(has_block(c, 6, 70000, 6) == 1);
+    CHECK(counters(c).puts_stored == 5);
+    free(v6);
+
+    /* close commits what is still queued */
+    put_block(c, 5, 3000, 5);
+    mm_cache_close(c);
+
+    c = open_cache(dir, 64ull * MIB);
+    if (c) {
+        CHECK(has_block(c, 1, 100000, 1) == 1);
+        CHECK(has_block(c, 4, 5000, 4) == 1);
+        CHECK(has_block(c, 5, 3000, 5) == 1);
+        CHECK(lookup(c, MM_CACHE_STATS, skey, sval, sizeof sval) == 1);
+        k = counters(c);
+        CHECK(k.puts_stored == 0 && k.resets == 0);
+        mm_cache_close(c);
+    }
+
+    mm_cache_info i = info_of(dir, 64ull * MIB);
+    CHECK(i.dir && strcmp(i.dir, dir) == 0);
+    CHECK(i.blocks == 5 && i.stats_entries == 1);
+    CHECK(i.stored_bytes == (100000 + HDR) + HDR + (5000 + HDR) + (70000 + HDR) + (3000 + HDR) + (200 + HDR));
+    CHECK(i.size_limit == 64ull * MIB);
+    CHECK(i.file_bytes >= i.stored_bytes);
+    mm_cache_info_free(&i);
+    free(dir);
+}
+
+static void test_size_limit_and_lru(void)
+{
+    char *dir = new_dir();
+    const uint64_t limit = MIB;
+    const size_t len = 32 * 1024;
+    mm_cache *c = open_cache(dir, limit);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    for (unsigned i = 0; i < 20; i++)
+        put_block(c, i, len, i);
+    mm_cache_flush(c);
+    CHECK(counters(c).evictions == 0);
+    /* key 0 is the oldest; a hit moves it to the recent end (a queued touch) */
+    CHECK(has_block(c, 0, len, 0) == 1);
+    mm_cache_flush(c);
+    for (unsigned i = 20; i < 40; i++)
+        put_block(c, i, len, i);
+    mm_cache_flush(c);
+    mm_cache_counters k = counters(c);
+    CHECK(k.evictions >= 9 && k.evictions <= 12);
+    CHECK(k.puts_stored == 40 && k.puts_dropped == 0);
+    CHECK(has_block(c, 0, len, 0) == 1); /* touched: survived */
+    CHECK(has_block(c, 1, len, 1) == 0); /* least recently used: evicted */
+    CHECK(has_block(c, 39, len, 39) == 1);
+    CHECK(has_block(c, 20, len, 20) == 1);
+    /* a value larger than the whole cache is not stored */
+    put_block(c, 100, limit, 100);
+    mm_cache_flush(c);
+    CHECK(counters(c).puts_dropped == 1);
+    CHECK(has_block(c, 100, limit, 100) == 0);
+    mm_cache_close(c);
+
+    mm_cache_info i = info_of(dir, limit);
+    CHECK(i.stored_bytes <= limit && i.stored_bytes > limit / 2);
+    CHECK(i.stored_bytes == i.blocks * (len + HDR));
+    CHECK(i.blocks == 40 - k.evictions);
+    mm_cache_info_free(&i);
+    free(dir);
+}
+
+/* Finds `pat` in the file and xors one byte at `at` bytes after it. Returns how many places changed. */
+static int flip_in_file(const char *path, const unsigned char *pat, size_t patlen, size_t at)
+{
+    char *data = NULL;
+    size_t n = 0;
+    mm_err err;
+    if (mm_file_read_all(path, 1u << 30, &data, &n, &err) != 0)
+        return 0;
+    int fd = open(path, O_WRONLY);
+    int places = 0;
+    for (char *p = data; fd >= 0 && (p = memmem(p, n - (size_t)(p - data), pat, patlen)) != NULL; p++) {
+        unsigned char b = (unsigned char)p[at] ^ 0x5a;
+        places += pwrite(fd, &b, 1, (off_t)(p - data) + (off_t)at) == 1;
+    }
+    if (fd >= 0)
+        close(fd);
+    free(data);
+    return places;
+}
+
+static void test_flipped_byte(void)
+{
+    char *dir = new_dir();
+    const size_t len = 64 * 1024;
+    mm_cache *c = open_cache(dir, 64ull * MIB);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    put_block(c, 7, len, 7);
+    put_block(c, 8, len, 8);
+    mm_cache_close(c);
+
+    unsigned char *v = mm_xmalloc(len);
+    fill(v, len, 7);
+    char *data_mdb = mm_path_join(dir, "data.mdb");
+    CHECK(flip_in_file(data_mdb, v + 4096, 64, 17) >= 1);
+    free(data_mdb);
+    free(v);
+
+    c = open_cache(dir, 64ull * MIB);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    CHECK(has_block(c, 7, len, 7) == 0); /* the checksum catches it: a miss */
+    mm_cache_counters k = counters(c);
+    CHECK(k.corrupt == 1 && k.resets == 0);
+    CHECK(has_block(c, 8, len, 8) == 1); /* the neighbour is intact */
+    mm_cache_flush(c);                   /* the writer drops the bad entry */
+    put_block(c, 7, len, 7);             /* so the recomputed value can be stored */
+    mm_cache_flush(c);
+    k = counters(c);
+    CHECK(k.puts_stored == 1 && k.puts_dropped == 0);
+    CHECK(has_block(c, 7, len, 7) == 1);
+    mm_cache_close(c);
+    mm_cache_info i = info_of(dir, 0);
+    CHECK(i.blocks == 2 && i.stored_bytes == 2 * (len + HDR));
+    CHECK(i.size_limit == MM_CACHE_DEFAULT_SIZE);
+    mm_cache_info_free(&i);
+    free(dir);
+}
+
+static void test_corrupt_environment(void)
+{
+    char *dir = new_dir();
+    mm_cache *c = open_cache(dir, 64ull * MIB);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    for (unsigned i = 0; i < 10; i++)
+        put_block(c, i, 20000, i);
+    mm_cache_close(c);
+    char *data_mdb = mm_path_join(dir, "data.mdb");
+    struct stat st;
+    CHECK(stat(data_mdb, &st) == 0 && st.st_size > 64 * 1024);
+    size_t n = 64 * 1024;
+    unsigned char *junk = mm_xmalloc(n);
+    fill(junk, n, 1234);
+    int fd = open(data_mdb, O_WRONLY);
+    CHECK(fd >= 0 && pwrite(fd, junk, n, 0) == (ssize_t)n);
+    if (fd >= 0)
+        close(fd);
+    free(junk);
+    free(data_mdb);
+
+    c = open_cache(dir, 64ull * MIB);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    CHECK(counters(c).resets == 1);
+    CHECK(has_block(c, 3, 20000, 3) == 0);
+    put_block(c, 3, 20000, 3);
+    mm_cache_flush(c);
+    CHECK(has_block(c, 3, 20000, 3) == 1);
+    mm_cache_close(c);
+    c = open_cache(dir, 64ull * MIB);
+    if (c) {
+        CHECK(counters(c).resets == 0);
+        CHECK(has_block(c, 3, 20000, 3) == 1);
+        mm_cache_close(c);
+    }
+    free(dir);
+}
+
+/* An LMDB environment that is not a mergemount cache (here: "blocks" is a plain key, not a table) is
+ * treated like a corrupt one. */
+static void test_foreign_environment(void)
+{
+    char *dir = new_dir();
+    CHECK(mkdir(dir, 0755) == 0);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k = {6, (void *)"blocks"}, v = {5, (void *)"hello"};
+    int rc = mdb_env_create(&env);
+    if (!rc && !(rc = mdb_env_open(env, dir, 0, 0644)) && !(rc = mdb_txn_begin(env, NULL, 0, &txn))) {
+        if (!(rc = mdb_dbi_open(txn, NULL, 0, &dbi)) && !(rc = mdb_put(txn, dbi, &k, &v, 0)))
+            rc = mdb_txn_commit(txn);
+        else
+            mdb_txn_abort(txn);
+    }
+    mdb_env_close(env);
+    CHECK(rc == 0);
+    mm_cache *c = open_cache(dir, 64ull * MIB);
+    if (c) {
+        CHECK(counters(c).resets == 1);
+        put_block(c, 1, 1000, 1);
+        mm_cache_flush(c);
+        CHECK(has_block(c, 1, 1000, 1) == 1);
+        mm_cache_close(c);
+    }
+    free(dir);
+}
+
+static void test_clear_and_prune(void)
+{
+    char *dir = new_dir();
+    const size_t len = 50000;
+    mm_cache *c = open_cache(dir, 64ull * MIB);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    unsigned char skey[MM_CACHE_RECIPE_LEN] = {1, 2, 3};
+    for (unsigned i = 0; i < 30; i++) {
+        put_block(c, i, len, i);
+        mm_cache_flush(c); /* one tick each: a defined LRU order */
+    }
+    mm_cache_put(c, MM_CACHE_STATS, skey, sizeof skey, "stats", 5);
+    mm_cache_close(c);
+
+    /* room for the 10 most recent blocks and the statistics entry (the newest of all) */
+    mm_cache_options o = {.dir = dir, .size_limit = 10 * (len + HDR) + 5 + HDR};
+    mm_err err = {{0}};
+    uint64_t removed = 99;
+    CHECK(mm_cache_prune(&o, &removed, &err) == 0);
+    CHECK(removed == 20);
+    mm_cache_info i = info_of(dir, o.size_limit);
+    CHECK(i.stored_bytes <= o.size_limit);
+    CHECK(i.blocks == 10 && i.stats_entries == 1);
+    mm_cache_info_free(&i);
+    CHECK(mm_cache_prune(&o, &removed, &err) == 0 && removed == 0);
+
+    c = open_cache(dir, 64ull * MIB);
+    if (c) {
+        CHECK(has_block(c, 19, len, 19) == 0);
+        CHECK(has_block(c, 20, len, 20) == 1);
+        CHECK(has_block(c, 29, len, 29) == 1);
+        mm_cache_close(c);
+    }
+
+    CHECK(mm_cache_clear(&o, &removed, &err) == 0);
+    CHECK(removed == 10);
+    i = info_of(dir, 0);
+    CHECK(i.blocks == 0 && i.stats_entries == 0 && i.stored_bytes == 0);
+    mm_cache_info_free(&i);
+    c = open_cache(dir, 64ull * MIB);
+    if (c) {
+        CHECK(has_block(c, 29, len, 29) == 0);
+        CHECK(lookup(c, MM_CACHE_STATS, skey, "stats", 5) == 0);
+        put_block(c, 29, len, 29); /* still usable */
+        mm_cache_flush(c);
+        CHECK(has_block(c, 29, len, 29) == 1);
+        mm_cache_close(c);
+    }
+
+    /* a directory without a cache: empty, and not created */
+    char *none = mm_path_join(dir, "none");
+    o.dir = none;
+    i = info_of(none, 0);
+    CHECK(i.blocks == 0 && i.file_bytes == 0 && i.dir && strcmp(i.dir, none) == 0);
+    mm_cache_info_free(&i);
+    CHECK(mm_cache_clear(&o, &removed, &err) == 0 && removed == 0);
+    CHECK(mm_cache_prune(&o, &removed, &err) == 0 && removed == 0);
+    CHECK(access(none, F_OK) != 0);
+    free(none);
+    free(dir);
+}
+
+static void test_unusable_dir(void)
+{
+    char *file = mm_path_join(root, "a-file");
+    check_write_file(file, "x", 1);
+    char *dir = mm_path_join(file, "sub");
+    mm_cache_options o = {.dir = dir};
+    mm_cache *c = (mm_cache *)&o;
+    mm_err err = {{0}};
+    int rc = mm_cache_open(&o, &c, &err);
+    CHECK(rc < 0 && c == NULL);
+    CHECK_STR_CONTAINS(err.msg, "cannot create the cache directory");
+    CHECK_STR_CONTAINS(err.msg, dir);
+    /* the NULL cache is a permanent miss (callers run uncached) */
+    mm_cache_hit hit;
+    unsigned char key[MM_CACHE_KEY_LEN] = {0};
+    CHECK(mm_cache_get(NULL, MM_CACHE_BLOCKS, key, sizeof key, &hit) == 0);
+    mm_cache_put(NULL, MM_CACHE_BLOCKS, key, sizeof key, "x", 1);
+    mm_cache_flush(NULL);
+    mm_cache_close(NULL);
+    free(dir);
+    free(file);
+}
+
+/* A reader holding a hit pins every page freed after its snapshot: churn then fills the map (MDB_MAP_FULL),
+ * the writer evicts, retries, drops; the held bytes stay intact, and once released the cache recovers. */
+static void test_map_full(void)
+{
+    char *dir = new_dir();
+    const uint64_t limit = 2ull * MIB; /* map: the 8 MiB minimum */
+    const size_t len = 256 * 1024 - 64;
+    mm_cache *c = open_cache(dir, limit);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    put_block(c, 0, len, 0);
+    mm_cache_flush(c);
+    unsigned char key[MM_CACHE_KEY_LEN], *want = mm_xmalloc(len);
+    make_key(key, 0);
+    fill(want, len, 0);
+    mm_cache_hit held;
+    CHECK(mm_cache_get(c, MM_CACHE_BLOCKS, key, sizeof key, &held) == 1);
+    for (unsigned i = 1; i <= 48; i++) {
+        put_block(c, i, len, i);
+        mm_cache_flush(c);
+    }
+    mm_cache_counters k = counters(c);
+    CHECK(k.puts_dropped > 0);
+    CHECK(held.len == len && memcmp(held.data, want, len) == 0);
+    mm_cache_release(c, &held);
+    for (unsigned i = 100; i < 110; i++) {
+        put_block(c, i, len, i);
+        mm_cache_flush(c);
+    }
+    mm_cache_counters k2 = counters(c);
+    CHECK(k2.puts_stored == k.puts_stored + 10);
+    CHECK(k2.puts_dropped == k.puts_dropped);
+    CHECK(has_block(c, 109, len, 109) == 1);
+    mm_cache_close(c);
+    mm_cache_info i = info_of(dir, limit);
+    CHECK(i.stored_bytes <= limit);
+    mm_cache_info_free(&i);
+    free(want);
+    free(dir);
+}
+
+/* A full disk, simulated with RLIMIT_FSIZE: writes past the limit fail (EFBIG) like ENOSPC would. The
+ * writer evicts room and retries, so nothing is dropped. */
+static void test_disk_full(void)
+{
+    char *dir = new_dir();
+    const size_t len = 256 * 1024 - 40; /* value + LMDB's page header = 64 pages */
+    mm_cache *c = open_cache(dir, 64ull * MIB);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = 2 * MIB;
+    void (*old_sig)(int) = signal(SIGXFSZ, SIG_IGN);
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    for (unsigned i = 0; i < 24; i++) {
+        put_block(c, i, len, i);
+        mm_cache_flush(c);
+    }
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, old_sig);
+    mm_cache_counters k = counters(c);
+    CHECK(k.evictions > 0);
+    CHECK(k.puts_stored == 24 && k.puts_dropped == 0);
+    CHECK(has_block(c, 23, len, 23) == 1);
+    CHECK(has_block(c, 0, len, 0) == 0);
+    mm_cache_close(c);
+    char *data_mdb = mm_path_join(dir, "data.mdb");
+    struct stat st;
+    CHECK(stat(data_mdb, &st) == 0 && (uint64_t)st.st_size <= 2 * MIB);
+    free(data_mdb);
+    free(dir);
+}
+
+#define NKEYS 64
+#define NTHREADS 8
+#define ITERS 3000
+
+typedef struct {
+    mm_cache *c;
+    unsigned id;
+    atomic_int *bad;
+    atomic_long *puts;
+} worker_arg;
+
+static size_t key_len_of(unsigned i)
+{
+    return 1000 + (i * 397u) % 6000;
+}
+
+static void *worker(void *p)
+{
+    worker_arg *a = p;
+    unsigned char want[8000];
+    uint64_t x = a->id * 77 + 1;
+    for (int it = 0; it < ITERS; it++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        unsigned i = (unsigned)(x >> 33) % NKEYS;
+        size_t len = key_len_of(i);
+        fill(want, len, i);
+        unsigned char key[MM_CACHE_KEY_LEN];
+        make_key(key, i);
+        mm_cache_table t = i % 8 == 0 ? MM_CACHE_STATS : MM_CACHE_BLOCKS;
+        mm_cache_hit hit;
+        if (mm_cache_get(a->c, t, key, t == MM_CACHE_STATS ? MM_CACHE_RECIPE_LEN : MM_CACHE_KEY_LEN, &hit)) {
+            if (hit.len != len || memcmp(hit.data, want, len) != 0)
+                atomic_fetch_add(a->bad, 1);
+            mm_cache_release(a->c, &hit);
+        } else {
+            mm_cache_put(a->c, t, key, t == MM_CACHE_STATS ? MM_CACHE_RECIPE_LEN : MM_CACHE_KEY_LEN, want, len);
+            atomic_fetch_add(a->puts, 1);
+        }
+        if (it % 500 == 0)
+            mm_cache_flush(a->c);
+    }
+    return NULL;
+}
+
+static void test_concurrency(void)
+{
+    char *dir = new_dir();
+    mm_cache *c = open_cache(dir, 64ull * MIB);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    atomic_int bad = 0;
+    atomic_long puts = 0;
+    pthread_t th[NTHREADS];
+    worker_arg args[NTHREADS];
+    for (unsigned t = 0; t < NTHREADS; t++) {
+        args[t] = (worker_arg){c, t, &bad, &puts};
+        CHECK(pthread_create(&th[t], NULL, worker, &args[t]) == 0);
+    }
+    for (unsigned t = 0; t < NTHREADS; t++)
+        pthread_join(th[t], NULL);
+    mm_cache_flush(c);
+    CHECK(atomic_load(&bad) == 0);
+    mm_cache_counters k = counters(c);
+    CHECK(k.corrupt == 0 && k.evictions == 0);
+    CHECK(k.puts_stored + k.puts_dropped == (uint64_t)atomic_load(&puts));
+    unsigned char want[8000];
+    unsigned present = 0;
+    for (unsigned i = 0; i < NKEYS; i++) {
+        unsigned char key[MM_CACHE_KEY_LEN];
+        make_key(key, i);
+        fill(want, key_len_of(i), i);
+        present += lookup(c, i % 8 == 0 ? MM_CACHE_STATS : MM_CACHE_BLOCKS, key, want, key_len_of(i)) == 1;
+    }
+    CHECK(present == NKEYS);
+    CHECK(k.puts_stored == NKEYS); /* each key stored once however many threads raced to put it */
+    mm_cache_close(c);
+    free(dir);
+}
+
+/* Another process (a child) has the directory open while this one runs the offline commands, then both
+ * put the same key: it is stored once. */
+static void test_two_processes(void)
+{
+    char *dir = new_dir();
+    const size_t len = 10000;
+    int to_child[2], to_parent[2];
+    CHECK(pipe(to_child) == 0 && pipe(to_parent) == 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char b;
+        int fail = 0;
+        mm_cache_options o = {.dir = dir, .size_limit = 64ull * MIB};
+        mm_cache *c = NULL;
+        if (mm_cache_open(&o, &c, NULL) != 0)
+            _exit(10);
+        for (unsigned i = 1; i <= 5; i++)
+            put_block(c, i, len, i);
+        mm_cache_flush(c);
+        fail |= write(to_parent[1], "r", 1) != 1;
+        fail |= read(to_child[0], &b, 1) != 1; /* parent pruned, cleared and opened its own */
+        fail |= has_block(c, 5, len, 5) != 0;
+        put_block(c, 9, len, 9);
+        mm_cache_flush(c);
+        fail |= counters(c).puts_stored != 6;
+        fail |= write(to_parent[1], "p", 1) != 1;
+        fail |= read(to_child[0], &b, 1) != 1;
+        fail |= has_block(c, 9, len, 9) != 1;
+        mm_cache_close(c);
+        _exit(fail ? 11 : 0);
+    }
+    CHECK(pid > 0);
+    if (pid < 0) {
+        free(dir);
+        return;
+    }
+    char b = 0;
+    CHECK(read(to_parent[0], &b, 1) == 1 && b == 'r');
+    mm_cache_info i = info_of(dir, 0);
+    CHECK(i.blocks == 5 && i.stored_bytes == 5 * (len + HDR));
+    mm_cache_info_free(&i);
+    mm_cache_options o = {.dir = dir, .size_limit = 3 * (len + HDR)};
+    mm_err err = {{0}};
+    uint64_t removed = 0;
+    CHECK(mm_cache_prune(&o, &removed, &err) == 0 && removed == 2);
+    CHECK(mm_cache_clear(&o, &removed, &err) == 0 && removed == 3);
+    i = info_of(dir, 0);
+    CHECK(i.blocks == 0 && i.stored_bytes == 0);
+    mm_cache_info_free(&i);
+
+    mm_cache *c = open_cache(dir, 64ull * MIB);
+    CHECK(write(to_child[1], "g", 1) == 1);
+    CHECK(read(to_parent[0], &b, 1) == 1 && b == 'p');
+    if (c) {
+        put_block(c, 9, len, 9);
+        mm_cache_flush(c);
+        mm_cache_counters k = counters(c);
+        CHECK(k.puts_stored == 0 && k.puts_dropped == 1);
+        CHECK(has_block(c, 9, len, 9) == 1);
+    }
+    CHECK(write(to_child[1], "e", 1) == 1);
+    int status = -1;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        fprintf(stderr, "child status %d\n", status);
+    mm_cache_close(c);
+    i = info_of(dir, 0);
+    CHECK(i.blocks == 1);
+    mm_cache_info_free(&i);
+    close(to_child[0]), close(to_child[1]), close(to_parent[0]), close(to_parent[1]);
+    free(dir);
+}
+
+int main(void)
+{
+    snprintf(root, sizeof root, "/tmp/mm-test-cache-XXXXXX");
+    if (!mkdtemp(root)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_checksum();
+    test_default_dir();
+    test_two_processes(); /* first: fork before this process has other threads */
+    test_round_trip_and_reopen();
+    test_size_limit_and_lru();
+    test_flipped_byte();
+    test_corrupt_environment();
+    test_foreign_environment();
+    test_clear_and_prune();
+    test_unusable_dir();
+    test_map_full();
+    test_disk_full();
+    test_concurrency();
+    nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return mm_check_report();
+}
