@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "cache_internal.h"
 
@@ -126,6 +128,17 @@ static bool touch_wanted(mm_cache *c, MDB_txn *txn, MDB_val *k)
     return mm_cache_touch_due(st.tick, then, entries);
 }
 
+/* The environment is opened with MDB_NORDAHEAD (random lookups must not read megabytes around each
+ * page), so a value that is not in the page cache would fault in one 4 KiB page at a time. A value is
+ * read whole right after the lookup: ask for all of its pages at once. */
+static void prefetch(const void *data, size_t len)
+{
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)data & ~(page - 1), z = (uintptr_t)data + len;
+    if (len >= 2 * page)
+        (void)madvise((void *)a, z - a, MADV_WILLNEED);
+}
+
 int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, mm_cache_hit *hit)
 {
     memset(hit, 0, sizeof *hit);
@@ -156,9 +169,11 @@ int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_
         rtxn_release(c, txn);
         return 0;
     }
+    prefetch(v.mv_data, v.mv_size);
     const void *data;
     size_t len;
-    if (!mm_cache_value_open(v.mv_data, v.mv_size, &data, &len)) {
+    _Atomic uint64_t *memo = &c->verified[((uintptr_t)v.mv_data >> 12) % MM_CACHE_VERIFIED_SLOTS];
+    if (!mm_cache_value_open_checked(v.mv_data, v.mv_size, &data, &len, memo)) {
         rtxn_release(c, txn);
         atomic_fetch_add(&c->corrupt, 1);
         mm_cache_log_once(MM_CACHE_LOG_CORRUPT, "a cache entry in %s failed its checksum; it is dropped and recomputed",

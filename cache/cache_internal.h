@@ -40,6 +40,12 @@
 void mm_cache_value_seal(unsigned char *hdr, size_t len);
 /* Checks a stored value; on success points data and len at its bytes. */
 bool mm_cache_value_open(const void *val, size_t val_len, const void **data, size_t *len);
+/* The same, skipping the checksum when *verified (a memo slot for this value's address) says this
+ * exact value was verified already; updates the slot. */
+bool mm_cache_value_open_checked(const void *val, size_t val_len, const void **data, size_t *len,
+                                 _Atomic uint64_t *verified);
+/* Slots of the verified-value memo (direct-mapped by value address). */
+#define MM_CACHE_VERIFIED_SLOTS 4096
 
 static inline size_t mm_cache_key_len(mm_cache_table t)
 {
@@ -151,6 +157,7 @@ struct mm_cache {
     uint64_t txn_cap; /* bytes of queued ops per write transaction (soft: at least one op) */
 
     _Atomic uint64_t evictions, puts_stored, puts_dropped, corrupt, resets;
+    _Atomic uint64_t verified[MM_CACHE_VERIFIED_SLOTS];
 
     /* Reset read transactions kept for renewal: they keep their reader slot. */
     pthread_mutex_t pool_lock;

@@ -1,5 +1,7 @@
 /* Stored values: the 24-byte header and the checksum that guards the bytes after an OS crash or a bad
  * disk (LMDB itself protects structure, not contents). */
+#include <stdatomic.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "cache_internal.h"
@@ -75,6 +77,12 @@ void mm_cache_value_seal(unsigned char *hdr, size_t len)
 
 bool mm_cache_value_open(const void *val, size_t val_len, const void **data, size_t *len)
 {
+    return mm_cache_value_open_checked(val, val_len, data, len, NULL);
+}
+
+bool mm_cache_value_open_checked(const void *val, size_t val_len, const void **data, size_t *len,
+                                 _Atomic uint64_t *verified)
+{
     const unsigned char *v = val;
     uint32_t magic, flags;
     uint64_t l, sum;
@@ -86,8 +94,16 @@ bool mm_cache_value_open(const void *val, size_t val_len, const void **data, siz
     memcpy(&sum, v + 16, 8);
     if (magic != MM_CACHE_VALUE_MAGIC || flags != 0 || l != val_len - MM_CACHE_HDR_LEN)
         return false;
-    if (mm_checksum64(v + MM_CACHE_HDR_LEN, (size_t)l) != sum)
-        return false;
+    /* The memo remembers the last value verified at this address with this checksum: a block read in
+     * several FUSE requests is checksummed once, and a value rewritten at the same address (another
+     * checksum) is checked again. */
+    uint64_t tag = ((uint64_t)(uintptr_t)v * K1) ^ sum;
+    if (!verified || atomic_load_explicit(verified, memory_order_relaxed) != tag) {
+        if (mm_checksum64(v + MM_CACHE_HDR_LEN, (size_t)l) != sum)
+            return false;
+        if (verified)
+            atomic_store_explicit(verified, tag, memory_order_relaxed);
+    }
     *data = v + MM_CACHE_HDR_LEN;
     *len = (size_t)l;
     return true;
