@@ -189,6 +189,19 @@ int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_
     return 1;
 }
 
+void mm_cache_prefetch(mm_cache *c, mm_cache_table table, const void *key, size_t key_len)
+{
+    if (!c || !key || key_len != mm_cache_key_len(table))
+        return;
+    MDB_txn *txn;
+    if (rtxn_acquire(c, &txn))
+        return;
+    MDB_val k = {key_len, (void *)key}, v;
+    if (mdb_get(txn, mm_cache_table_dbi(&c->env, table), &k, &v) == 0)
+        prefetch(v.mv_data, v.mv_size);
+    rtxn_release(c, txn);
+}
+
 void mm_cache_release(mm_cache *c, mm_cache_hit *hit)
 {
     if (c && hit && hit->txn) {

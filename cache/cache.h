@@ -94,6 +94,10 @@ typedef struct mm_cache_hit {
 int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, mm_cache_hit *hit);
 void mm_cache_release(mm_cache *c, mm_cache_hit *hit);
 
+/* Asks the kernel to start reading the value of `key` from disk, if stored (sequential readers call it
+ * for the block after the one they read). Cheap on a miss; never blocks on I/O. */
+void mm_cache_prefetch(mm_cache *c, mm_cache_table table, const void *key, size_t key_len);
+
 /* Queues a value for storing (copies data). Never blocks on I/O. A value larger than the size limit is
  * dropped (counted). */
 void mm_cache_put(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, const void *data, size_t len);

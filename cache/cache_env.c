@@ -9,8 +9,10 @@
 
 /* NOTLS: read transactions are pooled and renewed on any thread. NOMETASYNC: a crash of the OS may
  * undo the last commit but never corrupts; commits stay cheap. No WRITEMAP: a full disk must surface as
- * ENOSPC from a commit, not as SIGBUS inside the daemon. NORDAHEAD: reads are of whole values. */
-#define ENV_FLAGS (MDB_NOTLS | MDB_NOMETASYNC | MDB_NORDAHEAD)
+ * ENOSPC from a commit, not as SIGBUS inside the daemon. Kernel readahead stays on (no MDB_NORDAHEAD):
+ * blocks are read whole and mostly in the order they were written, so reading around a fault pays off
+ * (measured: a cold full read from the cache took ~35% longer with NORDAHEAD, even with MADV_WILLNEED). */
+#define ENV_FLAGS (MDB_NOTLS | MDB_NOMETASYNC)
 /* Reader slots are per read transaction (pooled per process), shared by all processes on the directory. */
 #define MAX_READERS 512
 #define MAX_DBS 8

@@ -25,7 +25,7 @@
 
 #define MM_CACHE_VALUE_MAGIC 0x4256434du /* "MCVB" */
 #define MM_CACHE_META_MAGIC 0x4d56434du  /* "MCVM" */
-#define MM_CACHE_FORMAT 1u
+#define MM_CACHE_FORMAT 2u /* 2: vectorised checksum */
 #define MM_CACHE_HDR_LEN 24u
 #define MM_CACHE_META_LEN 24u
 #define MM_CACHE_TICK_LEN 8u

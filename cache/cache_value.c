@@ -10,11 +10,6 @@
 #define K2 0xc2b2ae3d27d4eb4full
 #define K3 0x165667b19e3779f9ull
 
-static inline uint64_t rotl64(uint64_t x, int r)
-{
-    return (x << r) | (x >> (64 - r));
-}
-
 static inline uint64_t load64(const unsigned char *p)
 {
     uint64_t w;
@@ -22,47 +17,43 @@ static inline uint64_t load64(const unsigned char *p)
     return w;
 }
 
-/* For a fixed state the word goes through bijections only (odd multiply, xor, rotate, odd multiply),
- * and for a fixed word so does the state: two inputs that differ in one word, in particular in one bit,
- * therefore always end in different states. */
-static inline uint64_t mix(uint64_t h, uint64_t w)
-{
-    return rotl64(h ^ (w * K2), 31) * K1;
-}
+/* Eight independent 64-bit sums, one per word position modulo 8: the loop is plain vector additions
+ * and runs at memory speed, which matters because every cache hit is verified once.
+ * Why any single flipped bit is caught: flipping bit k of a word changes that word, and so its lane's
+ * sum, by +-2^k (mod 2^64), which is never 0. The lanes are combined with distinct odd multipliers, so
+ * the combined sum changes by odd * 2^k != 0 (mod 2^64); the final mix is a bijection. */
+#define LANES 8
 
-uint64_t mm_checksum64(const void *data, size_t len)
+static inline uint64_t fmix(uint64_t h)
 {
-    const unsigned char *p = data;
-    size_t n = len;
-    uint64_t h = K3;
-    if (n >= 32) {
-        /* Four independent lanes keep the multiplier busy instead of waiting on one chain. */
-        uint64_t a = K1 + K2, b = K2, c = 0, d = 0 - K1;
-        do {
-            a = mix(a, load64(p));
-            b = mix(b, load64(p + 8));
-            c = mix(c, load64(p + 16));
-            d = mix(d, load64(p + 24));
-            p += 32;
-            n -= 32;
-        } while (n >= 32);
-        /* A sum of per-lane bijections: still injective in each lane with the others fixed. */
-        h = rotl64(a, 1) + rotl64(b, 7) + rotl64(c, 12) + rotl64(d, 18);
-    }
-    for (; n >= 8; p += 8, n -= 8)
-        h = mix(h, load64(p));
-    if (n) {
-        uint64_t w = 0;
-        memcpy(&w, p, n);
-        h = mix(h, w);
-    }
-    h = mix(h, (uint64_t)len);
     h ^= h >> 33;
     h *= K2;
     h ^= h >> 29;
     h *= K3;
     h ^= h >> 32;
     return h;
+}
+
+uint64_t mm_checksum64(const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    size_t n = len;
+    uint64_t lane[LANES] = {0};
+    for (; n >= 8 * LANES; p += 8 * LANES, n -= 8 * LANES)
+        for (int j = 0; j < LANES; j++)
+            lane[j] += load64(p + 8 * j);
+    uint64_t h = K3 ^ (uint64_t)len;
+    for (int j = 0; j < LANES; j++)
+        h += lane[j] * (K1 + 2 * (uint64_t)j); /* K1 is odd, so every multiplier is odd */
+    /* The tail: fewer than 64 bytes, each word with its own odd multiplier. */
+    for (uint64_t j = 0; n >= 8; p += 8, n -= 8, j++)
+        h += load64(p) * (K2 + 2 * j);
+    if (n) {
+        uint64_t w = 0;
+        memcpy(&w, p, n);
+        h += w * K3;
+    }
+    return fmix(h);
 }
 
 void mm_cache_value_seal(unsigned char *hdr, size_t len)

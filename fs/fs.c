@@ -4,10 +4,12 @@
 #define FUSE_USE_VERSION 35
 
 #include "fs.h"
+#include "readahead.h"
 
 #include <fuse_lowlevel.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,11 @@ static const int k_max_idle_threads = 10;
 
 typedef struct fs_state {
     mm_vfs *vfs;
+    /* The kernel resets the mount's readahead when it processes our INIT reply, so the raised value
+     * is written by the first request after that (a request handler is the first code that runs
+     * once INIT is complete). Non-NULL until applied. */
+    _Atomic(const char *) readahead_mountpoint;
+    unsigned readahead_kb;
     size_t count;
     uint64_t total_bytes;
     uid_t uid;
@@ -38,9 +45,22 @@ typedef struct fs_state {
     struct timespec mtime;
 } fs_state;
 
+static void apply_readahead(fs_state *fs)
+{
+    const char *mp = atomic_exchange(&fs->readahead_mountpoint, NULL);
+    if (!mp)
+        return;
+    mm_err err;
+    if (mm_fs_set_readahead(mp, fs->readahead_kb, &err) < 0)
+        mm_log_warn("%s", err.msg);
+}
+
 static fs_state *fs_of(fuse_req_t req)
 {
-    return fuse_req_userdata(req);
+    fs_state *fs = fuse_req_userdata(req);
+    if (atomic_load_explicit(&fs->readahead_mountpoint, memory_order_relaxed))
+        apply_readahead(fs);
+    return fs;
 }
 
 static int file_index(const fs_state *fs, fuse_ino_t ino, size_t *idx)
@@ -516,6 +536,10 @@ int mm_fs_run(mm_vfs *vfs, const mm_fs_options *opt, mm_err *err)
         goto out;
     }
     mounted = 1;
+    if (opt->readahead_kb > 0 && geteuid() == 0) {
+        fs.readahead_kb = opt->readahead_kb;
+        atomic_store(&fs.readahead_mountpoint, mountpoint);
+    }
     /* In the background the parent leaves through _exit(0) inside fuse_daemonize, and the child's
      * stdio goes to /dev/null: anything still buffered would be lost in both. */
     fflush(NULL);

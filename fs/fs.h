@@ -12,6 +12,7 @@ typedef struct mm_fs_options {
     const char *fuse_opts;   /* comma-separated -o options passed to libfuse (may be NULL) */
     int debug;               /* -d: libfuse debug output, implies foreground */
     const char *fsname;      /* shown in /proc/mounts (e.g. the config path) */
+    unsigned readahead_kb;   /* when root: the mount's readahead in KiB (0: kernel default) */
     /* Called once in the process that serves requests, after daemonising and before the first request
      * (LMDB environments must be opened here, not before fork). May be NULL. Non-zero aborts the mount. */
     int (*after_daemonize)(void *arg);

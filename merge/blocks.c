@@ -12,6 +12,8 @@
 /* In-flight blocks are kept in a table split into stripes, each with its own lock, so readers of
  * different blocks never wait on one another (no global lock on the read path). */
 #define STRIPES 64
+/* How far a sequential reader's cache hits look ahead (blocks of about 1 MiB). */
+#define PREFETCH_BLOCKS 8
 
 typedef struct flight {
     struct flight *next;
@@ -164,6 +166,18 @@ int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
             mm_cache_release(b->cache, &hit);
             if (ok) {
                 atomic_fetch_add(&b->hits, 1);
+                /* A read that reaches the end of a block is most likely sequential: keep the disk busy
+                 * on the next blocks' values while this one is copied out and sent, so reading the
+                 * cache and the FUSE round trips overlap. */
+                if (z == b1) {
+                    /* In the steady state only the farthest block is new; the first block of a tensor
+                     * starts the whole window. */
+                    uint64_t first = blk == 0 ? 1 : blk + PREFETCH_BLOCKS;
+                    for (uint64_t nb = first; nb <= blk + PREFETCH_BLOCKS && nb * bs < total; nb++) {
+                        block_key(t, nb, key);
+                        mm_cache_prefetch(b->cache, MM_CACHE_BLOCKS, key, sizeof key);
+                    }
+                }
                 continue;
             }
         }
