@@ -9,29 +9,13 @@
 # it the figures are warm and the script says so. Not a test: the numbers are for bench/RESULTS.md.
 # Usage: bench/cache_bench.sh [WORKDIR]   (default: /tmp/mm-bench-cache; models are made once there)
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-mm="$top/build/tools/mergemount"
-mk="$top/build/tools/mm-mkmodel"
+. "$(dirname "$0")/common.sh"
 work=${1:-/tmp/mm-bench-cache}
 mkdir -p "$work"
 cd "$work"
-
 # 2048 hidden, 5632 intermediate, 8 layers, 32000 vocab, 32/4 heads: 484 M parameters, 968 MB in bf16.
 shape=(--dtype bf16 --layers 8 --hidden 2048 --intermediate 5632 --vocab 32000 --heads 32 --kv-heads 4)
-for i in 1 2 3; do
-  [ -f "m$i/model.safetensors" ] || "$mk" "m$i" --seed "$i" "${shape[@]}"
-done
-cat > merge.yml <<'YAML'
-merge_method: linear
-models:
-  - model: ./m1
-    parameters: {weight: 0.5}
-  - model: ./m2
-    parameters: {weight: 0.3}
-  - model: ./m3
-    parameters: {weight: 0.2}
-dtype: bfloat16
-YAML
+bench_models
 
 cache="$work/cache"
 mnt="$work/mnt"
@@ -45,11 +29,6 @@ trap cleanup EXIT INT TERM
 cleanup
 rm -rf "$cache" built "$work/mount.log"
 
-can_drop=0
-[ "$(id -u)" -eq 0 ] && can_drop=1
-drop() { sync; if [ "$can_drop" -eq 1 ]; then echo 3 > /proc/sys/vm/drop_caches; fi; }
-now() { date +%s.%N; }
-secs() { echo "$2 - $1" | bc -l; }
 readall() { local f; for f in "$1"/*; do cat "$f" > /dev/null; done; }
 # starts the daemon in the foreground as our child (so that `wait` knows when it has flushed and exited)
 start() {

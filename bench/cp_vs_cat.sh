@@ -4,33 +4,15 @@
 # figures and their ratios measured in this one run. Not a test: the numbers are for the notes.
 # Usage: bench/cp_vs_cat.sh [WORKDIR]   (default: /tmp/mm-bench-cp)
 set -euo pipefail
-top=$(cd "$(dirname "$0")/.." && pwd)
-mm="$top/build/tools/mergemount"
-mk="$top/build/tools/mm-mkmodel"
+. "$(dirname "$0")/common.sh"
 work=${1:-/tmp/mm-bench-cp}
 mkdir -p "$work"
 cd "$work"
 shape=(--dtype bf16 --layers 4 --hidden 768 --intermediate 2048 --vocab 16000 --heads 12 --kv-heads 4)
-for i in 1 2 3; do
-  [ -f "m$i/model.safetensors" ] || "$mk" "m$i" --seed "$i" "${shape[@]}"
-done
-cat > merge.yml <<'YAML'
-merge_method: linear
-models:
-  - model: ./m1
-    parameters: {weight: 0.5}
-  - model: ./m2
-    parameters: {weight: 0.3}
-  - model: ./m3
-    parameters: {weight: 0.2}
-dtype: bfloat16
-YAML
+bench_models
 mkdir -p mnt
 mountpoint -q mnt && fusermount3 -u mnt
 
-drop() { if [ "$(id -u)" -eq 0 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
-now() { date +%s.%N; }
-secs() { echo "$2 - $1" | bc -l; }
 
 drop
 t0=$(now); cat m1/model.safetensors m2/model.safetensors m3/model.safetensors > /dev/null; t1=$(now)
@@ -38,16 +20,16 @@ cat_cold=$(secs "$t0" "$t1")
 t0=$(now); cat m1/model.safetensors m2/model.safetensors m3/model.safetensors > /dev/null; t1=$(now)
 cat_warm=$(secs "$t0" "$t1")
 
-"$mm" mount merge.yml mnt
+"$mm" mount merge.yml mnt --no-cache
 drop
 rm -rf copy; t0=$(now); cp -r mnt copy; t1=$(now)
 cp_cold=$(secs "$t0" "$t1")
 fusermount3 -u mnt
-"$mm" mount merge.yml mnt   # a fresh mount: the kernel page cache of the old one is gone
+"$mm" mount merge.yml mnt --no-cache   # a fresh mount: the kernel page cache of the old one is gone
 rm -rf copy; t0=$(now); cp -r mnt copy; t1=$(now)
 cp_warm=$(secs "$t0" "$t1")
 fusermount3 -u mnt
-rm -rf built; t0=$(now); "$mm" build merge.yml built --no-progress; t1=$(now)
+rm -rf built; t0=$(now); "$mm" build merge.yml built --no-progress --no-cache; t1=$(now)
 build_warm=$(secs "$t0" "$t1")
 cmp copy/model.safetensors built/model.safetensors
 
