@@ -37,6 +37,10 @@ struct mm_blocks {
     mm_cache *cache;
     char *cache_dir;
     stripe stripes[STRIPES];
+    /* Per tensor: its statistics once known, and a lock held while its pre-pass runs (single-flight
+     * per tensor, so pre-passes of different tensors run in parallel). */
+    _Atomic(void *) *stats;
+    pthread_mutex_t *stats_lock;
     atomic_uint_fast64_t computed, hits, misses, waits, served, bytes_computed, prepasses;
 };
 
@@ -46,6 +50,11 @@ mm_blocks *mm_blocks_new(const mm_plan *p)
     b->plan = p;
     for (int i = 0; i < STRIPES; i++)
         pthread_mutex_init(&b->stripes[i].lock, NULL);
+    size_t n = p->ntensors ? p->ntensors : 1;
+    b->stats = mm_xcalloc(n, sizeof *b->stats);
+    b->stats_lock = mm_xcalloc(n, sizeof *b->stats_lock);
+    for (size_t i = 0; i < p->ntensors; i++)
+        pthread_mutex_init(&b->stats_lock[i], NULL);
     return b;
 }
 
@@ -55,6 +64,12 @@ void mm_blocks_free(mm_blocks *b)
         return;
     for (int i = 0; i < STRIPES; i++)
         pthread_mutex_destroy(&b->stripes[i].lock);
+    for (size_t i = 0; i < b->plan->ntensors; i++) {
+        free(atomic_load(&b->stats[i]));
+        pthread_mutex_destroy(&b->stats_lock[i]);
+    }
+    free(b->stats);
+    free(b->stats_lock);
     free(b->cache_dir);
     free(b);
 }
@@ -69,6 +84,60 @@ void mm_blocks_set_cache(mm_blocks *b, mm_cache *c, const char *dir)
 void mm_blocks_count_served(mm_blocks *b, uint64_t n)
 {
     atomic_fetch_add(&b->served, n);
+}
+
+/* The statistics of t's pre-pass: from memory, else from the cache, else computed (once: readers of
+ * the same tensor wait for the first). *out is NULL for methods without a pre-pass. */
+static int stats_get(mm_blocks *b, const mm_out_tensor *t, const void **out)
+{
+    const mm_method *m = t->method;
+    size_t size = m->stats_size && m->prepass ? m->stats_size(t) : 0;
+    *out = NULL;
+    if (!size)
+        return 0;
+    size_t idx = (size_t)(t - b->plan->tensors);
+    void *s = atomic_load(&b->stats[idx]);
+    if (s) {
+        *out = s;
+        return 0;
+    }
+    if (pthread_mutex_trylock(&b->stats_lock[idx]) != 0) {
+        atomic_fetch_add(&b->waits, 1);
+        pthread_mutex_lock(&b->stats_lock[idx]);
+    }
+    int rc = 0;
+    s = atomic_load(&b->stats[idx]);
+    if (!s) {
+        s = malloc(size);
+        mm_cache_hit hit;
+        if (!s) {
+            rc = -ENOMEM;
+        } else if (mm_cache_get(b->cache, MM_CACHE_STATS, t->recipe, MM_CACHE_RECIPE_LEN, &hit)) {
+            int ok = hit.len == size;
+            if (ok)
+                memcpy(s, hit.data, size);
+            mm_cache_release(b->cache, &hit);
+            if (!ok)
+                rc = 1; /* stale size: compute below */
+        } else {
+            rc = 1;
+        }
+        if (rc == 1) {
+            rc = m->prepass(t, s);
+            if (rc == 0) {
+                atomic_fetch_add(&b->prepasses, 1);
+                mm_cache_put(b->cache, MM_CACHE_STATS, t->recipe, MM_CACHE_RECIPE_LEN, s, size);
+            }
+        }
+        if (rc == 0)
+            atomic_store(&b->stats[idx], s);
+        else
+            free(s);
+    }
+    pthread_mutex_unlock(&b->stats_lock[idx]);
+    if (rc == 0)
+        *out = atomic_load(&b->stats[idx]);
+    return rc;
 }
 
 static void block_key(const mm_out_tensor *t, uint64_t block, unsigned char key[MM_CACHE_KEY_LEN])
@@ -86,8 +155,8 @@ static stripe *stripe_of(mm_blocks *b, const mm_out_tensor *t, uint64_t block)
 
 /* Computes block `block` of t, or waits for the thread already computing it, then copies
  * [from, from + len) of the block into dst. */
-static int compute_shared(mm_blocks *b, const mm_out_tensor *t, uint64_t block, uint64_t block_off, size_t block_len,
-                          uint64_t from, size_t len, unsigned char *dst, const unsigned char *key)
+static int compute_shared(mm_blocks *b, const mm_out_tensor *t, const void *stats, uint64_t block, uint64_t block_off,
+                          size_t block_len, uint64_t from, size_t len, unsigned char *dst, const unsigned char *key)
 {
     stripe *s = stripe_of(b, t, block);
     pthread_mutex_lock(&s->lock);
@@ -111,7 +180,7 @@ static int compute_shared(mm_blocks *b, const mm_out_tensor *t, uint64_t block, 
 
         f->data = malloc(block_len);
         f->len = block_len;
-        f->rc = f->data ? mm_engine_read(b->plan, t, block_off, block_len, f->data) : -ENOMEM;
+        f->rc = f->data ? mm_engine_read(t, stats, block_off, block_len, f->data) : -ENOMEM;
         if (f->rc == 0) {
             atomic_fetch_add(&b->computed, 1);
             atomic_fetch_add(&b->bytes_computed, block_len);
@@ -146,10 +215,15 @@ static int compute_shared(mm_blocks *b, const mm_out_tensor *t, uint64_t block, 
 
 int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf)
 {
+    const void *stats = NULL;
     if (!b->cache) {
+        int rc = stats_get(b, t, &stats);
+        if (rc < 0)
+            return rc;
         atomic_fetch_add(&b->bytes_computed, len);
-        return mm_engine_read(b->plan, t, off, len, buf);
+        return mm_engine_read(t, stats, off, len, buf);
     }
+    int stats_known = 0;
     const size_t es = mm_dtype_size(t->dtype);
     const uint64_t bs = t->block_elems * es, total = t->numel * es, end = off + len;
     unsigned char *dst = buf;
@@ -182,7 +256,14 @@ int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
             }
         }
         atomic_fetch_add(&b->misses, 1);
-        int rc = compute_shared(b, t, blk, b0, (size_t)(b1 - b0), a - b0, (size_t)(z - a), dst + (a - off), key);
+        /* Statistics only when something must be computed: a fully cached tensor needs no pre-pass. */
+        if (!stats_known) {
+            int rc = stats_get(b, t, &stats);
+            if (rc < 0)
+                return rc;
+            stats_known = 1;
+        }
+        int rc = compute_shared(b, t, stats, blk, b0, (size_t)(b1 - b0), a - b0, (size_t)(z - a), dst + (a - off), key);
         if (rc < 0)
             return rc;
     }

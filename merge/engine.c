@@ -54,6 +54,95 @@ static int load_input(const mm_out_tensor *t, const mm_input *in, uint64_t e, si
     return 0;
 }
 
+uint64_t mm_engine_row_len(const mm_out_tensor *t)
+{
+    return t->ndim >= 2 ? t->shape[t->ndim - 1] : (t->numel ? t->numel : 1);
+}
+
+/* Chunks start at multiples of this (see mm_align). */
+static uint64_t alignment(const mm_out_tensor *t)
+{
+    switch (t->method->align) {
+    case MM_ALIGN_ROWS: return mm_engine_row_len(t);
+    case MM_ALIGN_GRANULE: return MM_GRANULE;
+    default: return 1;
+    }
+}
+
+/* Walks [e0, e0 + n) in chunks (a multiple of the alignment, unless at the end), loading every input
+ * and calling fn for each. Shared by kernels (fn computes and stores) and pre-passes. */
+typedef int (*chunk_fn)(void *ctx, mm_kernel_args *a);
+
+static int walk(const mm_out_tensor *t, uint64_t e0, uint64_t n, chunk_fn fn, void *ctx)
+{
+    const uint64_t al = alignment(t);
+    const size_t k = t->ninputs;
+    size_t chunk = (size_t)(al >= CHUNK ? al : CHUNK - CHUNK % al);
+    if (chunk > n)
+        chunk = (size_t)n;
+    float *vals = malloc((k + 1 + MM_KERNEL_SCRATCH) * chunk * sizeof(float));
+    unsigned char *raw = malloc(chunk * 8);
+    const float **in = malloc((k ? k : 1) * sizeof *in);
+    if (!vals || !raw || !in) {
+        free(vals);
+        free(raw);
+        free(in);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < k; i++)
+        in[i] = vals + i * chunk;
+    mm_kernel_args a = {.t = t, .row_len = mm_engine_row_len(t), .in = in, .out = vals + k * chunk,
+                        .scratch = vals + (k + 1) * chunk};
+    int rc = 0;
+    for (uint64_t done = 0; done < n && rc == 0; done += chunk) {
+        size_t m = n - done < chunk ? (size_t)(n - done) : chunk;
+        for (size_t i = 0; i < k && rc == 0; i++)
+            rc = load_input(t, &t->inputs[i], e0 + done, m, raw, (float *)in[i]);
+        if (rc < 0)
+            break;
+        a.e0 = e0 + done;
+        a.n = m;
+        rc = fn(ctx, &a);
+    }
+    free(vals);
+    free(raw);
+    free(in);
+    return rc;
+}
+
+typedef struct compute_ctx {
+    const void *stats;
+    unsigned char *out; /* bytes of element `first` */
+    uint64_t first;
+} compute_ctx;
+
+static int compute_chunk(void *vctx, mm_kernel_args *a)
+{
+    compute_ctx *c = vctx;
+    a->stats = c->stats;
+    a->t->method->kernel(a);
+    mm_store_f32(a->t->dtype, a->out, c->out + (a->e0 - c->first) * mm_dtype_size(a->t->dtype), a->n);
+    return 0;
+}
+
+typedef struct stream_ctx {
+    mm_stream_fn fn;
+    void *ctx;
+} stream_ctx;
+
+static int stream_chunk(void *vctx, mm_kernel_args *a)
+{
+    stream_ctx *c = vctx;
+    a->out = NULL;
+    return c->fn(c->ctx, a);
+}
+
+int mm_engine_stream(const mm_out_tensor *t, mm_stream_fn fn, void *ctx)
+{
+    stream_ctx c = {fn, ctx};
+    return walk(t, 0, t->numel, stream_chunk, &c);
+}
+
 /* Output bytes equal the input bytes: passthrough without scale, nothing to convert or crop. */
 static int is_copy(const mm_out_tensor *t)
 {
@@ -66,42 +155,8 @@ static int is_copy(const mm_out_tensor *t)
     return isnan(in->mvals[0]) && (t->comp == t->dtype || t->comp == MM_DT_F32);
 }
 
-static int compute(const mm_out_tensor *t, uint64_t e0, size_t n, unsigned char *out)
+int mm_engine_read(const mm_out_tensor *t, const void *stats, uint64_t off, size_t len, void *buf)
 {
-    const size_t k = t->ninputs, chunk = n < CHUNK ? n : CHUNK;
-    float *vals = malloc((k + 2) * chunk * sizeof(float));
-    unsigned char *raw = malloc(chunk * 8);
-    const float **in = malloc(k * sizeof *in);
-    if (!vals || !raw || !in) {
-        free(vals);
-        free(raw);
-        free(in);
-        return -ENOMEM;
-    }
-    for (size_t i = 0; i < k; i++)
-        in[i] = vals + i * chunk;
-    float *res = vals + k * chunk, *scratch = vals + (k + 1) * chunk;
-    const size_t oes = mm_dtype_size(t->dtype);
-    int rc = 0;
-    for (size_t done = 0; done < n && rc == 0; done += chunk) {
-        size_t m = n - done < chunk ? n - done : chunk;
-        for (size_t i = 0; i < k && rc == 0; i++)
-            rc = load_input(t, &t->inputs[i], e0 + done, m, raw, (float *)in[i]);
-        if (rc < 0)
-            break;
-        mm_kernel_args a = {.t = t, .in = in, .n = m, .out = res, .scratch = scratch};
-        t->method->kernel(&a);
-        mm_store_f32(t->dtype, res, out + done * oes, m);
-    }
-    free(vals);
-    free(raw);
-    free(in);
-    return rc;
-}
-
-int mm_engine_read(const mm_plan *p, const mm_out_tensor *t, uint64_t off, size_t len, void *buf)
-{
-    (void)p;
     if (len == 0)
         return 0;
     if (is_copy(t)) {
@@ -110,17 +165,25 @@ int mm_engine_read(const mm_plan *p, const mm_out_tensor *t, uint64_t off, size_
         return rc < 0 ? read_fail(in, rc) : 0;
     }
     const size_t es = mm_dtype_size(t->dtype);
-    const uint64_t e0 = off / es, e1 = (off + len + es - 1) / es;
-    const size_t head = (size_t)(off - e0 * es);
-    if (head == 0 && len % es == 0)
-        return compute(t, e0, (size_t)(e1 - e0), buf);
-    /* A range that cuts through elements: compute whole elements aside and copy the part asked for. */
-    unsigned char *tmp = malloc((size_t)(e1 - e0) * es);
-    if (!tmp)
+    const uint64_t al = alignment(t);
+    /* Whole elements, widened to the method's alignment. */
+    uint64_t e0 = off / es, e1 = (off + len + es - 1) / es;
+    e0 -= e0 % al;
+    e1 = e1 % al ? e1 + (al - e1 % al) : e1;
+    if (e1 > t->numel)
+        e1 = t->numel;
+    const uint64_t skip = off - e0 * es;
+    compute_ctx c = {.stats = stats, .first = e0};
+    if (skip == 0 && (e1 - e0) * es == len) {
+        c.out = buf;
+        return walk(t, e0, e1 - e0, compute_chunk, &c);
+    }
+    c.out = malloc((size_t)((e1 - e0) * es));
+    if (!c.out)
         return -ENOMEM;
-    int rc = compute(t, e0, (size_t)(e1 - e0), tmp);
+    int rc = walk(t, e0, e1 - e0, compute_chunk, &c);
     if (rc == 0)
-        memcpy(buf, tmp + head, len);
-    free(tmp);
+        memcpy(buf, c.out + skip, len);
+    free(c.out);
     return rc;
 }

@@ -11,8 +11,18 @@
 #include "plan.h"
 
 /* Fills buf with bytes [off, off + len) of tensor t's data (off relative to the start of its data;
- * off + len must not exceed its byte size). Returns 0, or -EIO when an input cannot be read (logged
- * with the file name), or -ENOMEM. */
-int mm_engine_read(const mm_plan *p, const mm_out_tensor *t, uint64_t off, size_t len, void *buf);
+ * off + len must not exceed its byte size). `stats` is the tensor's statistics blob when its method
+ * has a pre-pass (merge/blocks.c obtains it), else NULL. Returns 0, or -EIO when an input cannot be
+ * read (logged with the file name), or -ENOMEM. */
+int mm_engine_read(const mm_out_tensor *t, const void *stats, uint64_t off, size_t len, void *buf);
+
+/* For pre-passes: calls fn(ctx, chunk) for consecutive chunks covering the whole tensor in order (aligned
+ * as the method's kernels are; chunk->out is NULL, chunk->stats NULL). Memory stays bounded whatever
+ * the tensor size. Returns 0, the first non-zero value fn returned, or -EIO/-ENOMEM. */
+typedef int (*mm_stream_fn)(void *ctx, const mm_kernel_args *chunk);
+int mm_engine_stream(const mm_out_tensor *t, mm_stream_fn fn, void *ctx);
+
+/* Elements per row as kernels see it: the last dimension, or the whole tensor when 1-D. */
+uint64_t mm_engine_row_len(const mm_out_tensor *t);
 
 #endif

@@ -30,15 +30,29 @@ typedef enum {
 /* How inputs of embedding tensors with different shapes are reconciled (B2 common rules). */
 typedef enum { MM_CROP_NONE, MM_CROP_COMMON, MM_CROP_TO_BASE } mm_crop_rule;
 
-/* One chunk of elementwise work: in[i][k] is element k of input i (source order) as a float32 holding
- * a value of the computation dtype; the kernel writes out[k] (also rounded to the computation dtype). */
+/* How the engine cuts a tensor into chunks for a method's kernel. Methods whose output at an element
+ * depends on its whole row (della's ranks, per-row slerp, filter-wise model_stock, arcee_fusion's
+ * softmax) get chunks of whole rows; methods with a selection threshold (ties, breadcrumbs, sce) get
+ * chunks that start at a multiple of MM_GRANULE, so per-granule tie counts from the pre-pass apply.
+ * A read of any other range is computed on the aligned range around it and copied out. */
+typedef enum { MM_ALIGN_NONE, MM_ALIGN_ROWS, MM_ALIGN_GRANULE } mm_align;
+#define MM_GRANULE 4096
+
+/* One chunk of work: in[i][k] is element e0 + k of input i (source order; the output tensor's flat
+ * numbering, crops applied) as a float32 holding a value of the computation dtype. A kernel writes
+ * out[k] (rounded to the computation dtype). During a pre-pass the same structure describes a chunk of
+ * the stream with out == NULL. */
 typedef struct mm_kernel_args {
     const struct mm_out_tensor *t;
+    const void *stats;      /* the tensor's statistics blob from the pre-pass; NULL without one */
+    uint64_t e0;            /* flat index of element 0 of this chunk */
+    uint64_t row_len;       /* elements per row: the last dimension (the whole tensor when 1-D) */
     const float *const *in;
     size_t n;
     float *out;
-    float *scratch; /* n floats the kernel may use */
+    float *scratch;         /* MM_KERNEL_SCRATCH * n floats the kernel may use */
 } mm_kernel_args;
+#define MM_KERNEL_SCRATCH 4
 
 typedef struct mm_method {
     const char *name;
@@ -49,10 +63,20 @@ typedef struct mm_method {
     size_t nmparams;
     int needs_base;              /* the base model has a special role and must be among the inputs */
     int single_input;            /* exactly one input per output tensor (passthrough) */
+    int random;                  /* uses the counter-based RNG (D6): the tensor name joins the recipe */
     mm_dtype_rule dtype_rule;
     mm_crop_rule crop;
-    /* Plan-time checks and per-tensor constants (e.g. rounded weights); 0 or -errno with a message. */
+    mm_align align;
+    /* Plan-time checks and per-tensor constants (e.g. rounded weights); 0 or -errno with a message
+     * (the planner adds the config position). Also where a method sets t->dtype when its output dtype
+     * differs from the computation dtype (D8) — only when `out_dtype` is not set. May be NULL. */
     int (*prepare)(struct mm_out_tensor *t, mm_err *err);
+    /* Statistics (DESIGN "Blocks, recipes, statistics"): stats_size(t) bytes (0 or NULL: none) that
+     * prepass fills by streaming over the inputs (mm_engine_stream, any number of passes, bounded
+     * memory). The blob is plain bytes without pointers: it is stored in the cache under the recipe
+     * hash and handed to every kernel call of that tensor. Computed once per tensor (single-flight). */
+    size_t (*stats_size)(const struct mm_out_tensor *t);
+    int (*prepass)(const struct mm_out_tensor *t, void *stats);
     void (*kernel)(const mm_kernel_args *a);
 } mm_method;
 

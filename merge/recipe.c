@@ -49,6 +49,9 @@ void mm_recipe_hash(const mm_plan *p, const mm_out_tensor *t, unsigned char out[
     for (int d = 0; d < t->ndim; d++)
         put_u64(&s, t->shape[d]);
     put_u64(&s, p->opt.random_seed);
+    /* Random methods key their generator by the output name (D6); others must not depend on it, so
+     * that another config yielding the same tensor under another name shares the cache. */
+    put_str(&s, t->method->random ? t->name : "");
     put_u64(&s, (uint64_t)(int64_t)t->base);
     put_params(&s, t->method->gparams, t->method->ngparams, t->gvals);
     put_u64(&s, t->ninputs);

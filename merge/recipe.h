@@ -2,15 +2,15 @@
  * method, evaluated parameters, computation and output dtype, shape, random seed, and the identity of
  * each input tensor (file path, size, mtime, offset, dtype, shape, crop). Same recipe => same bytes, so
  * the block cache can serve any mount of any config that yields the same tensor, and editing one
- * weight invalidates only the tensors it changes. The output name is not part of it: no implemented
- * method depends on it (random methods will add their RNG key). */
+ * weight invalidates only the tensors it changes. The output name is part of it only for random
+ * methods, whose generator is keyed by it. */
 #ifndef MM_RECIPE_H
 #define MM_RECIPE_H
 
 #include "plan.h"
 
 /* Bumped whenever the engine's arithmetic changes, so old cache entries are never served. */
-#define MM_ENGINE_VERSION "mergemount-engine-1"
+#define MM_ENGINE_VERSION "mergemount-engine-2"
 
 void mm_recipe_hash(const mm_plan *p, const mm_out_tensor *t, unsigned char out[32]);
 

@@ -1,7 +1,9 @@
 /* merge/util: Python-style float formatting, suggestions, buffers. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "check.h"
+#include "merge/philox.h"
 #include "merge/sha256.h"
 #include "merge/util.h"
 
@@ -84,6 +86,35 @@ int main(void)
         for (int k = 0; k < 32; k++)
             snprintf(hex + 2 * k, 3, "%02x", out[k]);
         CHECK(strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") == 0);
+    }
+    /* Philox4x32-10 known-answer vectors (Random123 tests/kat_vectors). */
+    {
+        static const uint32_t kat[3][10] = {
+            {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+            {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0x408f276d, 0x41c83b0e,
+             0xa20bc7c6, 0x6d5451fd},
+            {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0, 0xd16cfe09, 0x94fdcceb,
+             0x5001e420, 0x24126ea1},
+        };
+        for (int i = 0; i < 3; i++) {
+            uint32_t out[4];
+            mm_philox4x32_10(kat[i], kat[i] + 4, out);
+            CHECK(memcmp(out, kat[i] + 6, sizeof out) == 0);
+        }
+        /* Uniforms are in [0,1), depend on every key part, and average about 1/2. */
+        double sum = 0;
+        int in_range = 1;
+        for (uint64_t k = 0; k < 100000; k++) {
+            float u = mm_rng_uniform(7, 42, k);
+            in_range &= u >= 0.0f && u < 1.0f;
+            sum += u;
+        }
+        CHECK(in_range);
+        CHECK(fabs(sum / 100000 - 0.5) < 0.01);
+        CHECK(mm_rng_uniform(7, 42, 5) != mm_rng_uniform(8, 42, 5));
+        CHECK(mm_rng_uniform(7, 42, 5) != mm_rng_uniform(7, 43, 5));
+        CHECK(mm_rng_stream("a.weight", 0) != mm_rng_stream("a.weight", 1));
+        CHECK(mm_rng_stream("a.weight", 0) != mm_rng_stream("b.weight", 0));
     }
     return mm_check_report();
 }
