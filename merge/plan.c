@@ -336,6 +336,7 @@ static int add_tensor(mm_plan *p, const slice_ctx *sl, const char *name, char *c
     o->name = mm_xstrdup(name);
     o->method = m;
     o->t = t;
+    o->seed = p->opt.random_seed;
     o->base = sl->base;
     o->ninputs = d->nsources;
     o->inputs = mm_xcalloc(d->nsources, sizeof *o->inputs);

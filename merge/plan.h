@@ -52,6 +52,7 @@ typedef struct mm_out_tensor {
     size_t ninputs;
     int base;              /* index into inputs of the base model, -1 if none */
     double t;              /* layer position used for gradients */
+    uint64_t seed;         /* --random-seed, for the counter-based generator of random methods (D6) */
     char *group_label;     /* shard-order key: greatest input tensor name (B5.4) */
     /* Per-tensor constants prepared by the method (e.g. rounded weights and their sum). */
     float kc[MM_MAX_INPUTS + 4];
