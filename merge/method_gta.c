@@ -1,75 +1,290 @@
 /* The generalised task-arithmetic family (B2.8, B2.9): task_arithmetic, ties, dare_ties, dare_linear,
- * breadcrumbs, breadcrumbs_ties, della, della_linear. */
-#include <errno.h>
+ * breadcrumbs, breadcrumbs_ties, della, della_linear. One kernel for all of them:
+ *   tau_i = round(X_i - B); tau'_i = sparsified tau_i (sparsify.c); delta_i = round(w_i * tau'_i);
+ *   consensus (sum): S = round(sum_i delta_i), s = S >= 0 ? +1 : -1, m_i = sign(delta_i) == s,
+ *                    num = round(sum_i m_i delta_i), den = round(sum_i m_i w_i) (0 -> 1) per element;
+ *   otherwise:       num = round(sum_i delta_i), den = round(sum_i w_i) (|den| < 1e-8 -> 1);
+ *   normalize: num = round(num / den); lambda != 1: num = round(num * lambda); out = round(B + num).
+ * Sums over models accumulate in float32 in input order and round once (D3). `int8_mask` only
+ * changes the dtype of mergekit's sign mask, not a value, so it is accepted and has no effect.
+ * task_arithmetic is the case without sparsifier and consensus: the same ops as before this family
+ * shared its kernel, so its bytes did not change. */
+#include <stdatomic.h>
 
 #include "method_internal.h"
+#include "sparsify.h"
 
-/* ---- task_arithmetic (B2.8 without sparsification or consensus) ---- */
-enum { TA_NORMALIZE, TA_RESCALE, TA_INT8_MASK, TA_LAMBDA };
-enum { TA_WEIGHT, TA_DENSITY };
-static const mm_param_def ta_g[] = {
-    {"normalize", MM_PT_BOOL, 0, 0}, {"rescale", MM_PT_BOOL, 0, 0}, {"int8_mask", MM_PT_BOOL, 0, 0},
-    {"lambda", MM_PT_NUM, 0, 1.0}};
-static const mm_param_def ta_m[] = {{"weight", MM_PT_NUM, 1, NAN}, {"density", MM_PT_NUM, 0, 1.0}};
+enum { G_NORMALIZE, G_RESCALE, G_INT8_MASK, G_LAMBDA };
+enum { M_WEIGHT, M_DENSITY, M_EXTRA };
 
-static int ta_prepare(mm_out_tensor *t, mm_err *err)
+/* Global parameters; only the defaults of normalize and rescale differ between methods (B2.8). */
+#define GTA_GPARAMS(var, normalize, rescale)                                                           \
+    static const mm_param_def var[] = {{"normalize", MM_PT_BOOL, 0, normalize},                        \
+                                       {"rescale", MM_PT_BOOL, 0, rescale},                            \
+                                       {"int8_mask", MM_PT_BOOL, 0, 0},                                \
+                                       {"lambda", MM_PT_NUM, 0, 1.0}}
+GTA_GPARAMS(g_plain, 0, 0);
+GTA_GPARAMS(g_normalize, 1, 0);
+GTA_GPARAMS(g_rescale, 0, 1);
+GTA_GPARAMS(g_both, 1, 1);
+
+static const mm_param_def m_plain[] = {{"weight", MM_PT_NUM, 1, NAN}, {"density", MM_PT_NUM, 0, 1.0}};
+static const mm_param_def m_gamma[] = {
+    {"weight", MM_PT_NUM, 1, NAN}, {"density", MM_PT_NUM, 0, 1.0}, {"gamma", MM_PT_NUM, 0, 0.01}};
+static const mm_param_def m_epsilon[] = {
+    {"weight", MM_PT_NUM, 1, NAN}, {"density", MM_PT_NUM, 0, 1.0}, {"epsilon", MM_PT_NUM, 0, 0.15}};
+
+/* What distinguishes the methods besides their parameter defaults. */
+typedef struct gta_def {
+    const mm_method *method;
+    mm_sparse_kind kind;
+    int consensus;
+} gta_def;
+
+static const gta_def defs[] = {
+    {&mm_method_task_arithmetic, MM_SPARSE_NONE, 0},   {&mm_method_ties, MM_SPARSE_MAGNITUDE, 1},
+    {&mm_method_dare_ties, MM_SPARSE_RANDOM, 1},       {&mm_method_dare_linear, MM_SPARSE_RANDOM, 0},
+    {&mm_method_breadcrumbs, MM_SPARSE_OUTLIERS, 0},   {&mm_method_breadcrumbs_ties, MM_SPARSE_OUTLIERS, 1},
+    {&mm_method_della, MM_SPARSE_DELLA, 1},            {&mm_method_della_linear, MM_SPARSE_DELLA, 0},
+};
+
+static const gta_def *def_of(const mm_out_tensor *t, mm_sparse_cfg *cfg)
 {
-    (void)err;
-    mm_method_round_weights(t, TA_WEIGHT);
-    float div = mm_method_weight_sum(t, t->base);
-    t->kc[MM_KC_DIV] = fabsf(div) < 1e-8f ? 1.0f : div;
-    return 0;
+    const gta_def *d = &defs[0];
+    for (size_t i = 0; i < MM_N(defs); i++)
+        if (defs[i].method == t->method)
+            d = &defs[i];
+    *cfg = (mm_sparse_cfg){.kind = d->kind, .density = M_DENSITY, .extra = M_EXTRA, .rescale = G_RESCALE};
+    return d;
 }
 
-static void ta_kernel(const mm_kernel_args *a)
+static int gta_prepare(mm_out_tensor *t, mm_err *err)
 {
+    mm_sparse_cfg cfg;
+    def_of(t, &cfg);
+    mm_method_round_weights(t, M_WEIGHT);
+    float div = mm_method_weight_sum(t, t->base);
+    t->kc[MM_KC_DIV] = fabsf(div) < 1e-8f ? 1.0f : div;
+    return mm_sparse_check(t, &cfg, err);
+}
+
+static size_t gta_stats_size(const mm_out_tensor *t)
+{
+    mm_sparse_cfg cfg;
+    def_of(t, &cfg);
+    return mm_sparse_stats_size(t, &cfg);
+}
+
+static int gta_prepass(const mm_out_tensor *t, void *stats)
+{
+    mm_sparse_cfg cfg;
+    def_of(t, &cfg);
+    return mm_sparse_prepass(t, &cfg, stats);
+}
+
+/* Buffers of one block of the kernel (a part of the chunk small enough for every model's delta). */
+typedef struct gta_block {
+    const mm_kernel_args *a; /* the block: e0, n and inputs shifted from the chunk */
+    const mm_sparse_cfg *cfg;
+    const uint32_t *bits;     /* DELLA's phase-A words for the block, else NULL */
+    float *delta;             /* nonbase * stride: round(w_i * tau'_i) of each model other than the base */
+    size_t stride;
+    float *sum, *den;         /* consensus S and divisor */
+    uint32_t *tmp;
+} gta_block;
+
+/* delta_j = round(w_i * tau'_i) for every input i other than the base (j counts them). */
+static void weighted_deltas(const gta_block *g)
+{
+    const mm_kernel_args *a = g->a;
     const mm_out_tensor *t = a->t;
-    const mm_dtype dt = t->comp;
-    const size_t n = a->n;
-    const float *b = a->in[t->base];
-    float *acc = a->out, *d = a->scratch;
-    memset(acc, 0, n * sizeof *acc);
+    float *d = g->delta;
     for (size_t i = 0; i < t->ninputs; i++) {
         if ((int)i == t->base)
             continue;
-        const float w = t->kc[i], *x = a->in[i];
-        for (size_t k = 0; k < n; k++)
-            d[k] = x[k] - b[k];          /* task vector */
-        mm_vround(dt, d, n);
-        for (size_t k = 0; k < n; k++)
-            d[k] = w * d[k];             /* weighted */
-        mm_vround(dt, d, n);
-        for (size_t k = 0; k < n; k++)
-            acc[k] += d[k];              /* float32 sum over models */
+        mm_task_vector(a, i, d);
+        mm_sparse_apply(a, g->cfg, i, g->bits, d, g->tmp);
+        const float w = t->kc[i];
+        for (size_t k = 0; k < a->n; k++)
+            d[k] = w * d[k];
+        mm_vround(t->comp, d, a->n);
+        d += g->stride;
     }
-    mm_vround(dt, acc, n);
-    if (t->gvals[TA_NORMALIZE] != 0) {
+}
+
+/* acc = round(sum_j delta_j): float32 accumulation in model order, one rounding. */
+static void model_sum(const gta_block *g, size_t nonbase, float *acc)
+{
+    const size_t n = g->a->n;
+    memset(acc, 0, n * sizeof *acc);
+    for (size_t j = 0; j < nonbase; j++) {
+        const float *d = g->delta + j * g->stride;
+        for (size_t k = 0; k < n; k++)
+            acc[k] += d[k];
+    }
+    mm_vround(g->a->t->comp, acc, n);
+}
+
+static inline uint32_t bits_of(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+/* get_mask(method="sum"): sign(delta_i) == (S >= 0 ? 1 : -1), as 1.0 or 0.0. A delta of 0 (sign 0)
+ * never matches, nor does NaN (sign NaN); S = NaN means -1. Computed on the bit patterns with
+ * integer selects: float compares kept GCC 12 from vectorising the loop. */
+static inline float agrees(float delta, float s)
+{
+    const uint32_t d = bits_of(delta), sb = bits_of(s);
+    const uint32_t nonneg = (sb <= 0x7f800000u ? 1u : 0u) | (sb == 0x80000000u ? 1u : 0u); /* S >= 0 */
+    const uint32_t one = ((d & 0x7fffffffu) - 1u) < 0x7f800000u ? 0x3f800000u : 0u; /* nonzero, not NaN */
+    const uint32_t m = (d >> 31) != nonneg ? one : 0u;
+    float f;
+    memcpy(&f, &m, sizeof f);
+    return f;
+}
+
+/* Sign consensus: acc = round(sum m_j delta_j), divided per element by round(sum m_j w_j) (0 -> 1)
+ * when normalizing. The products with the 0/1 mask are exact, as in torch. */
+static void mix_consensus(const gta_block *g, size_t nonbase, float *acc)
+{
+    const mm_out_tensor *t = g->a->t;
+    const size_t n = g->a->n;
+    float *sum = g->sum, *den = g->den;
+    model_sum(g, nonbase, sum);
+    memset(acc, 0, n * sizeof *acc);
+    memset(den, 0, n * sizeof *den);
+    size_t j = 0;
+    for (size_t i = 0; i < t->ninputs; i++) {
+        if ((int)i == t->base)
+            continue;
+        const float w = t->kc[i], *d = g->delta + j++ * g->stride;
+        for (size_t k = 0; k < n; k++) {
+            const float m = agrees(d[k], sum[k]);
+            acc[k] += d[k] * m;
+            den[k] += w * m;
+        }
+    }
+    mm_vround(t->comp, acc, n);
+    if (t->gvals[G_NORMALIZE] != 0) {
+        mm_vround(t->comp, den, n);
+        for (size_t k = 0; k < n; k++)
+            acc[k] = acc[k] / (den[k] + (float)(den[k] == 0)); /* a divisor of 0 becomes 1 */
+        mm_vround(t->comp, acc, n);
+    }
+}
+
+/* Without consensus: acc = round(sum_j delta_j), divided by the rounded weight sum when normalizing. */
+static void mix_sum(const gta_block *g, size_t nonbase, float *acc)
+{
+    const mm_out_tensor *t = g->a->t;
+    const size_t n = g->a->n;
+    model_sum(g, nonbase, acc);
+    if (t->gvals[G_NORMALIZE] != 0) {
         const float div = t->kc[MM_KC_DIV];
         for (size_t k = 0; k < n; k++)
             acc[k] = acc[k] / div;
-        mm_vround(dt, acc, n);
+        mm_vround(t->comp, acc, n);
     }
-    if (t->gvals[TA_LAMBDA] != 1.0) {
-        const float lam = (float)t->gvals[TA_LAMBDA];
+}
+
+/* One block: mix the deltas, then lambda and the base. */
+static void gta_block_run(const gta_block *g, int consensus)
+{
+    const mm_kernel_args *a = g->a;
+    const mm_out_tensor *t = a->t;
+    const size_t n = a->n, nonbase = t->ninputs - 1;
+    const float *b = a->in[t->base];
+    float *acc = a->out;
+    weighted_deltas(g);
+    if (consensus)
+        mix_consensus(g, nonbase, acc);
+    else
+        mix_sum(g, nonbase, acc);
+    if (t->gvals[G_LAMBDA] != 1.0) {
+        const float lam = (float)t->gvals[G_LAMBDA];
         for (size_t k = 0; k < n; k++)
             acc[k] = acc[k] * lam;
-        mm_vround(dt, acc, n);
+        mm_vround(t->comp, acc, n);
     }
     for (size_t k = 0; k < n; k++)
         acc[k] = b[k] + acc[k];
-    mm_vround(dt, acc, n);
+    mm_vround(t->comp, acc, n);
 }
 
-const mm_method mm_method_task_arithmetic = {
-    .name = "task_arithmetic", .implemented = 1, .gparams = ta_g, .ngparams = MM_N(ta_g), .mparams = ta_m,
-    .nmparams = MM_N(ta_m), .needs_base = 1, .dtype_rule = MM_DTR_BASE, .crop = MM_CROP_TO_BASE,
-    .prepare = ta_prepare, .kernel = ta_kernel};
+/* The chunk is cut into blocks for which every model's delta fits in the scratch space, so each
+ * delta is computed once: blocks of `room / (models + 3)` elements (the deltas, S, the divisor and
+ * one word per element for the sparsifier). DELLA first draws its masks for the whole chunk. */
+static void gta_kernel(const mm_kernel_args *a)
+{
+    const mm_out_tensor *t = a->t;
+    const size_t n = a->n;
+    if (t->ninputs == 1) { /* no task vector: mergekit returns the base as it is */
+        memcpy(a->out, a->in[t->base], n * sizeof *a->out);
+        return;
+    }
+    mm_sparse_cfg cfg;
+    const gta_def *def = def_of(t, &cfg);
+    float *room = a->scratch;
+    size_t room_len = MM_KERNEL_SCRATCH * n;
+    const uint32_t *bits = NULL;
+    if (cfg.kind == MM_SPARSE_DELLA) {
+        /* Phase A uses all of scratch (the row sort), so the words go to `out` first; then they move
+         * to scratch and `out` is reused for floats. The fences keep the compiler from moving float
+         * stores across the word accesses (different types, so it may assume they do not alias). */
+        mm_sparse_masks(a, &cfg, (uint32_t *)(void *)a->out);
+        atomic_signal_fence(memory_order_seq_cst);
+        memcpy(room, a->out, n * sizeof *room);
+        atomic_signal_fence(memory_order_seq_cst);
+        bits = (const uint32_t *)(const void *)room;
+        room += n;
+        room_len -= n;
+    }
+    const size_t nonbase = t->ninputs - 1;
+    size_t stride = room_len / (nonbase + 3);
+    /* Blocks of at most BLOCK elements keep the working set (inputs and buffers) in the L1 cache:
+     * each whole-array op then costs a fraction of what an L2-bound one does. */
+    enum { BLOCK = 1024 };
+    stride = stride < BLOCK ? stride : BLOCK;
+    /* A tiny chunk (a few elements at a tensor's end) may not leave room for one element per model. */
+    enum { SMALL = 16 };
+    float small[(MM_MAX_INPUTS + 3) * SMALL];
+    if (stride < SMALL) {
+        room = small;
+        stride = SMALL;
+    }
+    const float *in[MM_MAX_INPUTS];
+    for (size_t off = 0; off < n; off += stride) {
+        mm_kernel_args sub = *a;
+        for (size_t i = 0; i < t->ninputs; i++)
+            in[i] = a->in[i] + off;
+        sub.in = in;
+        sub.e0 = a->e0 + off;
+        sub.n = n - off < stride ? n - off : stride;
+        sub.out = a->out + off;
+        sub.scratch = NULL;
+        gta_block g = {.a = &sub, .cfg = &cfg, .bits = bits ? bits + off : NULL, .delta = room, .stride = stride,
+                       .sum = room + nonbase * stride, .den = room + (nonbase + 1) * stride,
+                       .tmp = (uint32_t *)(void *)(room + (nonbase + 2) * stride)};
+        gta_block_run(&g, def->consensus);
+    }
+}
 
-/* Not implemented yet: their names give "not implemented yet" at mount time. */
-const mm_method mm_method_ties = {.name = "ties"};
-const mm_method mm_method_dare_ties = {.name = "dare_ties"};
-const mm_method mm_method_dare_linear = {.name = "dare_linear"};
-const mm_method mm_method_breadcrumbs = {.name = "breadcrumbs"};
-const mm_method mm_method_breadcrumbs_ties = {.name = "breadcrumbs_ties"};
-const mm_method mm_method_della = {.name = "della"};
-const mm_method mm_method_della_linear = {.name = "della_linear"};
+/* All of them need the base (task vectors), compute in its dtype, crop embeddings to its shape. */
+#define GTA_METHOD(var, nm, g, m, al, rnd)                                                              \
+    const mm_method var = {.name = nm, .implemented = 1, .gparams = g, .ngparams = MM_N(g), .mparams = m, \
+                           .nmparams = MM_N(m), .needs_base = 1, .random = rnd, .dtype_rule = MM_DTR_BASE, \
+                           .crop = MM_CROP_TO_BASE, .align = al, .prepare = gta_prepare,                 \
+                           .stats_size = gta_stats_size, .prepass = gta_prepass, .kernel = gta_kernel}
+
+GTA_METHOD(mm_method_task_arithmetic, "task_arithmetic", g_plain, m_plain, MM_ALIGN_NONE, 0);
+/* Selections and Bernoulli masks decide each element alone (sparsify.h); DELLA ranks whole rows. */
+GTA_METHOD(mm_method_ties, "ties", g_normalize, m_plain, MM_ALIGN_NONE, 0);
+GTA_METHOD(mm_method_dare_ties, "dare_ties", g_rescale, m_plain, MM_ALIGN_NONE, 1);
+GTA_METHOD(mm_method_dare_linear, "dare_linear", g_rescale, m_plain, MM_ALIGN_NONE, 1);
+GTA_METHOD(mm_method_breadcrumbs, "breadcrumbs", g_plain, m_gamma, MM_ALIGN_NONE, 0);
+GTA_METHOD(mm_method_breadcrumbs_ties, "breadcrumbs_ties", g_plain, m_gamma, MM_ALIGN_NONE, 0);
+GTA_METHOD(mm_method_della, "della", g_both, m_epsilon, MM_ALIGN_ROWS, 1);
+GTA_METHOD(mm_method_della_linear, "della_linear", g_rescale, m_epsilon, MM_ALIGN_ROWS, 1);

@@ -233,10 +233,15 @@ int mm_plan_build(const mm_config *cfg, const mm_plan_options *opt, mm_plan **ou
                             list.data);
         mm_buf_free(&list);
     } else if (!m->implemented) {
-        rc = mm_err_set(err, -ENOTSUP,
-                        "%s: merge_method '%s' is not implemented yet in mergemount (available now: linear, "
-                        "passthrough, task_arithmetic)",
-                        pos, m->name);
+        size_t nn;
+        const char *const *names = mm_method_names(&nn);
+        mm_buf list = {0};
+        for (size_t i = 0; i < nn; i++)
+            if (mm_method_find(names[i])->implemented)
+                mm_buf_printf(&list, "%s%s", list.len ? ", " : "", names[i]);
+        rc = mm_err_set(err, -ENOTSUP, "%s: merge_method '%s' is not implemented yet in mergemount (available now: %s)",
+                        pos, m->name, list.data ? list.data : "none");
+        mm_buf_free(&list);
     }
     p->method = m;
     int total_layers = 0;

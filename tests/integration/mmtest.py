@@ -313,3 +313,118 @@ def hf_cache_model(src, repo_id, revision="main", commit=None):
     with open(os.path.join(repo, "refs", revision), "w") as f:
         f.write(commit)
     return snap
+
+
+# ---- merge methods: availability, derived models, ulp comparison ------------------------------------------
+
+_METHOD_STATE = {}
+
+
+def skip_unless_implemented(config, method):
+    """Skips the calling test when `mergemount plan CONFIG` refuses `method` as "not implemented yet"
+    (so method tests can land before the method does); asked once per method and session."""
+    import pytest
+    if method not in _METHOD_STATE:
+        r = mergemount("plan", config, timeout=60)
+        _METHOD_STATE[method] = r.returncode != 0 and "not implemented yet" in r.stderr
+    if _METHOD_STATE[method]:
+        pytest.skip(f"{method}: not implemented yet in mergemount")
+
+
+def derive_model(src, dest, fn):
+    """A copy of model folder `src` at `dest` (config, tokenizer, ...) whose weights are
+    fn(name, dtype, float32 values) -> values, in one model.safetensors (same names, dtypes, shapes)."""
+    os.makedirs(dest)
+    for fname in os.listdir(src):
+        if not fname.endswith(".safetensors") and fname != "model.safetensors.index.json":
+            shutil.copy(os.path.join(src, fname), dest)
+    out = {}
+    for name, t in st.read_folder(src).items():
+        values = np.asarray(fn(name, t.dtype, t.f32()), np.float32).reshape(t.shape)
+        out[name] = (t.dtype, t.shape, st.encode(t.dtype, values))
+    st.write_safetensors(os.path.join(dest, "model.safetensors"), out)
+    return str(dest)
+
+
+_ORDER_BITS = {"BF16": (np.uint16, 15), "F16": (np.uint16, 15), "F32": (np.uint32, 31)}
+
+
+def _ordered(dtype, values):
+    """Values of `dtype` mapped to integers that count representable values (so the difference of two
+    is their distance in ulps); +0 and -0 both map to 0."""
+    if dtype == "F32":
+        bits = np.asarray(values, np.float32).view(np.uint32).astype(np.int64)
+    elif dtype == "F16":
+        bits = np.asarray(values, np.float32).astype(np.float16).view(np.uint16).astype(np.int64)
+    else:
+        bits = st.f32_to_bf16_bits(values).astype(np.int64)
+    _, top = _ORDER_BITS[dtype]
+    sign = bits >> top
+    mag = bits & ((1 << top) - 1)
+    return np.where(sign == 1, -mag, mag)
+
+
+def ulp_distance(dtype, a, b):
+    """Elementwise distance in ulps of `dtype` between two arrays of dtype values (NaN == NaN: 0; NaN
+    against a number: a huge distance)."""
+    a = np.asarray(a, np.float32).reshape(-1)
+    b = np.asarray(b, np.float32).reshape(-1)
+    d = np.abs(_ordered(dtype, a) - _ordered(dtype, b))
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    d = np.where(nan_a & nan_b, 0, d)
+    return np.where(nan_a ^ nan_b, 1 << 40, d)
+
+
+def assert_within_ulp(got, expected, max_ulp=2, context=None):
+    """Every tensor of `got` ({name: StTensor}) is within max_ulp ulps (of its dtype) of the reference
+    `expected` ({name: (dtype, values)}), elementwise, with the same names, dtypes and shapes.
+    context(name, flat_indexes) may add lines about the worst elements (e.g. the inputs)."""
+    assert set(got) == set(expected), (f"tensor names differ: missing {sorted(set(expected) - set(got))}, "
+                                       f"extra {sorted(set(got) - set(expected))}")
+    problems = []
+    for name, (dtype, values) in sorted(expected.items()):
+        t = got[name]
+        if t.dtype != dtype or t.shape != tuple(values.shape):
+            problems.append(f"{name}: got {t.dtype}{list(t.shape)}, want {dtype}{list(values.shape)}")
+            continue
+        g = t.f32().reshape(-1)
+        w = values.reshape(-1)
+        d = ulp_distance(dtype, g, w)
+        bad = np.nonzero(d > max_ulp)[0]
+        if bad.size:
+            worst = bad[np.argsort(-d[bad], kind="stable")][:4]
+            lines = [f"{name} ({dtype}): {bad.size} of {w.size} elements more than {max_ulp} ulp from the "
+                     f"reference (max {int(d.max())} ulp); " +
+                     "; ".join(f"[{i}] got {g[i]!r} want {w[i]!r} ({int(d[i])} ulp)" for i in worst)]
+            if context:
+                lines += ["    " + ln for ln in context(name, worst)]
+            problems.append("\n".join(lines))
+    assert not problems, "output differs from the reference:\n" + "\n".join(problems)
+
+
+def method_config(method, entries, base=None, **top):
+    """A `models:` config: entries = [(model folder, per-model parameters or None)], an optional
+    base_model, and top-level keys (parameters=..., dtype=..., out_dtype=...; None values left out)."""
+    cfg = {"merge_method": method,
+           "models": [{"model": m, "parameters": p} if p else {"model": m} for m, p in entries]}
+    if base is not None:
+        cfg["base_model"] = base
+    cfg.update({k: v for k, v in top.items() if v is not None})
+    return cfg
+
+
+def run_merge(tmp_path, mount, cfg, *args, name="merge.yml"):
+    """Mounts cfg with the `mount` fixture (skipping the calling test if its method is not implemented
+    yet); returns ({name: StTensor}, config.json as a dict), read through the mount."""
+    config = write_config(tmp_path, cfg, name)
+    skip_unless_implemented(config, cfg["merge_method"])
+    with mount(config, *args) as m:
+        got = read_weights(m.path)
+        with open(os.path.join(m.path, "config.json")) as f:
+            out_config = json.load(f)
+    return got, out_config
+
+
+def weights_of(folder):
+    """{name: float32 values} of a model folder."""
+    return {n: t.f32() for n, t in st.read_folder(folder).items()}

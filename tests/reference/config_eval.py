@@ -1,7 +1,11 @@
-"""A small evaluator of mergekit configs, written from MERGE-SPEC (B1.3-B1.5, B4.3-B4.5, D1, D2, D8,
-D10, D12, D16), for what the tests need: linear, passthrough and task_arithmetic over `models:` or
-`slices:`, with gradients, conditional filters, parameter precedence, frankenmerge renaming, tied
-lm_head and embedding crops.
+"""A small evaluator of mergekit configs, written from MERGE-SPEC (B1.3-B1.5, B2, B4.3-B4.5, D1, D2, D8,
+D10, D12, D16), for what the tests need: every merge method of B2 over `models:` or `slices:`, with
+gradients, conditional filters, parameter precedence, frankenmerge renaming, tied lm_head and
+embedding crops.
+
+Random methods (dare_*, della*) cannot be replayed (D6): their tensors are computed only when the
+caller passes `masks(planned, k, shape) -> bool array` (the mask of the k-th non-base input, e.g.
+recovered from the program's output); otherwise result.tensors[name] is None.
 
 The config is a Python dict shaped like the YAML (the tests build the dict, write it as YAML for the
 program, and hand the same dict here). Model references are resolved by `resolve(ref) -> folder`
@@ -18,6 +22,8 @@ import os
 import re
 
 import methods
+import methods_gta
+import methods_stats
 from safetensors_io import TORCH_NAME, config_dtype, read_folder
 
 
@@ -32,13 +38,34 @@ TIED = {"lm_head.weight": "model.embed_tokens.weight"}  # B4.4: lm_head falls ba
 
 REQUIRED = object()
 # method -> (global parameters with defaults, per-model parameters with defaults). A default of None
-# means "no default, optional".
+# means "no default, optional" (B2).
 METHOD_PARAMS = {
     "linear": ({"normalize": True}, {"weight": REQUIRED}),
     "passthrough": ({}, {"scale": None}),
-    "task_arithmetic": ({"normalize": False, "lambda": 1.0, "rescale": False, "int8_mask": False},
-                        {"weight": REQUIRED, "density": 1.0}),
+    "slerp": ({"t": REQUIRED}, {}),
+    "nuslerp": ({"nuslerp_flatten": True, "nuslerp_row_wise": False}, {"weight": REQUIRED}),
+    "multislerp": ({"normalize_weights": True, "eps": 1e-8}, {"weight": REQUIRED}),
+    "karcher": ({"max_iter": 10, "tol": 1e-5}, {}),
+    "model_stock": ({"filter_wise": False}, {}),
+    "sce": ({"select_topk": 1.0, "int8_mask": False}, {}),
+    "ram": ({"epsilon": 1e-5}, {}),
+    "ramplus_tl": ({"r": 0.1, "alpha": 0.2, "epsilon": 1e-5}, {}),
+    "nearswap": ({"t": REQUIRED}, {}),
+    "arcee_fusion": ({}, {}),
 }
+for _name, (_kind, _cons, _norm, _resc) in methods_gta.FAMILY.items():
+    _per_model = {"weight": REQUIRED, "density": 1.0}
+    if _kind == "outliers":
+        _per_model["gamma"] = 0.01
+    if _kind == "della":
+        _per_model["epsilon"] = 0.15
+    METHOD_PARAMS[_name] = ({"normalize": _norm, "rescale": _resc, "lambda": 1.0, "int8_mask": False}, _per_model)
+
+# Methods in which the base model has its own role (B2): a per-model parameter is not required for it.
+BASE_ROLE = set(methods_gta.FAMILY) | {"slerp", "nuslerp", "multislerp", "model_stock", "sce", "ram", "ramplus_tl",
+                                       "nearswap", "arcee_fusion"}
+# Random methods (D6): tensors need the masks.
+RANDOM = {m for m, f in methods_gta.FAMILY.items() if f[0] in methods_gta.RANDOM}
 
 
 # ---- names (D12) -----------------------------------------------------------------------------------
@@ -235,7 +262,7 @@ class Result:
     pass
 
 
-def evaluate(cfg, resolve=None):
+def evaluate(cfg, resolve=None, masks=None):
     resolve = resolve or (lambda ref: ref)
     method = cfg["merge_method"]
     if method not in METHOD_PARAMS:
@@ -280,8 +307,8 @@ def evaluate(cfg, resolve=None):
     res.plan = plan
     res.num_layers = counter
     res.donor = models[donor_ref(cfg)]
-    res.tensors = {p.name: compute(cfg, p) for p in plan}
-    res.config = expected_config(res)
+    res.tensors = {p.name: compute(cfg, p, masks) for p in plan}
+    res.config = expected_config(res) if all(v is not None for v in res.tensors.values()) else None
     return res
 
 
@@ -314,7 +341,9 @@ def _plan_tensor(cfg, models, method, out_name, input_name_of, sl, t):
         if found:
             p.params[pname] = v
             p.explicit.add(pname)
-        elif default is not None and default is not REQUIRED:
+        elif default is REQUIRED:
+            raise ConfigError(f"Missing required parameter {pname} ({out_name})")
+        elif default is not None:
             p.params[pname] = default
     for src in sources:
         is_base = base_ref is not None and src.ref == base_ref
@@ -324,7 +353,7 @@ def _plan_tensor(cfg, models, method, out_name, input_name_of, sl, t):
                 src.params[pname] = v
                 src.explicit.add(pname)
             elif default is REQUIRED:
-                needs = method == "linear" or (method == "task_arithmetic" and not is_base)
+                needs = not (is_base and method in BASE_ROLE)
                 if needs:
                     raise ConfigError(f"Missing required parameter {pname} for {src.ref} ({out_name})")
             elif default is not None:
@@ -332,8 +361,141 @@ def _plan_tensor(cfg, models, method, out_name, input_name_of, sl, t):
     return p
 
 
-def compute(cfg, p):
-    """The expected stored tensor (dtype, values) of one planned output tensor."""
+def _number(p, value, what):
+    if not is_number(value):
+        raise ConfigError(f"{what} must be a number for {p.name}")
+    return float(value)
+
+
+def _split_base(p, inputs):
+    """(base input or None, [(source, input) of the others]) in D1 order."""
+    base_i = None
+    if p.base_ref is not None:
+        found = [i for i, s in enumerate(p.sources) if s.ref == p.base_ref]
+        if not found:
+            raise ConfigError(f"base model {p.base_ref} is not an input of {p.name}")
+        base_i = found[0]
+    base = inputs[base_i] if base_i is not None else None
+    others = [(s, x) for i, (s, x) in enumerate(zip(p.sources, inputs)) if i != base_i]
+    return base, others
+
+
+def _crop_common(p, inputs):
+    """rectify_embed_sizes (B2): embeddings cropped to the common leading sub-matrix; any other shape
+    mismatch is an error."""
+    shapes = {v.shape for _, v in inputs}
+    if len(shapes) <= 1:
+        return inputs
+    if not is_embed(p.name):
+        raise ConfigError(f"shape mismatch for {p.name}: {sorted(shapes)}")
+    cropped = methods.crop_common([v for _, v in inputs])
+    return [(d, c) for (d, _), c in zip(inputs, cropped)]
+
+
+def _same_shapes(p, inputs):
+    """The decorator methods (multislerp, sce, nearswap, ram, ramplus_tl) do no rectification."""
+    shapes = {v.shape for _, v in inputs}
+    if len(shapes) > 1:
+        raise ConfigError(f"shape mismatch for {p.name}: {sorted(shapes)}")
+    return inputs
+
+
+def _compute_gta(p, inputs, dtype, out_dtype, masks):
+    if p.base_ref is None:
+        raise ConfigError(f"{p.method} needs base_model")
+    base, others = _split_base(p, inputs)
+    xs, srcs = [], []
+    for s, (d, v) in others:
+        if v.shape != base[1].shape:
+            if not is_embed(p.name) or any(a < b for a, b in zip(v.shape, base[1].shape)):
+                raise ConfigError(f"shape mismatch for {p.name}: {v.shape} vs base {base[1].shape}")
+            v = v[tuple(slice(0, n) for n in base[1].shape)]
+        xs.append((d, v))
+        srcs.append(s)
+    kind = methods_gta.FAMILY[p.method][0]
+    per = {k: [_number(p, s.params.get(k, dflt), k) for s in srcs]
+           for k, dflt in (("weight", None), ("density", 1.0), ("gamma", 0.01), ("epsilon", 0.15))}
+    if kind == "magnitude":
+        for dens, (_, v) in zip(per["density"], xs):
+            if dens < 1 and methods_gta.magnitude_k(dens, v.size) <= 0:
+                raise ConfigError(f"{p.name}: density {dens} keeps no element of {v.size}")
+    if kind == "della":
+        for dens, eps in zip(per["density"], per["epsilon"]):
+            try:
+                methods_gta.check_della_epsilon(dens, eps)
+            except methods_gta.ReferenceError_ as e:
+                raise ConfigError(f"{p.name}: {e}")
+    mask_list = None
+    if kind in methods_gta.RANDOM and any(d < 1 for d in per["density"]):
+        if masks is None:
+            return None
+        mask_list = [masks(p, k, v.shape) for k, (_, v) in enumerate(xs)]
+    return methods_gta.gta(p.method, base, xs, per["weight"], per["density"], per["gamma"], per["epsilon"],
+                           _number(p, p.params["lambda"], "lambda"), bool(p.params["normalize"]),
+                           bool(p.params["rescale"]), dtype, out_dtype, mask_list)
+
+
+def _need_base(p, base, others, exactly=None, at_least=None):
+    if base is None:
+        raise ConfigError(f"{p.method} needs base_model")
+    if exactly is not None and len(others) != exactly:
+        raise ConfigError(f"{p.method} needs the base and exactly {exactly} other model(s) for {p.name}")
+    if at_least is not None and len(others) < at_least:
+        raise ConfigError(f"{p.method} needs the base and at least {at_least} other models for {p.name}")
+
+
+def _compute_stats(p, inputs, dtype, out_dtype):
+    """The methods of methods_stats.py and the elementwise nearswap / ram."""
+    m = p.method
+    g = p.params
+    if m in ("slerp", "karcher", "model_stock", "arcee_fusion", "nuslerp"):
+        inputs = _crop_common(p, inputs)
+    else:
+        inputs = _same_shapes(p, inputs)
+    base, others = _split_base(p, inputs)
+    xs = [x for _, x in others]
+    if m == "slerp":
+        if base is None or len(inputs) != 2:
+            raise ConfigError(f"slerp needs exactly two models, one of which is the base ({p.name})")
+        return methods_stats.slerp(base, xs[0], _number(p, g["t"], "t"), dtype, out_dtype)
+    if m == "nuslerp":
+        if len(xs) != 2:
+            raise ConfigError(f"nuslerp needs exactly two models besides the base ({p.name})")
+        w = [_number(p, s.params.get("weight"), "weight") for s, _ in others]
+        return methods_stats.nuslerp(xs, w, base, bool(g["nuslerp_flatten"]), bool(g["nuslerp_row_wise"]),
+                                     dtype, out_dtype)
+    if m == "multislerp":
+        w = [_number(p, s.params.get("weight"), "weight") for s, _ in others]
+        return methods_stats.multislerp(xs, w, base, bool(g["normalize_weights"]), _number(p, g["eps"], "eps"),
+                                        dtype, out_dtype)
+    if m == "karcher":
+        return methods_stats.karcher(inputs, _number(p, g["max_iter"], "max_iter"), _number(p, g["tol"], "tol"),
+                                     dtype, out_dtype)
+    if m == "model_stock":
+        _need_base(p, base, xs, at_least=2)
+        return methods_stats.model_stock(base, xs, bool(g["filter_wise"]), dtype, out_dtype)
+    if m == "sce":
+        _need_base(p, base, xs)
+        return methods_stats.sce(base, xs, _number(p, g["select_topk"], "select_topk"), dtype, out_dtype)
+    if m == "ram":
+        _need_base(p, base, xs)
+        return methods.ram(base, xs, _number(p, g["epsilon"], "epsilon"), dtype, out_dtype)
+    if m == "ramplus_tl":
+        _need_base(p, base, xs)
+        return methods_stats.ramplus_tl(base, xs, _number(p, g["r"], "r"), _number(p, g["alpha"], "alpha"),
+                                        _number(p, g["epsilon"], "epsilon"), dtype, out_dtype)
+    if m == "nearswap":
+        _need_base(p, base, xs, exactly=1)
+        return methods.nearswap(base, xs[0], _number(p, g["t"], "t"), dtype, out_dtype)
+    if m == "arcee_fusion":
+        _need_base(p, base, xs, exactly=1)
+        return methods_stats.arcee_fusion(base, xs[0], dtype, out_dtype)
+    raise ConfigError(f"method {m!r} is not in the reference")
+
+
+def compute(cfg, p, masks=None):
+    """The expected stored tensor (dtype, values) of one planned output tensor (None for a random
+    method without masks)."""
     dtype = config_dtype(cfg.get("dtype"))
     out_dtype = config_dtype(cfg.get("out_dtype"))
     inputs = [s.model.tensor(s.tensor) for s in p.sources]
@@ -364,31 +526,13 @@ def compute(cfg, p):
                 raise ConfigError(f"weights of {p.name} sum to 0 with normalize")
         return methods.linear(inputs, weights, normalize, dtype, out_dtype)
 
-    if p.method == "task_arithmetic":
-        if p.base_ref is None:
-            raise ConfigError("task_arithmetic needs base_model")
-        base_i = [i for i, s in enumerate(p.sources) if s.ref == p.base_ref]
-        if not base_i:
-            raise ConfigError(f"base model {p.base_ref} is not an input of {p.name}")
-        base = inputs[base_i[0]]
-        others, weights = [], []
-        for i, (s, x) in enumerate(zip(p.sources, inputs)):
-            if i == base_i[0]:
-                continue
-            d, v = x
-            if v.shape != base[1].shape:
-                if not embed or any(a < b for a, b in zip(v.shape, base[1].shape)):
-                    raise ConfigError(f"shape mismatch for {p.name}: {v.shape} vs base {base[1].shape}")
-                v = v[tuple(slice(0, n) for n in base[1].shape)]
-            others.append((d, v))
-            w = s.params["weight"]
-            if not is_number(w):
-                raise ConfigError(f"weight must be a number for {p.name}")
-            weights.append(w)
-        return methods.task_arithmetic(base, others, weights, float(p.params["lambda"]),
-                                       bool(p.params["normalize"]), dtype, out_dtype)
+    if p.method in methods_gta.FAMILY:
+        return _compute_gta(p, inputs, dtype, out_dtype, masks)
 
-    raise ConfigError(f"method {p.method!r} is not in the reference")
+    try:
+        return _compute_stats(p, inputs, dtype, out_dtype)
+    except methods_gta.ReferenceError_ as e:
+        raise ConfigError(f"{p.name}: {e}")
 
 
 def expected_config(res):

@@ -1,4 +1,7 @@
-"""Reference merge methods in numpy, written from MERGE-SPEC (D3, D8, B2.1, B2.2, B2.8, B3).
+"""Reference merge methods in numpy, written from MERGE-SPEC (D3, D8, B2.1, B2.2, B2.8, B2.11, B2.12, B3):
+the elementwise methods and the per-op rounding primitives. The methods with whole-tensor statistics
+are in methods_gta.py (task-arithmetic family with sparsifiers) and methods_stats.py (norm- and
+Gram-based methods, sce, ramplus_tl, arcee_fusion).
 
 Arithmetic model (D3, B3.3), emulating torch's CPU eager kernels:
   * a tensor of the computation dtype is a float32 array holding values of that dtype;
@@ -55,6 +58,27 @@ def div_number(dt, x, number):
 def add_number(dt, x, number):
     """tensor + Python number: the number is rounded to the tensor dtype first."""
     return add(dt, x, round_scalar(dt, number))
+
+
+def rsub_number(dt, number, x):
+    """Python number - tensor (torch's rsub): the number rounded to the tensor dtype first."""
+    return sub(dt, round_scalar(dt, number), x)
+
+
+def rdiv_number(dt, number, x):
+    """Python number / tensor: torch's Tensor.__rtruediv__ is `x.reciprocal() * number`, i.e. a rounded
+    reciprocal, then a multiply that uses the number as float32."""
+    return mul_number(dt, div(dt, np.float32(1.0), x), number)
+
+
+def clamp_min_number(dt, x, number):
+    """x.clamp(min=number): the bound is a value of the tensor dtype."""
+    return np.maximum(np.asarray(x, np.float32), round_scalar(dt, number))
+
+
+def gt_number(dt, x, number):
+    """x > number with a Python number: compared as a value of the tensor dtype."""
+    return np.asarray(x, np.float32) > round_scalar(dt, number)
 
 
 def model_sum(dt, terms):
@@ -142,6 +166,44 @@ def task_arithmetic(base, inputs, weights, lam=1.0, normalize=False, dtype=None,
     if lam != 1:
         mixed = mul_number(dt, mixed, lam)
     return finish(dt, add(dt, b, mixed), out_dtype)
+
+
+def nearswap(base, other, t, dtype=None, out_dtype=None):
+    """B2.12, op by op as torch runs it (D3): d = |B - X|; w = clamp(t / d.clamp(min=1e-6), 0, 1) where
+    `t / tensor` is reciprocal-then-multiply; out = w*X + (1 - w)*B."""
+    dt = dtype or promote([base[0], other[0]])
+    a, b = cast(dt, base), cast(dt, other)
+    absdiff = np.abs(sub(dt, a, b))
+    w = rdiv_number(dt, t, clamp_min_number(dt, absdiff, 1e-6))
+    w = np.clip(w, np.float32(0), np.float32(1))
+    out = add(dt, mul(dt, w, b), mul(dt, rsub_number(dt, 1, w), a))
+    return finish(dt, out, out_dtype)
+
+
+def ram_parts(dt, base, inputs, epsilon):
+    """What ram and ramplus_tl share (B2.11): task vectors, their active masks |tau| > eps, the
+    per-element count of active models, and the overlap terms round(tau * a / count) (count > 1)."""
+    b = cast(dt, base)
+    taus = [sub(dt, cast(dt, x), b) for x in inputs]
+    active = [gt_number(dt, np.abs(t), epsilon) for t in taus]
+    count = np.zeros(b.shape, np.int64)
+    for a in active:
+        count += a
+    zs = [np.where(a, t, np.float32(0)) for t, a in zip(taus, active)]
+    overlap = [np.where(count > 1, div(dt, z, np.maximum(count, 1).astype(np.float32)), np.float32(0))
+               for z in zs]
+    return b, zs, active, count, overlap
+
+
+def ram(base, inputs, epsilon=1e-5, dtype=None, out_dtype=None):
+    """B2.11 ram: per model the term is tau (count 1), round(tau / count) (count > 1) or 0 (inactive);
+    the terms are summed over models (float32, one rounding) and added to the base."""
+    dt = dtype or promote([base[0]] + [d for d, _ in inputs])
+    if not inputs:
+        return finish(dt, cast(dt, base), out_dtype)
+    b, zs, _, count, overlap = ram_parts(dt, base, inputs, epsilon)
+    terms = [np.where(count == 1, z, o) for z, o in zip(zs, overlap)]
+    return finish(dt, add(dt, b, model_sum(dt, terms)), out_dtype)
 
 
 # ---- helpers for embeddings (B2, B4.5) -------------------------------------------------------------
