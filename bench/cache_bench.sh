@@ -20,25 +20,11 @@ bench_models
 cache="$work/cache"
 mnt="$work/mnt"
 mkdir -p "$mnt"
-pid=
-cleanup() {
-  if mountpoint -q "$mnt"; then fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -u -z "$mnt" || true; fi
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; fi
-}
-trap cleanup EXIT INT TERM
-cleanup
+trap bench_cleanup EXIT INT TERM
+bench_cleanup
 rm -rf "$cache" built "$work/mount.log"
-
-readall() { local f; for f in "$1"/*; do cat "$f" > /dev/null; done; }
-# starts the daemon in the foreground as our child (so that `wait` knows when it has flushed and exited)
-start() {
-  "$mm" mount merge.yml "$mnt" -f --cache-dir "$cache" 2>> "$work/mount.log" &
-  pid=$!
-  local i
-  for i in $(seq 200); do mountpoint -q "$mnt" && return 0; sleep 0.05; done
-  echo "not mounted after 10 s:" >&2; cat "$work/mount.log" >&2; return 1
-}
-stop() { fusermount3 -u "$mnt"; wait "$pid"; pid=; }  # unmount flushes the writer's queue
+start() { bench_start "$work/mount.log" merge.yml --cache-dir "$cache"; }
+stop() { bench_stop; }
 counter() { "$mm" stats "$mnt" --json | sed -n "s/.*\"$1\": *\\([0-9]*\\).*/\\1/p"; }
 
 # (1) empty cache

@@ -29,3 +29,21 @@ can_drop=0
 drop() { sync; if [ "$can_drop" -eq 1 ]; then echo 3 > /proc/sys/vm/drop_caches; fi; }
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc -l; }
+
+# Mount helpers. Set `mnt` first. bench_start LOG ARGS...: the daemon in the foreground as our child
+# (so bench_stop knows when it has flushed and exited), waiting until the folder is mounted.
+pid=
+bench_cleanup() {
+  if mountpoint -q "$mnt"; then fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -u -z "$mnt" || true; fi
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; fi
+}
+bench_start() {
+  local log=$1; shift
+  "$mm" mount "$@" "$mnt" -f 2>> "$log" &
+  pid=$!
+  local i
+  for i in $(seq 200); do mountpoint -q "$mnt" && return 0; sleep 0.05; done
+  echo "not mounted after 10 s:" >&2; cat "$log" >&2; return 1
+}
+bench_stop() { fusermount3 -u "$mnt"; wait "$pid"; pid=; }  # unmount flushes the cache writer
+readall() { local f; for f in "$1"/*; do cat "$f" > /dev/null; done; }

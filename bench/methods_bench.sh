@@ -31,24 +31,11 @@ YAML
 
 mnt="$work/mnt"
 mkdir -p "$mnt"
-pid=
-cleanup() {
-  if mountpoint -q "$mnt"; then fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -u -z "$mnt" || true; fi
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; fi
-}
-trap cleanup EXIT INT TERM
-cleanup
-
-readall() { local f; for f in "$1"/*; do cat "$f" > /dev/null; done; }
-# start CONFIG LOG: the daemon in the foreground as our child, computing every read, logging pre-passes
-start() {
-  "$mm" mount "$1" "$mnt" -f --no-cache -v 2> "$2" &
-  pid=$!
-  local i
-  for i in $(seq 200); do mountpoint -q "$mnt" && return 0; sleep 0.05; done
-  echo "not mounted after 10 s:" >&2; cat "$2" >&2; return 1
-}
-stop() { fusermount3 -u "$mnt"; wait "$pid"; pid=; }
+trap bench_cleanup EXIT INT TERM
+bench_cleanup
+# start CONFIG LOG: computing every read, logging pre-passes
+start() { : > "$2"; bench_start "$2" "$1" --no-cache -v; }
+stop() { bench_stop; }
 # first_read CONFIG LOG: seconds for a cold full read of a fresh mount
 first_read() {
   start "$1" "$2"

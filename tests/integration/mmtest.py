@@ -262,7 +262,12 @@ def describe_mismatch(name, dtype, want, got):
 
 def assert_matches_reference(folder, expected):
     """Every tensor of the folder equals the reference bit for bit (same names, dtypes, shapes)."""
-    got = read_weights(folder)
+    return assert_bitwise(read_weights(folder), expected)
+
+
+def assert_bitwise(got, expected):
+    """Every tensor of `got` ({name: StTensor}) equals the reference `expected` ({name: (dtype, values)})
+    bit for bit, with the same names, dtypes and shapes. Returns got."""
     assert set(got) == set(expected), (f"tensor names differ: missing {sorted(set(expected) - set(got))}, "
                                        f"extra {sorted(set(got) - set(expected))}")
     problems = []

@@ -37,19 +37,6 @@ run_merge = mmtest.run_merge
 weights_of = mmtest.weights_of
 
 
-def assert_bitwise(got, expected):
-    assert set(got) == set(expected), (f"tensor names differ: missing {sorted(set(expected) - set(got))}, "
-                                       f"extra {sorted(set(got) - set(expected))}")
-    problems = []
-    for name, (dtype, values) in sorted(expected.items()):
-        t = got[name]
-        if t.dtype != dtype or t.shape != tuple(values.shape):
-            problems.append(f"{name}: got {t.dtype}{list(t.shape)}, want {dtype}{list(values.shape)}")
-        elif t.raw != st.encode(dtype, values):
-            problems.append(mmtest.describe_mismatch(name, dtype, values, t.f32()))
-    assert not problems, "output differs from the reference:\n" + "\n".join(problems)
-
-
 def inputs_context(expected):
     """A context function for assert_within_ulp: the input values of the worst elements."""
     def ctx(name, idx):
@@ -70,7 +57,7 @@ def check(tmp_path, mount, cfg, *args, exact=True, max_ulp=2):
     expected = config_eval.evaluate(cfg)
     got, out_config = run_merge(tmp_path, mount, cfg, *args)
     if exact:
-        assert_bitwise(got, expected.tensors)
+        mmtest.assert_bitwise(got, expected.tensors)
     else:
         mmtest.assert_within_ulp(got, expected.tensors, max_ulp, inputs_context(expected))
     assert out_config == expected.config, "config.json differs (torch_dtype must be the stored dtype)"
