@@ -137,10 +137,15 @@ static int stream_chunk(void *vctx, mm_kernel_args *a)
     return c->fn(c->ctx, a);
 }
 
-int mm_engine_stream(const mm_out_tensor *t, mm_stream_fn fn, void *ctx)
+int mm_engine_stream_range(const mm_out_tensor *t, uint64_t e0, uint64_t e1, mm_stream_fn fn, void *ctx)
 {
     stream_ctx c = {fn, ctx};
-    return walk(t, 0, t->numel, stream_chunk, &c);
+    return e1 > e0 ? walk(t, e0, e1 - e0, stream_chunk, &c) : 0;
+}
+
+int mm_engine_stream(const mm_out_tensor *t, mm_stream_fn fn, void *ctx)
+{
+    return mm_engine_stream_range(t, 0, t->numel, fn, ctx);
 }
 
 /* Output bytes equal the input bytes: passthrough without scale, nothing to convert or crop. */

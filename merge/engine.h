@@ -21,6 +21,9 @@ int mm_engine_read(const mm_out_tensor *t, const void *stats, uint64_t off, size
  * the tensor size. Returns 0, the first non-zero value fn returned, or -EIO/-ENOMEM. */
 typedef int (*mm_stream_fn)(void *ctx, const mm_kernel_args *chunk);
 int mm_engine_stream(const mm_out_tensor *t, mm_stream_fn fn, void *ctx);
+/* The same over elements [e0, e1) only, so that threads can share a pass: e0 must be a multiple of
+ * the method's alignment (rows, granules) and e1 one too or the tensor's end; chunks start at e0. */
+int mm_engine_stream_range(const mm_out_tensor *t, uint64_t e0, uint64_t e1, mm_stream_fn fn, void *ctx);
 
 /* Elements per row as kernels see it: the last dimension, or the whole tensor when 1-D. */
 uint64_t mm_engine_row_len(const mm_out_tensor *t);

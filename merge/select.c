@@ -63,6 +63,17 @@ uint32_t mm_select_key(float x)
     return mm_select_key_inline(x);
 }
 
+/* The counts of the current pass back to "nothing fed". */
+static void clear_counts(mm_selector *s)
+{
+    s->fed = 0;
+    s->unflushed = 0;
+    s->low_or[0] = s->low_or[1] = 0;
+    s->low_and[0] = s->low_and[1] = 0xFFFFu;
+    memset(s->hist, 0, sizeof s->hist);
+    memset(s->sub, 0, sizeof s->sub);
+}
+
 mm_selector *mm_selector_new(uint64_t k, int largest)
 {
     mm_selector *s = malloc(sizeof *s);
@@ -73,6 +84,39 @@ mm_selector *mm_selector_new(uint64_t k, int largest)
     s->largest = largest != 0;
     s->low_and[0] = s->low_and[1] = 0xFFFFu;
     return s;
+}
+
+mm_selector *mm_selector_fork(const mm_selector *s)
+{
+    mm_selector *f = malloc(sizeof *f);
+    if (!f)
+        return NULL;
+    /* the search state (k, pass, bucket, rank) is copied field by field: the tables are cleared */
+    f->k = s->k;
+    f->largest = s->largest;
+    f->passes = s->passes;
+    f->done = s->done;
+    f->bucket = s->bucket;
+    f->rank = s->rank;
+    f->thr = s->thr;
+    f->ties_kept = s->ties_kept;
+    f->ties_total = s->ties_total;
+    clear_counts(f);
+    return f;
+}
+
+void mm_selector_merge(mm_selector *s, mm_selector *part)
+{
+    flush(s);
+    flush(part);
+    for (uint32_t b = 0; b < BINS; b++)
+        s->hist[b] += part->hist[b];
+    s->fed += part->fed;
+    for (int h = 0; h < 2; h++) {
+        s->low_or[h] |= part->low_or[h];
+        s->low_and[h] &= part->low_and[h];
+    }
+    clear_counts(part);
 }
 
 void mm_selector_free(mm_selector *s)
@@ -237,14 +281,20 @@ void mm_rule_begin(mm_rule_builder *b, uint32_t thr, int above, uint64_t keep_eq
     }
 }
 
+uint64_t mm_select_count(const uint32_t *keys, size_t n, uint32_t key)
+{
+    uint64_t equal = 0;
+    for (size_t i = 0; i < n; i++)
+        equal += keys[i] == key;
+    return equal;
+}
+
 void mm_rule_feed_block(mm_rule_builder *b, const uint32_t *keys, size_t n, uint64_t index0)
 {
     if (b->left == 0 || n == 0)
         return;
     const uint32_t thr = b->rule.thr;
-    uint64_t equal = 0;
-    for (size_t i = 0; i < n; i++)
-        equal += keys[i] == thr;
+    const uint64_t equal = mm_select_count(keys, n, thr);
     if (equal < b->left) {
         b->left -= equal;
         b->rule.cut = index0 + n; /* every equal element so far is inside */

@@ -16,7 +16,7 @@
  * NaN values sort above +inf. -0.0 and +0.0 are different bit patterns but equal values; they are
  * treated as equal (both map to +0.0).
  *
- * Thread-safety: a selector is used by one thread at a time. */
+ * Thread-safety: a selector is used by one thread at a time (see mm_selector_fork for sharing a pass). */
 #ifndef MM_SELECT_H
 #define MM_SELECT_H
 
@@ -36,6 +36,14 @@ void mm_selector_feed(mm_selector *s, const float *values, size_t n);
  * loop of their own. */
 void mm_selector_feed_keys(mm_selector *s, const uint32_t *keys, size_t n);
 void mm_selector_end_pass(mm_selector *s);
+
+/* Sharing a pass between threads: each feeds a part of the values (any split, any order) to a fork
+ * of s, and the forks are merged into s; then mm_selector_end_pass(s).
+ * (s itself may be fed a part too). Counting is exact, so the result is the one of feeding s
+ * everything. A fork is an empty selector in s's pass (NULL on allocation failure), freed with
+ * mm_selector_free; merging empties it, so it can be fed again in the same pass. */
+mm_selector *mm_selector_fork(const mm_selector *s);
+void mm_selector_merge(mm_selector *s, mm_selector *part);
 
 /* After the passes: the k-th value, and how many elements equal to it are inside the selection
  * (1 <= ties_kept <= number of elements equal to the threshold). */
@@ -102,6 +110,8 @@ static inline int mm_rule_feed(mm_rule_builder *b, uint32_t key, uint64_t index)
     b->rule.cut = index + 1;
     return 1;
 }
+/* How many of keys[0..n) equal `key` (one vectorised loop). */
+uint64_t mm_select_count(const uint32_t *keys, size_t n, uint32_t key);
 /* mm_rule_feed for a block of keys (flat indexes index0, index0 + 1, ...) without the answers: one
  * vectorised count of the equal keys, and a scan only in the block where the cut falls. Afterwards
  * b->rule answers correctly for the block and everything before it (the cut may then lie anywhere

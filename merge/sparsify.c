@@ -6,10 +6,13 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine.h"
 #include "numeric.h"
@@ -416,89 +419,82 @@ static float rescale_factor(mm_dtype w, double l1, double l1_kept)
 
 #define MAX_LOGGED 4
 
+/* ---- passes shared by threads ----
+ * A pass is split into tasks of TASK_ELEMS elements (rounded up to whole alignment units) that the
+ * threads take in index order. Whatever a pass sums or counts is kept per task and combined in task
+ * order afterwards, and the tasks depend only on the tensor: the statistics, down to the rounding of
+ * the double sums, are the same for any number of threads. Selector histograms are exact counts, so
+ * those are kept per thread instead (a histogram per task would cost memory in proportion to N). */
+#define TASK_ELEMS (1u << 18)
+#define MAX_THREADS 16
+/* Selector forks (1 MiB each) a pass may allocate for its extra threads. */
+#define FORK_BUDGET 256
+
 /* The selections of one model of a magnitude/outliers pre-pass. */
 typedef struct band_job {
     mm_selector *sel[2];      /* [0]: the N - n_bot largest (lower bound); [1]: the n_top largest */
     mm_rule_builder rule[2];  /* [0]: above the lower bound; [1]: below the upper bound */
+    uint64_t keep[2];         /* threshold-equal elements inside each bound (first ones by index) */
+    float value[2];           /* each bound's threshold as a |tau| value */
 } band_job;
 
-typedef struct prepass_ctx {
+/* One task's share of one model's statistics. */
+typedef struct task_part {
+    double l1;       /* ||tau||_1 over the task */
+    double l1_kept;  /* the kept |tau| over the task; for a band, those not equal to a threshold */
+    uint64_t equal[2]; /* elements equal to each band threshold */
+} task_part;
+
+typedef struct prepass_ctx prepass_ctx;
+
+/* One thread of a pass. */
+typedef struct worker {
+    prepass_ctx *p;
+    uint64_t task;     /* the task being streamed */
+    uint64_t streamed; /* elements this thread streamed in the pass */
+    int rc;
+    /* where this thread counts each selection: the model's selector (thread 0) or a fork of it */
+    mm_selector *sel[MM_MAX_INPUTS][2];
+} worker;
+
+typedef int (*task_done_fn)(prepass_ctx *p, uint64_t task);
+
+struct prepass_ctx {
     const mm_out_tensor *t;
     const mm_sparse_cfg *c;
     mm_sparse_stats *st;
     int rescale;
-    int first;                /* first stream of the selection phase: also sum ||tau||_1 */
+    int first;                /* first pass of the selection phase: also sum ||tau||_1 */
     int passes;
     double pass_secs[MAX_LOGGED];
     uint64_t streamed;        /* elements seen by the current pass (a locate pass may stop early) */
     band_job job[MM_MAX_INPUTS];
-} prepass_ctx;
+    uint64_t task_size, ntasks;
+    task_part *parts;         /* [task][input] */
+    size_t nworkers;
+    worker *workers;
+    /* the pass running */
+    mm_stream_fn fn;
+    task_done_fn task_done;   /* called after each task; STOP ends the pass early */
+    atomic_uint_fast64_t next; /* the next task to take */
+    atomic_int stop;
+    /* the locate pass's early stop: the tasks finished, and the equal elements of the leading ones */
+    pthread_mutex_t lock;
+    unsigned char *done;
+    uint64_t contig;          /* tasks [0, contig) are finished */
+    uint64_t seen[MM_MAX_INPUTS][2];
+};
+
+#define STOP 1 /* a stream callback's "done early" */
 
 static int active(const prepass_ctx *p, size_t i)
 {
     return mm_sparse_action_of(p->t, p->c, i) == MM_SP_MASK;
 }
 
-static int select_chunk(void *vctx, const mm_kernel_args *a)
+static task_part *parts_of(const prepass_ctx *p, uint64_t task)
 {
-    prepass_ctx *p = vctx;
-    p->streamed += a->n;
-    float *m = a->scratch;
-    for (size_t i = 0; i < a->t->ninputs; i++) {
-        if (!active(p, i))
-            continue;
-        band_job *j = &p->job[i];
-        uint32_t *keys = (uint32_t *)(void *)(a->scratch + a->n);
-        magnitude_keys(a, i, 0, a->n, keys);
-        for (int s = 0; s < 2; s++)
-            if (j->sel[s] && mm_selector_pass_needed(j->sel[s]))
-                mm_selector_feed_keys(j->sel[s], keys, a->n);
-        if (p->first && p->rescale) {
-            magnitudes(a, i, m);
-            p->st[i].l1 += sum_double(m, a->n);
-        }
-    }
-    return 0;
-}
-
-/* Whether every cut is found (and no sum is wanted), so a locate pass may stop. */
-static int all_located(const prepass_ctx *p)
-{
-    if (p->rescale)
-        return 0;
-    for (size_t i = 0; i < p->t->ninputs; i++)
-        if (active(p, i) && !(mm_rule_done(&p->job[i].rule[0]) && mm_rule_done(&p->job[i].rule[1])))
-            return 0;
-    return 1;
-}
-
-#define STOP 1 /* a stream callback's "done early" */
-
-static int locate_chunk(void *vctx, const mm_kernel_args *a)
-{
-    prepass_ctx *p = vctx;
-    p->streamed += a->n;
-    for (size_t i = 0; i < a->t->ninputs; i++) {
-        if (!active(p, i))
-            continue;
-        band_job *j = &p->job[i];
-        if (!p->rescale && mm_rule_done(&j->rule[0]) && mm_rule_done(&j->rule[1]))
-            continue; /* this model's cuts are found; another one's are not yet */
-        float *m = a->scratch;
-        uint32_t *keys = (uint32_t *)(void *)(a->scratch + a->n);
-        magnitude_keys(a, i, 0, a->n, keys);
-        /* both builders see every element, to count the equal ones in index order */
-        mm_rule_feed_block(&j->rule[0], keys, a->n, a->e0);
-        mm_rule_feed_block(&j->rule[1], keys, a->n, a->e0);
-        if (!p->rescale)
-            continue;
-        /* the kept |tau|: the band test on the rules as they stand after this block */
-        magnitudes(a, i, m);
-        const mm_sparse_stats now = {.lo = j->rule[0].rule, .hi = j->rule[1].rule};
-        band_scale(&now, a->e0, keys, (uint32_t)a->n, m);
-        p->st[i].l1_kept += sum_double(m, a->n);
-    }
-    return all_located(p) ? STOP : 0;
+    return p->parts + task * p->t->ninputs;
 }
 
 static double seconds_now(void)
@@ -508,16 +504,272 @@ static double seconds_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* One streaming pass; its time and how far it went are logged (-v) for the benchmark. */
-static int stream(const mm_out_tensor *t, mm_stream_fn fn, prepass_ctx *p)
+static void *run_worker(void *arg)
+{
+    worker *w = arg;
+    prepass_ctx *p = w->p;
+    while (!atomic_load(&p->stop)) {
+        const uint64_t task = atomic_fetch_add(&p->next, 1);
+        if (task >= p->ntasks)
+            break;
+        const uint64_t e0 = task * p->task_size;
+        const uint64_t e1 = p->t->numel - e0 < p->task_size ? p->t->numel : e0 + p->task_size;
+        w->task = task;
+        int rc = mm_engine_stream_range(p->t, e0, e1, p->fn, w);
+        if (rc == 0 && p->task_done)
+            rc = p->task_done(p, task);
+        if (rc != 0) {
+            w->rc = rc < 0 ? rc : 0;
+            atomic_store(&p->stop, 1);
+        }
+    }
+    return NULL;
+}
+
+/* One pass over all tasks on nworkers threads (this one included); its time and how far it went are
+ * logged (-v) for the benchmark. Returns 0 or the first error in thread order. */
+static int run_pass(prepass_ctx *p, mm_stream_fn fn, task_done_fn task_done)
 {
     const double t0 = seconds_now();
+    p->fn = fn;
+    p->task_done = task_done;
+    atomic_store(&p->next, 0);
+    atomic_store(&p->stop, 0);
+    for (size_t w = 0; w < p->nworkers; w++)
+        p->workers[w].rc = 0, p->workers[w].streamed = 0;
+    pthread_t threads[MAX_THREADS];
+    size_t started = 1;
+    /* a thread that cannot start is no error: the others take its tasks */
+    while (started < p->nworkers && pthread_create(&threads[started], NULL, run_worker, &p->workers[started]) == 0)
+        started++;
+    run_worker(&p->workers[0]);
+    for (size_t w = 1; w < started; w++)
+        pthread_join(threads[w], NULL);
+    int rc = 0;
     p->streamed = 0;
-    int rc = mm_engine_stream(t, fn, p);
+    for (size_t w = 0; w < p->nworkers; w++) {
+        rc = rc ? rc : p->workers[w].rc;
+        p->streamed += p->workers[w].streamed;
+    }
     if (p->passes < MAX_LOGGED)
         p->pass_secs[p->passes] = seconds_now() - t0;
     p->passes++;
-    return rc == STOP ? 0 : rc;
+    return rc;
+}
+
+static size_t selector_count(const prepass_ctx *p)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->t->ninputs; i++)
+        n += (p->job[i].sel[0] != NULL) + (p->job[i].sel[1] != NULL);
+    return n;
+}
+
+/* Threads: one per CPU, no more than there are tasks, and few enough that their selector forks
+ * stay within FORK_BUDGET. */
+static size_t thread_count(const prepass_ctx *p)
+{
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t n = cpus > 1 ? (size_t)cpus : 1;
+    n = n < MAX_THREADS ? n : MAX_THREADS;
+    n = n < p->ntasks ? n : (size_t)p->ntasks;
+    const size_t nsel = selector_count(p);
+    if (nsel && n > 1 + FORK_BUDGET / nsel)
+        n = 1 + FORK_BUDGET / nsel;
+    return n ? n : 1;
+}
+
+/* Tasks, their parts and the threads. Called once the selectors exist (they bound the threads). */
+static int setup_passes(prepass_ctx *p)
+{
+    const mm_out_tensor *t = p->t;
+    uint64_t al = 1;
+    if (t->method->align == MM_ALIGN_ROWS)
+        al = mm_engine_row_len(t);
+    else if (t->method->align == MM_ALIGN_GRANULE)
+        al = MM_GRANULE;
+    p->task_size = (TASK_ELEMS + al - 1) / al * al;
+    p->ntasks = (t->numel + p->task_size - 1) / p->task_size;
+    p->nworkers = thread_count(p);
+    p->parts = calloc(p->ntasks * t->ninputs + 1, sizeof *p->parts);
+    p->done = calloc(p->ntasks + 1, 1);
+    p->workers = calloc(p->nworkers, sizeof *p->workers);
+    if (!p->parts || !p->done || !p->workers)
+        return -ENOMEM;
+    for (size_t w = 0; w < p->nworkers; w++)
+        p->workers[w].p = p;
+    return 0;
+}
+
+/* ---- selection passes ---- */
+
+/* Before a selection pass: thread 0 feeds the selectors, every other thread forks of them. */
+static int fork_selectors(prepass_ctx *p)
+{
+    for (size_t w = 0; w < p->nworkers; w++)
+        for (size_t i = 0; i < p->t->ninputs; i++)
+            for (int s = 0; s < 2; s++) {
+                mm_selector *m = p->job[i].sel[s];
+                worker *wk = &p->workers[w];
+                wk->sel[i][s] = NULL;
+                if (!m || !mm_selector_pass_needed(m))
+                    continue;
+                wk->sel[i][s] = w == 0 ? m : mm_selector_fork(m);
+                if (!wk->sel[i][s])
+                    return -ENOMEM;
+            }
+    return 0;
+}
+
+/* After it (whatever the outcome): the forks' counts go to the selectors, and the forks away. */
+static void merge_selectors(prepass_ctx *p)
+{
+    for (size_t w = 1; w < p->nworkers; w++)
+        for (size_t i = 0; i < p->t->ninputs; i++)
+            for (int s = 0; s < 2; s++) {
+                mm_selector **f = &p->workers[w].sel[i][s];
+                if (*f)
+                    mm_selector_merge(p->job[i].sel[s], *f);
+                mm_selector_free(*f);
+                *f = NULL;
+            }
+}
+
+static int select_chunk(void *vctx, const mm_kernel_args *a)
+{
+    worker *w = vctx;
+    prepass_ctx *p = w->p;
+    task_part *part = parts_of(p, w->task);
+    w->streamed += a->n;
+    float *m = a->scratch;
+    uint32_t *keys = (uint32_t *)(void *)(a->scratch + a->n);
+    for (size_t i = 0; i < a->t->ninputs; i++) {
+        if (!active(p, i))
+            continue;
+        magnitude_keys(a, i, 0, a->n, keys);
+        for (int s = 0; s < 2; s++)
+            if (w->sel[i][s])
+                mm_selector_feed_keys(w->sel[i][s], keys, a->n);
+        if (p->first && p->rescale) {
+            magnitudes(a, i, m);
+            part[i].l1 += sum_double(m, a->n);
+        }
+    }
+    return 0;
+}
+
+/* ---- the locate pass: where the kept threshold-equal elements end ---- */
+
+/* Whether both cuts of a model were known without looking (all or none of the equal ones kept). */
+static int located(const band_job *j)
+{
+    return mm_rule_done(&j->rule[0]) && mm_rule_done(&j->rule[1]);
+}
+
+/* Whether every cut is found (and no sum is wanted), so that no locate pass is needed. */
+static int all_located(const prepass_ctx *p)
+{
+    if (p->rescale)
+        return 0;
+    for (size_t i = 0; i < p->t->ninputs; i++)
+        if (active(p, i) && !located(&p->job[i]))
+            return 0;
+    return 1;
+}
+
+/* m[k] *= whether element k lies strictly inside the band; threshold-equal elements become 0 (their
+ * share is added per task from the counts, once the cuts are known: finish_sums). */
+static void strict_band(const band_job *j, const uint32_t *keys, uint32_t n, float *m)
+{
+    mm_select_rule r[2] = {j->rule[0].rule, j->rule[1].rule};
+    r[0].cut = r[1].cut = 0;
+    const local_rule lo = localize(&r[0], 0, n), hi = localize(&r[1], 0, n);
+    for (uint32_t k = 0; k < n; k++) {
+        const float v = m[k] * (float)(local_in(lo, keys[k], k) & local_in(hi, keys[k], k));
+        m[k] = keys[k] == lo.thr || keys[k] == hi.thr ? 0.0f : v;
+    }
+}
+
+static int locate_chunk(void *vctx, const mm_kernel_args *a)
+{
+    worker *w = vctx;
+    prepass_ctx *p = w->p;
+    task_part *part = parts_of(p, w->task);
+    w->streamed += a->n;
+    float *m = a->scratch;
+    uint32_t *keys = (uint32_t *)(void *)(a->scratch + a->n);
+    for (size_t i = 0; i < a->t->ninputs; i++) {
+        const band_job *j = &p->job[i];
+        if (!active(p, i) || (!p->rescale && located(j)))
+            continue;
+        magnitude_keys(a, i, 0, a->n, keys);
+        for (int b = 0; b < 2; b++)
+            part[i].equal[b] += mm_select_count(keys, a->n, j->rule[b].rule.thr);
+        if (!p->rescale)
+            continue;
+        magnitudes(a, i, m);
+        strict_band(j, keys, (uint32_t)a->n, m);
+        part[i].l1_kept += sum_double(m, a->n);
+    }
+    return 0;
+}
+
+/* After each task of a locate pass without sums: STOP once the finished leading tasks hold every
+ * kept threshold-equal element (the cuts lie in them; the tasks taken later are not needed). */
+static int count_done(prepass_ctx *p, uint64_t task)
+{
+    pthread_mutex_lock(&p->lock);
+    p->done[task] = 1;
+    for (; p->contig < p->ntasks && p->done[p->contig]; p->contig++) {
+        const task_part *part = parts_of(p, p->contig);
+        for (size_t i = 0; i < p->t->ninputs; i++)
+            for (int b = 0; b < 2; b++)
+                p->seen[i][b] += part[i].equal[b];
+    }
+    int all = 1;
+    for (size_t i = 0; i < p->t->ninputs; i++)
+        for (int b = 0; b < 2; b++)
+            if (active(p, i) && !mm_rule_done(&p->job[i].rule[b]) && p->seen[i][b] < p->job[i].keep[b])
+                all = 0;
+    pthread_mutex_unlock(&p->lock);
+    return all ? STOP : 0;
+}
+
+typedef struct refine_ctx {
+    size_t input;
+    mm_rule_builder *b;
+} refine_ctx;
+
+static int refine_chunk(void *vctx, const mm_kernel_args *a)
+{
+    refine_ctx *r = vctx;
+    uint32_t *keys = (uint32_t *)(void *)a->scratch;
+    magnitude_keys(a, r->input, 0, a->n, keys);
+    mm_rule_feed_block(r->b, keys, a->n, a->e0);
+    return mm_rule_done(r->b) ? STOP : 0;
+}
+
+/* The cut of bound b of model i from the per-task counts: the task in which the kept equal elements
+ * run out is scanned again alone (one task, not the tensor). */
+static int refine_cut(prepass_ctx *p, size_t i, int b)
+{
+    mm_rule_builder *rb = &p->job[i].rule[b];
+    if (mm_rule_done(rb))
+        return 0;
+    for (uint64_t task = 0; task < p->ntasks; task++) {
+        const uint64_t equal = parts_of(p, task)[i].equal[b];
+        if (equal < rb->left) {
+            rb->left -= equal;
+            continue;
+        }
+        const uint64_t e0 = task * p->task_size;
+        const uint64_t e1 = p->t->numel - e0 < p->task_size ? p->t->numel : e0 + p->task_size;
+        rb->rule.cut = e0; /* every equal element before the task is inside */
+        refine_ctx r = {i, rb};
+        const int rc = mm_engine_stream_range(p->t, e0, e1, refine_chunk, &r);
+        return rc == STOP ? 0 : rc < 0 ? rc : -EIO;
+    }
+    return -EIO; /* fewer equal elements than the selection counted: the input changed under us */
 }
 
 /* Selectors of model i: its band as "the N - n_bot largest" minus "the n_top largest". */
@@ -550,10 +802,15 @@ static void band_rules(band_job *j)
     if (lo && hi && mm_selector_threshold_key(lo) == mm_selector_threshold_key(hi))
         keep_lo = keep_hi = mm_selector_ties_kept(lo) - mm_selector_ties_kept(hi);
     j->rule[0] = j->rule[1] = (mm_rule_builder){.rule = mm_rule_all()};
-    if (lo)
-        mm_rule_begin(&j->rule[0], mm_selector_threshold_key(lo), 1, keep_lo, mm_selector_ties_total(lo));
-    if (hi)
-        mm_rule_begin(&j->rule[1], mm_selector_threshold_key(hi), 0, keep_hi, mm_selector_ties_total(hi));
+    j->keep[0] = keep_lo;
+    j->keep[1] = keep_hi;
+    for (int s = 0; s < 2; s++) {
+        mm_selector *sel = j->sel[s];
+        if (!sel)
+            continue;
+        mm_rule_begin(&j->rule[s], mm_selector_threshold_key(sel), s == 0, j->keep[s], mm_selector_ties_total(sel));
+        j->value[s] = mm_selector_threshold(sel);
+    }
 }
 
 static int selections_pending(const prepass_ctx *p)
@@ -577,12 +834,12 @@ static int band_prepass(prepass_ctx *p)
 {
     const mm_out_tensor *t = p->t;
     int rc = 0;
-    for (size_t i = 0; i < t->ninputs && rc == 0; i++)
-        if (active(p, i))
-            rc = band_begin(p, i);
     p->first = 1;
     while (rc == 0 && selections_pending(p)) {
-        rc = stream(t, select_chunk, p);
+        rc = fork_selectors(p);
+        if (rc == 0)
+            rc = run_pass(p, select_chunk, NULL);
+        merge_selectors(p);
         end_selection_pass(p);
         p->first = 0;
     }
@@ -591,15 +848,16 @@ static int band_prepass(prepass_ctx *p)
             if (active(p, i))
                 band_rules(&p->job[i]);
         if (!all_located(p))
-            rc = stream(t, locate_chunk, p);
+            rc = run_pass(p, locate_chunk, p->rescale ? NULL : count_done);
+        for (size_t i = 0; i < t->ninputs && rc == 0; i++)
+            for (int b = 0; b < 2 && rc == 0 && active(p, i); b++)
+                rc = refine_cut(p, i, b);
     }
-    for (size_t i = 0; i < t->ninputs; i++) {
-        if (rc == 0 && active(p, i)) {
+    for (size_t i = 0; i < t->ninputs && rc == 0; i++) {
+        if (active(p, i)) {
             p->st[i].lo = p->job[i].rule[0].rule;
             p->st[i].hi = p->job[i].rule[1].rule;
         }
-        mm_selector_free(p->job[i].sel[0]);
-        mm_selector_free(p->job[i].sel[1]);
     }
     return rc;
 }
@@ -607,15 +865,53 @@ static int band_prepass(prepass_ctx *p)
 /* dare / della with rescale: one pass drawing the masks to sum ||tau||_1 and ||tau * mask||_1. */
 static int sums_chunk(void *vctx, const mm_kernel_args *a)
 {
-    prepass_ctx *p = vctx;
-    p->streamed += a->n;
+    worker *w = vctx;
+    prepass_ctx *p = w->p;
+    task_part *part = parts_of(p, w->task);
+    w->streamed += a->n;
     for (size_t i = 0; i < a->t->ninputs; i++) {
         if (!active(p, i))
             continue;
-        sink s = {.l1 = &p->st[i].l1, .l1_kept = &p->st[i].l1_kept};
+        sink s = {.l1 = &part[i].l1, .l1_kept = &part[i].l1_kept};
         model_masks(a, p->c, i, &s);
     }
     return 0;
+}
+
+/* The share of a task's `equal` threshold-equal elements (value v) in ||tau * mask||_1, given that
+ * the first *left of them still to come are kept: kept * v, exact in double (a float times a count
+ * below 2^29). The others are tau * 0: NaN when v is inf or NaN, as torch computes it. */
+static double equal_share(uint64_t equal, uint64_t *left, float v)
+{
+    const uint64_t kept = equal < *left ? equal : *left;
+    *left -= kept;
+    double s = 0;
+    if (kept)
+        s += (double)kept * v;
+    if (equal > kept)
+        s += (double)(v * 0.0f);
+    return s;
+}
+
+/* The L1 sums of model i from the task parts, in task order. */
+static void finish_sums(prepass_ctx *p, size_t i)
+{
+    const band_job *j = &p->job[i];
+    const int band = p->c->kind == MM_SPARSE_MAGNITUDE || p->c->kind == MM_SPARSE_OUTLIERS;
+    /* both bounds at one value: one set of equal elements, counted by both */
+    const int bounds = band ? (j->rule[0].rule.thr == j->rule[1].rule.thr ? 1 : 2) : 0;
+    uint64_t left[2] = {j->keep[0], j->keep[1]};
+    double l1 = 0, kept = 0;
+    for (uint64_t task = 0; task < p->ntasks; task++) {
+        const task_part *part = &parts_of(p, task)[i];
+        double s = part->l1_kept;
+        for (int b = 0; b < bounds; b++)
+            s += equal_share(part->equal[b], &left[b], j->value[b]);
+        l1 += part->l1;
+        kept += s;
+    }
+    p->st[i].l1 = l1;
+    p->st[i].l1_kept = kept;
 }
 
 /* The first pass reads every input tensor front to back: ask the kernel to read all of it now, so
@@ -641,29 +937,66 @@ static void log_prepass(const prepass_ctx *p, double secs)
                  p->t->numel ? 100.0 * (double)p->streamed / (double)p->t->numel : 100.0);
 }
 
+/* The selectors of every model of a band kind (they bound the threads: setup_passes). */
+static int begin_selections(prepass_ctx *p)
+{
+    int rc = 0;
+    if (p->c->kind == MM_SPARSE_MAGNITUDE || p->c->kind == MM_SPARSE_OUTLIERS)
+        for (size_t i = 0; i < p->t->ninputs && rc == 0; i++)
+            if (active(p, i))
+                rc = band_begin(p, i);
+    return rc;
+}
+
+static void prepass_free(prepass_ctx *p)
+{
+    for (size_t i = 0; i < p->t->ninputs; i++) {
+        mm_selector_free(p->job[i].sel[0]);
+        mm_selector_free(p->job[i].sel[1]);
+    }
+    pthread_mutex_destroy(&p->lock);
+    free(p->parts);
+    free(p->done);
+    free(p->workers);
+    free(p);
+}
+
 int mm_sparse_prepass(const mm_out_tensor *t, const mm_sparse_cfg *c, mm_sparse_stats *st)
 {
     prepass_ctx *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
-    *p = (prepass_ctx){.t = t, .c = c, .st = st, .rescale = rescaling(t, c)};
+    p->t = t;
+    p->c = c;
+    p->st = st;
+    p->rescale = rescaling(t, c);
+    atomic_init(&p->next, 0);
+    atomic_init(&p->stop, 0);
+    if (pthread_mutex_init(&p->lock, NULL) != 0) {
+        free(p);
+        return -ENOMEM;
+    }
     memset(st, 0, t->ninputs * sizeof *st);
     for (size_t i = 0; i < t->ninputs; i++) {
         st[i].lo = st[i].hi = mm_rule_all();
         st[i].factor = 1.0f;
     }
     const double t0 = seconds_now();
-    int rc = 0;
     prefetch_inputs(t);
-    if (c->kind == MM_SPARSE_MAGNITUDE || c->kind == MM_SPARSE_OUTLIERS)
+    int rc = begin_selections(p);
+    if (rc == 0)
+        rc = setup_passes(p);
+    if (rc == 0 && (c->kind == MM_SPARSE_MAGNITUDE || c->kind == MM_SPARSE_OUTLIERS))
         rc = band_prepass(p);
-    else if (p->rescale)
-        rc = stream(t, sums_chunk, p);
-    if (rc == 0 && p->rescale)
-        for (size_t i = 0; i < t->ninputs; i++)
-            if (active(p, i))
-                st[i].factor = rescale_factor(work_dtype(t, c), st[i].l1, st[i].l1_kept);
+    else if (rc == 0 && p->rescale)
+        rc = run_pass(p, sums_chunk, NULL);
+    for (size_t i = 0; i < t->ninputs && rc == 0 && p->rescale; i++) {
+        if (!active(p, i))
+            continue;
+        finish_sums(p, i);
+        st[i].factor = rescale_factor(work_dtype(t, c), st[i].l1, st[i].l1_kept);
+    }
     log_prepass(p, seconds_now() - t0);
-    free(p);
+    prepass_free(p);
     return rc;
 }

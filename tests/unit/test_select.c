@@ -70,6 +70,41 @@ static result run(const float *v, size_t n, uint64_t k, int largest, const size_
     return r;
 }
 
+/* The same with each pass shared as threads share it: the chunks go, from the last one backwards, in
+ * turn to the selector itself and to two forks; one fork is merged halfway and fed again, both at the
+ * end. Counting is exact, so the result must be run()'s whatever the split and the order. */
+static result run_forked(const float *v, size_t n, uint64_t k, int largest, const size_t *chunks, size_t nchunks)
+{
+    result r = {0};
+    mm_selector *s = mm_selector_new(k, largest);
+    CHECK(s != NULL);
+    while (mm_selector_pass_needed(s)) {
+        mm_selector *f[2] = {mm_selector_fork(s), mm_selector_fork(s)};
+        CHECK(f[0] && f[1] && mm_selector_pass_needed(f[0]));
+        mm_selector *to[3] = {s, f[0], f[1]};
+        size_t c = 0, turn = 0;
+        for (size_t end = n; end > 0; turn++) {
+            size_t m = chunks[c++ % nchunks];
+            m = m < end ? m : end;
+            end -= m;
+            mm_selector_feed(to[turn % 3], v + end, m);
+            if (end <= n / 2 && end + m > n / 2)
+                mm_selector_merge(s, f[0]);
+        }
+        mm_selector_merge(s, f[0]);
+        mm_selector_merge(s, f[1]);
+        mm_selector_free(f[0]);
+        mm_selector_free(f[1]);
+        mm_selector_end_pass(s);
+        r.passes++;
+    }
+    r.thr = mm_selector_threshold(s);
+    r.ties_kept = mm_selector_ties_kept(s);
+    r.ties_total = mm_selector_ties_total(s);
+    mm_selector_free(s);
+    return r;
+}
+
 static int same_value(float a, float b)
 {
     return cmp_value(a, b) == 0;
@@ -94,6 +129,9 @@ static int check_one(const float *v, size_t n, uint64_t k, int largest, const si
     result r = run(v, n, k, largest, chunks, nchunks);
     int ok = same_value(r.thr, want) && r.ties_kept == k - beyond && r.ties_total == equal && r.passes >= 1 &&
              r.passes <= max_passes;
+    const result rf = run_forked(v, n, k, largest, chunks, nchunks);
+    ok &= mm_select_key(rf.thr) == mm_select_key(r.thr) && rf.ties_kept == r.ties_kept &&
+          rf.ties_total == r.ties_total && rf.passes == r.passes;
 
     /* Membership: first through the builder (one ordered pass), then with the finished rule. */
     mm_rule_builder b;
@@ -132,6 +170,7 @@ static int check_one(const float *v, size_t n, uint64_t k, int largest, const si
         members_ok &= got == mm_select_in(&b.rule, keys[i], i);
         inside_block += got;
     }
+    members_ok &= mm_select_count(keys, n, mm_select_key(r.thr)) == r.ties_total;
     free(keys);
     ok &= members_ok && inside == k && inside_block == k && mm_rule_done(&b) && mm_rule_done(&bb);
     if (!ok)
@@ -223,6 +262,29 @@ int main(void)
         CHECK(r.thr == 8.0f && r.ties_kept == 1 && r.ties_total == 1);
         r = run(v, 10, 1, 0, whole, 1); /* smallest: NaN is never the smallest */
         CHECK(r.thr == 0.0f);
+    }
+
+    /* A fork's low bits count: the selector alone sees one low-bit pattern that is also the OR of the
+     * fork's two (as searched keys, complemented for "largest"), so only the fork's AND shows that
+     * they differ and pass 2 must find the 2nd largest, 1 + 1 ulp. */
+    {
+        const float a = 1.0f, bc[2] = {1.0f + 0x1p-23f, 1.0f + 0x2p-23f};
+        mm_selector *s = mm_selector_new(2, 1), *f = mm_selector_fork(s);
+        CHECK(s && f);
+        int passes = 0;
+        while (mm_selector_pass_needed(s)) {
+            mm_selector_feed(s, &a, 1);
+            mm_selector_feed(f, bc, 2);
+            mm_selector_merge(s, f);
+            mm_selector_end_pass(s);
+            mm_selector_free(f);
+            f = mm_selector_fork(s);
+            CHECK(f != NULL);
+            passes++;
+        }
+        CHECK(passes == 2 && mm_selector_threshold(s) == bc[0] && mm_selector_ties_total(s) == 1);
+        mm_selector_free(f);
+        mm_selector_free(s);
     }
 
     /* Tiny inputs: N = 1 and N = 2. */
