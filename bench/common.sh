@@ -1,14 +1,16 @@
 # Shared by the bench scripts (sourced): the binaries, three generated models with a linear merge of
 # them, and timing helpers. Set `shape` (mm-mkmodel options) before calling bench_models.
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-mm="$top/build/tools/mergemount"
-mk="$top/build/tools/mm-mkmodel"
+# MERGEMOUNT / MM_MKMODEL / MM_MEMFS override the binaries (e.g. copies taken while the tree is being edited).
+mm=${MERGEMOUNT:-$top/build/tools/mergemount}
+mk=${MM_MKMODEL:-$top/build/tools/mm-mkmodel}
+memfs=${MM_MEMFS:-$top/build/bench/mm-memfs}
 
 # bench_models: makes m1, m2, m3 in the current folder (once) and writes merge.yml, a linear merge.
 bench_models() {
   local i
   for i in 1 2 3; do
-    [ -f "m$i/model.safetensors" ] || "$mk" "m$i" --seed "$i" "${shape[@]}"
+    [ -f "m$i/model.safetensors" ] || [ -f "m$i/model.safetensors.index.json" ] || "$mk" "m$i" --seed "$i" "${shape[@]}"
   done
   cat > merge.yml <<'YAML'
 merge_method: linear
@@ -46,4 +48,8 @@ bench_start() {
   echo "not mounted after 10 s:" >&2; cat "$log" >&2; return 1
 }
 bench_stop() { fusermount3 -u "$mnt"; wait "$pid"; pid=; }  # unmount flushes the cache writer
+# bench_counter NAME: one counter of the mount at $mnt (blocks_computed, cache_hits, ...).
+bench_counter() { "$mm" stats "$mnt" --json | sed -n "s/.*\"$1\": *\\([0-9]*\\).*/\\1/p"; }
+# bench_hwm: the peak RSS (VmHWM, kB) of the daemon started by bench_start, while it still runs.
+bench_hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$pid/status"; }
 readall() { local f; for f in "$1"/*; do cat "$f" > /dev/null; done; }
