@@ -202,14 +202,33 @@ void mm_cache_prefetch(mm_cache *c, mm_cache_table table, const void *key, size_
     rtxn_release(c, txn);
 }
 
+/* A value has been copied out: drop its pages from this process's mapping (they stay in the page
+ * cache). Otherwise every block ever read stays mapped and counts in the daemon's resident size, which
+ * would grow with the model (bench/run figure 6); a later hit re-maps the pages with minor faults. */
+static void unmap_pages(const void *data, size_t len)
+{
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)data + page - 1) & ~(page - 1), z = ((uintptr_t)data + len) & ~(page - 1);
+    if (z > a)
+        (void)madvise((void *)a, z - a, MADV_DONTNEED);
+}
+
 void mm_cache_release(mm_cache *c, mm_cache_hit *hit)
+{
+    mm_cache_release_done(c, hit, 0);
+}
+
+void mm_cache_release_done(mm_cache *c, mm_cache_hit *hit, int done)
 {
     if (c && hit && hit->txn) {
         mm_cache_op *op = tagged_op(hit->txn);
-        if (op)
+        if (op) {
             mm_cache_op_unref(op);
-        else
+        } else {
+            if (done)
+                unmap_pages(hit->data, hit->len);
             rtxn_release(c, hit->txn);
+        }
     }
     if (hit)
         memset(hit, 0, sizeof *hit);
