@@ -3,8 +3,11 @@
 #ifndef MM_CHECK_H
 #define MM_CHECK_H
 
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int mm_check_pass, mm_check_fail;
 
@@ -39,6 +42,26 @@ static inline void check_write_file(const char *path, const void *data, size_t l
         CHECK(fwrite(data, 1, len, f) == len);
         fclose(f);
     }
+}
+
+/* Creates a fresh folder $TMPDIR/<prefix>-XXXXXX (or under /tmp) in dir (PATH_MAX bytes), resolved
+ * without symlinks because getcwd() reports it that way, and makes it the working directory; the
+ * previous one goes to *old_cwd (heap). 0, or -1 after printing why. */
+static inline int check_enter_tmpdir(char *dir, const char *prefix, char **old_cwd)
+{
+    char real[PATH_MAX];
+    snprintf(dir, PATH_MAX, "%s/%s-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", prefix);
+    if (!mkdtemp(dir) || !realpath(dir, real)) {
+        perror("mkdtemp");
+        return -1;
+    }
+    memcpy(dir, real, PATH_MAX);
+    *old_cwd = getcwd(NULL, 0);
+    if (chdir(dir) != 0) {
+        perror("chdir");
+        return -1;
+    }
+    return 0;
 }
 
 static inline int mm_check_report(void)

@@ -557,18 +557,9 @@ static void test_null_options(void)
 
 int main(void)
 {
-    char real[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s/mm-config-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(tmp) || !realpath(tmp, real)) {
-        perror("mkdtemp");
+    char *old_cwd;
+    if (check_enter_tmpdir(tmp, "mm-config", &old_cwd) < 0)
         return 1;
-    }
-    memcpy(tmp, real, sizeof real); /* getcwd() reports the path without symlinks */
-    char *old_cwd = getcwd(NULL, 0);
-    if (chdir(tmp) != 0) {
-        perror("chdir");
-        return 1;
-    }
     char *hub = at("hub");
     mkdir(hub, 0755);
     setenv("HF_HUB_CACHE", hub, 1); /* an empty cache: nothing outside the test folder is found */

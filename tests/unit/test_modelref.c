@@ -174,18 +174,9 @@ static void test_refused(void)
 
 int main(void)
 {
-    snprintf(tmp, sizeof tmp, "%s/mm-modelref-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    char real[PATH_MAX];
-    if (!mkdtemp(tmp) || !realpath(tmp, real)) {
-        perror("mkdtemp");
+    char *old_cwd;
+    if (check_enter_tmpdir(tmp, "mm-modelref", &old_cwd) < 0)
         return 1;
-    }
-    memcpy(tmp, real, sizeof real); /* getcwd() reports the path without symlinks */
-    char *old_cwd = getcwd(NULL, 0);
-    if (chdir(tmp) != 0) {
-        perror("chdir");
-        return 1;
-    }
     test_local();
     test_hub();
     test_refused();
