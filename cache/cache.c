@@ -202,32 +202,44 @@ void mm_cache_prefetch(mm_cache *c, mm_cache_table table, const void *key, size_
     rtxn_release(c, txn);
 }
 
-/* A value has been copied out: drop its pages from this process's mapping (they stay in the page
- * cache). Otherwise every block ever read stays mapped and counts in the daemon's resident size, which
- * would grow with the model (bench/run figure 6); a later hit re-maps the pages with minor faults. */
-static void unmap_pages(const void *data, size_t len)
+/* Pages of the map that hits touched stay mapped in this process and count in its resident size, which
+ * would then grow with the amount of data read (bench/run figure 6). After every MM_CACHE_SWEEP bytes of
+ * hits the whole map leaves the process (MADV_DONTNEED on a read-only shared file mapping: the pages stay
+ * in the page cache, and a reader copying at that moment simply faults them back in), so the mapped part
+ * stays bounded whatever the model size. */
+#define MM_CACHE_SWEEP (128ull << 20)
+
+static void sweep_map(mm_cache *c, const void *data, size_t hit_len)
 {
+    /* The span of the map that hits have touched (LMDB does not tell where its map is unless it is
+     * fixed): widen it to cover this value. */
+    uintptr_t a = (uintptr_t)data, z = a + hit_len;
+    uintptr_t lo = atomic_load(&c->touched_lo), hi = atomic_load(&c->touched_hi);
+    while ((lo == 0 || a < lo) && !atomic_compare_exchange_weak(&c->touched_lo, &lo, a))
+        ;
+    while (z > hi && !atomic_compare_exchange_weak(&c->touched_hi, &hi, z))
+        ;
+    if (atomic_fetch_add(&c->swept_bytes, hit_len) + hit_len < MM_CACHE_SWEEP)
+        return;
+    atomic_store(&c->swept_bytes, 0);
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)data + page - 1) & ~(page - 1), z = ((uintptr_t)data + len) & ~(page - 1);
-    if (z > a)
-        (void)madvise((void *)a, z - a, MADV_DONTNEED);
+    lo = atomic_load(&c->touched_lo) & ~(page - 1);
+    hi = atomic_load(&c->touched_hi);
+    if (hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
 void mm_cache_release(mm_cache *c, mm_cache_hit *hit)
-{
-    mm_cache_release_done(c, hit, 0);
-}
-
-void mm_cache_release_done(mm_cache *c, mm_cache_hit *hit, int done)
 {
     if (c && hit && hit->txn) {
         mm_cache_op *op = tagged_op(hit->txn);
         if (op) {
             mm_cache_op_unref(op);
         } else {
-            if (done)
-                unmap_pages(hit->data, hit->len);
+            const void *data = hit->data;
+            size_t len = hit->len;
             rtxn_release(c, hit->txn);
+            sweep_map(c, data, len);
         }
     }
     if (hit)

@@ -93,10 +93,6 @@ typedef struct mm_cache_hit {
  * for any cache problem, which is logged once and counted). */
 int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, mm_cache_hit *hit);
 void mm_cache_release(mm_cache *c, mm_cache_hit *hit);
-/* The same, telling whether the caller is done with this value (it read up to its end, as a sequential
- * reader does): its pages then leave this process's mapping (they stay in the page cache), so the
- * resident size does not grow with the amount of data read. */
-void mm_cache_release_done(mm_cache *c, mm_cache_hit *hit, int done);
 
 /* Asks the kernel to start reading the value of `key` from disk, if stored (sequential readers call it
  * for the block after the one they read). Cheap on a miss; never blocks on I/O. */

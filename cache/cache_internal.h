@@ -158,6 +158,8 @@ struct mm_cache {
 
     _Atomic uint64_t evictions, puts_stored, puts_dropped, corrupt, resets;
     _Atomic uint64_t verified[MM_CACHE_VERIFIED_SLOTS];
+    _Atomic uint64_t swept_bytes; /* hit bytes since the map was last dropped from the process */
+    _Atomic uintptr_t touched_lo, touched_hi; /* the span of the map hits have read */
 
     /* Reset read transactions kept for renewal: they keep their reader slot. */
     pthread_mutex_t pool_lock;

@@ -237,7 +237,7 @@ int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
             int ok = hit.len == b1 - b0;
             if (ok)
                 memcpy(dst + (a - off), (const unsigned char *)hit.data + (a - b0), (size_t)(z - a));
-            mm_cache_release_done(b->cache, &hit, ok && z == b1);
+            mm_cache_release(b->cache, &hit);
             if (ok) {
                 atomic_fetch_add(&b->hits, 1);
                 /* A read that reaches the end of a block is most likely sequential: keep the disk busy
