@@ -225,7 +225,10 @@ static void sweep_map(mm_cache *c, const void *data, size_t hit_len)
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     lo = atomic_load(&c->touched_lo) & ~(page - 1);
     hi = atomic_load(&c->touched_hi);
-    if (hi > lo)
+    /* The span can only lie inside the one map this environment keeps for its lifetime (it is never
+     * resized while open); check anyway, since dropping pages outside it would lose memory contents. */
+    MDB_envinfo info;
+    if (hi > lo && mdb_env_info(c->env.env, &info) == 0 && hi - lo <= info.me_mapsize)
         (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
