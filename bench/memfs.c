@@ -9,6 +9,7 @@
  * fusermount3 -u end it). SIZE in bytes, or with a K/M/G suffix (powers of 1024). */
 #define FUSE_USE_VERSION 35
 
+#include "../tools/cli.h"
 #include "../fs/readahead.h"
 
 #include <fuse_lowlevel.h>
@@ -168,33 +169,13 @@ static const struct fuse_lowlevel_ops k_ops = {
     .read = op_read,
 };
 
-static int parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s)
-        return -1;
-    unsigned shift = 0;
-    switch (*end) {
-    case 'K': case 'k': shift = 10; end++; break;
-    case 'M': case 'm': shift = 20; end++; break;
-    case 'G': case 'g': shift = 30; end++; break;
-    default: break;
-    }
-    if (*end)
-        return -1;
-    *out = (uint64_t)v << shift;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     if (argc != 3 && !(argc == 5 && strcmp(argv[3], "--readahead") == 0)) {
         fprintf(stderr, "usage: mm-memfs MOUNTPOINT SIZE [--readahead KB]\n");
         return 2;
     }
-    if (parse_size(argv[2], &g_size) < 0) {
+    if (mm_cli_parse_size(argv[2], &g_size) < 0) {
         fprintf(stderr, "mm-memfs: bad size '%s'\n", argv[2]);
         return 2;
     }

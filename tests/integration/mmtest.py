@@ -268,6 +268,15 @@ def assert_matches_reference(folder, expected):
 def assert_bitwise(got, expected):
     """Every tensor of `got` ({name: StTensor}) equals the reference `expected` ({name: (dtype, values)})
     bit for bit, with the same names, dtypes and shapes. Returns got."""
+    def differs(name, dtype, values, t):
+        return None if t.raw == st.encode(dtype, values) else describe_mismatch(name, dtype, values, t.f32())
+    _assert_tensors(got, expected, differs)
+    return got
+
+
+def _assert_tensors(got, expected, compare):
+    """Shared by the comparisons: same names, and per tensor the same dtype and shape, then
+    compare(name, dtype, values, t) -> a problem description or None."""
     assert set(got) == set(expected), (f"tensor names differ: missing {sorted(set(expected) - set(got))}, "
                                        f"extra {sorted(set(got) - set(expected))}")
     problems = []
@@ -276,10 +285,10 @@ def assert_bitwise(got, expected):
         if t.dtype != dtype or t.shape != tuple(values.shape):
             problems.append(f"{name}: got {t.dtype}{list(t.shape)}, want {dtype}{list(values.shape)}")
             continue
-        if t.raw != st.encode(dtype, values):
-            problems.append(describe_mismatch(name, dtype, values, t.f32()))
+        problem = compare(name, dtype, values, t)
+        if problem:
+            problems.append(problem)
     assert not problems, "output differs from the reference:\n" + "\n".join(problems)
-    return got
 
 
 def tensor_bytes(t):
@@ -384,27 +393,21 @@ def assert_within_ulp(got, expected, max_ulp=2, context=None):
     """Every tensor of `got` ({name: StTensor}) is within max_ulp ulps (of its dtype) of the reference
     `expected` ({name: (dtype, values)}), elementwise, with the same names, dtypes and shapes.
     context(name, flat_indexes) may add lines about the worst elements (e.g. the inputs)."""
-    assert set(got) == set(expected), (f"tensor names differ: missing {sorted(set(expected) - set(got))}, "
-                                       f"extra {sorted(set(got) - set(expected))}")
-    problems = []
-    for name, (dtype, values) in sorted(expected.items()):
-        t = got[name]
-        if t.dtype != dtype or t.shape != tuple(values.shape):
-            problems.append(f"{name}: got {t.dtype}{list(t.shape)}, want {dtype}{list(values.shape)}")
-            continue
+    def too_far(name, dtype, values, t):
         g = t.f32().reshape(-1)
         w = values.reshape(-1)
         d = ulp_distance(dtype, g, w)
         bad = np.nonzero(d > max_ulp)[0]
-        if bad.size:
-            worst = bad[np.argsort(-d[bad], kind="stable")][:4]
-            lines = [f"{name} ({dtype}): {bad.size} of {w.size} elements more than {max_ulp} ulp from the "
-                     f"reference (max {int(d.max())} ulp); " +
-                     "; ".join(f"[{i}] got {g[i]!r} want {w[i]!r} ({int(d[i])} ulp)" for i in worst)]
-            if context:
-                lines += ["    " + ln for ln in context(name, worst)]
-            problems.append("\n".join(lines))
-    assert not problems, "output differs from the reference:\n" + "\n".join(problems)
+        if not bad.size:
+            return None
+        worst = bad[np.argsort(-d[bad], kind="stable")][:4]
+        lines = [f"{name} ({dtype}): {bad.size} of {w.size} elements more than {max_ulp} ulp from the "
+                 f"reference (max {int(d.max())} ulp); " +
+                 "; ".join(f"[{i}] got {g[i]!r} want {w[i]!r} ({int(d[i])} ulp)" for i in worst)]
+        if context:
+            lines += ["    " + ln for ln in context(name, worst)]
+        return "\n".join(lines)
+    _assert_tensors(got, expected, too_far)
 
 
 def method_config(method, entries, base=None, **top):
