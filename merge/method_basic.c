@@ -21,22 +21,16 @@ static int linear_prepare(mm_out_tensor *t, mm_err *err)
     return 0;
 }
 
-static void linear_kernel(const mm_kernel_args *a)
+MM_VECTOR_LOOP static void linear_kernel(const mm_kernel_args *a)
 {
     const mm_out_tensor *t = a->t;
     const mm_dtype dt = t->comp;
     const size_t n = a->n;
-    float *acc = a->out, *prod = a->scratch;
+    float *acc = a->out;
     /* (weights * tensors).sum(dim=0): each product rounded, float32 sum in model order, rounded once. */
     memset(acc, 0, n * sizeof *acc);
-    for (size_t i = 0; i < t->ninputs; i++) {
-        const float w = t->kc[i], *x = a->in[i];
-        for (size_t k = 0; k < n; k++)
-            prod[k] = w * x[k];
-        mm_vround(dt, prod, n);
-        for (size_t k = 0; k < n; k++)
-            acc[k] += prod[k];
-    }
+    for (size_t i = 0; i < t->ninputs; i++)
+        mm_vaxpy_round(dt, acc, a->in[i], t->kc[i], n);
     mm_vround(dt, acc, n);
     if (t->gvals[LIN_NORMALIZE] != 0) {
         const float div = t->kc[MM_KC_DIV];

@@ -217,7 +217,7 @@ static void gta_block_run(const gta_block *g, int consensus)
 /* The chunk is cut into blocks for which every model's delta fits in the scratch space, so each
  * delta is computed once: blocks of `room / (models + 3)` elements (the deltas, S, the divisor and
  * one word per element for the sparsifier). DELLA first draws its masks for the whole chunk. */
-static void gta_kernel(const mm_kernel_args *a)
+MM_VECTOR_LOOP static void gta_kernel(const mm_kernel_args *a)
 {
     const mm_out_tensor *t = a->t;
     const size_t n = a->n;

@@ -13,6 +13,17 @@
 
 #include "dtype.h"
 
+/* Runtime CPU dispatch for the whole-array loops (merge arithmetic, dtype conversion): a function marked
+ * MM_VECTOR_LOOP is compiled twice, for the baseline x86-64 (SSE2) and for AVX2, and the dynamic loader
+ * picks the copy the CPU supports (function multiversioning). The results are bit-identical: both copies
+ * do the same IEEE float32 operations in the same order (-ffp-contract=off: no fused multiply-add).
+ * Static helpers inlined into a marked function are vectorised with it. Other targets: one portable copy. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(MM_NO_MULTIVERSION)
+#define MM_VECTOR_LOOP __attribute__((target_clones("avx2", "default")))
+#else
+#define MM_VECTOR_LOOP
+#endif
+
 /* bf16 <-> f32. f32 -> bf16 rounds to nearest even; NaN stays a quiet NaN. */
 static inline float mm_bf16_to_f32(uint16_t h)
 {
@@ -47,6 +58,9 @@ static inline float mm_round_to(mm_dtype dt, float x)
  * branches for bf16 so the compiler vectorises it: kernels are sequences of whole-array ops, each
  * followed by one mm_vround, which is torch's per-op rounding. */
 void mm_vround(mm_dtype dt, float *x, size_t n);
+/* acc[k] += round_dt(w * x[k]) for k < n: one weighted term of a sum of rounded products (torch's
+ * `(weights * tensors).sum(0)` before the final rounding of the sum), in one pass. */
+void mm_vaxpy_round(mm_dtype dt, float *restrict acc, const float *restrict x, float w, size_t n);
 
 /* Converts n elements of a computable dtype to float32 / from float32 (with RNE rounding). */
 void mm_load_f32(mm_dtype dt, const void *src, float *dst, size_t n);
