@@ -94,7 +94,7 @@ typedef struct gta_block {
 } gta_block;
 
 /* delta_j = round(w_i * tau'_i) for every input i other than the base (j counts them). */
-static void weighted_deltas(const gta_block *g)
+MM_VECTOR_LOOP static void weighted_deltas(const gta_block *g)
 {
     const mm_kernel_args *a = g->a;
     const mm_out_tensor *t = a->t;
@@ -113,7 +113,7 @@ static void weighted_deltas(const gta_block *g)
 }
 
 /* acc = round(sum_j delta_j): float32 accumulation in model order, one rounding. */
-static void model_sum(const gta_block *g, size_t nonbase, float *acc)
+MM_VECTOR_LOOP static void model_sum(const gta_block *g, size_t nonbase, float *acc)
 {
     const size_t n = g->a->n;
     memset(acc, 0, n * sizeof *acc);
@@ -148,7 +148,7 @@ static inline float agrees(float delta, float s)
 
 /* Sign consensus: acc = round(sum m_j delta_j), divided per element by round(sum m_j w_j) (0 -> 1)
  * when normalizing. The products with the 0/1 mask are exact, as in torch. */
-static void mix_consensus(const gta_block *g, size_t nonbase, float *acc)
+MM_VECTOR_LOOP static void mix_consensus(const gta_block *g, size_t nonbase, float *acc)
 {
     const mm_out_tensor *t = g->a->t;
     const size_t n = g->a->n;
@@ -177,7 +177,7 @@ static void mix_consensus(const gta_block *g, size_t nonbase, float *acc)
 }
 
 /* Without consensus: acc = round(sum_j delta_j), divided by the rounded weight sum when normalizing. */
-static void mix_sum(const gta_block *g, size_t nonbase, float *acc)
+MM_VECTOR_LOOP static void mix_sum(const gta_block *g, size_t nonbase, float *acc)
 {
     const mm_out_tensor *t = g->a->t;
     const size_t n = g->a->n;
@@ -191,7 +191,7 @@ static void mix_sum(const gta_block *g, size_t nonbase, float *acc)
 }
 
 /* One block: mix the deltas, then lambda and the base. */
-static void gta_block_run(const gta_block *g, int consensus)
+MM_VECTOR_LOOP static void gta_block_run(const gta_block *g, int consensus)
 {
     const mm_kernel_args *a = g->a;
     const mm_out_tensor *t = a->t;
@@ -217,7 +217,7 @@ static void gta_block_run(const gta_block *g, int consensus)
 /* The chunk is cut into blocks for which every model's delta fits in the scratch space, so each
  * delta is computed once: blocks of `room / (models + 3)` elements (the deltas, S, the divisor and
  * one word per element for the sparsifier). DELLA first draws its masks for the whole chunk. */
-MM_VECTOR_LOOP static void gta_kernel(const mm_kernel_args *a)
+static void gta_kernel(const mm_kernel_args *a)
 {
     const mm_out_tensor *t = a->t;
     const size_t n = a->n;

@@ -12,17 +12,7 @@
 #include <stdint.h>
 
 #include "dtype.h"
-
-/* Runtime CPU dispatch for the whole-array loops (merge arithmetic, dtype conversion): a function marked
- * MM_VECTOR_LOOP is compiled twice, for the baseline x86-64 (SSE2) and for AVX2, and the dynamic loader
- * picks the copy the CPU supports (function multiversioning). The results are bit-identical: both copies
- * do the same IEEE float32 operations in the same order (-ffp-contract=off: no fused multiply-add).
- * Static helpers inlined into a marked function are vectorised with it. Other targets: one portable copy. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(MM_NO_MULTIVERSION)
-#define MM_VECTOR_LOOP __attribute__((target_clones("avx2", "default")))
-#else
-#define MM_VECTOR_LOOP
-#endif
+#include "vector.h"
 
 /* bf16 <-> f32. f32 -> bf16 rounds to nearest even; NaN stays a quiet NaN. */
 static inline float mm_bf16_to_f32(uint16_t h)

@@ -8,6 +8,7 @@
  * holds for bf16 values, whose float32 form has zero low bits (all ones once a negative value's key
  * is complemented). Otherwise pass 2 histograms the low 16 bits of the keys inside that one bucket. */
 #include "select.h"
+#include "vector.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -132,7 +133,7 @@ int mm_selector_pass_needed(const mm_selector *s)
 /* Pass 1: the high-16-bit histogram, and the OR/AND of the low 16 bits per half of the key space
  * (accumulated in registers with masks: per-element read-modify-writes of the selector's fields
  * would serialise the loop). keys[] is overwritten. */
-static void feed_first(mm_selector *s, uint32_t *keys, size_t n)
+MM_VECTOR_LOOP static void feed_first(mm_selector *s, uint32_t *keys, size_t n)
 {
     uint32_t or0 = 0, or1 = 0, and0 = 0xFFFFFFFFu, and1 = 0xFFFFFFFFu;
     for (size_t i = 0; i < n; i++) {

@@ -157,7 +157,7 @@ size_t mm_sparse_stats_size(const mm_out_tensor *t, const mm_sparse_cfg *c)
 
 /* ---- elementwise pieces ---- */
 
-void mm_task_vector(const mm_kernel_args *a, size_t input, float *d)
+MM_VECTOR_LOOP void mm_task_vector(const mm_kernel_args *a, size_t input, float *d)
 {
     const float *x = a->in[input], *b = a->in[a->t->base];
     for (size_t k = 0; k < a->n; k++)
@@ -187,7 +187,7 @@ static inline void magnitude_keys_dt(mm_dtype dt, const float *x, const float *b
 }
 
 /* The keys of elements [at, at + n) of the chunk. */
-static void magnitude_keys(const mm_kernel_args *a, size_t input, size_t at, size_t n, uint32_t *keys)
+MM_VECTOR_LOOP static void magnitude_keys(const mm_kernel_args *a, size_t input, size_t at, size_t n, uint32_t *keys)
 {
     const float *x = a->in[input] + at, *b = a->in[a->t->base] + at;
     switch (a->t->comp) { /* constant dtypes: each loop is specialised (and the bf16 one vectorised) */
@@ -337,7 +337,7 @@ static inline uint32_t local_in(local_rule r, uint32_t key, uint32_t k)
 }
 
 /* v[k] *= 1 or 0: whether keys[k] (element e0 + k) lies in the band [lo, hi] of the statistics. */
-static void band_scale(const mm_sparse_stats *st, uint64_t e0, const uint32_t *keys, uint32_t n, float *v)
+MM_VECTOR_LOOP static void band_scale(const mm_sparse_stats *st, uint64_t e0, const uint32_t *keys, uint32_t n, float *v)
 {
     const local_rule lo = localize(&st->lo, e0, n), hi = localize(&st->hi, e0, n);
     for (uint32_t k = 0; k < n; k++)
@@ -363,7 +363,7 @@ void mm_sparse_masks(const mm_kernel_args *a, const mm_sparse_cfg *c, uint32_t *
     }
 }
 
-void mm_sparse_apply(const mm_kernel_args *a, const mm_sparse_cfg *c, size_t input, const uint32_t *bits, float *d,
+MM_VECTOR_LOOP void mm_sparse_apply(const mm_kernel_args *a, const mm_sparse_cfg *c, size_t input, const uint32_t *bits, float *d,
                      uint32_t *tmp)
 {
     const mm_out_tensor *t = a->t;
@@ -679,7 +679,7 @@ static int all_located(const prepass_ctx *p)
 
 /* m[k] *= whether element k lies strictly inside the band; threshold-equal elements become 0 (their
  * share is added per task from the counts, once the cuts are known: finish_sums). */
-static void strict_band(const band_job *j, const uint32_t *keys, uint32_t n, float *m)
+MM_VECTOR_LOOP static void strict_band(const band_job *j, const uint32_t *keys, uint32_t n, float *m)
 {
     mm_select_rule r[2] = {j->rule[0].rule, j->rule[1].rule};
     r[0].cut = r[1].cut = 0;

@@ -22,11 +22,13 @@ mm_install_deps() {
   apt-get update -qq >&2 && apt-get install -y -qq "${missing[@]}" >&2
 }
 
-# Configures (once) and builds a build directory: mm_build DIR [meson options...]
+# Configures (or re-applies the options to) and builds a build directory: mm_build DIR [meson options...]
 mm_build() {
   local dir=$1; shift
   if [ ! -f "$dir/build.ninja" ]; then
     meson setup "$dir" -Dwerror=true "$@" >&2 || return 1
+  else # an existing folder takes the options as they are now
+    meson configure "$dir" -Dwerror=true "$@" >&2 || return 1
   fi
   ninja -C "$dir" >&2
 }
