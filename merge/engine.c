@@ -1,6 +1,7 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,28 @@ static int read_raw(const mm_out_tensor *t, const mm_input *in, uint64_t e, size
         n -= take;
     }
     return 0;
+}
+
+void mm_engine_prefetch(const mm_out_tensor *t, uint64_t e0, uint64_t e1)
+{
+    if (e1 > t->numel)
+        e1 = t->numel;
+    if (e1 <= e0)
+        return;
+    for (size_t i = 0; i < t->ninputs; i++) {
+        const mm_input *in = &t->inputs[i];
+        const uint64_t es = mm_dtype_size(in->mt->st->dtype);
+        /* A cropped (2-D) input's elements are spread over rows of src_cols: the span from the first
+         * element's row to the last element's. */
+        uint64_t a = e0, z = e1;
+        if (in->src_cols) {
+            const uint64_t cols = t->shape[1];
+            a = e0 / cols * in->src_cols + e0 % cols;
+            z = (e1 - 1) / cols * in->src_cols + (e1 - 1) % cols + 1;
+        }
+        (void)posix_fadvise(in->mt->shard->fd, (off_t)(in->mt->shard->hdr.data_start + in->mt->st->begin + a * es),
+                            (off_t)((z - a) * es), POSIX_FADV_WILLNEED);
+    }
 }
 
 /* Input values cast to the computation dtype on load, as mergekit's loader does (B3.1). */
@@ -164,15 +187,18 @@ int mm_engine_read(const mm_out_tensor *t, const void *stats, uint64_t off, size
 {
     if (len == 0)
         return 0;
+    const size_t es = mm_dtype_size(t->dtype);
+    /* Whole elements, widened below to the method's alignment. */
+    uint64_t e0 = off / es, e1 = (off + len + es - 1) / es;
+    /* This range and the next one of the same size: reads are mostly sequential, and with several
+     * threads computing neighbouring blocks the kernel's own readahead sees no sequential stream. */
+    mm_engine_prefetch(t, e0, e1 + (e1 - e0));
     if (is_copy(t)) {
         const mm_input *in = &t->inputs[0];
         int rc = mm_pread_full(in->mt->shard->fd, buf, len, in->mt->shard->hdr.data_start + in->mt->st->begin + off);
         return rc < 0 ? read_fail(in, rc) : 0;
     }
-    const size_t es = mm_dtype_size(t->dtype);
     const uint64_t al = alignment(t);
-    /* Whole elements, widened to the method's alignment. */
-    uint64_t e0 = off / es, e1 = (off + len + es - 1) / es;
     e0 -= e0 % al;
     e1 = e1 % al ? e1 + (al - e1 % al) : e1;
     if (e1 > t->numel)

@@ -25,6 +25,11 @@ int mm_engine_stream(const mm_out_tensor *t, mm_stream_fn fn, void *ctx);
  * the method's alignment (rows, granules) and e1 one too or the tensor's end; chunks start at e0. */
 int mm_engine_stream_range(const mm_out_tensor *t, uint64_t e0, uint64_t e1, mm_stream_fn fn, void *ctx);
 
+/* Asks the kernel to start reading, in the background, the source bytes that elements [e0, e1) of t
+ * need (posix_fadvise WILLNEED on each input's byte span), so that the disk works on all inputs at once
+ * while the caller computes. A hint: never fails, costs one system call per input. */
+void mm_engine_prefetch(const mm_out_tensor *t, uint64_t e0, uint64_t e1);
+
 /* Elements per row as kernels see it: the last dimension, or the whole tensor when 1-D. */
 uint64_t mm_engine_row_len(const mm_out_tensor *t);
 

@@ -914,17 +914,6 @@ static void finish_sums(prepass_ctx *p, size_t i)
     p->st[i].l1_kept = kept;
 }
 
-/* The first pass reads every input tensor front to back: ask the kernel to read all of it now, so
- * that the disk works while this thread computes instead of each pread waiting for its own pages. */
-static void prefetch_inputs(const mm_out_tensor *t)
-{
-    for (size_t i = 0; i < t->ninputs; i++) {
-        const mm_model_tensor *mt = t->inputs[i].mt;
-        (void)posix_fadvise(mt->shard->fd, (off_t)(mt->shard->hdr.data_start + mt->st->begin),
-                            (off_t)(mt->st->end - mt->st->begin), POSIX_FADV_WILLNEED);
-    }
-}
-
 /* -v: "pre-pass of 'NAME' (METHOD): 1.234 s, 2 passes (0.800 + 0.434 s, the last over 52%)". */
 static void log_prepass(const prepass_ctx *p, double secs)
 {
@@ -982,7 +971,8 @@ int mm_sparse_prepass(const mm_out_tensor *t, const mm_sparse_cfg *c, mm_sparse_
         st[i].factor = 1.0f;
     }
     const double t0 = seconds_now();
-    prefetch_inputs(t);
+    /* The first pass reads every input front to back: the disk works on all of them while we compute. */
+    mm_engine_prefetch(t, 0, t->numel);
     int rc = begin_selections(p);
     if (rc == 0)
         rc = setup_passes(p);
