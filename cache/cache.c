@@ -14,8 +14,8 @@ static uint64_t txn_cap_for(uint64_t limit)
     uint64_t cap = limit / 16;
     if (cap < MM_MIB)
         cap = MM_MIB;
-    if (cap > 64 * MM_MIB)
-        cap = 64 * MM_MIB;
+    if (cap > 32 * MM_MIB)
+        cap = 32 * MM_MIB;
     return cap;
 }
 

@@ -170,9 +170,11 @@ struct mm_cache {
      * committed or dropped, so the bound covers what the writer holds too. */
     _Atomic uint64_t q_bytes;
     pthread_mutex_t q_lock;
-    pthread_cond_t q_work, q_done;
+    pthread_cond_t q_work, q_done, q_room;
     mm_cache_op *q_head, *q_tail;
+    uint64_t q_list_bytes;  /* sizes of the ops in the list (not yet taken by the writer) */
     uint64_t q_enq_seq, q_done_seq;
+    uint64_t q_flush_seq;   /* a flush waits for this op: commit without gathering more */
     bool q_stop;
     pthread_t writer;
 
@@ -182,8 +184,19 @@ struct mm_cache {
     mm_cache_op *pend[MM_CACHE_PEND_BUCKETS];
 };
 
-/* Bound on queued memory; puts beyond it are dropped. */
-#define MM_CACHE_QUEUE_MAX (256ull * MM_MIB)
+/* Bound on queued memory; puts beyond it are dropped. Three write transactions' worth (txn_cap is at
+ * most 32 MiB): one being committed while the next fills. */
+#define MM_CACHE_QUEUE_MAX (96ull * MM_MIB)
+/* How long the writer gathers puts before committing a transaction smaller than txn_cap. Every commit
+ * costs an fdatasync (about 5 ms here): committing each 1 MiB block alone made the writer ten times
+ * slower than the readers, and half the blocks of a first read were dropped. Gathered values are
+ * served from the pending index meanwhile, so readers never wait for a commit. */
+#define MM_CACHE_GATHER_NS (50ull * 1000 * 1000)
+/* How long a put waits for room in a full queue before it is dropped. Dropping at once let readers run
+ * ahead of the writer only to lose half the blocks of a first read (and compute again the blocks two
+ * requests share); a short wait holds readers to the speed of the cache's disk, while a stalled disk
+ * still costs a reader at most this per block. */
+#define MM_CACHE_ROOM_WAIT_NS (100ull * 1000 * 1000)
 
 /* The pending index (cache_pending.c). Entries are added before the put is queued and removed only
  * after the writer committed or dropped it: a get that finds no pending entry and then reads LMDB can

@@ -4,17 +4,54 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cache_internal.h"
+
+/* A monotonic deadline `ns` from now. */
+static struct timespec deadline_in(uint64_t ns)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    ns += (uint64_t)t.tv_nsec;
+    t.tv_sec += (time_t)(ns / 1000000000u);
+    t.tv_nsec = (long)(ns % 1000000000u);
+    return t;
+}
+
+/* Reserves `size` bytes of the queue bound. A put (`wait`) waits up to MM_CACHE_ROOM_WAIT_NS for the
+ * writer to make room; hints give up at once. */
+static bool reserve(mm_cache *c, uint64_t size, bool wait)
+{
+    struct timespec until;
+    bool locked = false, ok = false;
+    for (;;) {
+        if (atomic_fetch_add(&c->q_bytes, size) + size <= MM_CACHE_QUEUE_MAX) {
+            ok = true;
+            break;
+        }
+        atomic_fetch_sub(&c->q_bytes, size);
+        if (!wait)
+            break;
+        if (!locked) {
+            until = deadline_in(MM_CACHE_ROOM_WAIT_NS);
+            pthread_mutex_lock(&c->q_lock);
+            locked = true;
+            continue; /* the writer may have made room before we held the lock */
+        }
+        if (pthread_cond_timedwait(&c->q_room, &c->q_lock, &until) == ETIMEDOUT)
+            wait = false; /* one last try above */
+    }
+    if (locked)
+        pthread_mutex_unlock(&c->q_lock);
+    return ok;
+}
 
 static mm_cache_op *op_new(mm_cache *c, mm_cache_op_kind kind, mm_cache_table t, const void *key, size_t val_len)
 {
     uint64_t size = sizeof(mm_cache_op) + val_len;
-    uint64_t before = atomic_fetch_add(&c->q_bytes, size);
-    if (before + size > MM_CACHE_QUEUE_MAX) {
-        atomic_fetch_sub(&c->q_bytes, size);
+    if (!reserve(c, size, kind == MM_CACHE_OP_PUT))
         return NULL;
-    }
     mm_cache_op *op = malloc(size); /* values are tensor blocks: no abort on out-of-memory here */
     if (!op) {
         atomic_fetch_sub(&c->q_bytes, size);
@@ -34,6 +71,7 @@ static void op_push(mm_cache *c, mm_cache_op *op)
 {
     pthread_mutex_lock(&c->q_lock);
     op->seq = ++c->q_enq_seq;
+    c->q_list_bytes += op->size;
     if (c->q_tail)
         c->q_tail->next = op;
     else
@@ -199,8 +237,21 @@ static void write_all(mm_cache *c, mm_cache_op *list)
             list = next;
         }
         atomic_fetch_sub(&c->q_bytes, bytes);
+        pthread_mutex_lock(&c->q_lock);
+        pthread_cond_broadcast(&c->q_room);
+        pthread_mutex_unlock(&c->q_lock);
         list = rest;
     }
+}
+
+/* Called with q_lock held and the queue non-empty: waits (releasing the lock) until a transaction's
+ * worth is queued, MM_CACHE_GATHER_NS have passed, or a flush or stop asks for a commit now. */
+static void gather(mm_cache *c)
+{
+    const struct timespec until = deadline_in(MM_CACHE_GATHER_NS);
+    while (!c->q_stop && c->q_list_bytes < c->txn_cap && c->q_flush_seq <= c->q_done_seq)
+        if (pthread_cond_timedwait(&c->q_work, &c->q_lock, &until) == ETIMEDOUT)
+            break;
 }
 
 static void *writer_main(void *arg)
@@ -212,9 +263,11 @@ static void *writer_main(void *arg)
             pthread_cond_wait(&c->q_work, &c->q_lock);
         if (!c->q_head)
             break; /* stopping, and everything is written */
+        gather(c);
         mm_cache_op *list = c->q_head;
         uint64_t last = c->q_tail->seq;
         c->q_head = c->q_tail = NULL;
+        c->q_list_bytes = 0;
         pthread_mutex_unlock(&c->q_lock);
         write_all(c, list);
         pthread_mutex_lock(&c->q_lock);
@@ -228,7 +281,13 @@ static void *writer_main(void *arg)
 int mm_cache_writer_start(mm_cache *c, mm_err *err)
 {
     pthread_mutex_init(&c->q_lock, NULL);
-    pthread_cond_init(&c->q_work, NULL);
+    /* gather() and reserve() wait with monotonic deadlines: clock changes must not stretch them. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->q_work, &ca);
+    pthread_cond_init(&c->q_room, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&c->q_done, NULL);
     /* The writer inherits a full signal mask: process signals (SIGINT, SIGTERM of the daemon) go to
      * threads that expect them. */
@@ -238,6 +297,7 @@ int mm_cache_writer_start(mm_cache *c, mm_err *err)
     int rc = pthread_create(&c->writer, NULL, writer_main, c);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc) {
+        pthread_cond_destroy(&c->q_room);
         pthread_cond_destroy(&c->q_done);
         pthread_cond_destroy(&c->q_work);
         pthread_mutex_destroy(&c->q_lock);
@@ -253,6 +313,7 @@ void mm_cache_writer_stop(mm_cache *c)
     pthread_cond_signal(&c->q_work);
     pthread_mutex_unlock(&c->q_lock);
     pthread_join(c->writer, NULL);
+    pthread_cond_destroy(&c->q_room);
     pthread_cond_destroy(&c->q_done);
     pthread_cond_destroy(&c->q_work);
     pthread_mutex_destroy(&c->q_lock);
@@ -262,6 +323,10 @@ void mm_cache_writer_flush(mm_cache *c)
 {
     pthread_mutex_lock(&c->q_lock);
     uint64_t target = c->q_enq_seq;
+    if (c->q_flush_seq < target) {
+        c->q_flush_seq = target;
+        pthread_cond_signal(&c->q_work);
+    }
     while (c->q_done_seq < target)
         pthread_cond_wait(&c->q_done, &c->q_lock);
     pthread_mutex_unlock(&c->q_lock);

@@ -3,6 +3,7 @@
  * builder. */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,6 +270,11 @@ static int cmd_plan(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* Every FUSE worker allocates 1 MiB reply and block buffers. With glibc's default of up to 8 arenas
+     * per core, each thread's arena keeps its freed buffers, and the daemon's memory grows with the
+     * number of threads that ever served a read; two arenas bound that (the allocations are few and
+     * large, so arena contention does not matter). */
+    mallopt(M_ARENA_MAX, 2);
     if (argc < 2) {
         fprintf(stderr, "%s", usage_main);
         return 2;
