@@ -32,7 +32,7 @@ static int shard_open(mm_shard *s, const char *path, mm_err *err)
     s->fd = mm_srcfile_fd(s->src);
     rc = mm_st_read_file(path, &s->hdr, err);
     if (rc == 0 && !mm_srcfile_unchanged(s->src))
-        rc = mm_err_set(err, -EAGAIN, "%s: changed while it was being opened (mount again)", path);
+        rc = mm_err_set(err, -EAGAIN, "%s: changed while it was being opened (try again)", path);
     return rc;
 }
 

@@ -18,6 +18,7 @@ import os
 import random
 import re
 import shutil
+import threading
 import time
 
 import pytest
@@ -230,6 +231,54 @@ def test_changed_source_shard(mount, pristine, references, tmp_path, fault, cach
         errors = [ln for ln in m.stderr().splitlines() if "error" in ln]
         assert errors == lines, "\n".join(errors)
         assert m.proc.poll() is None, "the daemon died"
+
+
+def test_rewrites_racing_readers_never_give_other_bytes(mount, pristine, references, tmp_path):
+    """Readers computing blocks from the shard while another process starts rewriting it in place: each
+    read gives the mount-time bytes or EIO, whatever the interleaving (the check after reading)."""
+    s = Setup(tmp_path, pristine, "linear")
+    want = references["linear"].files
+    bad = [r for r in s.ranges if r[3]]
+    stop = threading.Event()
+    problems, served, failed = [], [0], [0]
+
+    def reader(k):
+        rnd = random.Random(k)
+        while not stop.is_set():
+            file, off, length, _ = rnd.choice(bad)
+            try:
+                got = read_range(os.path.join(m.path, file), off, length)
+            except OSError as e:
+                if e.errno != errno.EIO:
+                    problems.append(f"{file} [{off}, +{length}): {e}")
+                failed[0] += 1
+                continue
+            served[0] += 1
+            if got != want[file][off:off + length]:
+                problems.append(f"{file} [{off}, +{length}): WRONG BYTES")
+
+    with mount(s.config, *s.args, "--no-cache", allow=re.escape(s.shard)) as m:
+        threads = [threading.Thread(target=reader, args=(k,)) for k in range(4)]
+        for th in threads:
+            th.start()
+        try:
+            time.sleep(0.3)
+            start = data_start(s.shard)
+            with open(s.shard, "r+b", buffering=0) as f:
+                rnd = random.Random(9)
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline:
+                    f.seek(rnd.randrange(start, os.path.getsize(s.shard) - 4096))
+                    f.write(rnd.randbytes(4096))
+            time.sleep(SETTLE)
+        finally:
+            stop.set()
+            for th in threads:
+                th.join(timeout=30)
+        assert not problems, "\n".join(problems[:10])
+        assert served[0] > 0 and failed[0] > 0, (served, failed)
+        assert probe(m.path, s.ranges, want, strict=True) == len(bad)
+        assert len(log_lines_naming(m.stderr(), s.shard)) == 1, m.stderr()
 
 
 @pytest.mark.parametrize("cache", ["cache", "no-cache"])
