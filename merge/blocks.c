@@ -215,6 +215,10 @@ static int compute_shared(mm_blocks *b, const mm_out_tensor *t, const void *stat
 
 int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf)
 {
+    /* Cache hits and the statistics memo included: nothing derived from a source that was seen changed
+     * is served (merge/srcfile.h). */
+    if (mm_srcfile_check_tensor(t) < 0)
+        return -EIO;
     const void *stats = NULL;
     if (!b->cache) {
         int rc = stats_get(b, t, &stats);

@@ -28,7 +28,8 @@ void mm_blocks_free(mm_blocks *b);
 void mm_blocks_set_cache(mm_blocks *b, mm_cache *c, const char *dir);
 
 /* Bytes [off, off + len) of tensor t's data (see mm_engine_read). 0 or -EIO/-ENOMEM; cache problems
- * are never errors here. */
+ * are never errors here. -EIO also, cache hits included, once a source of t was seen changed
+ * (mm_srcfile_check_tensor). */
 int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf);
 
 /* Adds to the bytes-served counter (the vfs counts every file it serves). */

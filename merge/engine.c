@@ -11,10 +11,10 @@
 /* Elements per step: inputs and output of one step stay in L2 cache. */
 #define CHUNK 8192
 
+/* Logged once per file, with how the file changed if it did (merge/srcfile.h). */
 static int read_fail(const mm_input *in, int rc)
 {
-    mm_log_error("cannot read %s: %s", in->mt->shard->path, strerror(-rc));
-    return -EIO;
+    return mm_srcfile_failed(in->mt->shard->src, rc);
 }
 
 /* Raw bytes of input elements [e, e + n) in output element numbering (crop-aware). */
@@ -130,7 +130,9 @@ static int walk(const mm_out_tensor *t, uint64_t e0, uint64_t n, chunk_fn fn, vo
     free(vals);
     free(raw);
     free(in);
-    return rc;
+    /* Only now are the bytes known to come from the files that were opened: a write that began before
+     * the last read had already changed their mtime/ctime (merge/srcfile.h). */
+    return rc == 0 ? mm_srcfile_verify_tensor(t) : rc;
 }
 
 typedef struct compute_ctx {
@@ -196,7 +198,7 @@ int mm_engine_read(const mm_out_tensor *t, const void *stats, uint64_t off, size
     if (is_copy(t)) {
         const mm_input *in = &t->inputs[0];
         int rc = mm_pread_full(in->mt->shard->fd, buf, len, in->mt->shard->hdr.data_start + in->mt->st->begin + off);
-        return rc < 0 ? read_fail(in, rc) : 0;
+        return rc < 0 ? read_fail(in, rc) : mm_srcfile_verify(in->mt->shard->src);
     }
     const uint64_t al = alignment(t);
     e0 -= e0 % al;

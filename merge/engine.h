@@ -13,12 +13,14 @@
 /* Fills buf with bytes [off, off + len) of tensor t's data (off relative to the start of its data;
  * off + len must not exceed its byte size). `stats` is the tensor's statistics blob when its method
  * has a pre-pass (merge/blocks.c obtains it), else NULL. Returns 0, or -EIO when an input cannot be
- * read (logged with the file name), or -ENOMEM. */
+ * read or changed since it was opened (mm_srcfile_verify after the reads; logged once per file), or
+ * -ENOMEM. */
 int mm_engine_read(const mm_out_tensor *t, const void *stats, uint64_t off, size_t len, void *buf);
 
 /* For pre-passes: calls fn(ctx, chunk) for consecutive chunks covering the whole tensor in order (aligned
  * as the method's kernels are; chunk->out is NULL, chunk->stats NULL). Memory stays bounded whatever
- * the tensor size. Returns 0, the first non-zero value fn returned, or -EIO/-ENOMEM. */
+ * the tensor size. Returns 0, the first non-zero value fn returned, or -EIO/-ENOMEM (-EIO also when an
+ * input changed while it was read: what fn accumulated must then be thrown away). */
 typedef int (*mm_stream_fn)(void *ctx, const mm_kernel_args *chunk);
 int mm_engine_stream(const mm_out_tensor *t, mm_stream_fn fn, void *ctx);
 /* The same over elements [e0, e1) only, so that threads can share a pass: e0 must be a multiple of

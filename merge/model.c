@@ -23,17 +23,17 @@ static int shard_open(mm_shard *s, const char *path, mm_err *err)
 {
     memset(s, 0, sizeof *s);
     s->fd = -1;
-    s->path = mm_xstrdup(path);
-    int rc = mm_st_read_file(path, &s->hdr, err);
+    /* Opened (and its identity taken) before the header is read, and checked after: a file replaced
+     * in between must not pair one file's header with another's data. */
+    int rc = mm_srcfile_open(path, &s->src, err);
     if (rc < 0)
         return rc;
-    s->fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (s->fd < 0 || fstat(s->fd, &st) < 0)
-        return mm_err_set(err, -errno, "%s: cannot open: %s", path, strerror(errno));
-    s->size = (uint64_t)st.st_size;
-    s->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-    return 0;
+    s->path = mm_srcfile_path(s->src);
+    s->fd = mm_srcfile_fd(s->src);
+    rc = mm_st_read_file(path, &s->hdr, err);
+    if (rc == 0 && !mm_srcfile_unchanged(s->src))
+        rc = mm_err_set(err, -EAGAIN, "%s: changed while it was being opened (try again)", path);
+    return rc;
 }
 
 /* Shard names come from a file we did not write: only plain names inside the model folder. */
@@ -184,10 +184,8 @@ void mm_model_free(mm_model *m)
     if (!m)
         return;
     for (size_t i = 0; i < m->nshards; i++) {
-        if (m->shards[i].fd >= 0)
-            close(m->shards[i].fd);
         mm_st_header_free(&m->shards[i].hdr);
-        free(m->shards[i].path);
+        mm_srcfile_close(m->shards[i].src);
     }
     for (size_t i = 0; i < m->ntensors; i++)
         free(m->tensors[i].template_name);

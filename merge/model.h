@@ -2,23 +2,23 @@
  * descriptors) and its config.json (D12, D13).
  *
  * Ownership: an mm_model owns its shards, descriptors and parsed config. Thread-safety: immutable after
- * mm_model_open; reads go through pread on the shard descriptors, so any number of threads may read at
- * once. */
+ * mm_model_open (but for the change state inside each shard's mm_srcfile, which is thread-safe); reads go
+ * through pread on the shard descriptors, so any number of threads may read at once. */
 #ifndef MM_MODEL_H
 #define MM_MODEL_H
 
 #include <stdint.h>
 
 #include "safetensors.h"
+#include "srcfile.h"
 #include "util.h"
 
 typedef struct cJSON cJSON;
 
 typedef struct mm_shard {
-    char *path;       /* absolute path of the shard file */
-    int fd;
-    uint64_t size;
-    int64_t mtime_ns;
+    mm_srcfile *src;  /* the open file, its identity at opening and whether it is still that file */
+    const char *path; /* absolute path of the shard file (src's) */
+    int fd;           /* src's descriptor, for the read path */
     mm_st_header hdr;
 } mm_shard;
 

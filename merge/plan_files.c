@@ -274,9 +274,11 @@ int mm_plan_build(const mm_config *cfg, const mm_plan_options *opt, mm_plan **ou
             p->tensors[p->files[i].tensors[k]].file_idx = i;
     p->mtime_ns = path_mtime(cfg->path);
     for (size_t i = 0; i < p->nmodels; i++)
-        for (size_t s = 0; s < p->models[i]->nshards; s++)
-            if (p->models[i]->shards[s].mtime_ns > p->mtime_ns)
-                p->mtime_ns = p->models[i]->shards[s].mtime_ns;
+        for (size_t s = 0; s < p->models[i]->nshards; s++) {
+            int64_t m = mm_srcfile_id(p->models[i]->shards[s].src)->mtime_ns;
+            if (m > p->mtime_ns)
+                p->mtime_ns = m;
+        }
     *out = p;
     return 0;
 }

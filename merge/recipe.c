@@ -59,9 +59,16 @@ void mm_recipe_hash(const mm_plan *p, const mm_out_tensor *t, unsigned char out[
         const mm_input *in = &t->inputs[i];
         const mm_shard *sh = in->mt->shard;
         const mm_st_tensor *st = in->mt->st;
+        const mm_file_id *id = mm_srcfile_id(sh->src);
         put_str(&s, sh->path);
-        put_u64(&s, sh->size);
-        put_u64(&s, (uint64_t)sh->mtime_ns);
+        put_u64(&s, id->size);
+        put_u64(&s, (uint64_t)id->mtime_ns);
+        /* mtime alone can be set back (touch -r, cp -p, rsync -t, tar x) over other content of the same
+         * size; ctime cannot, and a replaced file has another inode. The device number is left out:
+         * for network and FUSE filesystems it changes at every mount of the filesystem, which would
+         * throw the cache away after a reboot. */
+        put_u64(&s, id->ino);
+        put_u64(&s, (uint64_t)id->ctime_ns);
         put_u64(&s, sh->hdr.data_start + st->begin);
         put_u64(&s, (uint64_t)st->dtype);
         put_u64(&s, (uint64_t)st->ndim);

@@ -1,6 +1,6 @@
 /* Recipe hash of an output tensor: SHA-256 over everything that determines its bytes — engine version,
  * method, evaluated parameters, computation and output dtype, shape, random seed, and the identity of
- * each input tensor (file path, size, mtime, offset, dtype, shape, crop). Same recipe => same bytes, so
+ * each input tensor (file path, size, mtime, inode, ctime, offset, dtype, shape, crop). Same recipe => same bytes, so
  * the block cache can serve any mount of any config that yields the same tensor, and editing one
  * weight invalidates only the tensors it changes. The output name is part of it only for random
  * methods, whose generator is keyed by it. */

@@ -9,6 +9,7 @@
 
 #include "blocks.h"
 #include "plan.h"
+#include "srcfile.h"
 #include "util.h"
 
 typedef enum { VF_STATIC, VF_SOURCE, VF_SHARD } vf_kind;
@@ -19,8 +20,7 @@ typedef struct vfile {
     uint64_t size;
     char *data;               /* STATIC bytes; SHARD header bytes */
     size_t data_len;
-    int fd;                   /* SOURCE */
-    char *path;               /* SOURCE */
+    mm_srcfile *src;          /* SOURCE */
     const mm_out_file *shard; /* SHARD */
 } vfile;
 
@@ -44,7 +44,6 @@ static vfile *add(mm_vfs *v, const char *name, vf_kind kind)
     memset(f, 0, sizeof *f);
     f->name = mm_xstrdup(name);
     f->kind = kind;
-    f->fd = -1;
     return f;
 }
 
@@ -59,18 +58,13 @@ void mm_vfs_add_static(mm_vfs *v, const char *name, const void *data, size_t len
 
 int mm_vfs_add_source(mm_vfs *v, const char *name, const char *path)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        return -e;
-    }
+    mm_srcfile *src;
+    int rc = mm_srcfile_open(path, &src, NULL);
+    if (rc < 0)
+        return rc;
     vfile *f = add(v, name, VF_SOURCE);
-    f->fd = fd;
-    f->path = mm_xstrdup(path);
-    f->size = (uint64_t)st.st_size;
+    f->src = src;
+    f->size = mm_srcfile_id(src)->size;
     return 0;
 }
 
@@ -90,7 +84,6 @@ int mm_vfs_from_plan(const mm_plan *p, mm_vfs **out, mm_err *err)
                 mm_vfs_free(v);
                 return mm_err_set(err, rc, "%s: cannot open: %s", of->source_path, strerror(-rc));
             }
-            v->files[v->n - 1].size = of->size; /* the size published in the plan */
         } else {
             vfile *f = add(v, of->name, VF_SHARD);
             f->shard = of;
@@ -111,9 +104,7 @@ void mm_vfs_free(mm_vfs *v)
         vfile *f = &v->files[i];
         if (f->kind != VF_SHARD)
             free(f->data);
-        if (f->fd >= 0)
-            close(f->fd);
-        free(f->path);
+        mm_srcfile_close(f->src);
         free(f->name);
     }
     free(v->files);
@@ -215,11 +206,7 @@ ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf)
         memcpy(buf, f->data + off, len);
         break;
     case VF_SOURCE:
-        rc = mm_pread_full(f->fd, buf, len, off);
-        if (rc < 0) {
-            mm_log_error("cannot read %s: %s", f->path, strerror(-rc));
-            rc = -EIO;
-        }
+        rc = mm_srcfile_pread(f->src, buf, len, off);
         break;
     case VF_SHARD:
         rc = read_shard(v, f, off, len, buf);

@@ -20,7 +20,8 @@ typedef struct mm_vfs mm_vfs;
 mm_vfs *mm_vfs_new(void);
 /* A file whose bytes are `data` (copied). */
 void mm_vfs_add_static(mm_vfs *v, const char *name, const void *data, size_t len);
-/* A file served from `path` as it is; size taken now (fstat). Returns 0 or -errno. */
+/* A regular file served from `path` as it is; size taken now (fstat); its reads fail once it changes
+ * (merge/srcfile.h). Returns 0 or -errno. */
 int mm_vfs_add_source(mm_vfs *v, const char *name, const char *path);
 /* The vfs of a plan: its files in name order. The plan must outlive the vfs. */
 struct mm_plan;
@@ -46,8 +47,8 @@ int mm_vfs_lookup(const mm_vfs *v, const char *name, size_t *idx);
 int64_t mm_vfs_mtime(const mm_vfs *v);
 
 /* Reads up to len bytes at off of file idx into buf. Returns the number of bytes produced (short only at
- * end of file; 0 at or past EOF) or a negative errno: -EIO when a source file cannot be read (a message
- * naming the file is logged). */
+ * end of file; 0 at or past EOF) or a negative errno: -EIO when a source file it needs cannot be read or
+ * changed since it was opened (merge/srcfile.h; a message naming the file is logged once). */
 ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf);
 
 #endif

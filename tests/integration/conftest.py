@@ -4,12 +4,13 @@ per-test timeouts.
 Environment:
   MERGEMOUNT_BIN   the mergemount binary (default <repo>/build/tools/mergemount)
   MM_MKMODEL_BIN   the mm-mkmodel binary (default <repo>/build/tools/mm-mkmodel)
-  MM_TEST_TIMEOUT  seconds per test (default 120)
+  MM_TEST_TIMEOUT  seconds per test (default 120, or a test's @pytest.mark.timeout)
 """
 
 import os
 import signal
 import sys
+import time
 
 import pytest
 
@@ -34,13 +35,21 @@ class TestTimeout(Exception):
     pass
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "timeout(seconds): this test's time limit (instead of 120 s)")
+
+
 @pytest.fixture(autouse=True)
 def _timeout(request):
-    """A hung FUSE read would hang the run: every test gets an alarm."""
+    """A hung FUSE read would hang the run: every test gets an alarm, of @pytest.mark.timeout(seconds)
+    or 120 s; MM_TEST_TIMEOUT, when set, wins over both (slow machines)."""
+    marker = request.node.get_closest_marker("timeout")
+    limit = int(marker.args[0]) if marker and "MM_TEST_TIMEOUT" not in os.environ else TEST_TIMEOUT
+
     def on_alarm(signum, frame):
-        raise TestTimeout(f"{request.node.nodeid} took more than {TEST_TIMEOUT} s")
+        raise TestTimeout(f"{request.node.nodeid} took more than {limit} s")
     old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(TEST_TIMEOUT)
+    signal.alarm(limit)
     try:
         yield
     finally:
@@ -116,17 +125,47 @@ def models(make_model):
 
 
 @pytest.fixture
+def tmpfs(tmp_path):
+    """tmpfs(size, name="tmpfs") -> the path of a fresh tmpfs of that size (mount's `size=` syntax,
+    e.g. "8m") under tmp_path, unmounted when the test ends. Skips the test where mounting is not
+    allowed (needs root / CAP_SYS_ADMIN)."""
+    made = []
+
+    def make(size, name="tmpfs"):
+        d = tmp_path / name
+        d.mkdir()
+        r = mmtest.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], timeout=30)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a {size} tmpfs (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
+        made.append(d)
+        return str(d)
+
+    yield make
+    for d in reversed(made):
+        for _ in range(50):
+            if mmtest.run(["umount", str(d)], timeout=30).returncode == 0:
+                break
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmpfs):
+    """An 8 MB tmpfs (see tmpfs)."""
+    return tmpfs("8m")
+
+
+@pytest.fixture
 def mount(binaries, tmp_path):
-    """mount(config, *args, mountpoint=None) -> a Mount context manager (see mmtest.Mount). Any mount
-    still up when the test ends is torn down."""
+    """mount(config, *args, mountpoint=None, allow=None) -> a Mount context manager (see mmtest.Mount).
+    Any mount still up when the test ends is torn down."""
     active = []
     counter = [0]
 
-    def factory(config, *args, mountpoint=None):
+    def factory(config, *args, mountpoint=None, allow=None):
         if mountpoint is None:
             counter[0] += 1
             mountpoint = tmp_path / f"mnt{counter[0]}"
-        m = mmtest.Mount(config, mountpoint, args)
+        m = mmtest.Mount(config, mountpoint, args, allow=allow)
         active.append(m)
         return m
 

@@ -146,8 +146,8 @@ def test_source_truncated_after_mount(binaries, tmp_path, models):
     shutil.copytree(models[(1, "bf16")], src)
     cfg = linear_cfg(src, models[(2, "bf16")])
     config = mmtest.write_config(tmp_path, cfg)
-    # No block cache here: this is about reading a source that changed under the mount. (Whether a cache
-    # filled from the old content may serve it is the fault-handling issue's question.)
+    # No block cache here: this is about reading a source that changed under the mount. (Every kind of
+    # change, with and without the cache, is in test_faults_source.py.)
     built = mmtest.build(config, tmp_path / "built", "--no-cache")
     want = mmtest.read_file(os.path.join(built, "model.safetensors"))
     mnt = str(tmp_path / "mnt")
