@@ -88,6 +88,10 @@ class Setup:
         self.ranges = probe_ranges(self.plan, self.bad)
         assert any(r[3] for r in self.ranges) and not all(r[3] for r in self.ranges)
 
+    def mount_args(self, tmp_path, cache):
+        """The mount's options: a private block cache ("cache") or none ("no-cache")."""
+        return [*self.args, *(cached(str(tmp_path / "cache")) if cache == "cache" else ["--no-cache"])]
+
 
 def probe_ranges(plan, bad):
     """[(file, offset, length, needs_bad)]: per output tensor, the page-aligned range around its data,
@@ -205,7 +209,7 @@ IN_PLACE = {"truncate", "rewrite_same_size_mtime_kept", "rewrite_other_size"}
 def test_changed_source_shard(mount, pristine, references, tmp_path, fault, cache):
     s = Setup(tmp_path, pristine, "linear")
     want = references["linear"].files
-    args = [*s.args, *(cached(str(tmp_path / "cache")) if cache == "cache" else ["--no-cache"])]
+    args = s.mount_args(tmp_path, cache)
     with mount(s.config, *args, allow=re.escape(s.shard)) as m:
         # everything read once: the block cache (or nothing, with --no-cache) holds every block
         assert probe(m.path, s.ranges, want, strict=False) == 0
@@ -287,7 +291,7 @@ def test_statistics_memo_is_not_used_after_a_change(mount, pristine, references,
     changes, tensors that need it fail instead of being computed from new values with old thresholds."""
     s = Setup(tmp_path, pristine, "ties")
     want = references["ties"].files
-    args = [*s.args, *(cached(str(tmp_path / "cache")) if cache == "cache" else ["--no-cache"])]
+    args = s.mount_args(tmp_path, cache)
     with mount(s.config, *args, allow=re.escape(s.shard)) as m:
         assert probe(m.path, s.ranges, want, strict=False) == 0
         before = stats(m.path)
