@@ -184,9 +184,10 @@ struct mm_cache {
     mm_cache_op *pend[MM_CACHE_PEND_BUCKETS];
 };
 
-/* Bound on queued memory; puts beyond it are dropped. Three write transactions' worth (txn_cap is at
- * most 32 MiB): one being committed while the next fills. */
-#define MM_CACHE_QUEUE_MAX (96ull * MM_MIB)
+/* Bound on queued memory (see MM_CACHE_ROOM_WAIT_NS for what a put does when it is reached). Two write
+ * transactions' worth (txn_cap is at most 32 MiB): one being committed while the next fills. It is most
+ * of the daemon's memory during a first read, so it is kept small. */
+#define MM_CACHE_QUEUE_MAX (64ull * MM_MIB)
 /* How long the writer gathers puts before committing a transaction smaller than txn_cap. Every commit
  * costs an fdatasync (about 5 ms here): committing each 1 MiB block alone made the writer ten times
  * slower than the readers, and half the blocks of a first read were dropped. Gathered values are
