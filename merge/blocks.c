@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "engine.h"
 #include "jsonpy.h"
@@ -213,6 +214,74 @@ static int compute_shared(mm_blocks *b, const mm_out_tensor *t, const void *stat
     return rc;
 }
 
+/* Block blk of t (block_len bytes) from the cache: 1 and *hit (to release), or 0 (not cached, or a
+ * stored value of another length, which is then computed again). */
+static int get_block(mm_blocks *b, const mm_out_tensor *t, uint64_t blk, uint64_t block_len, mm_cache_hit *hit)
+{
+    unsigned char key[MM_CACHE_KEY_LEN];
+    block_key(t, blk, key);
+    if (!mm_cache_get(b->cache, MM_CACHE_BLOCKS, key, sizeof key, hit))
+        return 0;
+    if (hit->len == block_len)
+        return 1;
+    mm_cache_release(b->cache, hit);
+    return 0;
+}
+
+/* Counts a hit on block blk of t. A read that reaches the end of a block (`to_end`) is most likely
+ * sequential: keep the disk busy on the next blocks' values while this one is sent, so reading the
+ * cache and the FUSE round trips overlap. */
+static void count_hit(mm_blocks *b, const mm_out_tensor *t, uint64_t blk, int to_end)
+{
+    atomic_fetch_add(&b->hits, 1);
+    if (!to_end)
+        return;
+    const uint64_t bs = t->block_elems * mm_dtype_size(t->dtype), total = t->numel * mm_dtype_size(t->dtype);
+    unsigned char key[MM_CACHE_KEY_LEN];
+    /* In the steady state only the farthest block is new; the first block of a tensor starts the whole
+     * window. */
+    uint64_t first = blk == 0 ? 1 : blk + PREFETCH_BLOCKS;
+    for (uint64_t nb = first; nb <= blk + PREFETCH_BLOCKS && nb * bs < total; nb++) {
+        block_key(t, nb, key);
+        mm_cache_prefetch(b->cache, MM_CACHE_BLOCKS, key, sizeof key);
+    }
+}
+
+int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, struct iovec *iov, size_t *niov,
+                   size_t max, mm_blocks_hold *h)
+{
+    if (mm_srcfile_check_tensor(t) < 0)
+        return -EIO;
+    if (!b->cache)
+        return 1;
+    const size_t es = mm_dtype_size(t->dtype);
+    const uint64_t bs = t->block_elems * es, total = t->numel * es, end = off + len;
+    for (uint64_t blk = off / bs; blk * bs < end; blk++) {
+        if (*niov >= max || h->n >= MM_BLOCKS_HOLD_MAX)
+            return 1;
+        uint64_t b0 = blk * bs, b1 = b0 + bs < total ? b0 + bs : total;
+        uint64_t a = off > b0 ? off : b0, z = end < b1 ? end : b1;
+        mm_cache_hit *hit = &h->hits[h->n];
+        if (!get_block(b, t, blk, b1 - b0, hit))
+            return 1;
+        h->n++;
+        iov[*niov].iov_base = (unsigned char *)(uintptr_t)hit->data + (a - b0);
+        iov[*niov].iov_len = (size_t)(z - a);
+        (*niov)++;
+    }
+    /* Counted only now: after a 1 the caller reads the same blocks again with mm_blocks_read. */
+    for (uint64_t blk = off / bs; blk * bs < end; blk++)
+        count_hit(b, t, blk, end >= (blk + 1) * bs || end == total);
+    return 0;
+}
+
+void mm_blocks_hold_release(mm_blocks *b, mm_blocks_hold *h)
+{
+    for (size_t i = 0; i < h->n; i++)
+        mm_cache_release(b->cache, &h->hits[i]);
+    h->n = 0;
+}
+
 int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf)
 {
     /* Cache hits and the statistics memo included: nothing derived from a source that was seen changed
@@ -237,27 +306,11 @@ int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
         unsigned char key[MM_CACHE_KEY_LEN];
         block_key(t, blk, key);
         mm_cache_hit hit;
-        if (mm_cache_get(b->cache, MM_CACHE_BLOCKS, key, sizeof key, &hit)) {
-            int ok = hit.len == b1 - b0;
-            if (ok)
-                memcpy(dst + (a - off), (const unsigned char *)hit.data + (a - b0), (size_t)(z - a));
+        if (get_block(b, t, blk, b1 - b0, &hit)) {
+            memcpy(dst + (a - off), (const unsigned char *)hit.data + (a - b0), (size_t)(z - a));
             mm_cache_release(b->cache, &hit);
-            if (ok) {
-                atomic_fetch_add(&b->hits, 1);
-                /* A read that reaches the end of a block is most likely sequential: keep the disk busy
-                 * on the next blocks' values while this one is copied out and sent, so reading the
-                 * cache and the FUSE round trips overlap. */
-                if (z == b1) {
-                    /* In the steady state only the farthest block is new; the first block of a tensor
-                     * starts the whole window. */
-                    uint64_t first = blk == 0 ? 1 : blk + PREFETCH_BLOCKS;
-                    for (uint64_t nb = first; nb <= blk + PREFETCH_BLOCKS && nb * bs < total; nb++) {
-                        block_key(t, nb, key);
-                        mm_cache_prefetch(b->cache, MM_CACHE_BLOCKS, key, sizeof key);
-                    }
-                }
-                continue;
-            }
+            count_hit(b, t, blk, z == b1);
+            continue;
         }
         atomic_fetch_add(&b->misses, 1);
         /* Statistics only when something must be computed: a fully cached tensor needs no pre-pass. */

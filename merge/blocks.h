@@ -32,6 +32,25 @@ void mm_blocks_set_cache(mm_blocks *b, mm_cache *c, const char *dir);
  * (mm_srcfile_check_tensor). */
 int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf);
 
+/* Zero-copy reads of cached data: a reply can point into the cache's memory instead of a copy of it.
+ * A hold keeps the memory of the pieces it was filled for valid until mm_blocks_hold_release. */
+#define MM_BLOCKS_HOLD_MAX 32
+typedef struct mm_blocks_hold {
+    size_t n;
+    mm_cache_hit hits[MM_BLOCKS_HOLD_MAX];
+} mm_blocks_hold;
+
+/* Appends bytes [off, off + len) of t as pieces to iov[*niov..max) when every block they touch is in
+ * the cache, holding each piece's memory in h (which must start empty or hold earlier pieces of the same
+ * read). Returns 0; 1 when a block is not cached, or iov or h is full (the caller reads with
+ * mm_blocks_read instead: nothing was counted); or -EIO (a source was seen changed). After 1 or -EIO,
+ * h must still be released. On 0, counts hits and starts prefetches as mm_blocks_read does. */
+struct iovec;
+int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, struct iovec *iov, size_t *niov,
+                   size_t max, mm_blocks_hold *h);
+/* Releases everything h holds (the pieces' memory may go away); h is empty afterwards. */
+void mm_blocks_hold_release(mm_blocks *b, mm_blocks_hold *h);
+
 /* Adds to the bytes-served counter (the vfs counts every file it serves). */
 void mm_blocks_count_served(mm_blocks *b, uint64_t n);
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "blocks.h"
@@ -156,16 +157,9 @@ int64_t mm_vfs_mtime(const mm_vfs *v)
     return v->mtime_ns;
 }
 
-/* Shard data: header bytes, then each tensor's bytes from the engine. */
-static int read_shard(const mm_vfs *v, const vfile *f, uint64_t off, size_t len, char *buf)
+/* First tensor of a shard whose data ends after off (tensors are in data order). */
+static size_t first_tensor_after(const mm_vfs *v, const mm_out_file *of, uint64_t off)
 {
-    const mm_out_file *of = f->shard;
-    uint64_t end = off + len;
-    if (off < f->data_len) {
-        size_t n = (size_t)((end < f->data_len ? end : f->data_len) - off);
-        memcpy(buf, f->data + off, n);
-    }
-    /* First tensor whose data ends after off (tensors are in data order). */
     size_t lo = 0, hi = of->ntensors;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -176,7 +170,19 @@ static int read_shard(const mm_vfs *v, const vfile *f, uint64_t off, size_t len,
         else
             hi = mid;
     }
-    for (size_t k = lo; k < of->ntensors; k++) {
+    return lo;
+}
+
+/* Shard data: header bytes, then each tensor's bytes from the engine. */
+static int read_shard(const mm_vfs *v, const vfile *f, uint64_t off, size_t len, char *buf)
+{
+    const mm_out_file *of = f->shard;
+    uint64_t end = off + len;
+    if (off < f->data_len) {
+        size_t n = (size_t)((end < f->data_len ? end : f->data_len) - off);
+        memcpy(buf, f->data + off, n);
+    }
+    for (size_t k = first_tensor_after(v, of, off); k < of->ntensors; k++) {
         const mm_out_tensor *t = &v->plan->tensors[of->tensors[k]];
         uint64_t ts = t->file_offset, te = ts + t->numel * mm_dtype_size(t->dtype);
         if (ts >= end)
@@ -189,6 +195,67 @@ static int read_shard(const mm_vfs *v, const vfile *f, uint64_t off, size_t len,
             return rc;
     }
     return 0;
+}
+
+/* The header part of a shard or a static file: one piece pointing at f->data. */
+static int zc_static(const vfile *f, uint64_t off, uint64_t end, struct iovec *iov, size_t *niov, size_t max)
+{
+    if (off >= f->data_len)
+        return 0;
+    if (*niov >= max)
+        return 1;
+    iov[*niov].iov_base = (char *)(uintptr_t)f->data + off;
+    iov[*niov].iov_len = (size_t)((end < f->data_len ? end : f->data_len) - off);
+    (*niov)++;
+    return 0;
+}
+
+ssize_t mm_vfs_read_zc(mm_vfs *v, size_t idx, uint64_t off, size_t len, struct iovec *iov, size_t *niov, size_t max,
+                       mm_vfs_hold *h)
+{
+    h->blocks.n = 0;
+    *niov = 0;
+    if (idx >= v->n)
+        return -ENOENT;
+    const vfile *f = &v->files[idx];
+    if (off >= f->size)
+        return 0;
+    if (len > f->size - off)
+        len = (size_t)(f->size - off);
+    const uint64_t end = off + len;
+    int rc = 0;
+    if (f->kind == VF_STATIC) {
+        rc = zc_static(f, off, end, iov, niov, max);
+    } else if (f->kind == VF_SHARD && v->blocks) {
+        rc = zc_static(f, off, end, iov, niov, max);
+        const mm_out_file *of = f->shard;
+        for (size_t k = first_tensor_after(v, of, off); rc == 0 && k < of->ntensors; k++) {
+            const mm_out_tensor *t = &v->plan->tensors[of->tensors[k]];
+            uint64_t ts = t->file_offset, te = ts + t->numel * mm_dtype_size(t->dtype);
+            if (ts >= end)
+                break;
+            uint64_t a = off > ts ? off : ts, b = end < te ? end : te;
+            if (a < b)
+                rc = mm_blocks_peek(v->blocks, t, a - ts, (size_t)(b - a), iov, niov, max, &h->blocks);
+        }
+    } else {
+        rc = 1; /* a donor file: read through its descriptor */
+    }
+    if (rc != 0) {
+        mm_vfs_hold_release(v, h);
+        *niov = 0;
+        return rc < 0 ? rc : -EAGAIN;
+    }
+    if (v->blocks)
+        mm_blocks_count_served(v->blocks, len);
+    return (ssize_t)len;
+}
+
+void mm_vfs_hold_release(mm_vfs *v, mm_vfs_hold *h)
+{
+    if (v->blocks)
+        mm_blocks_hold_release(v->blocks, &h->blocks);
+    h->blocks.n = 0;
 }
 
 ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf)

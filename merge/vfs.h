@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "blocks.h"
 #include "util.h"
 
 typedef struct mm_vfs mm_vfs;
@@ -50,5 +51,18 @@ int64_t mm_vfs_mtime(const mm_vfs *v);
  * end of file; 0 at or past EOF) or a negative errno: -EIO when a source file it needs cannot be read or
  * changed since it was opened (merge/srcfile.h; a message naming the file is logged once). */
 ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf);
+
+/* Zero-copy reads. The same bytes as mm_vfs_read, as pieces pointing into the vfs's own memory (headers,
+ * small files) and the block cache's, when all of them are already there (nothing to compute, no source
+ * file to read): returns the byte count, with iov[0..*niov) filled (at most `max` pieces) and the cache
+ * memory held by h until mm_vfs_hold_release. -EAGAIN: read this range with mm_vfs_read (h holds
+ * nothing). Other negative errno: the error mm_vfs_read would return. */
+struct iovec;
+typedef struct mm_vfs_hold {
+    mm_blocks_hold blocks;
+} mm_vfs_hold;
+ssize_t mm_vfs_read_zc(mm_vfs *v, size_t idx, uint64_t off, size_t len, struct iovec *iov, size_t *niov, size_t max,
+                       mm_vfs_hold *h);
+void mm_vfs_hold_release(mm_vfs *v, mm_vfs_hold *h);
 
 #endif
