@@ -4,7 +4,7 @@
 # Sourced by tools/demo.sh and tests/run (one list, one place).
 
 MM_DEB_PACKAGES=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libyaml-dev libcjson-dev
-                 liblmdb-dev python3-pytest python3-numpy)
+                 liblmdb-dev python3-pytest python3-numpy valgrind)
 
 mm_install_deps() {
   local missing=() p
