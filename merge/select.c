@@ -164,7 +164,7 @@ static void feed_second(mm_selector *s, uint32_t *keys, size_t n)
 /* Searched keys are computed a block at a time into a buffer, then counted. */
 enum { FEED_BLOCK = 512 };
 
-void mm_selector_feed_keys(mm_selector *s, const uint32_t *keys, size_t n)
+MM_VECTOR_LOOP void mm_selector_feed_keys(mm_selector *s, const uint32_t *keys, size_t n)
 {
     const uint32_t flip = s->largest ? 0xFFFFFFFFu : 0;
     uint32_t buf[FEED_BLOCK];
@@ -282,7 +282,7 @@ void mm_rule_begin(mm_rule_builder *b, uint32_t thr, int above, uint64_t keep_eq
     }
 }
 
-uint64_t mm_select_count(const uint32_t *keys, size_t n, uint32_t key)
+MM_VECTOR_LOOP uint64_t mm_select_count(const uint32_t *keys, size_t n, uint32_t key)
 {
     uint64_t equal = 0;
     for (size_t i = 0; i < n; i++)
