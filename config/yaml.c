@@ -128,8 +128,9 @@ static void set_int(mm_ynode *n, const char *clean)
 {
     if (strchr(clean, ':')) {
         n->num = sexagesimal(clean);
-        n->ival = (long long)n->num;
         n->ival_ok = fabs(n->num) < 9e18;
+        /* Only in range: converting a double beyond long long is undefined behaviour (fuzz_config). */
+        n->ival = n->ival_ok ? (long long)n->num : 0;
         return;
     }
     const char *p = clean;

@@ -1,6 +1,8 @@
 /* Fuzzes the YAML config reader (config/yaml.c, config/config.c, config/modelref.c) and, for configs it
  * accepts, the planner's validation (merge/plan*.c: methods, parameters, layer ranges, shapes, dtypes,
- * the output folder), as `mergemount plan` runs them. The input is the config file's text.
+ * the output folder), as `mergemount plan` runs them; then computes every byte of an accepted plan's
+ * output (merge/vfs.c, blocks.c, engine.c and the methods, no cache), so the methods also run on
+ * whatever parameter values a config can give. The input is the config file's text.
  *
  * So that validation goes past "model not found", the first run makes a small Hugging Face cache of
  * tiny models with mm-mkmodel and points HF_HUB_CACHE at it; seed configs name them:
@@ -13,7 +15,9 @@
  *   org/notok                  no tokenizer files
  *
  * Properties: a refused config's message starts with the config's path (every config message carries
- * the place); a refused plan has a message; an accepted plan prints as text and JSON. */
+ * the place); a refused plan has a message; an accepted plan prints as text and JSON, and each of its
+ * files reads to its exact size (or fails with EIO, which data-dependent method failures may give). */
+#include <errno.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -21,6 +25,7 @@
 #include "config/config.h"
 #include "fuzz.h"
 #include "merge/plan.h"
+#include "merge/vfs.h"
 
 static FILE *devnull;
 
@@ -82,6 +87,29 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* Reads every file of the plan's output front to back. */
+static void read_all(const mm_plan *plan)
+{
+    mm_vfs *vfs;
+    mm_err err;
+    FUZZ_CHECK(mm_vfs_from_plan(plan, &vfs, &err) == 0);
+    enum { CHUNK = 1 << 16 };
+    char *buf = malloc(CHUNK);
+    for (size_t i = 0; i < mm_vfs_count(vfs); i++) {
+        uint64_t size = mm_vfs_size(vfs, i), off = 0;
+        while (off < size) {
+            ssize_t n = mm_vfs_read(vfs, i, off, CHUNK, buf);
+            FUZZ_CHECK(n > 0 || n == -EIO);
+            if (n < 0)
+                break;
+            off += (uint64_t)n;
+        }
+        FUZZ_CHECK(off <= size && mm_vfs_read(vfs, i, size, CHUNK, buf) == 0);
+    }
+    free(buf);
+    mm_vfs_free(vfs);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -103,6 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(plan->nfiles > 0);
         mm_plan_print(plan, devnull, 0);
         mm_plan_print(plan, devnull, 1);
+        read_all(plan);
         mm_plan_free(plan);
     } else {
         FUZZ_CHECK(err.msg[0] != 0);

@@ -492,6 +492,9 @@ static void test_errors(void)
         {"8", "cfg.yml:5:22: layer_range must be a list of two layer numbers, found a number ("},
         {"[4, 2]", "cfg.yml:5:22: layer_range [4, 2] starts after it ends (write layer_range: [start, end]"},
         {"[-1, 2]", "cfg.yml:5:23: layer_range start must be a whole number >= 0, found '-1' ("},
+        /* a YAML 1.1 sexagesimal integer far beyond long long (once an undefined conversion) */
+        {"[0, 1:0:0:0:0:0:0:0:0:0:0:0:0]", "cfg.yml:5:26: layer_range end must be a whole number >= 0, found "
+                                          "'1:0:0:0:0:0:0:0:0:0:0:0:0' ("},
         {"[0, 2.5]", "cfg.yml:5:26: layer_range end must be a whole number >= 0, found '2.5' ("},
         {"[a, 2]", "cfg.yml:5:23: layer_range start must be a whole number >= 0, found 'a' ("},
     };
