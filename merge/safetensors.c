@@ -231,7 +231,7 @@ int mm_st_read_file(const char *path, mm_st_header *out, mm_err *err)
         rc = mm_err_set(err, rc, "%s: cannot read header: %s", path, strerror(-rc));
         goto out;
     }
-    json[n] = 0; /* mm_json_parse's contract: see there */
+    json[n] = 0; /* mm_json_parse wants a NUL after the text (see jsonpy.h) */
     rc = mm_st_parse(json, n, size, out, err);
     if (rc < 0)
         mm_err_prefix(err, "%s", path);
