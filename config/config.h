@@ -65,6 +65,17 @@ typedef struct mm_params {
 /* The setting named `name` in a parameter map, or NULL. */
 const mm_psetting *mm_params_find(const mm_params *p, const char *name);
 
+/* Looks parameter `name` up through the precedence levels (B1.5): levels[0..nlevels) most specific
+ * first, NULL entries skipped; the first level holding a setting that yields a value for tensor_name at
+ * t (mm_psetting_eval) wins. Returns 1 with *out filled and *from (if non-NULL) set to that setting, for
+ * messages; 0 and an MM_PV_UNSET *out when no level yields a value. */
+int mm_params_eval(const mm_params *const *levels, size_t nlevels, const char *name, const char *tensor_name,
+                   double t, mm_pvalue *out, const mm_psetting **from);
+
+/* The gradient position t of layer j (0-based) of a slice of nlayers layers (B1.5): j / (nlayers - 1),
+ * and 1 for a one-layer slice. */
+double mm_param_layer_t(int j, int nlayers);
+
 /* A model reference (D14), resolved. */
 typedef struct mm_modelref {
     char *ref;      /* as written in the YAML, e.g. "org/name@v1" or "./models/a" */

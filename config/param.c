@@ -65,6 +65,26 @@ const mm_psetting *mm_params_find(const mm_params *p, const char *name)
     return NULL;
 }
 
+int mm_params_eval(const mm_params *const *levels, size_t nlevels, const char *name, const char *tensor_name,
+                   double t, mm_pvalue *out, const mm_psetting **from)
+{
+    for (size_t i = 0; i < nlevels; i++) {
+        const mm_psetting *s = levels[i] ? mm_params_find(levels[i], name) : NULL;
+        if (s && mm_psetting_eval(s, tensor_name, t, out)) {
+            if (from)
+                *from = s;
+            return 1;
+        }
+    }
+    *out = (mm_pvalue){.kind = MM_PV_UNSET};
+    return 0;
+}
+
+double mm_param_layer_t(int j, int nlayers)
+{
+    return nlayers == 1 ? 1.0 : (double)j / (double)(nlayers - 1);
+}
+
 void mm_srcpos_format(const mm_srcpos *p, char *buf, size_t len)
 {
     snprintf(buf, len, "%s:%d:%d", p->file ? p->file : "?", p->line, p->col);

@@ -14,6 +14,11 @@
  * bounded by refusing documents that expand to more nodes than any real config has. */
 #define MAX_WEIGHT ((size_t)1 << 20)
 
+/* Real configs nest a handful of levels. Code that walks the tree may recurse (a model reference written
+ * as {model: {model: ...}} does), so a limit keeps every walk far from the end of the stack, whatever
+ * thread it runs on. libyaml itself keeps its nesting on the heap. */
+#define MAX_DEPTH 256
+
 #define YAML_TAG(name) "tag:yaml.org,2002:" name
 
 struct mm_ydoc {
@@ -123,8 +128,9 @@ static void set_int(mm_ynode *n, const char *clean)
 {
     if (strchr(clean, ':')) {
         n->num = sexagesimal(clean);
-        n->ival = (long long)n->num;
         n->ival_ok = fabs(n->num) < 9e18;
+        /* Only in range: converting a double beyond long long is undefined behaviour (fuzz_config). */
+        n->ival = n->ival_ok ? (long long)n->num : 0;
         return;
     }
     const char *p = clean;
@@ -388,6 +394,11 @@ static int open_collection(builder *b, const yaml_event_t *ev)
     int rc = collection_tag_ok(b, n, tag, is_map ? YAML_TAG("map") : YAML_TAG("seq"));
     if (rc < 0)
         return rc;
+    if (b->depth >= MAX_DEPTH) {
+        char what[128];
+        snprintf(what, sizeof what, "lists and mappings nested more than %d levels deep", MAX_DEPTH);
+        return fail_at(b, n, what, "a merge config needs only a few levels; check the brackets and indentation");
+    }
     b->stack = grow(b->stack, &b->scap, b->depth + 1, sizeof *b->stack);
     b->stack[b->depth++] = (frame){n, NULL, anc ? mm_xstrdup(anc) : NULL, 0};
     return 0;

@@ -58,9 +58,10 @@ struct mm_ynode {
 typedef struct mm_ydoc mm_ydoc;
 
 /* Parses `len` bytes of `text`. `file` is used in messages only. On success *doc holds the tree (its
- * root is NULL for a stream without any document). Errors: -EINVAL with
- * "<file>:<line>:<col>: YAML syntax error: <problem> (<hint>)" or a message about an alias, tag or
- * a non-text mapping key. Warnings (duplicate keys) go to mm_log_warn. */
+ * root is NULL for a stream without any document); its lists and mappings nest at most 256 levels deep
+ * and it expands to at most 2^20 nodes through aliases, so walking it, even recursively, is bounded.
+ * Errors: -EINVAL with "<file>:<line>:<col>: YAML syntax error: <problem> (<hint>)" or a message about
+ * an alias, tag, a non-text mapping key, or nesting or alias expansion beyond those bounds. Warnings (duplicate keys) go to mm_log_warn. */
 int mm_yaml_parse(const char *file, const char *text, size_t len, mm_ydoc **doc, mm_err *err);
 const mm_ynode *mm_ydoc_root(const mm_ydoc *doc);
 void mm_ydoc_free(mm_ydoc *doc);

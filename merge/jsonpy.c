@@ -1,9 +1,50 @@
 #include "jsonpy.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The deepest nesting of arrays and objects in text[0..len), brackets inside strings not counted. */
+static size_t nesting_depth(const char *text, size_t len)
+{
+    size_t depth = 0, max = 0;
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max)
+                max = depth;
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return max;
+}
+
+int mm_json_parse(const char *text, size_t len, cJSON **out, mm_err *err)
+{
+    const char *end = NULL;
+    *out = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (*out)
+        return 0;
+    size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+    /* cJSON stops at the bracket that opens one level too many; it gives no reason, so tell a
+     * syntax error from the depth limit by the nesting up to and including that byte. */
+    if (nesting_depth(text, at < len ? at + 1 : len) > CJSON_NESTING_LIMIT)
+        return mm_err_set(err, -EINVAL,
+                          "JSON nested more than %d levels deep at byte %zu (refused: no real file nests that deep)",
+                          CJSON_NESTING_LIMIT, at);
+    return mm_err_set(err, -EINVAL, "not valid JSON (syntax error at byte %zu)", at);
+}
 
 /* Decodes one UTF-8 sequence; invalid bytes are passed through as U+FFFD. */
 static unsigned decode_utf8(const unsigned char **pp)

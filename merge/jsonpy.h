@@ -1,13 +1,24 @@
-/* Writes JSON the way Python's json.dumps(obj, indent=2, sort_keys=True) does (transformers'
+/* JSON helpers. Reading: cJSON with messages that say where and why a file is refused.
+ * Writing: JSON the way Python's json.dumps(obj, indent=2, sort_keys=True) does (transformers'
  * save_pretrained format for config.json): 2-space indent, ", " / ": " separators, keys sorted,
  * non-ASCII escaped as \uXXXX, floats in Python repr. cJSON keeps no int/float distinction, so an
  * integral number is written as an integer. */
 #ifndef MM_JSONPY_H
 #define MM_JSONPY_H
 
+#include <stddef.h>
+
 #include "util.h"
 
 typedef struct cJSON cJSON;
+
+/* Parses `len` bytes of JSON text into *out (caller frees with cJSON_Delete). text[len] must be a
+ * readable NUL byte even though the length bounds the parse: some cJSON releases read one byte past the
+ * end of truncated input (cJSON issue #800), and the terminator keeps that read inside the buffer. On failure -EINVAL with "not valid JSON (syntax error at byte N)", or, for arrays and
+ * objects nested deeper than cJSON's limit (CJSON_NESTING_LIMIT, 1000 levels), a message saying so:
+ * cJSON refuses such input rather than recursing into it. Messages do not name the file; callers
+ * prefix it. */
+int mm_json_parse(const char *text, size_t len, cJSON **out, mm_err *err);
 
 /* Appends the JSON text of `v` to b (no trailing newline). */
 void mm_json_write_py(const cJSON *v, mm_buf *b);

@@ -18,6 +18,7 @@
  * more models) can only be found by the pre-pass: it logs one line naming the tensor and fails with
  * -EIO, so the read that needed it fails. Everything else is checked at mount time in prepare(). */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 
 #include "method_internal.h"
@@ -837,7 +838,8 @@ static int karcher_prepass(const mm_out_tensor *t, void *stats)
                 gu[a * nvalid + b] = g->g[tri(valid[a], valid[b])] / (n[valid[a]] * n[valid[b]]);
         }
         const double mi = t->gvals[KA_MAX_ITER];
-        ka_iterate(gu, nvalid, al, tol, mi > 0 ? (long)mi : 0, gam);
+        /* Any number a config gives: one beyond long does not convert (undefined behaviour; fuzz_config). */
+        ka_iterate(gu, nvalid, al, tol, mi >= (double)LONG_MAX ? LONG_MAX : mi > 0 ? (long)mi : 0, gam);
         for (size_t a = 0; a < nvalid; a++)
             st->c[valid[a]] = scale * gam[a] / n[valid[a]];
     }

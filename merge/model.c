@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "jsonpy.h"
+
 #define MAX_JSON_FILE (64u << 20)
 
 static int exists(const char *dir, const char *name)
@@ -36,70 +38,38 @@ static int shard_open(mm_shard *s, const char *path, mm_err *err)
     return rc;
 }
 
-/* Shard names come from a file we did not write: only plain names inside the model folder. */
-static int safe_file_name(const char *s)
-{
-    return *s && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
-}
-
 static int load_index(mm_model *m, const char *index_path, mm_err *err)
 {
     char *text;
-    int rc = mm_file_read_all(index_path, MAX_JSON_FILE, &text, NULL, err);
+    size_t len;
+    int rc = mm_file_read_all(index_path, MAX_JSON_FILE, &text, &len, err);
     if (rc < 0)
         return rc;
-    cJSON *root = cJSON_Parse(text);
+    mm_st_index ix;
+    rc = mm_st_index_parse(text, len, &ix, err);
     free(text);
-    const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
-    if (!cJSON_IsObject(wm)) {
-        cJSON_Delete(root);
-        return mm_err_set(err, -EINVAL, "%s: not a JSON object with a \"weight_map\" object", index_path);
+    if (rc < 0) {
+        mm_err_prefix(err, "%s", index_path);
+        return rc;
     }
-    /* Distinct shard names in order of first appearance. */
-    const char **names = mm_xcalloc((size_t)cJSON_GetArraySize(wm) + 1, sizeof *names);
-    size_t nn = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, wm)
-    {
-        if (!cJSON_IsString(e) || !safe_file_name(e->valuestring)) {
-            rc = mm_err_set(err, -EINVAL, "%s: weight_map entry '%s' must name a file in the model folder", index_path,
-                            e->string);
-            goto out;
-        }
-        size_t k = 0;
-        while (k < nn && strcmp(names[k], e->valuestring) != 0)
-            k++;
-        if (k == nn)
-            names[nn++] = e->valuestring;
-    }
-    m->shards = mm_xcalloc(nn, sizeof *m->shards);
-    for (size_t i = 0; i < nn; i++) {
-        char *p = mm_path_join(m->path, names[i]);
+    m->shards = mm_xcalloc(ix.nfiles, sizeof *m->shards);
+    for (size_t i = 0; i < ix.nfiles && rc == 0; i++) {
+        char *p = mm_path_join(m->path, ix.files[i]);
         rc = shard_open(&m->shards[i], p, err);
         free(p);
         m->nshards++;
-        if (rc < 0)
-            goto out;
     }
     /* Every weight_map entry must be in the shard it names. */
-    cJSON_ArrayForEach(e, wm)
-    {
-        const mm_shard *s = NULL;
-        for (size_t i = 0; i < m->nshards; i++)
-            if (strcmp(strrchr(m->shards[i].path, '/') + 1, e->valuestring) == 0)
-                s = &m->shards[i];
+    for (size_t e = 0; e < ix.n && rc == 0; e++) {
+        const mm_shard *s = &m->shards[ix.file_of[e]];
         int found = 0;
-        for (size_t j = 0; s && j < s->hdr.n; j++)
-            found |= strcmp(s->hdr.tensors[j].name, e->string) == 0;
-        if (!found) {
+        for (size_t j = 0; j < s->hdr.n && !found; j++)
+            found = strcmp(s->hdr.tensors[j].name, ix.names[e]) == 0;
+        if (!found)
             rc = mm_err_set(err, -EINVAL, "%s: weight_map says '%s' is in %s, but that file has no such tensor",
-                            index_path, e->string, e->valuestring);
-            goto out;
-        }
+                            index_path, ix.names[e], ix.files[ix.file_of[e]]);
     }
-out:
-    free(names);
-    cJSON_Delete(root);
+    mm_st_index_free(&ix);
     return rc;
 }
 
@@ -162,11 +132,14 @@ int mm_model_open(const char *path, mm_model **out, mm_err *err)
         rc = index_tensors(m, err);
     if (rc == 0 && exists(path, "config.json")) {
         char *cp = mm_path_join(path, "config.json"), *text;
-        rc = mm_file_read_all(cp, MAX_JSON_FILE, &text, NULL, err);
+        size_t len;
+        rc = mm_file_read_all(cp, MAX_JSON_FILE, &text, &len, err);
         if (rc == 0) {
-            m->config = cJSON_Parse(text);
+            rc = mm_json_parse(text, len, &m->config, err);
             free(text);
-            if (!cJSON_IsObject(m->config))
+            if (rc < 0)
+                mm_err_prefix(err, "%s", cp);
+            else if (!cJSON_IsObject(m->config))
                 rc = mm_err_set(err, -EINVAL, "%s: not a JSON object", cp);
         }
         free(cp);

@@ -96,22 +96,16 @@ static int pvalue_to_double(const mm_param_def *d, const mm_psetting *s, const m
                       tensor);
 }
 
-/* Looks a parameter up through the precedence levels (B1.5): levels[0..n) most specific first; the
- * first level that yields a value wins, else the default. NAN when unset without default. */
+/* A parameter's value through the precedence levels (mm_params_eval), else its default: NAN when
+ * unset without default. */
 static int eval_param(const mm_param_def *d, const mm_params *const *levels, size_t nlevels, const char *tensor,
                       double t, double *out, int *found, mm_err *err)
 {
-    *found = 0;
-    for (size_t i = 0; i < nlevels; i++) {
-        if (!levels[i])
-            continue;
-        const mm_psetting *s = mm_params_find(levels[i], d->name);
-        mm_pvalue v;
-        if (s && mm_psetting_eval(s, tensor, t, &v)) {
-            *found = 1;
-            return pvalue_to_double(d, s, &v, tensor, out, err);
-        }
-    }
+    const mm_psetting *s;
+    mm_pvalue v;
+    *found = mm_params_eval(levels, nlevels, d->name, tensor, t, &v, &s);
+    if (*found)
+        return pvalue_to_double(d, s, &v, tensor, out, err);
     *out = d->def;
     return 0;
 }
@@ -490,7 +484,7 @@ static int plan_layers(mm_plan *p, const slice_ctx *sl, int *out_layer, mm_err *
     int rc = 0;
     char **in = mm_xcalloc(sl->def->nsources, sizeof *in);
     for (int j = 0; j < sl->nlayers && rc == 0; j++) {
-        double t = sl->nlayers == 1 ? 1.0 : (double)j / (double)(sl->nlayers - 1);
+        double t = mm_param_layer_t(j, sl->nlayers);
         char **tmpl;
         size_t n = collect(p, sl, j, pick_layer, &tmpl);
         for (size_t i = 0; i < n && rc == 0; i++) {

@@ -79,7 +79,10 @@ static int parse_entry(const cJSON *e, mm_st_tensor *t, mm_err *err)
         return mm_err_set(err, -EINVAL, "tensor '%s': data_offsets [%llu, %llu] end before they begin", name,
                           (unsigned long long)t->begin, (unsigned long long)t->end);
     uint64_t esz = mm_dtype_size(t->dtype);
-    if (numel > UINT64_MAX / esz || t->end - t->begin != numel * esz)
+    if (numel > UINT64_MAX / esz)
+        return mm_err_set(err, -EOVERFLOW, "tensor '%s': byte size (%llu elements of %s) overflows", name,
+                          (unsigned long long)numel, mm_dtype_name(t->dtype));
+    if (t->end - t->begin != numel * esz)
         return mm_err_set(err, -EINVAL,
                           "tensor '%s': data_offsets span %llu bytes but dtype %s x shape needs %llu (file is corrupt)",
                           name, (unsigned long long)(t->end - t->begin), mm_dtype_name(t->dtype),
@@ -95,6 +98,26 @@ static int cmp_begin(const void *a, const void *b)
     return x->end < y->end ? -1 : x->end > y->end;
 }
 
+static int cmp_name_ptr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Sorting the names keeps the check O(n log n): a hostile header can hold millions of entries. */
+static int check_unique(const mm_st_header *h, mm_err *err)
+{
+    const char **names = mm_xmalloc((h->n ? h->n : 1) * sizeof *names);
+    for (size_t i = 0; i < h->n; i++)
+        names[i] = h->tensors[i].name;
+    qsort(names, h->n, sizeof *names, cmp_name_ptr);
+    int rc = 0;
+    for (size_t i = 1; i < h->n && rc == 0; i++)
+        if (strcmp(names[i - 1], names[i]) == 0)
+            rc = mm_err_set(err, -EINVAL, "tensor '%s' appears twice in the header", names[i]);
+    free(names);
+    return rc;
+}
+
 int mm_st_parse(const char *json, size_t json_len, uint64_t file_size, mm_st_header *out, mm_err *err)
 {
     memset(out, 0, sizeof *out);
@@ -102,10 +125,17 @@ int mm_st_parse(const char *json, size_t json_len, uint64_t file_size, mm_st_hea
     out->data_start = 8 + (uint64_t)json_len;
     if (json_len == 0 || json[0] != '{')
         return mm_err_set(err, -EINVAL, "header does not start with '{' (not a safetensors file?)");
-    cJSON *root = cJSON_ParseWithLength(json, json_len);
-    if (!root)
-        return mm_err_set(err, -EINVAL, "header is not valid JSON");
-    int rc = 0;
+    /* The reference reader takes the header as a UTF-8 string before parsing it; cJSON would accept
+     * any bytes in names, which we could not write back the way they were read. */
+    size_t valid = mm_utf8_valid_len(json, json_len);
+    if (valid < json_len)
+        return mm_err_set(err, -EINVAL, "header is not valid UTF-8 (at byte %zu; file is corrupt)", valid);
+    cJSON *root;
+    int rc = mm_json_parse(json, json_len, &root, err);
+    if (rc < 0) {
+        mm_err_prefix(err, "header");
+        return rc;
+    }
     if (!cJSON_IsObject(root)) {
         rc = mm_err_set(err, -EINVAL, "header is not a JSON object");
         goto out;
@@ -140,12 +170,9 @@ int mm_st_parse(const char *json, size_t json_len, uint64_t file_size, mm_st_hea
             goto out;
         }
         pos = t->end;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(out->tensors[j].name, t->name) == 0) {
-                rc = mm_err_set(err, -EINVAL, "tensor '%s' appears twice in the header", t->name);
-                goto out;
-            }
     }
+    if ((rc = check_unique(out, err)) < 0)
+        goto out;
     if (file_size < out->data_start || pos != file_size - out->data_start) {
         rc = mm_err_set(err, -EINVAL, "tensor data ends at byte %llu but the file has %llu bytes of data "
                                       "(truncated or corrupt file)",
@@ -204,6 +231,7 @@ int mm_st_read_file(const char *path, mm_st_header *out, mm_err *err)
         rc = mm_err_set(err, rc, "%s: cannot read header: %s", path, strerror(-rc));
         goto out;
     }
+    json[n] = 0; /* mm_json_parse wants a NUL after the text (see jsonpy.h) */
     rc = mm_st_parse(json, n, size, out, err);
     if (rc < 0)
         mm_err_prefix(err, "%s", path);
@@ -265,6 +293,115 @@ int mm_st_layout(mm_st_tensor *t, size_t n, char **bytes, size_t *size)
     *bytes = b.data;
     *size = b.len;
     return 0;
+}
+
+void mm_st_index_free(mm_st_index *ix)
+{
+    if (!ix)
+        return;
+    for (size_t i = 0; i < ix->nfiles; i++)
+        free(ix->files[i]);
+    for (size_t i = 0; i < ix->n; i++)
+        free(ix->names[i]);
+    free(ix->files);
+    free(ix->names);
+    free(ix->file_of);
+    memset(ix, 0, sizeof *ix);
+}
+
+/* Shard names come from a file we did not write: only plain names inside the model folder. */
+static int plain_file_name(const char *s)
+{
+    return *s && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
+/* Orders entries by shard name, then by position, so each name's first appearance leads its run. */
+static int cmp_by_file(const void *a, const void *b, void *arg)
+{
+    const char *const *files = arg;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int c = strcmp(files[x], files[y]);
+    return c ? c : (x > y) - (x < y);
+}
+
+static int cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Numbers the distinct shard names in order of first appearance. By sorting rather than by comparing
+ * each entry with every name seen so far: an index may list millions of distinct names. */
+static void number_files(mm_st_index *ix, const char *const *file)
+{
+    size_t n = ix->n;
+    size_t *ord = mm_xmalloc((n ? n : 1) * sizeof *ord), *first = mm_xmalloc((n ? n : 1) * sizeof *first);
+    for (size_t i = 0; i < n; i++)
+        ord[i] = i;
+    qsort_r(ord, n, sizeof *ord, cmp_by_file, (void *)file);
+    size_t nf = 0;
+    for (size_t k = 0; k < n; k++)
+        if (k == 0 || strcmp(file[ord[k - 1]], file[ord[k]]) != 0)
+            first[nf++] = ord[k];
+    qsort(first, nf, sizeof *first, cmp_size);
+    ix->files = mm_xcalloc(nf ? nf : 1, sizeof *ix->files);
+    for (size_t f = 0; f < nf; f++)
+        ix->files[f] = mm_xstrdup(file[first[f]]);
+    ix->nfiles = nf;
+    for (size_t k = 0, run = 0; k < n; k++) {
+        if (k == 0 || strcmp(file[ord[k - 1]], file[ord[k]]) != 0)
+            run = (size_t)((const size_t *)bsearch(&ord[k], first, nf, sizeof *first, cmp_size) - first);
+        ix->file_of[ord[k]] = run;
+    }
+    free(first);
+    free(ord);
+}
+
+int mm_st_index_parse(const char *json, size_t json_len, mm_st_index *out, mm_err *err)
+{
+    memset(out, 0, sizeof *out);
+    /* Python's json.load of the file (transformers) needs UTF-8 too. */
+    size_t valid = mm_utf8_valid_len(json, json_len);
+    if (valid < json_len)
+        return mm_err_set(err, -EINVAL, "not valid UTF-8 (at byte %zu)", valid);
+    cJSON *root;
+    int rc = mm_json_parse(json, json_len, &root, err);
+    if (rc < 0)
+        return rc;
+    const cJSON *wm = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+    if (!cJSON_IsObject(wm)) {
+        cJSON_Delete(root);
+        return mm_err_set(err, -EINVAL, "not a JSON object with a \"weight_map\" object (is it a safetensors index?)");
+    }
+    size_t cap = (size_t)cJSON_GetArraySize(wm);
+    const char **file = mm_xcalloc(cap ? cap : 1, sizeof *file);
+    out->names = mm_xcalloc(cap ? cap : 1, sizeof *out->names);
+    out->file_of = mm_xcalloc(cap ? cap : 1, sizeof *out->file_of);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, wm)
+    {
+        if (!cJSON_IsString(e)) {
+            rc = mm_err_set(err, -EINVAL, "weight_map entry '%s' is not a shard file name (a JSON string)", e->string);
+            break;
+        }
+        if (!plain_file_name(e->valuestring)) {
+            rc = mm_err_set(err, -EINVAL,
+                            "weight_map entry '%s' names the shard '%s', which is not a plain file name in the model "
+                            "folder (a shard name may not contain '/' or be empty, '.' or '..'; fix the index or "
+                            "download the model again)",
+                            e->string, e->valuestring);
+            break;
+        }
+        file[out->n] = e->valuestring;
+        out->names[out->n++] = mm_xstrdup(e->string);
+    }
+    if (rc == 0)
+        number_files(out, file);
+    free(file);
+    cJSON_Delete(root);
+    if (rc < 0)
+        mm_st_index_free(out);
+    return rc;
 }
 
 static int cmp_str_idx(const void *a, const void *b, void *arg)

@@ -51,7 +51,10 @@ typedef struct band {
 
 static band outlier_band(uint64_t n, double rho, double gamma)
 {
-    band b = {.target = (uint64_t)(rho * (double)n), .n_top = (uint64_t)(gamma * (double)n)};
+    /* gamma is any number >= 0 a config gives (rho is in (0, 1) here): clamp gamma x n to n before
+     * converting, as a double beyond uint64_t does not convert (undefined behaviour; fuzz_config). */
+    const double top = gamma * (double)n;
+    band b = {.target = (uint64_t)(rho * (double)n), .n_top = top < (double)n ? (uint64_t)top : n};
     if (b.target + b.n_top > n)
         b.n_top = n - b.target; /* n_bot would be negative: give up outliers to reach the target */
     b.n_bot = n - b.target - b.n_top;

@@ -235,6 +235,42 @@ int mm_pread_full(int fd, void *buf, size_t len, uint64_t off)
     return 0;
 }
 
+size_t mm_utf8_valid_len(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = p[i];
+        size_t n;
+        /* The range of the second byte depends on the first: it is what rules out overlong forms
+         * (E0, F0), surrogates (ED) and code points above U+10FFFF (F4). */
+        unsigned lo = 0x80, hi = 0xbf;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            lo = c == 0xe0 ? 0xa0 : 0x80;
+            hi = c == 0xed ? 0x9f : 0xbf;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            lo = c == 0xf0 ? 0x90 : 0x80;
+            hi = c == 0xf4 ? 0x8f : 0xbf;
+        } else {
+            return i;
+        }
+        if (len - i <= n || p[i + 1] < lo || p[i + 1] > hi)
+            return i;
+        for (size_t k = 2; k <= n; k++)
+            if ((p[i + k] & 0xc0) != 0x80)
+                return i;
+        i += n + 1;
+    }
+    return len;
+}
+
 char *mm_path_join(const char *dir, const char *name)
 {
     size_t n = strlen(dir);

@@ -54,6 +54,11 @@ int mm_file_read_all(const char *path, size_t max_size, char **data, size_t *len
 /* pread() that loops over short reads. Returns 0, -EIO on early EOF, or -errno. */
 int mm_pread_full(int fd, void *buf, size_t len, uint64_t off);
 
+/* The length of the longest prefix of s[0..len) that is well-formed UTF-8 (RFC 3629: no overlong forms,
+ * no surrogates, nothing above U+10FFFF): len when all of it is. For text from files we did not write
+ * that must be UTF-8 (safetensors headers, JSON), so the error can say where it goes wrong. */
+size_t mm_utf8_valid_len(const char *s, size_t len);
+
 /* Joins a directory and a file name with one '/'. Heap result. */
 char *mm_path_join(const char *dir, const char *name);
 

@@ -326,8 +326,27 @@ def _junk_header(junk):
     return fn
 
 
+def _shape(name, shape):
+    def edit(h):
+        h[name]["shape"] = shape
+    return rewrite_header(edit)
+
+
+def _deep_header(data):
+    """The header replaced by valid JSON nested far beyond any parser's sane depth."""
+    text = b'{"__metadata__":' + b"[" * 100000 + b"]" * 100000 + b"}"
+    (n,) = struct.unpack("<Q", data[:8])
+    return struct.pack("<Q", len(text)) + text + data[8 + n:]
+
+
 CORRUPTIONS = {
     "truncated": ("model-00002-of-00003.safetensors", lambda d: d[:-10]),
+    # hostile input (issue 6): clear errors, never a crash
+    "header_over_limit": ("model.safetensors", lambda d: struct.pack("<Q", 100_000_001) + d[8:]),
+    "shape_numel_overflows": ("model.safetensors", _shape("model.norm.weight", [2 ** 52, 2 ** 52])),
+    "shape_bytes_overflow": ("model.safetensors", _shape("model.norm.weight", [2 ** 52, 2 ** 11])),
+    "header_deeply_nested": ("model.safetensors", _deep_header),
+    "header_not_utf8": ("model.safetensors", _junk_header(b'{"model.norm.weight\xff": {}}')),
     "header_past_eof": ("model.safetensors", lambda d: struct.pack("<Q", len(d) + 100) + d[8:]),
     "header_not_json": ("model.safetensors", _junk_header(b"this is not JSON {")),
     "header_bad_json": ("model.safetensors", _junk_header(b'{"model.norm.weight": {"dtype": "BF16", "sha')),
@@ -346,6 +365,132 @@ def test_corrupt_safetensors(tmp_path, models, mode, kind):
     folder = corrupt(src, tmp_path / f"corrupt_{kind}", fname, fn)
     text = bad_model_case(tmp_path, models, folder, mode)
     assert f"corrupt_{kind}" in text and fname in text, f"the message must name {folder}/{fname}:\n{text}"
+
+
+CORRUPTION_MESSAGES = {
+    "header_over_limit": "exceeds the 100000000-byte limit",
+    "shape_numel_overflows": "element count overflows",
+    "shape_bytes_overflow": "byte size",
+    "header_deeply_nested": "nested more than 1000 levels deep",
+    "header_not_utf8": "not valid UTF-8",
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", sorted(CORRUPTION_MESSAGES))
+def test_hostile_safetensors_message(tmp_path, models, mode, kind):
+    """The hostile-header cases say what is wrong, after the file name."""
+    fname, fn = CORRUPTIONS[kind]
+    folder = corrupt(models[(2, "bf16")], tmp_path / f"hostile_{kind}", fname, fn)
+    text = bad_model_case(tmp_path, models, folder, mode)
+    assert re.search(re.escape(f"{folder}/{fname}") + r": .*" + re.escape(CORRUPTION_MESSAGES[kind]), text), text
+
+
+# ---- hostile model folders (issue 6) ---------------------------------------------------------------------
+
+def edit_index(src, dest, edit):
+    """A copy of sharded model `src` whose index.json is rewritten by edit(index dict) (or replaced by the
+    bytes edit returns)."""
+    shutil.copytree(src, dest)
+    p = os.path.join(dest, "model.safetensors.index.json")
+    with open(p) as f:
+        index = json.load(f)
+    out = edit(index)
+    with open(p, "wb") as f:
+        f.write(out if isinstance(out, bytes) else json.dumps(index, indent=2).encode())
+    return str(dest)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shard", ["../outside/model-00001-of-00003.safetensors", "ABSOLUTE",
+                                   "sub/model-00001-of-00003.safetensors", ".."])
+def test_index_shard_outside_folder(tmp_path, models, mode, shard):
+    """A weight_map naming a shard by a path — one that leads to a valid shard outside the folder, or
+    into a subfolder — is refused: a model folder may only name files in itself."""
+    src = models[(2, "bf16", "sharded")]
+    shutil.copytree(src, tmp_path / "outside")  # valid shards the paths would reach
+    if shard == "ABSOLUTE":
+        shard = str(tmp_path / "outside" / "model-00001-of-00003.safetensors")
+
+    def edit(index):
+        wm = index["weight_map"]
+        for name, f in wm.items():
+            if f == "model-00001-of-00003.safetensors":
+                wm[name] = shard
+    folder = edit_index(src, tmp_path / "evil", edit)
+    os.makedirs(os.path.join(folder, "sub"))
+    shutil.copy(os.path.join(src, "model-00001-of-00003.safetensors"), os.path.join(folder, "sub"))
+    text = bad_model_case(tmp_path, models, folder, mode)
+    assert f"{folder}/model.safetensors.index.json: weight_map entry" in text, text
+    assert f"names the shard '{shard}', which is not a plain file name in the model folder" in text, text
+    assert "(a shard name may not contain '/'" in text, text
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fname", ["model.safetensors.index.json", "config.json"])
+def test_deeply_nested_json_files(tmp_path, models, mode, fname):
+    """JSON nested 100000 levels deep in the index or config.json: an error naming the file."""
+    src = models[(2, "bf16", "sharded")]
+    folder = tmp_path / "deep_json"
+    shutil.copytree(src, folder)
+    with open(folder / fname, "w") as f:
+        f.write('{"metadata": ' + "[" * 100000 + "]" * 100000 + ', "weight_map": {}}')
+    text = bad_model_case(tmp_path, models, folder, mode)
+    assert f"{folder}/{fname}: JSON nested more than 1000 levels deep at byte " in text, text
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_deeply_nested_yaml(tmp_path, mode):
+    config = write(tmp_path, "merge_method: linear\nmodels:\n  - model: " + "{model: " * 100000 + "\n")
+    text = run_bad(mode, config, tmp_path)
+    assert_position(text, config, line=3)
+    assert "nested more than 256 levels deep" in text, text
+
+
+def test_symlinked_model_folder(tmp_path, models):
+    """Model folders made of symbolic links (the Hugging Face cache's layout: relative links into blobs/,
+    and here absolute links too) are read like the files they point at."""
+    a, b = models[(1, "bf16")], models[(2, "bf16", "sharded")]
+    links = {}
+    for name, src in (("a", a), ("b", b)):
+        blobs = tmp_path / f"{name}_blobs"
+        shutil.copytree(src, blobs)
+        folder = tmp_path / f"{name}_links"
+        folder.mkdir()
+        for i, fname in enumerate(sorted(os.listdir(blobs))):
+            target = os.path.join("..", f"{name}_blobs", fname) if i % 2 else str(blobs / fname)
+            os.symlink(target, folder / fname)
+        links[name] = str(folder)
+    want = mmtest.read_weights(mmtest.build(mmtest.write_config(tmp_path, good_cfg(a, b), "plain.yml"),
+                                            tmp_path / "out_plain"))
+    got = mmtest.read_weights(mmtest.build(mmtest.write_config(tmp_path, good_cfg(links["a"], links["b"]),
+                                                               "links.yml"), tmp_path / "out_links"))
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name].raw == want[name].raw, name
+
+
+def test_only_known_files_served_from_donor(tmp_path, mount, make_model, models):
+    """The donor's folder lends only the fixed tokenizer and generation file names: other files in it
+    (or next to it) are never served, whatever their names."""
+    donor = tmp_path / "donor"
+    shutil.copytree(models[(1, "bf16")], donor)
+    (donor / "secret.txt").write_text("do not serve")
+    (donor / "tokenizer.json.bak").write_text("nor this")
+    (donor / "x").write_text("nor this")
+    (tmp_path / "x").write_text("outside")
+    os.symlink("../x", donor / "..x")
+    os.makedirs(donor / "sub")
+    (donor / "sub" / "tokenizer.json").write_text("{}")
+    config = mmtest.write_config(tmp_path, good_cfg(str(donor), models[(2, "bf16")]))
+    tokenizer = sorted(f for f in os.listdir(models[(1, "bf16")]) if "token" in f or f.startswith("generation"))
+    want = sorted(["config.json", "model.safetensors", "README.md", "mergekit_config.yml"] + tokenizer)
+    with mount(config) as m:
+        assert sorted(os.listdir(m.path)) == want
+        for name in ("secret.txt", "tokenizer.json.bak", "x", "..x", "sub"):
+            assert not os.path.lexists(os.path.join(m.path, name)), name
+    out = mmtest.build(config, tmp_path / "out")
+    assert sorted(os.listdir(out)) == want
 
 
 @pytest.mark.parametrize("mode", MODES)

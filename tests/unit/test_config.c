@@ -399,6 +399,30 @@ static void test_errors(void)
                "cfg.yml:4:17: alias '*nope' refers to no complete anchor");
     EXPECT_ERR("merge_method: !!python/name:os.system linear\n", -EINVAL, "unsupported YAML tag");
     EXPECT_ERR("merge_method: linear\n[a]: 1\n", -EINVAL, "cfg.yml:2:1: a mapping key must be text");
+    /* Nesting: a limit with the place, before anything walks the tree (some walks recurse). */
+    {
+        mm_buf deep = {0};
+        mm_buf_puts(&deep, "merge_method: linear\nmodels:\n  - model: ");
+        for (int i = 0; i < 100000; i++)
+            mm_buf_puts(&deep, "{model: ");
+        EXPECT_ERR(deep.data, -EINVAL,
+                   "cfg.yml:3:2036: lists and mappings nested more than 256 levels deep (a merge config needs only");
+        mm_buf_free(&deep);
+        mm_buf_puts(&deep, "merge_method: linear\nparameters:\n");
+        for (int i = 0; i < 300; i++)
+            mm_buf_printf(&deep, "%*sk:\n", i + 1, "");
+        EXPECT_ERR(deep.data, -EINVAL, "nested more than 256 levels deep");
+        mm_buf_free(&deep);
+        /* 250 levels are fine as YAML (the schema then refuses them as a model reference). */
+        mm_buf_puts(&deep, "merge_method: linear\nmodels:\n  - model: ");
+        for (int i = 0; i < 248; i++)
+            mm_buf_puts(&deep, "{model: ");
+        mm_buf_puts(&deep, "12");
+        for (int i = 0; i < 248; i++)
+            mm_buf_puts(&deep, "}");
+        EXPECT_ERR(deep.data, -EINVAL, "model must be a model folder or org/name, found a number");
+        mm_buf_free(&deep);
+    }
 
     /* top level */
     EXPECT_ERR("", -EINVAL, "cfg.yml:1:1: the configuration is empty (write at least merge_method:");
@@ -468,6 +492,9 @@ static void test_errors(void)
         {"8", "cfg.yml:5:22: layer_range must be a list of two layer numbers, found a number ("},
         {"[4, 2]", "cfg.yml:5:22: layer_range [4, 2] starts after it ends (write layer_range: [start, end]"},
         {"[-1, 2]", "cfg.yml:5:23: layer_range start must be a whole number >= 0, found '-1' ("},
+        /* a YAML 1.1 sexagesimal integer far beyond long long (once an undefined conversion) */
+        {"[0, 1:0:0:0:0:0:0:0:0:0:0:0:0]", "cfg.yml:5:26: layer_range end must be a whole number >= 0, found "
+                                          "'1:0:0:0:0:0:0:0:0:0:0:0:0' ("},
         {"[0, 2.5]", "cfg.yml:5:26: layer_range end must be a whole number >= 0, found '2.5' ("},
         {"[a, 2]", "cfg.yml:5:23: layer_range start must be a whole number >= 0, found 'a' ("},
     };

@@ -1,4 +1,5 @@
-/* Parameter evaluation (MERGE-SPEC B1.5): gradients, stepwise lists, conditional filters. */
+/* Parameter evaluation (MERGE-SPEC B1.5): gradients, stepwise lists, conditional filters, precedence
+ * levels, and layer positions. */
 #include <math.h>
 #include <string.h>
 
@@ -125,8 +126,40 @@ static void test_find_and_format(void)
     CHECK(strcmp(buf, "merge.yml:12:5") == 0);
 }
 
+/* The most specific level that yields a value wins; a level whose conditions match nothing, or that
+ * lacks the parameter, or is absent (NULL), falls through. */
+static void test_precedence(void)
+{
+    mm_psetting one = {.kind = MM_PS_SCALAR, .scalar = num(1)}, two = {.kind = MM_PS_SCALAR, .scalar = num(2)};
+    mm_pcond only_mlp[] = {{.filter = (char *)"mlp", .value = &one}};
+    mm_psetting cond = {.kind = MM_PS_CONDITIONAL, .conds = only_mlp, .nconds = 1};
+    mm_param src_items[] = {{.name = (char *)"weight", .setting = &cond}};
+    mm_param top_items[] = {{.name = (char *)"weight", .setting = &two}, {.name = (char *)"t", .setting = &one}};
+    mm_params src = {src_items, 1}, top = {top_items, 2};
+    const mm_params *levels[] = {&src, NULL, &top};
+    mm_pvalue v;
+    const mm_psetting *from = NULL;
+    CHECK(mm_params_eval(levels, 3, "weight", "model.layers.0.mlp.up_proj.weight", 0.5, &v, &from) == 1);
+    CHECK(v.kind == MM_PV_NUM && v.num == 1 && from == &cond);
+    CHECK(mm_params_eval(levels, 3, "weight", "model.layers.0.self_attn.q_proj.weight", 0.5, &v, &from) == 1);
+    CHECK(v.num == 2 && from == &two);
+    CHECK(mm_params_eval(levels, 3, "t", "x", 0, &v, NULL) == 1 && v.num == 1);
+    CHECK(mm_params_eval(levels, 3, "density", "x", 0, &v, &from) == 0 && v.kind == MM_PV_UNSET);
+    CHECK(mm_params_eval(levels, 1, "weight", "model.norm.weight", 0, &v, NULL) == 0);
+    CHECK(mm_params_eval(levels, 0, "weight", "x", 0, &v, NULL) == 0);
+}
+
+static void test_layer_t(void)
+{
+    CHECK(mm_param_layer_t(0, 1) == 1.0);
+    CHECK(mm_param_layer_t(0, 5) == 0.0 && mm_param_layer_t(4, 5) == 1.0 && mm_param_layer_t(1, 5) == 0.25);
+    CHECK(mm_param_layer_t(2, 3) == 1.0 && mm_param_layer_t(1, 3) == 0.5);
+}
+
 int main(void)
 {
+    test_precedence();
+    test_layer_t();
     test_scalar();
     test_gradient();
     test_stepwise();

@@ -1,4 +1,4 @@
-/* merge/util: Python-style float formatting, suggestions, buffers. */
+/* merge/util: Python-style float formatting, suggestions, buffers, UTF-8 validation. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -51,6 +51,34 @@ int main(void)
     char *j = mm_path_join("/a/b/", "c");
     CHECK(strcmp(j, "/a/b/c") == 0);
     free(j);
+    /* UTF-8 as RFC 3629 has it (what Rust's str::from_utf8, the reference safetensors reader, accepts). */
+    static const struct {
+        const char *s;
+        size_t valid; /* length of the valid prefix */
+    } u[] = {
+        {"plain ascii", 11},
+        {"\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80", 9}, /* é 中 😀 */
+        {"\xed\x9f\xbf", 3},                        /* U+D7FF, just below the surrogates */
+        {"\xf4\x8f\xbf\xbf", 4},                    /* U+10FFFF */
+        {"ab\xff", 2},
+        {"a\xc0\xaf", 1},                            /* overlong '/' */
+        {"\xe0\x80\xaf", 0},                         /* overlong, 3 bytes */
+        {"\xf0\x80\x80\xaf", 0},                     /* overlong, 4 bytes */
+        {"\xed\xa0\x80", 0},                         /* surrogate U+D800 */
+        {"\xf4\x90\x80\x80", 0},                     /* above U+10FFFF */
+        {"\xf5\x80\x80\x80", 0},
+        {"x\xc3", 1},                                /* truncated sequence */
+        {"x\xe4\xb8", 1},
+        {"\x80", 0},                                 /* lone continuation byte */
+        {"\xc3\x28", 0},                             /* continuation byte missing */
+    };
+    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
+        size_t got = mm_utf8_valid_len(u[i].s, strlen(u[i].s));
+        if (got != u[i].valid)
+            fprintf(stderr, "utf8 case %zu: valid prefix %zu, want %zu\n", i, got, u[i].valid);
+        CHECK(got == u[i].valid);
+    }
+    CHECK(mm_utf8_valid_len("a\0b", 3) == 3); /* NUL is a character; lengths are explicit */
     /* SHA-256 test vectors of FIPS 180-2 appendix B. */
     static const struct {
         const char *msg;
