@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -177,6 +178,37 @@ static int plan_config_json(mm_plan *p, int total_layers, mm_err *err)
     return 0;
 }
 
+/* Whether `real` (a resolved path) is `root` or lies below it. */
+static int path_within(const char *real, const char *root)
+{
+    size_t n = strlen(root);
+    return strncmp(real, root, n) == 0 && (real[n] == '\0' || real[n] == '/' || (n == 1 && root[0] == '/'));
+}
+
+/* Whether the donor file at `path` resolves to a file of the model itself: inside the model folder or,
+ * for a Hugging Face cache snapshot (REPO/snapshots/REV), inside REPO, where the snapshot's links point
+ * (REPO/blobs). Links elsewhere are how a downloaded folder would make us serve any file the user can
+ * read (a `tokenizer.json` linking to a private key, say) to every reader of the mount and to an upload. */
+static int donor_file_allowed(const char *folder, const char *path)
+{
+    char *real = realpath(path, NULL), *root = realpath(folder, NULL);
+    int ok = real && root && path_within(real, root);
+    if (!ok && real && root) {
+        char *slash = strrchr(root, '/');
+        if (slash && slash != root) {
+            *slash = '\0'; /* root = REPO/snapshots */
+            char *up = strrchr(root, '/');
+            if (up && strcmp(up + 1, "snapshots") == 0) {
+                *up = '\0'; /* root = REPO */
+                ok = root[0] && path_within(real, root);
+            }
+        }
+    }
+    free(real);
+    free(root);
+    return ok;
+}
+
 static int plan_tokenizer(mm_plan *p, mm_err *err)
 {
     const mm_config *cfg = p->cfg;
@@ -185,6 +217,13 @@ static int plan_tokenizer(mm_plan *p, mm_err *err)
         char *path = mm_path_join(ref->path, tokenizer_files[i]);
         struct stat st;
         if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+            if (!donor_file_allowed(ref->path, path)) {
+                mm_log_warn("%s is a link to a file outside the model folder; it is not served (copy the file "
+                            "into the folder to use it)",
+                            path);
+                free(path);
+                continue;
+            }
             mm_out_file *f = add_file(p, tokenizer_files[i], MM_FILE_SOURCE);
             f->source_path = path;
             f->size = (uint64_t)st.st_size;

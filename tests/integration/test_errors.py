@@ -493,6 +493,40 @@ def test_only_known_files_served_from_donor(tmp_path, mount, make_model, models)
     assert sorted(os.listdir(out)) == want
 
 
+def test_donor_links_outside_the_model_are_not_served(tmp_path, mount, models):
+    """A donor file that is a link is served only when it resolves inside the model folder (or, for a
+    Hugging Face cache snapshot, inside its repository folder): a downloaded folder must not make the
+    mount serve any file the user can read."""
+    src = models[(1, "bf16")]
+    private = tmp_path / "private.txt"
+    private.write_text("not for the mount")
+    donor = tmp_path / "donor"
+    shutil.copytree(src, donor)
+    os.remove(donor / "tokenizer.json")
+    os.symlink(str(private), donor / "tokenizer.json")                   # absolute, outside
+    os.remove(donor / "tokenizer_config.json")
+    os.symlink("../private.txt", donor / "tokenizer_config.json")        # relative, outside
+    os.makedirs(donor / "extra")
+    shutil.move(str(donor / "special_tokens_map.json"), donor / "extra" / "map.json")
+    os.symlink("extra/map.json", donor / "special_tokens_map.json")      # inside: served
+    config = mmtest.write_config(tmp_path, good_cfg(str(donor), models[(2, "bf16")]))
+    with mount(config) as m:
+        names = os.listdir(m.path)
+        assert "tokenizer.json" not in names and "tokenizer_config.json" not in names, names
+        assert mmtest.read_file(os.path.join(m.path, "special_tokens_map.json")) == \
+            mmtest.read_file(os.path.join(src, "special_tokens_map.json"))
+        log = m.stderr()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert re.search(re.escape(str(donor / name)) + r" is a link to a file outside the model folder", log), log
+    # The Hugging Face cache's own links (snapshot -> ../../blobs) are inside the repository: served.
+    snap = mmtest.hf_cache_model(src, "linktest/donor")
+    config = mmtest.write_config(tmp_path, good_cfg(snap, models[(2, "bf16")]))
+    with mount(config) as m:
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            assert mmtest.read_file(os.path.join(m.path, name)) == mmtest.read_file(os.path.join(src, name))
+        assert "outside the model folder" not in m.stderr()
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_tensor_missing_in_one_model(tmp_path, models, mode):
     folder = tmp_path / "missing_tensor_model"
