@@ -407,34 +407,59 @@ static int add_tensor(mm_plan *p, const slice_ctx *sl, const char *name, char *c
     return rc;
 }
 
-static int name_in(char **list, size_t n, const char *s)
+/* Names (or templates) of the kind selected by `pick` across all sources of a slice, deduplicated,
+ * in order of first appearance (sources in order, each model's tensors in order). pick returns the
+ * string to collect or NULL. Deduplicated by sorting, not by a scan per name: that made planning
+ * quadratic in the tensor count (a model with 100,000 tensors took minutes). */
+typedef const char *(*pick_fn)(const mm_model_tensor *t, int layer);
+
+typedef struct picked {
+    const char *s;
+    size_t seq;
+} picked;
+
+static int cmp_picked_name(const void *a, const void *b)
 {
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(list[i], s) == 0)
-            return 1;
-    return 0;
+    const picked *x = a, *y = b;
+    int c = strcmp(x->s, y->s);
+    return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
 }
 
-/* Names (or templates) of the kind selected by `pick` across all sources of a slice, deduplicated,
- * in sorted order. pick returns the string to collect or NULL. */
-typedef const char *(*pick_fn)(const mm_model_tensor *t, int layer);
+static int cmp_picked_seq(const void *a, const void *b)
+{
+    const picked *x = a, *y = b;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
 
 static size_t collect(mm_plan *p, const slice_ctx *sl, int offset, pick_fn pick, char ***out)
 {
-    char **list = NULL;
-    size_t n = 0;
+    size_t total = 0, n = 0;
+    for (size_t j = 0; j < sl->def->nsources; j++)
+        total += p->models[sl->model_idx[j]]->ntensors;
+    picked *all = mm_xmalloc((total ? total : 1) * sizeof *all);
     for (size_t j = 0; j < sl->def->nsources; j++) {
         const mm_model *m = p->models[sl->model_idx[j]];
         for (size_t i = 0; i < m->ntensors; i++) {
             const char *s = pick(&m->tensors[i], sl->start[j] + offset);
-            if (s && !name_in(list, n, s)) {
-                list = mm_xrealloc(list, (n + 1) * sizeof *list);
-                list[n++] = mm_xstrdup(s);
+            if (s) {
+                all[n] = (picked){s, n};
+                n++;
             }
         }
     }
+    /* Equal names end up adjacent, the first appearance first: keep that one. */
+    qsort(all, n, sizeof *all, cmp_picked_name);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++)
+        if (u == 0 || strcmp(all[u - 1].s, all[i].s) != 0)
+            all[u++] = all[i];
+    qsort(all, u, sizeof *all, cmp_picked_seq);
+    char **list = mm_xmalloc((u ? u : 1) * sizeof *list);
+    for (size_t i = 0; i < u; i++)
+        list[i] = mm_xstrdup(all[i].s);
+    free(all);
     *out = list;
-    return n;
+    return u;
 }
 
 static const char *pick_pre(const mm_model_tensor *t, int layer)

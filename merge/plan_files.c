@@ -51,6 +51,37 @@ static uint64_t tensor_bytes(const mm_out_tensor *t)
     return t->numel * mm_dtype_size(t->dtype);
 }
 
+/* Output tensors by the address of their name: mm_st_layout reorders a shard's entries, and each entry
+ * is found again by its (borrowed) name pointer in log time; a scan per entry made planning quadratic
+ * in the tensor count (minutes for 100,000 tensors). */
+typedef struct name_ref {
+    uintptr_t name;
+    size_t idx;
+} name_ref;
+
+static int cmp_name_ref(const void *a, const void *b)
+{
+    uintptr_t x = ((const name_ref *)a)->name, y = ((const name_ref *)b)->name;
+    return (x > y) - (x < y);
+}
+
+static name_ref *names_by_address(const mm_plan *p)
+{
+    name_ref *r = mm_xmalloc((p->ntensors ? p->ntensors : 1) * sizeof *r);
+    for (size_t i = 0; i < p->ntensors; i++)
+        r[i] = (name_ref){(uintptr_t)p->tensors[i].name, i};
+    qsort(r, p->ntensors, sizeof *r, cmp_name_ref);
+    return r;
+}
+
+/* The index of the tensor whose name is `name` (which must be one of them). */
+static size_t tensor_of_name(const name_ref *r, size_t n, const char *name)
+{
+    name_ref key = {(uintptr_t)name, 0};
+    const name_ref *hit = bsearch(&key, r, n, sizeof *r, cmp_name_ref);
+    return hit->idx;
+}
+
 /* Greedy fill in mergekit's save order (B5.3): a shard is closed before a tensor that would overflow
  * it, unless the shard is empty. */
 static void plan_shards(mm_plan *p)
@@ -74,6 +105,7 @@ static void plan_shards(mm_plan *p)
     }
     if (nshards == 0)
         nshards = 1; /* a merge without tensors still gets its (empty) model.safetensors */
+    name_ref *by_name = names_by_address(p);
     const char **wm_names = mm_xcalloc(n ? n : 1, sizeof *wm_names);
     const char **wm_files = mm_xcalloc(n ? n : 1, sizeof *wm_files);
     uint64_t total = 0;
@@ -102,13 +134,11 @@ static void plan_shards(mm_plan *p)
         f->ntensors = m;
         uint64_t data = 0;
         for (size_t k = 0; k < m; k++) {
-            for (size_t i = 0; i < n; i++)
-                if (p->tensors[i].name == st[k].name) {
-                    f->tensors[k] = i;
-                    p->tensors[i].file_idx = fidx;
-                    p->tensors[i].file_offset = hsize + st[k].begin;
-                    wm_names[i] = p->tensors[i].name;
-                }
+            size_t i = tensor_of_name(by_name, n, st[k].name);
+            f->tensors[k] = i;
+            p->tensors[i].file_idx = fidx;
+            p->tensors[i].file_offset = hsize + st[k].begin;
+            wm_names[i] = p->tensors[i].name;
             data = st[k].end;
         }
         f->size = hsize + data;
@@ -121,6 +151,7 @@ static void plan_shards(mm_plan *p)
         char *idx = mm_st_index_json(wm_names, wm_files, n, total);
         add_static(p, "model.safetensors.index.json", idx, strlen(idx));
     }
+    free(by_name);
     free(wm_names);
     free(wm_files);
     free(shard_of);
