@@ -692,7 +692,7 @@ static void free_setting(mm_psetting *s)
     free(s);
 }
 
-static void free_params(mm_params *p)
+void mm_params_free(mm_params *p)
 {
     for (size_t i = 0; i < p->n; i++) {
         free(p->items[i].name);
@@ -717,19 +717,19 @@ void mm_config_free(mm_config *c)
         mm_slice_def *sl = &c->slices[i];
         for (size_t j = 0; j < sl->nsources; j++) {
             free_ref(&sl->sources[j].model);
-            free_params(&sl->sources[j].params);
+            mm_params_free(&sl->sources[j].params);
         }
         free(sl->sources);
         free_ref(sl->base_model);
         free(sl->base_model);
-        free_params(&sl->params);
+        mm_params_free(&sl->params);
     }
     free(c->slices);
     free_ref(c->base_model);
     free(c->base_model);
     free_ref(c->tokenizer_model);
     free(c->tokenizer_model);
-    free_params(&c->params);
+    mm_params_free(&c->params);
     free(c->merge_method);
     free(c->text);
     free(c->path);

@@ -62,6 +62,9 @@ typedef struct mm_params {
     size_t n;
 } mm_params;
 
+/* Frees what a parameter map owns (names, settings, the item array); not p itself. */
+void mm_params_free(mm_params *p);
+
 /* The setting named `name` in a parameter map, or NULL. */
 const mm_psetting *mm_params_find(const mm_params *p, const char *name);
 

@@ -197,6 +197,20 @@ static int read_shard(const mm_vfs *v, const vfile *f, uint64_t off, size_t len,
     return 0;
 }
 
+/* The file of a read and the length actually readable at off: 1 (*f, *len cut at the end of the file),
+ * 0 at or past the end, -ENOENT for an unknown file. */
+static int clamp_read(const mm_vfs *v, size_t idx, uint64_t off, size_t *len, const vfile **f)
+{
+    if (idx >= v->n)
+        return -ENOENT;
+    *f = &v->files[idx];
+    if (off >= (*f)->size)
+        return 0;
+    if (*len > (*f)->size - off)
+        *len = (size_t)((*f)->size - off);
+    return 1;
+}
+
 /* The header part of a shard or a static file: one piece pointing at f->data. */
 static int zc_static(const vfile *f, uint64_t off, uint64_t end, struct iovec *iov, size_t *niov, size_t max)
 {
@@ -215,13 +229,10 @@ ssize_t mm_vfs_read_zc(mm_vfs *v, size_t idx, uint64_t off, size_t len, struct i
 {
     h->blocks.n = 0;
     *niov = 0;
-    if (idx >= v->n)
-        return -ENOENT;
-    const vfile *f = &v->files[idx];
-    if (off >= f->size)
-        return 0;
-    if (len > f->size - off)
-        len = (size_t)(f->size - off);
+    const vfile *f;
+    int at = clamp_read(v, idx, off, &len, &f);
+    if (at <= 0)
+        return at;
     const uint64_t end = off + len;
     int rc = 0;
     if (f->kind == VF_STATIC) {
@@ -260,13 +271,10 @@ void mm_vfs_hold_release(mm_vfs *v, mm_vfs_hold *h)
 
 ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf)
 {
-    if (idx >= v->n)
-        return -ENOENT;
-    const vfile *f = &v->files[idx];
-    if (off >= f->size)
-        return 0;
-    if (len > f->size - off)
-        len = (size_t)(f->size - off);
+    const vfile *f;
+    int at = clamp_read(v, idx, off, &len, &f);
+    if (at <= 0)
+        return at;
     int rc = 0;
     switch (f->kind) {
     case VF_STATIC:

@@ -110,26 +110,6 @@ static mm_psetting *take_setting(input *in, int allow_cond)
     return s;
 }
 
-static void free_value(mm_pvalue *v)
-{
-    if (v->kind == MM_PV_STR)
-        free(v->str);
-}
-
-static void free_setting(mm_psetting *s)
-{
-    free_value(&s->scalar);
-    for (size_t i = 0; i < s->ngrad; i++)
-        free_value(&s->grad[i]);
-    free(s->grad);
-    for (size_t i = 0; i < s->nconds; i++) {
-        free(s->conds[i].filter);
-        free_setting(s->conds[i].value);
-    }
-    free(s->conds);
-    free(s);
-}
-
 static const char *const param_names[] = {"weight", "density", "t", "epsilon"};
 #define NPARAMS (sizeof param_names / sizeof param_names[0])
 
@@ -268,12 +248,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_levels(levels, nlevels, own_name, extra_t[k]);
 
     free(own_name);
-    for (size_t l = 0; l < nlevels; l++) {
-        for (size_t i = 0; i < params[l].n; i++) {
-            free(params[l].items[i].name);
-            free_setting(params[l].items[i].setting);
-        }
-        free(params[l].items);
-    }
+    for (size_t l = 0; l < nlevels; l++)
+        mm_params_free(&params[l]);
     return 0;
 }

@@ -301,6 +301,16 @@ def files_of(folder):
     return sorted(os.listdir(folder))
 
 
+def wait_for(cond, timeout=10.0):
+    """Polls cond() every 20 ms until it is true (True) or `timeout` seconds have passed (False)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def read_file(path):
     with open(path, "rb") as f:
         return f.read()

@@ -12,6 +12,7 @@ Expected bytes always come from `mergemount build --no-cache` of the same config
 MM_SOAK_SECONDS (default 12) sets the length of each soak run, for longer local runs (raise
 MM_TEST_TIMEOUT with it)."""
 
+import contextlib
 import errno
 import json
 import os
@@ -97,15 +98,6 @@ def big_case(make_model, tmp_path_factory):
 
 # ---- helpers -------------------------------------------------------------------------------------------
 
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def mountinfo(path):
     """The /proc/self/mountinfo fields of the mount at path, or None. (os.path.ismount cannot tell a
     dead FUSE mount, whose stat fails with ENOTCONN, from no mount.)"""
@@ -120,6 +112,18 @@ def mountinfo(path):
 
 def served(mnt):
     return json.loads(os.getxattr(mnt, "user.mergemount.stats"))["bytes_served"]
+
+
+@contextlib.contextmanager
+def readers_running(mnt, case, n, **kw):
+    """start_readers as a context: whatever happens in the block, no reader outlives it."""
+    readers = start_readers(mnt, case, n, **kw)
+    try:
+        yield readers
+    finally:
+        for p in readers:
+            if p.poll() is None:
+                p.kill()
 
 
 def start_readers(mnt, case, n, seconds=120.0, mode="mix", seed=0):
@@ -199,17 +203,12 @@ def test_sigkill_during_reads(mount, linear_case, tmp_path):
     args = mount_args(linear_case, tmp_path)
     m = mount(linear_case["config"], *args)
     m.__enter__()
-    readers = start_readers(m.path, linear_case, 6)
-    try:
-        assert wait_for(lambda: served(m.path) > (8 << 20), timeout=60), "the readers did not get going"
+    with readers_running(m.path, linear_case, 6) as readers:
+        assert mmtest.wait_for(lambda: served(m.path) > (8 << 20), timeout=60), "the readers did not get going"
         assert all(p.poll() is None for p in readers), "a reader ended before the kill"
         m.proc.kill()
         assert m.proc.wait(timeout=10) == -signal.SIGKILL
         results = finish_readers(readers)
-    finally:
-        for p in readers:
-            if p.poll() is None:
-                p.kill()
     assert_readers_failed_cleanly(results)
     print("readers after the kill:", [res and res["error"] or rc for rc, res, _ in results])
     assert mountinfo(m.path) is not None, "the dead mount should still be listed until unmounted"
@@ -228,15 +227,10 @@ def test_sigkill_during_reads(mount, linear_case, tmp_path):
 def signal_during_reads(mnt, case, send):
     """Starts readers that only do O_DIRECT reads (so they are inside the daemon), sends the signal once
     bytes flow, and checks the readers end with errors and no wrong byte."""
-    readers = start_readers(mnt, case, 4, mode="direct")
-    try:
-        assert wait_for(lambda: served(mnt) > (4 << 20), timeout=60), "the readers did not get going"
+    with readers_running(mnt, case, 4, mode="direct") as readers:
+        assert mmtest.wait_for(lambda: served(mnt) > (4 << 20), timeout=60), "the readers did not get going"
         send()
         results = finish_readers(readers)
-    finally:
-        for p in readers:
-            if p.poll() is None:
-                p.kill()
     assert_readers_failed_cleanly(results)
 
 
@@ -351,7 +345,7 @@ def test_interrupted_readers(mount, big_case, tmp_path):
             print(f"cp interrupted in attempt {attempt}, after {os.path.getsize(tmp_path / 'copy')} bytes")
             victim = start_readers(m.path, big_case, 1, mode="mmap", seed=200)[0]
             before = served(m.path)
-            assert wait_for(lambda: served(m.path) > before + (4 << 20) or victim.poll() is not None, timeout=60)
+            assert mmtest.wait_for(lambda: served(m.path) > before + (4 << 20) or victim.poll() is not None, timeout=60)
             assert victim.poll() is None, victim.communicate()
             victim.kill()
             assert victim.wait(timeout=10) == -signal.SIGKILL
@@ -463,8 +457,7 @@ def test_soak(request, mount, tmp_path, monkeypatch, which, cache):
         fds_before = fd_count(pid)
         served_before = served(m.path)
         start = time.monotonic()
-        readers = start_readers(m.path, case, SOAK_READERS, seconds=SOAK_SECONDS, seed=1000)
-        try:
+        with readers_running(m.path, case, SOAK_READERS, seconds=SOAK_SECONDS, seed=1000) as readers:
             rss = []
             warm = None
             while any(p.poll() is None for p in readers):
@@ -474,14 +467,10 @@ def test_soak(request, mount, tmp_path, monkeypatch, which, cache):
                 time.sleep(0.25)
                 assert time.monotonic() - start < SOAK_SECONDS + 60, "the readers did not stop"
             results = finish_readers(readers)
-        finally:
-            for p in readers:
-                if p.poll() is None:
-                    p.kill()
         end = (proc_status(pid, "VmRSS"), proc_status(pid, "RssAnon"))
         assert_readers_clean(results)
         # releases reach the daemon asynchronously after the readers' close
-        wait_for(lambda: fd_count(pid) == fds_before, timeout=5)
+        mmtest.wait_for(lambda: fd_count(pid) == fds_before, timeout=5)
         fds_after = fd_count(pid)
         soak_served = served(m.path) - served_before
         reads = sum(res["reads"] for _, res, _ in results)

@@ -20,21 +20,12 @@ def linear_cfg(a, b):
             "models": [{"model": a, "parameters": {"weight": 0.25}}, {"model": b, "parameters": {"weight": 0.75}}]}
 
 
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def start(config, mnt, *args):
     err = tempfile.TemporaryFile()
     os.makedirs(mnt, exist_ok=True)
     proc = subprocess.Popen([mmtest.MERGEMOUNT, "mount", str(config), str(mnt), "-f", *args],
                             stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-    if not wait_for(lambda: os.path.ismount(mnt) or proc.poll() is not None):
+    if not mmtest.wait_for(lambda: os.path.ismount(mnt) or proc.poll() is not None):
         proc.kill()
         raise AssertionError("not mounted in 10 s")
     err.seek(0)
@@ -85,7 +76,7 @@ def test_sigkill_then_remount_same_bytes(binaries, tmp_path, models):
         r = mmtest.run([mmtest.FUSERMOUNT, "-u", mnt])
         if r.returncode != 0:  # a dead daemon's mount may need a lazy unmount
             mmtest.run([mmtest.FUSERMOUNT, "-u", "-z", mnt], check=True)
-        assert wait_for(lambda: not os.path.ismount(mnt))
+        assert mmtest.wait_for(lambda: not os.path.ismount(mnt))
     finally:
         cleanup(proc, mnt)
         err.close()
