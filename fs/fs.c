@@ -9,11 +9,14 @@
 #include <fuse_lowlevel.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -501,6 +504,41 @@ static void init_state(fs_state *fs, mm_vfs *vfs)
     fs->mtime.tv_nsec = (long)(ns % 1000000000);
 }
 
+/* libfuse 3.14's multi-threaded loop can miss SIGINT/SIGTERM/SIGHUP: its handler only sets the exit
+ * flag, and the main thread (waiting for the workers) notices only when the signal interrupts it or a
+ * worker blocked in read(). A signal that lands on a worker between its flag check and its next read()
+ * is lost until the next request arrives, which may be never (libfuse issue 997, fixed in 3.18; seen
+ * here as a test that waited 20 s for the daemon to exit under heavy load). This thread re-sends the
+ * signal to the main thread every 50 ms once the flag is set, until the loop has returned. */
+typedef struct exit_nudge {
+    struct fuse_session *se;
+    pthread_t main;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done;
+} exit_nudge;
+
+static void *nudge_main(void *arg)
+{
+    exit_nudge *n = arg;
+    pthread_mutex_lock(&n->lock);
+    while (!n->done) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 50 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&n->cond, &n->lock, &until);
+        /* Under the lock: `done` is set before the handlers are removed, so no signal follows it. */
+        if (!n->done && fuse_session_exited(n->se))
+            pthread_kill(n->main, SIGINT);
+    }
+    pthread_mutex_unlock(&n->lock);
+    return NULL;
+}
+
 /* Runs the session loop until unmount or a signal. A signal (positive return) is a clean stop. */
 static int serve(struct fuse_session *se, const char *mountpoint, mm_err *err)
 {
@@ -509,7 +547,26 @@ static int serve(struct fuse_session *se, const char *mountpoint, mm_err *err)
     /* One shared /dev/fuse fd: clone_fd gains little at this request size and costs an fd per thread. */
     cfg.clone_fd = 0;
     cfg.max_idle_threads = k_max_idle_threads;
+    exit_nudge nudge = {.se = se, .main = pthread_self()};
+    pthread_mutex_init(&nudge.lock, NULL);
+    pthread_cond_init(&nudge.cond, NULL);
+    /* The nudger takes no process signals: they go to the threads libfuse expects. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t nudger;
+    int started = pthread_create(&nudger, NULL, nudge_main, &nudge) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     int rc = fuse_session_loop_mt(se, &cfg);
+    if (started) {
+        pthread_mutex_lock(&nudge.lock);
+        nudge.done = 1;
+        pthread_cond_signal(&nudge.cond);
+        pthread_mutex_unlock(&nudge.lock);
+        pthread_join(nudger, NULL);
+    }
+    pthread_cond_destroy(&nudge.cond);
+    pthread_mutex_destroy(&nudge.lock);
     if (rc < 0)
         return mm_err_set(err, rc, "serving %s failed: %s", mountpoint, strerror(-rc));
     return 0;
