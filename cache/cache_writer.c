@@ -4,20 +4,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cache_internal.h"
-
-/* A monotonic deadline `ns` from now. */
-static struct timespec deadline_in(uint64_t ns)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    ns += (uint64_t)t.tv_nsec;
-    t.tv_sec += (time_t)(ns / 1000000000u);
-    t.tv_nsec = (long)(ns % 1000000000u);
-    return t;
-}
 
 /* Reserves `size` bytes of the queue bound. A put (`wait`) waits up to MM_CACHE_ROOM_WAIT_NS for the
  * writer to make room; hints give up at once. */
@@ -34,7 +22,7 @@ static bool reserve(mm_cache *c, uint64_t size, bool wait)
         if (!wait)
             break;
         if (!locked) {
-            until = deadline_in(MM_CACHE_ROOM_WAIT_NS);
+            until = mm_deadline_in(MM_CACHE_ROOM_WAIT_NS);
             pthread_mutex_lock(&c->q_lock);
             locked = true;
             continue; /* the writer may have made room before we held the lock */
@@ -248,7 +236,7 @@ static void write_all(mm_cache *c, mm_cache_op *list)
  * worth is queued, MM_CACHE_GATHER_NS have passed, or a flush or stop asks for a commit now. */
 static void gather(mm_cache *c)
 {
-    const struct timespec until = deadline_in(MM_CACHE_GATHER_NS);
+    const struct timespec until = mm_deadline_in(MM_CACHE_GATHER_NS);
     while (!c->q_stop && c->q_list_bytes < c->txn_cap && c->q_flush_seq <= c->q_done_seq)
         if (pthread_cond_timedwait(&c->q_work, &c->q_lock, &until) == ETIMEDOUT)
             break;
@@ -281,13 +269,9 @@ static void *writer_main(void *arg)
 int mm_cache_writer_start(mm_cache *c, mm_err *err)
 {
     pthread_mutex_init(&c->q_lock, NULL);
-    /* gather() and reserve() wait with monotonic deadlines: clock changes must not stretch them. */
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->q_work, &ca);
-    pthread_cond_init(&c->q_room, &ca);
-    pthread_condattr_destroy(&ca);
+    /* gather() and reserve() wait with monotonic deadlines. */
+    mm_cond_init_monotonic(&c->q_work);
+    mm_cond_init_monotonic(&c->q_room);
     pthread_cond_init(&c->q_done, NULL);
     /* The writer inherits a full signal mask: process signals (SIGINT, SIGTERM of the daemon) go to
      * threads that expect them. */

@@ -523,13 +523,7 @@ static void *nudge_main(void *arg)
     exit_nudge *n = arg;
     pthread_mutex_lock(&n->lock);
     while (!n->done) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 50 * 1000 * 1000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
+        const struct timespec until = mm_deadline_in(50ull * 1000 * 1000);
         pthread_cond_timedwait(&n->cond, &n->lock, &until);
         /* Under the lock: `done` is set before the handlers are removed, so no signal follows it. */
         if (!n->done && fuse_session_exited(n->se))
@@ -549,7 +543,7 @@ static int serve(struct fuse_session *se, const char *mountpoint, mm_err *err)
     cfg.max_idle_threads = k_max_idle_threads;
     exit_nudge nudge = {.se = se, .main = pthread_self()};
     pthread_mutex_init(&nudge.lock, NULL);
-    pthread_cond_init(&nudge.cond, NULL);
+    mm_cond_init_monotonic(&nudge.cond);
     /* The nudger takes no process signals: they go to the threads libfuse expects. */
     sigset_t all, old;
     sigfillset(&all);

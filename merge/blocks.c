@@ -247,31 +247,48 @@ static void count_hit(mm_blocks *b, const mm_out_tensor *t, uint64_t blk, int to
     }
 }
 
+/* The part of block blk of t that a read of bytes [off, end) of its data covers: the block is bytes
+ * [b0, b1), the read covers [a, z) of it. */
+typedef struct span {
+    uint64_t b0, b1, a, z;
+} span;
+
+static span block_span(const mm_out_tensor *t, uint64_t blk, uint64_t off, uint64_t end)
+{
+    const size_t es = mm_dtype_size(t->dtype);
+    const uint64_t bs = t->block_elems * es, total = t->numel * es;
+    span s = {.b0 = blk * bs};
+    s.b1 = s.b0 + bs < total ? s.b0 + bs : total;
+    s.a = off > s.b0 ? off : s.b0;
+    s.z = end < s.b1 ? end : s.b1;
+    return s;
+}
+
 int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, struct iovec *iov, size_t *niov,
                    size_t max, mm_blocks_hold *h)
 {
+    if (!b->cache)
+        return 1; /* nothing to point at: the caller reads (and checks the sources) */
     if (mm_srcfile_check_tensor(t) < 0)
         return -EIO;
-    if (!b->cache)
-        return 1;
-    const size_t es = mm_dtype_size(t->dtype);
-    const uint64_t bs = t->block_elems * es, total = t->numel * es, end = off + len;
+    const uint64_t bs = t->block_elems * mm_dtype_size(t->dtype), end = off + len;
     for (uint64_t blk = off / bs; blk * bs < end; blk++) {
         if (*niov >= max || h->n >= MM_BLOCKS_HOLD_MAX)
             return 1;
-        uint64_t b0 = blk * bs, b1 = b0 + bs < total ? b0 + bs : total;
-        uint64_t a = off > b0 ? off : b0, z = end < b1 ? end : b1;
+        const span s = block_span(t, blk, off, end);
         mm_cache_hit *hit = &h->hits[h->n];
-        if (!get_block(b, t, blk, b1 - b0, hit))
+        if (!get_block(b, t, blk, s.b1 - s.b0, hit))
             return 1;
         h->n++;
-        iov[*niov].iov_base = (unsigned char *)(uintptr_t)hit->data + (a - b0);
-        iov[*niov].iov_len = (size_t)(z - a);
+        iov[*niov].iov_base = (unsigned char *)(uintptr_t)hit->data + (s.a - s.b0);
+        iov[*niov].iov_len = (size_t)(s.z - s.a);
         (*niov)++;
     }
     /* Counted only now: after a 1 the caller reads the same blocks again with mm_blocks_read. */
-    for (uint64_t blk = off / bs; blk * bs < end; blk++)
-        count_hit(b, t, blk, end >= (blk + 1) * bs || end == total);
+    for (uint64_t blk = off / bs; blk * bs < end; blk++) {
+        const span s = block_span(t, blk, off, end);
+        count_hit(b, t, blk, s.z == s.b1);
+    }
     return 0;
 }
 
@@ -297,14 +314,11 @@ int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
         return mm_engine_read(t, stats, off, len, buf);
     }
     int stats_known = 0;
-    const size_t es = mm_dtype_size(t->dtype);
-    const uint64_t bs = t->block_elems * es, total = t->numel * es, end = off + len;
+    const uint64_t bs = t->block_elems * mm_dtype_size(t->dtype), end = off + len;
     unsigned char *dst = buf;
     for (uint64_t blk = off / bs; blk * bs < end; blk++) {
-        uint64_t b0 = blk * bs, b1 = b0 + bs < total ? b0 + bs : total;
-        uint64_t a = off > b0 ? off : b0, z = end < b1 ? end : b1;
-        unsigned char key[MM_CACHE_KEY_LEN];
-        block_key(t, blk, key);
+        const span sp = block_span(t, blk, off, end);
+        const uint64_t b0 = sp.b0, b1 = sp.b1, a = sp.a, z = sp.z;
         mm_cache_hit hit;
         if (get_block(b, t, blk, b1 - b0, &hit)) {
             memcpy(dst + (a - off), (const unsigned char *)hit.data + (a - b0), (size_t)(z - a));
@@ -313,6 +327,8 @@ int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
             continue;
         }
         atomic_fetch_add(&b->misses, 1);
+        unsigned char key[MM_CACHE_KEY_LEN];
+        block_key(t, blk, key);
         /* Statistics only when something must be computed: a fully cached tensor needs no pre-pass. */
         if (!stats_known) {
             int rc = stats_get(b, t, &stats);

@@ -17,12 +17,18 @@ static int read_fail(const mm_input *in, int rc)
     return mm_srcfile_failed(in->mt->shard->src, rc);
 }
 
+/* File offset of the first byte of an input's tensor data. */
+static uint64_t data_offset(const mm_input *in)
+{
+    return in->mt->shard->hdr.data_start + in->mt->st->begin;
+}
+
 /* Raw bytes of input elements [e, e + n) in output element numbering (crop-aware). */
 static int read_raw(const mm_out_tensor *t, const mm_input *in, uint64_t e, size_t n, unsigned char *dst)
 {
     const mm_st_tensor *st = in->mt->st;
     const size_t es = mm_dtype_size(st->dtype);
-    const uint64_t base = in->mt->shard->hdr.data_start + st->begin;
+    const uint64_t base = data_offset(in);
     if (!in->src_cols) {
         int rc = mm_pread_full(in->mt->shard->fd, dst, n * es, base + e * es);
         return rc < 0 ? read_fail(in, rc) : 0;
@@ -58,7 +64,7 @@ void mm_engine_prefetch(const mm_out_tensor *t, uint64_t e0, uint64_t e1)
             a = e0 / cols * in->src_cols + e0 % cols;
             z = (e1 - 1) / cols * in->src_cols + (e1 - 1) % cols + 1;
         }
-        (void)posix_fadvise(in->mt->shard->fd, (off_t)(in->mt->shard->hdr.data_start + in->mt->st->begin + a * es),
+        (void)posix_fadvise(in->mt->shard->fd, (off_t)(data_offset(in) + a * es),
                             (off_t)((z - a) * es), POSIX_FADV_WILLNEED);
     }
 }
@@ -197,7 +203,7 @@ int mm_engine_read(const mm_out_tensor *t, const void *stats, uint64_t off, size
     mm_engine_prefetch(t, e0, e1 + (e1 - e0));
     if (is_copy(t)) {
         const mm_input *in = &t->inputs[0];
-        int rc = mm_pread_full(in->mt->shard->fd, buf, len, in->mt->shard->hdr.data_start + in->mt->st->begin + off);
+        int rc = mm_pread_full(in->mt->shard->fd, buf, len, data_offset(in) + off);
         return rc < 0 ? read_fail(in, rc) : mm_srcfile_verify(in->mt->shard->src);
     }
     const uint64_t al = alignment(t);

@@ -638,14 +638,23 @@ static void merge_selectors(prepass_ctx *p)
             }
 }
 
+/* The start of every pass's chunk: count it, and split the chunk's scratch into n floats (magnitudes)
+ * and n keys. Returns the current task's parts. */
+static task_part *chunk_begin(worker *w, const mm_kernel_args *a, float **m, uint32_t **keys)
+{
+    w->streamed += a->n;
+    *m = a->scratch;
+    *keys = (uint32_t *)(void *)(a->scratch + a->n);
+    return parts_of(w->p, w->task);
+}
+
 static int select_chunk(void *vctx, const mm_kernel_args *a)
 {
     worker *w = vctx;
     prepass_ctx *p = w->p;
-    task_part *part = parts_of(p, w->task);
-    w->streamed += a->n;
-    float *m = a->scratch;
-    uint32_t *keys = (uint32_t *)(void *)(a->scratch + a->n);
+    float *m;
+    uint32_t *keys;
+    task_part *part = chunk_begin(w, a, &m, &keys);
     for (size_t i = 0; i < a->t->ninputs; i++) {
         if (!active(p, i))
             continue;
@@ -697,10 +706,9 @@ static int locate_chunk(void *vctx, const mm_kernel_args *a)
 {
     worker *w = vctx;
     prepass_ctx *p = w->p;
-    task_part *part = parts_of(p, w->task);
-    w->streamed += a->n;
-    float *m = a->scratch;
-    uint32_t *keys = (uint32_t *)(void *)(a->scratch + a->n);
+    float *m;
+    uint32_t *keys;
+    task_part *part = chunk_begin(w, a, &m, &keys);
     for (size_t i = 0; i < a->t->ninputs; i++) {
         const band_job *j = &p->job[i];
         if (!active(p, i) || (!p->rescale && located(j)))

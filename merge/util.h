@@ -6,9 +6,11 @@
 #ifndef MM_UTIL_H
 #define MM_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 typedef struct mm_err {
     char msg[2048];
@@ -66,6 +68,11 @@ char *mm_path_join(const char *dir, const char *name);
 size_t mm_edit_distance(const char *a, const char *b);
 /* Returns the candidate closest to `word` if it is close enough to be a plausible typo, else NULL. */
 const char *mm_suggest(const char *word, const char *const *candidates, size_t n);
+
+/* Timed waits that clock changes cannot stretch: mm_cond_init_monotonic makes c's timed waits use
+ * CLOCK_MONOTONIC, and mm_deadline_in gives the absolute time `ns` nanoseconds from now on that clock. */
+void mm_cond_init_monotonic(pthread_cond_t *c);
+struct timespec mm_deadline_in(uint64_t ns);
 
 /* Python's repr() of a float ("0.5", "1e-05", "10000.0") into buf: the shortest text that reads back
  * to the same double. Used wherever we write numbers the way mergekit's Python would. */

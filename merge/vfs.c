@@ -173,15 +173,13 @@ static size_t first_tensor_after(const mm_vfs *v, const mm_out_file *of, uint64_
     return lo;
 }
 
-/* Shard data: header bytes, then each tensor's bytes from the engine. */
-static int read_shard(const mm_vfs *v, const vfile *f, uint64_t off, size_t len, char *buf)
+/* Calls fn for each tensor's part of shard bytes [off, end) in file order: the tensor, the offset in its
+ * data, the length, and where the part starts in the read. Stops at the first non-zero return. */
+typedef int (*piece_fn)(void *ctx, const mm_out_tensor *t, uint64_t toff, size_t n, size_t at);
+
+static int each_tensor_piece(const mm_vfs *v, const vfile *f, uint64_t off, uint64_t end, piece_fn fn, void *ctx)
 {
     const mm_out_file *of = f->shard;
-    uint64_t end = off + len;
-    if (off < f->data_len) {
-        size_t n = (size_t)((end < f->data_len ? end : f->data_len) - off);
-        memcpy(buf, f->data + off, n);
-    }
     for (size_t k = first_tensor_after(v, of, off); k < of->ntensors; k++) {
         const mm_out_tensor *t = &v->plan->tensors[of->tensors[k]];
         uint64_t ts = t->file_offset, te = ts + t->numel * mm_dtype_size(t->dtype);
@@ -190,11 +188,34 @@ static int read_shard(const mm_vfs *v, const vfile *f, uint64_t off, size_t len,
         uint64_t a = off > ts ? off : ts, b = end < te ? end : te;
         if (a >= b)
             continue;
-        int rc = mm_blocks_read(v->blocks, t, a - ts, (size_t)(b - a), buf + (a - off));
-        if (rc < 0)
+        int rc = fn(ctx, t, a - ts, (size_t)(b - a), (size_t)(a - off));
+        if (rc != 0)
             return rc;
     }
     return 0;
+}
+
+typedef struct copy_ctx {
+    mm_blocks *blocks;
+    char *buf;
+} copy_ctx;
+
+static int copy_piece(void *vctx, const mm_out_tensor *t, uint64_t toff, size_t n, size_t at)
+{
+    copy_ctx *c = vctx;
+    return mm_blocks_read(c->blocks, t, toff, n, c->buf + at);
+}
+
+/* Shard data: header bytes, then each tensor's bytes from the engine. */
+static int read_shard(const mm_vfs *v, const vfile *f, uint64_t off, size_t len, char *buf)
+{
+    uint64_t end = off + len;
+    if (off < f->data_len) {
+        size_t n = (size_t)((end < f->data_len ? end : f->data_len) - off);
+        memcpy(buf, f->data + off, n);
+    }
+    copy_ctx c = {v->blocks, buf};
+    return each_tensor_piece(v, f, off, end, copy_piece, &c);
 }
 
 /* The file of a read and the length actually readable at off: 1 (*f, *len cut at the end of the file),
@@ -224,6 +245,20 @@ static int zc_static(const vfile *f, uint64_t off, uint64_t end, struct iovec *i
     return 0;
 }
 
+typedef struct peek_ctx {
+    mm_blocks *blocks;
+    struct iovec *iov;
+    size_t *niov, max;
+    mm_blocks_hold *hold;
+} peek_ctx;
+
+static int peek_piece(void *vctx, const mm_out_tensor *t, uint64_t toff, size_t n, size_t at)
+{
+    (void)at; /* pieces are appended in file order */
+    peek_ctx *c = vctx;
+    return mm_blocks_peek(c->blocks, t, toff, n, c->iov, c->niov, c->max, c->hold);
+}
+
 ssize_t mm_vfs_read_zc(mm_vfs *v, size_t idx, uint64_t off, size_t len, struct iovec *iov, size_t *niov, size_t max,
                        mm_vfs_hold *h)
 {
@@ -239,16 +274,9 @@ ssize_t mm_vfs_read_zc(mm_vfs *v, size_t idx, uint64_t off, size_t len, struct i
         rc = zc_static(f, off, end, iov, niov, max);
     } else if (f->kind == VF_SHARD && v->blocks) {
         rc = zc_static(f, off, end, iov, niov, max);
-        const mm_out_file *of = f->shard;
-        for (size_t k = first_tensor_after(v, of, off); rc == 0 && k < of->ntensors; k++) {
-            const mm_out_tensor *t = &v->plan->tensors[of->tensors[k]];
-            uint64_t ts = t->file_offset, te = ts + t->numel * mm_dtype_size(t->dtype);
-            if (ts >= end)
-                break;
-            uint64_t a = off > ts ? off : ts, b = end < te ? end : te;
-            if (a < b)
-                rc = mm_blocks_peek(v->blocks, t, a - ts, (size_t)(b - a), iov, niov, max, &h->blocks);
-        }
+        peek_ctx c = {v->blocks, iov, niov, max, &h->blocks};
+        if (rc == 0)
+            rc = each_tensor_piece(v, f, off, end, peek_piece, &c);
     } else {
         rc = 1; /* a donor file: read through its descriptor */
     }
