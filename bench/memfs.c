@@ -9,8 +9,8 @@
  * fusermount3 -u end it). SIZE in bytes, or with a K/M/G suffix (powers of 1024). */
 #define FUSE_USE_VERSION 35
 
-#include "../tools/cli.h"
-#include "../fs/readahead.h"
+#include "tools/cli.h"
+#include "fs/readahead.h"
 
 #include <fuse_lowlevel.h>
 

@@ -1,4 +1,4 @@
-/* What re-validating source files costs on the read path (merge/srcfile.h), next to what a block
+/* What re-validating source files costs on the read path (merge/plan/srcfile.h), next to what a block
  * costs anyway: `mm-srcfile-bench FILE` prints nanoseconds per call of
  *   check      mm_srcfile_check inside its interval (every read, cache hits included, per input file)
  *   verify     mm_srcfile_verify, one fstat (every computed block, per input file)
@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "../merge/srcfile.h"
+#include "merge/plan/srcfile.h"
 
 static double now_ns(void)
 {

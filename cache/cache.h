@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../merge/util.h"
+#include "base/util.h"
 
 #define MM_CACHE_KEY_LEN 40
 #define MM_CACHE_RECIPE_LEN 32

@@ -8,8 +8,8 @@
 
 #include <stddef.h>
 
-#include "../merge/dtype.h"
-#include "../merge/util.h"
+#include "merge/formats/dtype.h"
+#include "base/util.h"
 
 /* A place in the YAML file, for messages: "<file>:<line>:<col>: ...". line and col are 1-based. */
 typedef struct mm_srcpos {

@@ -24,7 +24,7 @@
 
 #include <stddef.h>
 
-#include "../merge/util.h"
+#include "base/util.h"
 
 typedef enum { MM_YN_SCALAR, MM_YN_SEQ, MM_YN_MAP } mm_ynode_kind;
 typedef enum { MM_YS_NULL, MM_YS_BOOL, MM_YS_INT, MM_YS_FLOAT, MM_YS_STR } mm_yscalar_type;

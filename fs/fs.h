@@ -3,8 +3,8 @@
 #ifndef MM_FS_H
 #define MM_FS_H
 
-#include "../merge/util.h"
-#include "../merge/vfs.h"
+#include "base/util.h"
+#include "merge/engine/vfs.h"
 
 typedef struct mm_fs_options {
     const char *mountpoint;

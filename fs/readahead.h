@@ -4,7 +4,7 @@
 #ifndef MM_FS_READAHEAD_H
 #define MM_FS_READAHEAD_H
 
-#include "../merge/util.h"
+#include "base/util.h"
 
 /* Sets read_ahead_kb of the FUSE mount at `mountpoint` (an absolute, resolved path) via
  * /sys/class/bdi/<major>:<minor>/read_ahead_kb, finding major:minor in /proc/self/mountinfo (never by

@@ -7,8 +7,8 @@
 #ifndef MM_BUILD_H
 #define MM_BUILD_H
 
-#include "../merge/util.h"
-#include "../merge/vfs.h"
+#include "base/util.h"
+#include "merge/engine/vfs.h"
 
 typedef struct mm_build_options {
     const char *outdir;

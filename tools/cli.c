@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../merge/util.h"
+#include "base/util.h"
 
 const char mm_cli_common_help[] =
     "merge options (as mergekit-yaml):\n"

@@ -6,7 +6,7 @@
 #include <getopt.h>
 #include <stdint.h>
 
-#include "../merge/plan.h"
+#include "merge/plan/plan.h"
 
 /* Parses a byte count with optional decimal K/M/B suffix (1e3/1e6/1e9), as mergekit's parse_kmb. */
 int mm_cli_parse_size(const char *s, uint64_t *out);

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/xattr.h>
 
-#include "../cache/cache.h"
+#include "cache/cache.h"
 #include "cli.h"
 #include "commands.h"
 

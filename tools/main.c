@@ -8,14 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../config/config.h"
-#include "../fs/fs.h"
-#include "../merge/plan.h"
-#include "../merge/vfs.h"
+#include "config/config.h"
+#include "fs/fs.h"
+#include "merge/plan/plan.h"
+#include "merge/engine/vfs.h"
 #include "build.h"
 #include "cli.h"
 #include "commands.h"
-#include "../cache/cache.h"
+#include "cache/cache.h"
 
 static const char usage_main[] =
     "usage: mergemount <command> [options]\n"

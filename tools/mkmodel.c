@@ -19,10 +19,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../merge/dtype.h"
-#include "../merge/numeric.h"
-#include "../merge/safetensors.h"
-#include "../merge/util.h"
+#include "merge/formats/dtype.h"
+#include "merge/formats/numeric.h"
+#include "merge/formats/safetensors.h"
+#include "base/util.h"
 
 #define PROG "mm-mkmodel"
 

@@ -1,6 +1,6 @@
 #include "progress.h"
 
-#include "../merge/util.h"
+#include "base/util.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

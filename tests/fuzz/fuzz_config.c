@@ -1,7 +1,7 @@
 /* Fuzzes the YAML config reader (config/yaml.c, config/config.c, config/modelref.c) and, for configs it
  * accepts, the planner's validation (merge/plan*.c: methods, parameters, layer ranges, shapes, dtypes,
  * the output folder), as `mergemount plan` runs them; then computes every byte of an accepted plan's
- * output (merge/vfs.c, blocks.c, engine.c and the methods, no cache), so the methods also run on
+ * output (merge/engine/vfs.c, blocks.c, engine.c and the methods, no cache), so the methods also run on
  * whatever parameter values a config can give. The input is the config file's text.
  *
  * So that validation goes past "model not found", the first run makes a small Hugging Face cache of
@@ -24,8 +24,8 @@
 
 #include "config/config.h"
 #include "fuzz.h"
-#include "merge/plan.h"
-#include "merge/vfs.h"
+#include "merge/plan/plan.h"
+#include "merge/engine/vfs.h"
 
 static FILE *devnull;
 

@@ -19,7 +19,7 @@
 
 #include "config/config.h"
 #include "fuzz.h"
-#include "merge/model.h"
+#include "merge/plan/model.h"
 
 #define MAX_LEVELS 3
 

@@ -8,7 +8,7 @@ serves nothing of the old content then either.
 Every read that must reach the daemon uses O_DIRECT (the kernel's page cache would answer otherwise),
 over page-aligned ranges: a range is expected to fail exactly when it overlaps a tensor computed from
 the changed shard. The daemon looks at a source's path at most every MM_SRCFILE_RECHECK_MS (100 ms,
-merge/srcfile.h): a cache hit, or a read of a deleted or replaced file (whose old inode stays readable),
+merge/plan/srcfile.h): a cache hit, or a read of a deleted or replaced file (whose old inode stays readable),
 may still return the mount-time bytes within that interval, never other bytes; after it, EIO."""
 
 import errno

@@ -7,7 +7,7 @@
 
 #include "check.h"
 #include "config/config.h"
-#include "merge/plan.h"
+#include "merge/plan/plan.h"
 
 static char root[] = "/tmp/mm-plan-XXXXXX";
 

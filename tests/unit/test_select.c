@@ -4,8 +4,8 @@
 #include <stdlib.h>
 
 #include "check.h"
-#include "merge/numeric.h"
-#include "merge/select.h"
+#include "merge/formats/numeric.h"
+#include "merge/methods/select.h"
 
 /* A small deterministic generator (the test must not depend on the platform's rand()). */
 static uint64_t rng_state = 88172645463325252ull;

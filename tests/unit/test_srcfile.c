@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "merge/srcfile.h"
+#include "merge/plan/srcfile.h"
 
 static double now_ms(void)
 {

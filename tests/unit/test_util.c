@@ -1,11 +1,11 @@
-/* merge/util: Python-style float formatting, suggestions, buffers, UTF-8 validation. */
+/* base/util: Python-style float formatting, suggestions, buffers, UTF-8 validation. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "check.h"
-#include "merge/philox.h"
-#include "merge/sha256.h"
-#include "merge/util.h"
+#include "merge/methods/philox.h"
+#include "base/sha256.h"
+#include "base/util.h"
 
 static void fmt(double v, const char *want)
 {

@@ -8,7 +8,7 @@
  * holds for bf16 values, whose float32 form has zero low bits (all ones once a negative value's key
  * is complemented). Otherwise pass 2 histograms the low 16 bits of the keys inside that one bucket. */
 #include "select.h"
-#include "vector.h"
+#include "base/vector.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -5,10 +5,10 @@
 #include <math.h>
 #include <string.h>
 
-#include "engine.h"
+#include "merge/engine/engine.h"
 #include "method.h"
-#include "numeric.h"
-#include "plan.h"
+#include "merge/formats/numeric.h"
+#include "merge/plan/plan.h"
 
 #define MM_N(a) (sizeof(a) / sizeof((a)[0]))
 

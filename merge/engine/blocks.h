@@ -15,9 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../cache/cache.h"
-#include "plan.h"
-#include "util.h"
+#include "cache/cache.h"
+#include "merge/plan/plan.h"
+#include "base/util.h"
 
 typedef struct mm_blocks mm_blocks;
 

@@ -13,7 +13,7 @@
 #include <sys/types.h>
 
 #include "blocks.h"
-#include "util.h"
+#include "base/util.h"
 
 typedef struct mm_vfs mm_vfs;
 
@@ -22,7 +22,7 @@ mm_vfs *mm_vfs_new(void);
 /* A file whose bytes are `data` (copied). */
 void mm_vfs_add_static(mm_vfs *v, const char *name, const void *data, size_t len);
 /* A regular file served from `path` as it is; size taken now (fstat); its reads fail once it changes
- * (merge/srcfile.h). Returns 0 or -errno. */
+ * (merge/plan/srcfile.h). Returns 0 or -errno. */
 int mm_vfs_add_source(mm_vfs *v, const char *name, const char *path);
 /* The vfs of a plan: its files in name order. The plan must outlive the vfs. */
 struct mm_plan;
@@ -31,7 +31,7 @@ int mm_vfs_from_plan(const struct mm_plan *p, mm_vfs **out, mm_err *err);
  * the first read; `dir` is reported in the statistics. */
 struct mm_cache;
 void mm_vfs_set_cache(mm_vfs *v, struct mm_cache *c, const char *dir);
-/* The read counters (see merge/blocks.h) as a JSON object. */
+/* The read counters (see merge/engine/blocks.h) as a JSON object. */
 void mm_vfs_stats_json(mm_vfs *v, mm_buf *out);
 
 /* Frees the vfs and everything it owns. No read may be running. */
@@ -49,7 +49,7 @@ int64_t mm_vfs_mtime(const mm_vfs *v);
 
 /* Reads up to len bytes at off of file idx into buf. Returns the number of bytes produced (short only at
  * end of file; 0 at or past EOF) or a negative errno: -EIO when a source file it needs cannot be read or
- * changed since it was opened (merge/srcfile.h; a message naming the file is logged once). */
+ * changed since it was opened (merge/plan/srcfile.h; a message naming the file is logged once). */
 ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf);
 
 /* Zero-copy reads. The same bytes as mm_vfs_read, as pieces pointing into the vfs's own memory (headers,

@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "util.h"
+#include "base/util.h"
 
 typedef struct cJSON cJSON;
 

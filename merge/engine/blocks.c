@@ -8,7 +8,7 @@
 #include <sys/uio.h>
 
 #include "engine.h"
-#include "jsonpy.h"
+#include "merge/formats/jsonpy.h"
 
 /* In-flight blocks are kept in a table split into stripes, each with its own lock, so readers of
  * different blocks never wait on one another (no global lock on the read path). */
@@ -302,7 +302,7 @@ void mm_blocks_hold_release(mm_blocks *b, mm_blocks_hold *h)
 int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf)
 {
     /* Cache hits and the statistics memo included: nothing derived from a source that was seen changed
-     * is served (merge/srcfile.h). */
+     * is served (merge/plan/srcfile.h). */
     if (mm_srcfile_check_tensor(t) < 0)
         return -EIO;
     const void *stats = NULL;

@@ -30,7 +30,7 @@
 #include <stdint.h>
 
 #include "method.h"
-#include "plan.h"
+#include "merge/plan/plan.h"
 #include "select.h"
 
 typedef enum {

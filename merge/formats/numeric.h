@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "dtype.h"
-#include "vector.h"
+#include "base/vector.h"
 
 /* bf16 <-> f32. f32 -> bf16 rounds to nearest even; NaN stays a quiet NaN. */
 static inline float mm_bf16_to_f32(uint16_t h)

@@ -8,11 +8,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "plan.h"
+#include "merge/plan/plan.h"
 
 /* Fills buf with bytes [off, off + len) of tensor t's data (off relative to the start of its data;
  * off + len must not exceed its byte size). `stats` is the tensor's statistics blob when its method
- * has a pre-pass (merge/blocks.c obtains it), else NULL. Returns 0, or -EIO when an input cannot be
+ * has a pre-pass (merge/engine/blocks.c obtains it), else NULL. Returns 0, or -EIO when an input cannot be
  * read or changed since it was opened (mm_srcfile_verify after the reads; logged once per file), or
  * -ENOMEM. */
 int mm_engine_read(const mm_out_tensor *t, const void *stats, uint64_t off, size_t len, void *buf);

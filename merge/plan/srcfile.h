@@ -38,7 +38,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "util.h"
+#include "base/util.h"
 
 /* How stale the path check of a file may be when a read is served (see above). */
 #define MM_SRCFILE_RECHECK_MS 100

@@ -6,12 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "numeric.h"
+#include "merge/formats/numeric.h"
 
 /* Elements per step: inputs and output of one step stay in L2 cache. */
 #define CHUNK 8192
 
-/* Logged once per file, with how the file changed if it did (merge/srcfile.h). */
+/* Logged once per file, with how the file changed if it did (merge/plan/srcfile.h). */
 static int read_fail(const mm_input *in, int rc)
 {
     return mm_srcfile_failed(in->mt->shard->src, rc);
@@ -137,7 +137,7 @@ static int walk(const mm_out_tensor *t, uint64_t e0, uint64_t n, chunk_fn fn, vo
     free(raw);
     free(in);
     /* Only now are the bytes known to come from the files that were opened: a write that began before
-     * the last read had already changed their mtime/ctime (merge/srcfile.h). */
+     * the last read had already changed their mtime/ctime (merge/plan/srcfile.h). */
     return rc == 0 ? mm_srcfile_verify_tensor(t) : rc;
 }
 

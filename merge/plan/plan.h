@@ -11,10 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../config/config.h"
-#include "method.h"
+#include "config/config.h"
+#include "merge/methods/method.h"
 #include "model.h"
-#include "safetensors.h"
+#include "merge/formats/safetensors.h"
 
 #define MM_MAX_INPUTS 64
 
@@ -56,7 +56,7 @@ typedef struct mm_out_tensor {
     char *group_label;     /* shard-order key: greatest input tensor name (B5.4) */
     /* Per-tensor constants prepared by the method (e.g. rounded weights and their sum). */
     float kc[MM_MAX_INPUTS + 4];
-    unsigned char recipe[32]; /* what determines the bytes (merge/recipe.h); the block cache key */
+    unsigned char recipe[32]; /* what determines the bytes (merge/plan/recipe.h); the block cache key */
     uint64_t block_elems;  /* elements per cache block (about 1 MiB of output) */
     size_t file_idx;       /* into mm_plan.files */
     uint64_t file_offset;  /* absolute byte offset of the data in its shard */

@@ -6,8 +6,8 @@
 
 #include <stddef.h>
 
-#include "dtype.h"
-#include "util.h"
+#include "merge/formats/dtype.h"
+#include "base/util.h"
 
 struct mm_out_tensor;
 

@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include "blocks.h"
-#include "plan.h"
-#include "srcfile.h"
-#include "util.h"
+#include "merge/plan/plan.h"
+#include "merge/plan/srcfile.h"
+#include "base/util.h"
 
 typedef enum { VF_STATIC, VF_SOURCE, VF_SHARD } vf_kind;
 

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "dtype.h"
-#include "util.h"
+#include "base/util.h"
 
 #define MM_MAX_DIMS 8
 /* The reference reader refuses headers over 100 MB. */

@@ -14,8 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine.h"
-#include "numeric.h"
+#include "merge/engine/engine.h"
+#include "merge/formats/numeric.h"
 #include "philox.h"
 
 /* ---- parameters and actions ---- */

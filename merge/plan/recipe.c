@@ -2,7 +2,7 @@
 
 #include <string.h>
 
-#include "sha256.h"
+#include "base/sha256.h"
 
 /* Every field is written with its length or at a fixed width, so two different recipes can never
  * serialise to the same byte string. */

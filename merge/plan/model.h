@@ -9,9 +9,9 @@
 
 #include <stdint.h>
 
-#include "safetensors.h"
+#include "merge/formats/safetensors.h"
 #include "srcfile.h"
-#include "util.h"
+#include "base/util.h"
 
 typedef struct cJSON cJSON;
 
