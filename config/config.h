@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "merge/formats/dtype.h"
+#include "formats/dtype.h"
 #include "base/util.h"
 
 /* A place in the YAML file, for messages: "<file>:<line>:<col>: ...". line and col are 1-based. */

@@ -19,9 +19,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "merge/formats/dtype.h"
-#include "merge/formats/numeric.h"
-#include "merge/formats/safetensors.h"
+#include "formats/dtype.h"
+#include "formats/numeric.h"
+#include "formats/safetensors.h"
 #include "base/util.h"
 
 #define PROG "mm-mkmodel"

@@ -8,7 +8,7 @@
 #include <sys/uio.h>
 
 #include "engine.h"
-#include "merge/formats/jsonpy.h"
+#include "formats/jsonpy.h"
 
 /* In-flight blocks are kept in a table split into stripes, each with its own lock, so readers of
  * different blocks never wait on one another (no global lock on the read path). */

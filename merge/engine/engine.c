@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "merge/formats/numeric.h"
+#include "formats/numeric.h"
 
 /* Elements per step: inputs and output of one step stay in L2 cache. */
 #define CHUNK 8192

@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "merge/engine/engine.h"
-#include "method.h"
-#include "merge/formats/numeric.h"
+#include "merge/plan/method.h"
+#include "formats/numeric.h"
 #include "merge/plan/plan.h"
 
 #define MM_N(a) (sizeof(a) / sizeof((a)[0]))

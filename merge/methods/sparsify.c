@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "merge/engine/engine.h"
-#include "merge/formats/numeric.h"
+#include "formats/numeric.h"
 #include "philox.h"
 
 /* ---- parameters and actions ---- */

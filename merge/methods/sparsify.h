@@ -29,7 +29,7 @@
 
 #include <stdint.h>
 
-#include "method.h"
+#include "merge/plan/method.h"
 #include "merge/plan/plan.h"
 #include "select.h"
 

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "merge/formats/jsonpy.h"
+#include "formats/jsonpy.h"
 
 #define MAX_JSON_FILE (64u << 20)
 

@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 
-#include "merge/formats/safetensors.h"
+#include "formats/safetensors.h"
 #include "srcfile.h"
 #include "base/util.h"
 

@@ -12,9 +12,9 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "merge/methods/method.h"
+#include "method.h"
 #include "model.h"
-#include "merge/formats/safetensors.h"
+#include "formats/safetensors.h"
 
 #define MM_MAX_INPUTS 64
 

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "merge/formats/jsonpy.h"
+#include "formats/jsonpy.h"
 #include "plan_internal.h"
 #include "recipe.h"
 

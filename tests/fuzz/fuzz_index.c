@@ -1,4 +1,4 @@
-/* Fuzzes the model.safetensors.index.json reader (mm_st_index_parse, merge/formats/safetensors.c): the input is
+/* Fuzzes the model.safetensors.index.json reader (mm_st_index_parse, formats/safetensors.c): the input is
  * the file's text.
  *
  * Properties of every accepted index: shard names are plain file names inside the model folder (no '/',
@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "merge/formats/safetensors.h"
+#include "formats/safetensors.h"
 
 typedef struct pair {
     const char *name, *file;

@@ -1,4 +1,4 @@
-/* Fuzzes the safetensors header reader (merge/formats/safetensors.c): the input is a whole .safetensors file
+/* Fuzzes the safetensors header reader (formats/safetensors.c): the input is a whole .safetensors file
  * (u64 length, JSON header, data), read through mm_st_read_file as a source shard is.
  *
  * Properties of every accepted header: tensors in data order, contiguous from 0 to the end of the file,
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "merge/formats/safetensors.h"
+#include "formats/safetensors.h"
 
 static void check_header(const mm_st_header *h, size_t file_size)
 {

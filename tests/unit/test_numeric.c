@@ -2,7 +2,7 @@
 #include <math.h>
 
 #include "check.h"
-#include "merge/formats/numeric.h"
+#include "formats/numeric.h"
 
 static __attribute__((unused)) uint32_t bits(float f)
 {

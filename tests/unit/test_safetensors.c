@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "merge/formats/safetensors.h"
+#include "formats/safetensors.h"
 
 static int parse(const char *json, uint64_t data_len, mm_err *err)
 {

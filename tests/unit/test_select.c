@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "check.h"
-#include "merge/formats/numeric.h"
+#include "formats/numeric.h"
 #include "merge/methods/select.h"
 
 /* A small deterministic generator (the test must not depend on the platform's rand()). */

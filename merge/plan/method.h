@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 
-#include "merge/formats/dtype.h"
+#include "formats/dtype.h"
 #include "base/util.h"
 
 struct mm_out_tensor;
