@@ -3,9 +3,10 @@
 # As root it runs apt-get; otherwise it prints the exact command to run and fails.
 # Sourced by tools/demo.sh and tests/run (one list, one place).
 
-# clang and its runtimes (libFuzzer, sanitizers) build the fuzz harnesses of tests/fuzz.
+# clang and its runtimes (libFuzzer, sanitizers) build the fuzz harnesses of tests/fuzz; groff-base
+# renders the man page in tests/integration/test_docs.py.
 MM_DEB_PACKAGES=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libyaml-dev libcjson-dev
-                 liblmdb-dev python3-pytest python3-numpy valgrind clang libclang-rt-dev)
+                 liblmdb-dev python3-pytest python3-numpy valgrind clang libclang-rt-dev groff-base)
 
 mm_install_deps() {
   local missing=() p
