@@ -128,9 +128,8 @@ static bool touch_wanted(mm_cache *c, MDB_txn *txn, MDB_val *k)
     return mm_cache_touch_due(st.tick, then, entries);
 }
 
-/* The environment is opened with MDB_NORDAHEAD (random lookups must not read megabytes around each
- * page), so a value that is not in the page cache would fault in one 4 KiB page at a time. A value is
- * read whole right after the lookup: ask for all of its pages at once. */
+/* A value is read whole right after the lookup: ask for all of its pages at once instead of faulting
+ * them in as the copy walks them (a block is ~1 MiB, well past the kernel's fault-around). */
 static void prefetch(const void *data, size_t len)
 {
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);

@@ -1,4 +1,4 @@
-/* The persistent block cache (DESIGN.md "Blocks, recipes, statistics", FUSE-NOTES.md "LMDB as the cache").
+/* The persistent block cache (docs/design.md "The block cache").
  *
  * An LMDB environment in a directory (default $XDG_CACHE_HOME/mergemount, else ~/.cache/mergemount)
  * holding finished blocks of output tensors, keyed by a 40-byte key: the 32-byte recipe hash of the

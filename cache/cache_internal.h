@@ -1,7 +1,7 @@
 /* Private to cache/: the on-disk format, the environment handle shared by the mount and the offline
  * commands, the table operations of the writer, and the state of an open cache.
  *
- * On-disk format (format 1), one LMDB environment (data.mdb + lock.mdb) with five named tables:
+ * On-disk format (MM_CACHE_FORMAT below), one LMDB environment (data.mdb + lock.mdb) with five named tables:
  *   blocks  40-byte key (recipe hash + block index BE) -> value
  *   stats   32-byte recipe hash                       -> value
  *   atime   key (40 or 32 bytes; the length tells the table) -> u64 access tick (native endian)

@@ -1,4 +1,4 @@
-/* mergekit YAML → mm_config (MERGE-SPEC B1, D1, D2, D10, D11, D13, D14, D17). The schema is walked by
+/* mergekit YAML → mm_config (docs/merge-contract.md D1, D2, D10, D11, D13, D14, D17). The schema is walked by
  * hand so that every message can name the place and the fix; method names and method parameters are
  * left to the planner, which knows the methods. */
 #include "config.h"

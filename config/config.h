@@ -1,5 +1,5 @@
 /* The merge configuration: a mergekit-style YAML file parsed, validated and with its model references
- * resolved to local folders (MERGE-SPEC B1, decisions D1, D2, D10, D11, D14, D17).
+ * resolved to local folders (docs/merge-contract.md D1, D2, D10, D11, D14, D17).
  *
  * Ownership: everything hangs off one mm_config and is freed by mm_config_free. Strings are owned.
  * Thread-safety: immutable after mm_config_load; any number of threads may read it. */

@@ -1,4 +1,4 @@
-/* Model references (MERGE-SPEC D14, B1.4): a local folder, or a repository already in the local
+/* Model references (docs/merge-contract.md D14): a local folder, or a repository already in the local
  * Hugging Face cache. Nothing is ever downloaded: the messages tell people how to do it. */
 #include "config.h"
 

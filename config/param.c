@@ -1,4 +1,4 @@
-/* Parameter evaluation (MERGE-SPEC B1.5), mirroring mergekit's evaluate_setting operation for
+/* Parameter evaluation, mirroring mergekit's evaluate_setting operation for
  * operation so that gradients give the same doubles. */
 #include "config.h"
 

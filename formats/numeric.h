@@ -1,6 +1,6 @@
-/* All merge numerics live here (DESIGN.md "Numerics live in one place").
+/* All merge numerics live here (and nowhere else).
  *
- * The model (MERGE-SPEC D3): every elementwise op is computed in float32 and rounded, round-to-nearest-even,
+ * The model (docs/merge-contract.md D3): every elementwise op is computed in float32 and rounded, round-to-nearest-even,
  * to the computation dtype after each op, exactly like torch's CPU eager kernels. Values of the
  * computation dtype are carried in float32 variables holding an exactly representable value, so
  * "round to dtype" is a float -> float function. The file is compiled with -ffp-contract=off: a fused

@@ -1,5 +1,5 @@
 /* Safetensors headers: strict parsing with the reference reader's checks, and the reference writer's
- * byte layout (MERGE-SPEC D15 / B5.2).
+ * byte layout (docs/merge-contract.md D15).
  *
  * File format: u64 little-endian N, then N bytes of JSON header, then the data. Offsets in the header are
  * relative to the start of the data (byte 8 + N). */

@@ -1,4 +1,4 @@
-/* Raising a FUSE mount's readahead (FUSE-NOTES "Request sizes and readahead"): buffered and mmap reads
+/* Raising a FUSE mount's readahead (docs/design.md, FUSE rules): buffered and mmap reads
  * reach the daemon in readahead-sized requests, 128 KiB by default; with 1 MiB each request covers a
  * whole cache block. Only root may write the mount's BDI setting. */
 #ifndef MM_FS_READAHEAD_H

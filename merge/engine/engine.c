@@ -93,7 +93,6 @@ static uint64_t alignment(const mm_out_tensor *t)
 {
     switch (t->method->align) {
     case MM_ALIGN_ROWS: return mm_engine_row_len(t);
-    case MM_ALIGN_GRANULE: return MM_GRANULE;
     default: return 1;
     }
 }

@@ -16,7 +16,7 @@ void mm_method_round_weights(mm_out_tensor *t, size_t widx)
         t->kc[i] = isnan(t->inputs[i].mvals[widx]) ? 0.0f : mm_round_to(t->comp, (float)t->inputs[i].mvals[widx]);
 }
 
-/* mergekit's registry (MERGE-SPEC B2), in its order. */
+/* mergekit's method registry, in its order. */
 static const mm_method *const methods[] = {
     &mm_method_linear,   &mm_method_slerp,       &mm_method_nuslerp,         &mm_method_multislerp,
     &mm_method_karcher,  &mm_method_passthrough, &mm_method_model_stock,     &mm_method_arcee_fusion,

@@ -1,4 +1,4 @@
-/* Exact selection by bit-pattern histograms (see select.h, MERGE-SPEC D5).
+/* Exact selection by bit-pattern histograms (see select.h, docs/merge-contract.md D5).
  *
  * Every value maps to a 32-bit key whose unsigned order is the value order (mm_select_key). The k
  * largest are the k smallest of the complemented keys, so the search below only ever looks for the

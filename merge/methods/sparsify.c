@@ -589,8 +589,6 @@ static int setup_passes(prepass_ctx *p)
     uint64_t al = 1;
     if (t->method->align == MM_ALIGN_ROWS)
         al = mm_engine_row_len(t);
-    else if (t->method->align == MM_ALIGN_GRANULE)
-        al = MM_GRANULE;
     p->task_size = (TASK_ELEMS + al - 1) / al * al;
     p->ntasks = (t->numel + p->task_size - 1) / p->task_size;
     p->nworkers = thread_count(p);

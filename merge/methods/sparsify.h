@@ -1,4 +1,4 @@
-/* The sparsifiers of the task-arithmetic family (MERGE-SPEC B2.9), block-wise: whatever needs the
+/* The sparsifiers of the task-arithmetic family (mergekit's sparsify.py), block-wise: whatever needs the
  * whole tensor (magnitude thresholds, L1 sums) comes from a pre-pass into a statistics blob, and a
  * kernel chunk then decides every element alone.
  *

@@ -1,5 +1,5 @@
 /* The merge methods: their names, parameters (with defaults, types, per-model or global), dtype rules
- * and elementwise kernels (MERGE-SPEC B2, D3). Methods of the spec that are not implemented yet are
+ * and elementwise kernels (docs/merge-contract.md D3). Methods of mergekit that are not implemented yet are
  * listed so their names give "not implemented yet" instead of "unknown". */
 #ifndef MM_METHOD_H
 #define MM_METHOD_H
@@ -32,11 +32,10 @@ typedef enum { MM_CROP_NONE, MM_CROP_COMMON, MM_CROP_TO_BASE } mm_crop_rule;
 
 /* How the engine cuts a tensor into chunks for a method's kernel. Methods whose output at an element
  * depends on its whole row (della's ranks, per-row slerp, filter-wise model_stock, arcee_fusion's
- * softmax) get chunks of whole rows; methods with a selection threshold (ties, breadcrumbs, sce) get
- * chunks that start at a multiple of MM_GRANULE, so per-granule tie counts from the pre-pass apply.
- * A read of any other range is computed on the aligned range around it and copied out. */
-typedef enum { MM_ALIGN_NONE, MM_ALIGN_ROWS, MM_ALIGN_GRANULE } mm_align;
-#define MM_GRANULE 4096
+ * softmax) get chunks of whole rows; the others any range (a selection threshold carries its own
+ * tie-break index, select.h). A read of any other range is computed on the aligned range around it and
+ * copied out. */
+typedef enum { MM_ALIGN_NONE, MM_ALIGN_ROWS } mm_align;
 
 /* One chunk of work: in[i][k] is element e0 + k of input i (source order; the output tensor's flat
  * numbering, crops applied) as a float32 holding a value of the computation dtype. A kernel writes
@@ -71,7 +70,7 @@ typedef struct mm_method {
      * (the planner adds the config position). Also where a method sets t->dtype when its output dtype
      * differs from the computation dtype (D8) — only when `out_dtype` is not set. May be NULL. */
     int (*prepare)(struct mm_out_tensor *t, mm_err *err);
-    /* Statistics (DESIGN "Blocks, recipes, statistics"): stats_size(t) bytes (0 or NULL: none) that
+    /* Statistics (docs/design.md "Recipes and blocks"): stats_size(t) bytes (0 or NULL: none) that
      * prepass fills by streaming over the inputs (mm_engine_stream, any number of passes, bounded
      * memory). The blob is plain bytes without pointers: it is stored in the cache under the recipe
      * hash and handed to every kernel call of that tensor. Computed once per tensor (single-flight). */

@@ -1,6 +1,6 @@
 /* The plan: everything about the output folder that can be known without computing a tensor —
  * output tensors with dtype, shape, inputs and evaluated parameters; the shard layout and headers;
- * config.json, index, model card. Built once at mount time from a config (MERGE-SPEC B4, B5, D8,
+ * config.json, index, model card. Built once at mount time from a config (docs/merge-contract.md D8,
  * D12, D15, D16).
  *
  * Ownership: the plan owns the models it opened and everything below. Thread-safety: immutable after

@@ -1,5 +1,5 @@
 """Bad input: every case exits non-zero with a message naming the file (and line:col for YAML
-problems), mounts nothing and writes nothing (MERGE-SPEC D11-D14, B1, B4.4; DESIGN conventions).
+problems), mounts nothing and writes nothing (docs/merge-contract.md D11-D14).
 Each config problem runs through both `mount` and `build`."""
 
 import json
@@ -145,7 +145,7 @@ for _m in ("ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties"
 
 @pytest.mark.parametrize("method", sorted(SPEC_METHODS))
 def test_spec_method_is_known(tmp_path, models, method):
-    """Every method of the spec (MERGE-SPEC B2, 20 names) plans (never "unknown", never "not implemented")."""
+    """Every method of the spec (mergekit's 20 names) plans (never "unknown", never "not implemented")."""
     a, b, c = models[(1, "bf16")], models[(2, "bf16")], models[(3, "bf16")]
     cfg = {"merge_method": method, **SPEC_METHODS[method](a, b, c)}
     config = mmtest.write_config(tmp_path, cfg)

@@ -1,5 +1,5 @@
 """The daemon's life: background mount, SIGTERM, SIGKILL then remount, lazy unmount with an open
-file, a source file truncated under a mount (FUSE-NOTES "Testing a FUSE filesystem")."""
+file, a source file truncated under a mount."""
 
 import errno
 import os

@@ -1,4 +1,4 @@
-"""Every error of MERGE-SPEC B2 (and B9.3 case 10) is refused before anything is mounted or written: a
+"""Every error mergekit's methods raise is refused before anything is mounted or written: a
 non-zero exit, a message naming the config file and place and saying what is wrong, nothing mounted
 (mount) and no output folder (build). A method that is not implemented yet skips its cases."""
 

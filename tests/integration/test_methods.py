@@ -1,4 +1,4 @@
-"""Every merge method of MERGE-SPEC B2 on real mounts of tiny models, against the numpy reference
+"""Every merge method of mergekit on real mounts of tiny models, against the numpy reference
 (tests/reference, written from the spec) and the acceptance properties of B9.3:
 
   * ram, nearswap: bit-identical to the reference (D3);

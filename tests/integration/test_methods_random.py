@@ -1,4 +1,4 @@
-"""The random methods dare_ties, dare_linear, della, della_linear (MERGE-SPEC B2.9, D6) on real mounts.
+"""The random methods dare_ties, dare_linear, della, della_linear (docs/merge-contract.md D6) on real mounts.
 Their masks come from a counter-based generator, so they match mergekit in distribution only:
 
   * one model of weight 1 over an all-zero base: the output is the sparsified, rescaled task vector,

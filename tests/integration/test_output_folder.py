@@ -1,4 +1,4 @@
-"""The output folder (MERGE-SPEC D2, D15, D16, B5): file set, config.json, donor tokenizer files,
+"""The output folder (docs/merge-contract.md D2, D15, D16): file set, config.json, donor tokenizer files,
 mergekit_config.yml, README.md, index.json, shard names and splitting, shard bytes against the
 independent Python writer."""
 
@@ -251,7 +251,7 @@ def test_hub_refs_by_revision_and_commit(tmp_path, mount, models):
 
 def test_stat_times_are_sane(tmp_path, mount, models):
     """Every file's times are real times (seconds), not later than now and not before the inputs
-    existed (DESIGN: the latest mtime of the inputs)."""
+    existed (docs/design.md: the latest mtime of the inputs)."""
     a, b = models[(1, "bf16")], models[(2, "bf16")]
     config = mmtest.write_config(tmp_path, linear_cfg(a, b))
     inputs = [config] + [os.path.join(d, f) for d in (a, b) for f in os.listdir(d)]

@@ -157,7 +157,7 @@ def test_mmap_random_page_order(mount, merge_case, flags):
                     for off in pages:
                         end = min(off + mmap.PAGESIZE, len(data))
                         assert mm[off:end] == data[off:end], (name, off)
-                        # ls -l of the folder while mapped: the sizes never change (DESIGN, FUSE-NOTES)
+                        # ls -l of the folder while mapped: the sizes never change (docs/design.md, FUSE rules)
                         if off == pages[len(pages) // 2]:
                             for other, odata in merge_case["files"].items():
                                 assert os.stat(os.path.join(m.path, other)).st_size == len(odata)

@@ -1,5 +1,5 @@
-"""A small evaluator of mergekit configs, written from MERGE-SPEC (B1.3-B1.5, B2, B4.3-B4.5, D1, D2, D8,
-D10, D12, D16), for what the tests need: every merge method of B2 over `models:` or `slices:`, with
+"""A small evaluator of mergekit configs, written from mergekit's behaviour and docs/merge-contract.md (D1, D2, D8,
+D10, D12, D16), for what the tests need: every merge method over `models:` or `slices:`, with
 gradients, conditional filters, parameter precedence, frankenmerge renaming, tied lm_head and
 embedding crops.
 

@@ -1,9 +1,9 @@
-"""Reference merge methods in numpy, written from MERGE-SPEC (D3, D8, B2.1, B2.2, B2.8, B2.11, B2.12, B3):
+"""Reference merge methods in numpy, written from mergekit's behaviour and docs/merge-contract.md (D3, D8):
 the elementwise methods and the per-op rounding primitives. The methods with whole-tensor statistics
 are in methods_gta.py (task-arithmetic family with sparsifiers) and methods_stats.py (norm- and
 Gram-based methods, sce, ramplus_tl, arcee_fusion).
 
-Arithmetic model (D3, B3.3), emulating torch's CPU eager kernels:
+Arithmetic model (D3), emulating torch's CPU eager kernels:
   * a tensor of the computation dtype is a float32 array holding values of that dtype;
   * every elementwise op is computed in float32 and rounded (nearest even) to the dtype;
   * a Python number multiplies/divides as float32 (not rounded to the dtype first), but is rounded

@@ -1,4 +1,4 @@
-"""Reference of the generalised task-arithmetic family (MERGE-SPEC B2.8, B2.9, D3, D4, D5, D9):
+"""Reference of the generalised task-arithmetic family (mergekit's behaviour and docs/merge-contract.md D3, D4, D5, D9):
 ties, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear (and task_arithmetic,
 which is the family without sparsifier and consensus).
 

@@ -1,5 +1,5 @@
 """Reference of the methods with whole-tensor (or row/column) statistics that are not in the
-task-arithmetic family (MERGE-SPEC B2.3-B2.7, B2.10, B2.11, B2.13, D3, D4, D5, D7, D8):
+task-arithmetic family (mergekit's behaviour and docs/merge-contract.md D3, D4, D5, D7, D8):
 slerp, nuslerp, multislerp, karcher, model_stock, sce, ramplus_tl, arcee_fusion.
 
 Numerics:

@@ -1,5 +1,5 @@
 """Safetensors reading and writing, and dtype rounding, written from the format description
-(MERGE-SPEC B5.2 and decision D15) with json, struct and numpy only.
+(docs/merge-contract.md D15) with json, struct and numpy only.
 
 Values of the float dtypes are handled as float32 numpy arrays holding values that are exactly
 representable in the tensor's dtype ("dtype values carried in float32"). Raw storage:

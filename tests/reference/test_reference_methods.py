@@ -1,6 +1,6 @@
 """Self-tests of the reference methods with statistics (methods_gta.py, methods_stats.py) and of the
 elementwise nearswap / ram, against hand-computed values, exact rationals, and straightforward
-vector-space double-precision implementations (MERGE-SPEC B2, B9.3 cases 8-15, D3, D4, D5, D7, D9).
+vector-space double-precision implementations (mergekit's behaviour and docs/merge-contract.md D3, D4, D5, D7, D9).
 Run: /usr/bin/python3 -m pytest tests/reference
 """
 

@@ -1,4 +1,4 @@
-/* Config loading (MERGE-SPEC B1, D1, D11, D13, D14, D17): both syntaxes with every key, YAML typing,
+/* Config loading (docs/merge-contract.md D1, D11, D13, D14, D17): both syntaxes with every key, YAML typing,
  * every error with its place and wording, and the unknown-key warnings. */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-/* Parameter evaluation (MERGE-SPEC B1.5): gradients, stepwise lists, conditional filters, precedence
+/* Parameter evaluation (mergekit's evaluate_setting): gradients, stepwise lists, conditional filters, precedence
  * levels, and layer positions. */
 #include <math.h>
 #include <string.h>
