@@ -548,6 +548,10 @@ static int refuse_unsupported(const ctx *x, const mm_ynode *root)
         {"modules", "use models: or slices: (single-module models)"},
         {"tokenizer", "use tokenizer_source: base or a model, or leave it out to copy the donor's tokenizer"},
         {"chat_template", "remove it; the donor's tokenizer files, chat template included, are served as they are"},
+        /* mergekit-evolve's search space is not a merge; its best genome, written out by mergekit-evolve as a
+         * mergekit-yaml config, is. */
+        {"genome", "this is a mergekit-evolve configuration; mount the merge config that mergekit-evolve wrote "
+                   "for the genome it found"},
     };
     for (size_t i = 0; i < COUNT(keys); i++) {
         const mm_ynode *k, *v = mm_ymap_get(root, keys[i].key, &k);
@@ -631,11 +635,14 @@ static int load_root(const ctx *x, const mm_ynode *root)
         return fail(x, root, -EINVAL, "the configuration must be a mapping of keys such as merge_method: and "
                     "models:, found %s (write 'key: value' lines starting at the beginning of the line)",
                     mm_ynode_describe(root));
+    /* A file of another kind (mergekit-evolve) gets its one message, not warnings about its keys first. */
+    int rc = refuse_unsupported(x, root);
+    if (rc < 0)
+        return rc;
     check_keys(x, root, &L_TOP);
     mm_config *c = x->c;
     const mm_ynode *models = mm_ymap_get(root, "models", NULL);
-    int rc;
-    if ((rc = refuse_unsupported(x, root)) < 0 || (rc = load_method(x, root)) < 0 ||
+    if ((rc = load_method(x, root)) < 0 ||
         (rc = check_inputs(x, root)) < 0 || (rc = load_dtype(x, root, "dtype", &c->dtype, &c->dtype_pos)) < 0 ||
         (rc = load_dtype(x, root, "out_dtype", &c->out_dtype, &c->out_dtype_pos)) < 0 ||
         (rc = load_params(x, mm_ymap_get(root, "parameters", NULL), &c->params)) < 0 ||

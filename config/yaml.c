@@ -432,8 +432,9 @@ static int on_event(builder *b, const yaml_event_t *ev)
     case YAML_DOCUMENT_START_EVENT:
         if (++b->ndocs > 1)
             return mm_err_set(b->err, -EINVAL,
-                              "%s:%zu:%zu: a second YAML document starts here (a config is one document: "
-                              "remove this '---' and what follows)",
+                              "%s:%zu:%zu: a second YAML document starts here: several documents make a mergekit-multi "
+                              "recipe, which is not supported yet (a config is one merge: put each stage in a "
+                              "file of its own and mount them one after the other)",
                               b->file, ev->start_mark.line + 1, ev->start_mark.column + 1);
         return 0;
     case YAML_ALIAS_EVENT:

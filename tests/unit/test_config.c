@@ -557,6 +557,10 @@ static void test_errors(void)
                "cfg.yml:4:1: chat_template: is not supported yet (");
     EXPECT_ERR("merge_method: linear\nmodules:\n  text:\n    models: []\n", -ENOTSUP,
                "cfg.yml:2:1: modules: is not supported yet (");
+    EXPECT_ERR("genome:\n  models: [a, b]\n  merge_method: ties\ntasks:\n  - name: x\n", -ENOTSUP,
+               "cfg.yml:1:1: genome: is not supported yet (this is a mergekit-evolve configuration");
+    EXPECT_ERR("name: stage1\nmerge_method: linear\nmodels: [{model: a}]\n---\nname: final\nmerge_method: linear\n",
+               -EINVAL, "cfg.yml:4:1: a second YAML document starts here: several documents make a mergekit-multi");
 
     /* the file itself */
     mm_config *c = (mm_config *)1;
