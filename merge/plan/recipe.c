@@ -48,9 +48,10 @@ void mm_recipe_hash(const mm_plan *p, const mm_out_tensor *t, unsigned char out[
     put_u64(&s, (uint64_t)t->ndim);
     for (int d = 0; d < t->ndim; d++)
         put_u64(&s, t->shape[d]);
-    put_u64(&s, p->opt.random_seed);
-    /* Random methods key their generator by the output name (D6); others must not depend on it, so
-     * that another config yielding the same tensor under another name shares the cache. */
+    /* Random methods key their generator by the seed and the output name (D6); others must depend on
+     * neither, so that another seed, or another config yielding the same tensor under another name,
+     * shares the cache. */
+    put_u64(&s, t->method->random ? p->opt.random_seed : 0);
     put_str(&s, t->method->random ? t->name : "");
     put_u64(&s, (uint64_t)(int64_t)t->base);
     put_params(&s, t->method->gparams, t->method->ngparams, t->gvals);

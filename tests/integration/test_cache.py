@@ -461,6 +461,17 @@ def test_other_config_same_tensors_is_served_from_cache(mount, case, big, cache_
     assert cache_stats(cache_dir)["blocks"] == case.blocks
 
 
+def test_random_seed_changes_only_random_recipes(mount, case, cache_dir):
+    """--random-seed is part of the recipe of random methods only: a linear merge mounted with another
+    seed is served from the blocks cached under the default seed (the bytes are the same)."""
+    with mount(case.config, *case.args, *cached(cache_dir)) as m:
+        read_tree(m.path)
+    with mount(case.config, *case.args, "--random-seed", "7", *cached(cache_dir)) as m:
+        assert_same_tree(read_tree(m.path), case.files, "linear with --random-seed 7")
+        s = stats(m.path)
+        assert s["blocks_computed"] == 0 and s["cache_hits"] >= case.blocks, show(s)
+
+
 def test_changed_weight_for_some_tensors_recomputes_only_those(mount, big, cache_dir, tmp_path):
     a, b, _ = big
 
