@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <unistd.h>
 
 int mm_log_verbose = 0;
@@ -46,22 +47,85 @@ void mm_err_prefix(mm_err *err, const char *fmt, ...)
     err->msg[n + m] = 0;
 }
 
-/* One write(2) per line keeps lines from concurrent threads whole. */
-static void log_line(const char *level, const char *fmt, va_list ap)
+typedef enum log_sink { SINK_STDERR, SINK_FILE, SINK_SYSLOG } log_sink;
+/* Set once before other threads start (mm_log_to_*), read-only afterwards. */
+static log_sink g_sink = SINK_STDERR;
+static int g_log_fd = 2;
+static char *g_context;
+
+static void set_context(const char *context)
 {
+    free(g_context);
+    g_context = context ? mm_xstrdup(context) : NULL;
+}
+
+void mm_log_to_file(int fd, const char *context)
+{
+    g_log_fd = fd;
+    set_context(context);
+    g_sink = SINK_FILE;
+}
+
+void mm_log_to_syslog(const char *context)
+{
+    set_context(context);
+    /* No LOG_CONS: with no syslog daemon the lines are dropped, never written over the console. */
+    openlog("mergemount", LOG_PID, LOG_DAEMON);
+    g_sink = SINK_SYSLOG;
+}
+
+/* "2025-06-01T12:00:00.123+0200 ": log files are read later, often beside other programs' logs. */
+static size_t format_time(char *buf, size_t len)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (!localtime_r(&ts.tv_sec, &tm))
+        return 0;
+    char date[32], zone[8];
+    if (!strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm) || !strftime(zone, sizeof zone, "%z", &tm))
+        return 0;
+    int n = snprintf(buf, len, "%s.%03ld%s ", date, ts.tv_nsec / 1000000, zone);
+    return n > 0 && (size_t)n < len ? (size_t)n : 0;
+}
+
+/* The one place a line is made, whatever the sink. One write(2) (or syslog()) per line keeps lines
+ * from concurrent threads whole. */
+static void log_line(mm_log_level level, const char *fmt, va_list ap)
+{
+    static const char *const names[] = {"error: ", "warning: ", "", "debug: "};
+    static const int priorities[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
     char line[4096];
-    int n = snprintf(line, sizeof line, "mergemount: %s", level);
-    if (n < 0)
-        return;
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    size_t n = g_sink == SINK_FILE ? format_time(line, sizeof line) : 0;
+    int m = snprintf(line + n, sizeof line - n, "%s%s%s%s", g_sink == SINK_SYSLOG ? "" : "mergemount: ",
+                     names[level], g_context ? g_context : "", g_context ? ": " : "");
     if (m < 0)
         return;
-    size_t len = (size_t)n + (size_t)m;
+    n += (size_t)m;
+    if (n > sizeof line - 2) /* a context as long as PATH_MAX */
+        n = sizeof line - 2;
+    m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+    if (m < 0)
+        return;
+    size_t len = n + (size_t)m;
     if (len > sizeof line - 2)
         len = sizeof line - 2;
+    if (g_sink == SINK_SYSLOG) {
+        line[len] = 0;
+        syslog(priorities[level], "%s", line);
+        return;
+    }
     line[len++] = '\n';
-    ssize_t w = write(2, line, len);
+    ssize_t w = write(g_sink == SINK_FILE ? g_log_fd : 2, line, len);
     (void)w;
+}
+
+void mm_log_at(mm_log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, fmt, ap);
+    va_end(ap);
 }
 
 #define MM_LOG_FN(fn, level, cond)                                                                   \
@@ -74,10 +138,10 @@ static void log_line(const char *level, const char *fmt, va_list ap)
         log_line(level, fmt, ap);                                                                    \
         va_end(ap);                                                                                  \
     }
-MM_LOG_FN(mm_log_warn, "warning: ", 1)
-MM_LOG_FN(mm_log_error, "error: ", 1)
-MM_LOG_FN(mm_log_info, "", 1)
-MM_LOG_FN(mm_log_debug, "debug: ", mm_log_verbose >= 1)
+MM_LOG_FN(mm_log_warn, MM_LOG_WARN, 1)
+MM_LOG_FN(mm_log_error, MM_LOG_ERROR, 1)
+MM_LOG_FN(mm_log_info, MM_LOG_INFO, 1)
+MM_LOG_FN(mm_log_debug, MM_LOG_DEBUG, mm_log_verbose >= 1)
 
 void *mm_xmalloc(size_t n)
 {

@@ -22,12 +22,30 @@ int mm_err_set(mm_err *err, int code, const char *fmt, ...) __attribute__((forma
 /* Prepends "prefix: " to an existing message (used to add a file name to a lower-level message). */
 void mm_err_prefix(mm_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Logging to stderr. Thread-safe (one write(2) per line). MM_LOG_DEBUG lines need mm_log_verbose >= 1. */
+/* Logging: one line per call, "mergemount: error: ..." ("warning: ", "", "debug: "), to the sink (stderr
+ * until mm_log_to_file or mm_log_to_syslog). Thread-safe: one write(2) or syslog() per line.
+ * mm_log_debug lines need mm_log_verbose >= 1. */
 extern int mm_log_verbose;
 void mm_log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void mm_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void mm_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void mm_log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A line at `level` whatever mm_log_verbose says: for messages whose sender already decided to print
+ * them (libfuse's, fs/fuselog.c). */
+typedef enum mm_log_level { MM_LOG_ERROR, MM_LOG_WARN, MM_LOG_INFO, MM_LOG_DEBUG } mm_log_level;
+void mm_log_at(mm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Where lines go from now on, for a process whose stderr nobody reads (a daemon: /dev/null). Call once,
+ * before any other thread may log. `context` (copied; may be NULL) goes into every line after the level,
+ * "mergemount: error: CONTEXT: ...": the mountpoint, so that lines of several mounts in one journal or
+ * file can be told apart.
+ * mm_log_to_file: appends to fd (open with O_APPEND; owned from now on), each line prefixed with the
+ * local time ("2025-06-01T12:00:00.123+0200 mergemount: error: ...").
+ * mm_log_to_syslog: syslog(3) with ident "mergemount", the pid and facility LOG_DAEMON (journald takes
+ * it from /dev/log), at the level's priority; the text omits the "mergemount: " the ident carries. */
+void mm_log_to_file(int fd, const char *context);
+void mm_log_to_syslog(const char *context);
 
 /* Allocation that aborts on out-of-memory: used only for small, bounded metadata (never tensor data),
  * where there is no sensible recovery and checking every call would hide the logic. */

@@ -98,6 +98,14 @@ int mm_cli_common_option(int opt, const char *arg, mm_plan_options *po, mm_cli_c
     }
 }
 
+int mm_cli_apply(int opt, const char *arg, mm_cli_extra_fn extra, void *ctx, mm_plan_options *po,
+                 mm_cli_cache *cache)
+{
+    if ((opt >= MM_OPT_BASE && opt < MM_OPT_COMMON_END) || opt == 'v')
+        return mm_cli_common_option(opt, arg, po, cache);
+    return extra ? extra(opt, arg, ctx) : 1;
+}
+
 int mm_cli_parse(int argc, char **argv, const char *shortopts, const struct option *longopts, const char *usage,
                  mm_cli_extra_fn extra, void *ctx, mm_plan_options *po, mm_cli_cache *cache, char **pos, int npos)
 {
@@ -120,12 +128,7 @@ int mm_cli_parse(int argc, char **argv, const char *shortopts, const struct opti
             fprintf(stderr, "%s", usage);
             return 2;
         }
-        if ((opt >= MM_OPT_BASE && opt < MM_OPT_COMMON_END) || opt == 'v') {
-            if (mm_cli_common_option(opt, optarg, po, cache) < 0)
-                return 2;
-            continue;
-        }
-        int rc = extra ? extra(opt, optarg, ctx) : 1;
+        int rc = mm_cli_apply(opt, optarg, extra, ctx, po, cache);
         if (rc < 0)
             return 2;
         if (rc > 0) {

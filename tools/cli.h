@@ -49,11 +49,17 @@ typedef struct mm_cli_cache {
 /* Applies one shared option. Returns 0, or -EINVAL after printing a message. */
 int mm_cli_common_option(int opt, const char *arg, mm_plan_options *po, mm_cli_cache *cache);
 
+typedef int (*mm_cli_extra_fn)(int opt, const char *arg, void *ctx);
+/* Applies one option as getopt_long returned it (opt = its `val`): a shared one to po/cache, any other
+ * through `extra`. Returns 0, -EINVAL after printing a message, or 1 if nothing takes it. mm_cli_parse
+ * calls it for every option, and mount for each long option named in -o (tools/mountopts.h). */
+int mm_cli_apply(int opt, const char *arg, mm_cli_extra_fn extra, void *ctx, mm_plan_options *po,
+                 mm_cli_cache *cache);
+
 /* Parses a subcommand's arguments (argv[0] is the subcommand). Shared options go to po/cache (either
  * may be NULL when the command has none); `extra` handles the command's own options (returns 0 if it
  * took the option, -EINVAL for a bad value, 1 if unknown). Exactly npos positional arguments go to
  * pos[]. Returns 0, or an exit status (2) after printing usage. --help prints `usage` and exits 0. */
-typedef int (*mm_cli_extra_fn)(int opt, const char *arg, void *ctx);
 int mm_cli_parse(int argc, char **argv, const char *shortopts, const struct option *longopts, const char *usage,
                  mm_cli_extra_fn extra, void *ctx, mm_plan_options *po, mm_cli_cache *cache, char **pos, int npos);
 

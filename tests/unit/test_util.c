@@ -1,5 +1,7 @@
 /* base/util: Python-style float formatting, suggestions, buffers, UTF-8 validation. */
+#include <fcntl.h>
 #include <math.h>
+#include <regex.h>
 #include <stdlib.h>
 
 #include "check.h"
@@ -14,6 +16,50 @@ static void fmt(double v, const char *want)
     if (strcmp(buf, want) != 0)
         fprintf(stderr, "format(%.17g) = %s, want %s\n", v, buf, want);
     CHECK(strcmp(buf, want) == 0);
+}
+
+/* The file sink: the time, the usual prefix, the context, the message, one line per call; a context
+ * longer than a line is cut, not overrun. Last: it changes where this program's log goes. */
+static void test_log_to_file(void)
+{
+    char path[] = "/tmp/mm-test-log-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    CHECK(fcntl(fd, F_SETFL, O_APPEND) == 0);
+    mm_log_to_file(fd, "/mnt/merged");
+    mm_log_error("boom %d", 7);
+    mm_log_warn("careful");
+    mm_log_at(MM_LOG_DEBUG, "libfuse says %s", "hi");
+    mm_log_debug("not shown at verbosity %d", mm_log_verbose);
+    char *data = NULL;
+    size_t len = 0;
+    CHECK(mm_file_read_all(path, 1 << 20, &data, &len, NULL) == 0);
+    regex_t re;
+    CHECK(regcomp(&re,
+                  "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}[+-][0-9]{4} mergemount: error: "
+                  "/mnt/merged: boom 7\n"
+                  "[0-9T:.+-]+ mergemount: warning: /mnt/merged: careful\n"
+                  "[0-9T:.+-]+ mergemount: debug: /mnt/merged: libfuse says hi\n$",
+                  REG_EXTENDED) == 0);
+    CHECK(data && regexec(&re, data, 0, NULL, 0) == 0);
+    if (data && regexec(&re, data, 0, NULL, 0) != 0)
+        fprintf(stderr, "log file holds:\n%s", data);
+    regfree(&re);
+    free(data);
+
+    char *long_context = mm_xmalloc(6001);
+    memset(long_context, 'x', 6000);
+    long_context[6000] = 0;
+    CHECK(ftruncate(fd, 0) == 0);
+    mm_log_to_file(fd, long_context);
+    mm_log_error("after a long context");
+    CHECK(mm_file_read_all(path, 1 << 20, &data, &len, NULL) == 0);
+    CHECK(len == 4095 && data[len - 1] == '\n' && !strstr(data, "after"));
+    free(data);
+    free(long_context);
+    unlink(path);
 }
 
 int main(void)
@@ -144,5 +190,6 @@ int main(void)
         CHECK(mm_rng_stream("a.weight", 0) != mm_rng_stream("a.weight", 1));
         CHECK(mm_rng_stream("a.weight", 0) != mm_rng_stream("b.weight", 0));
     }
+    test_log_to_file();
     return mm_check_report();
 }
