@@ -40,7 +40,7 @@ MARK = "mm-mount-helper-"  # in the name of the folder our link points into
 # What mount.fuse3 runs: `/bin/sh -c 'mergemount ...'`; dash's default PATH when mount(8) gives none.
 SHADOWING = ["/usr/local/sbin/mergemount"]
 # Lines of a daemon's log that fail a test unless it expects them.
-BAD_LOG = re.compile(r"mergemount: error:|AddressSanitizer|LeakSanitizer|runtime error")
+BAD_LOG = re.compile(r"mergemount: error:")
 
 
 # ---- installing the command where mount.fuse3 finds it --------------------------------------------------
@@ -145,21 +145,40 @@ def log_text(path):
         return f.read()
 
 
+def sanitizer_env(env, folder):
+    """env (or ours) with the sanitizers' reports sent to files in folder: a background daemon's stderr
+    is /dev/null. mount(8) and mount.fuse3 pass the environment on."""
+    env = dict(os.environ if env is None else env)
+    for var, name in (("ASAN_OPTIONS", "asan"), ("UBSAN_OPTIONS", "ubsan")):
+        env[var] = ":".join(filter(None, [env.get(var), f"log_path={os.path.join(folder, name)}"]))
+    return env
+
+
 class SysMount:
     """A mount made by the command `argv` (mount(8), or mergemount in the form mount.fuse3 runs) for a
     with-block. Enter: runs it under subreaper.py and waits for mount(8) to return with the mount up.
-    Exit: `umount`, then the daemon must exit 0, and the log file (when the test gave one) must hold no
-    error or sanitizer line but those matching `allow`. If the block raised, the mount is torn down by
-    force (lazy unmount, SIGKILL)."""
+    Exit: `umount`, then the daemon must exit 0 with no sanitizer report, and the log file (when the test
+    gave one) must hold no error line but those matching `allow`. If the block raised, the mount is torn
+    down by force (lazy unmount, SIGKILL)."""
 
     def __init__(self, argv, mnt, log=None, allow=None, cwd=None, env=None):
         self.argv = [str(a) for a in argv]
         self.mnt = str(mnt)
         self.log = str(log) if log else None
         self.allow = re.compile(allow) if allow else None
-        self.cwd, self.env = cwd, env
+        self.cwd = cwd
+        self.reports = tempfile.mkdtemp(prefix="mm-sanitizer-")
+        self.env = sanitizer_env(env, self.reports)
         self.reaper = None
         self.pid = None
+
+    def sanitizer_reports(self):
+        out = []
+        for name in sorted(os.listdir(self.reports)):
+            with open(os.path.join(self.reports, name), errors="replace") as f:
+                out.append(f"{name}:\n{f.read()}")
+        shutil.rmtree(self.reports, ignore_errors=True)
+        return out
 
     def __enter__(self):
         os.makedirs(self.mnt, exist_ok=True)
@@ -170,6 +189,7 @@ class SysMount:
         if not line.startswith("pid "):
             rest = self.reaper.stdout.read() if self.reaper.poll() is not None else ""
             self.force_cleanup()
+            rest += "".join(self.sanitizer_reports())
             raise AssertionError(f"{' '.join(self.argv)} failed: {line}\n{rest}")
         self.pid = int(line.split()[1])
         assert mountinfo(self.mnt) is not None, f"{' '.join(self.argv)} returned 0 but {self.mnt} is not mounted"
@@ -194,6 +214,7 @@ class SysMount:
         if exc_type is not None:
             self.force_cleanup()
             sys.stderr.write(f"--- log of {self.mnt} ---\n{log_text(self.log)}\n")
+            sys.stderr.write("".join(self.sanitizer_reports()))
             return False
         r = None
         for _ in range(50):  # EBUSY while the kernel still holds a file of ours briefly
@@ -207,8 +228,11 @@ class SysMount:
         line = readline(self.reaper, 20)
         if line != "exit 0":
             self.force_cleanup()
-            raise AssertionError(f"the daemon of {self.mnt} ended with {line!r}:\n{log_text(self.log)}")
+            raise AssertionError(f"the daemon of {self.mnt} ended with {line!r}:\n{log_text(self.log)}"
+                                 + "".join(self.sanitizer_reports()))
         assert self.reaper.wait(timeout=10) == 0
+        reports = self.sanitizer_reports()
+        assert not reports, "sanitizer reports of the daemon:\n" + "\n".join(reports)
         text = log_text(self.log)
         bad = [ln for ln in text.splitlines() if BAD_LOG.search(ln) and not (self.allow and self.allow.search(ln))]
         assert not bad, "unexpected lines in the daemon's log:\n" + "\n".join(bad)
