@@ -29,13 +29,14 @@ static const char usage_main[] =
     "\n"
     "commands:\n"
     "  mount CONFIG MOUNTPOINT   mount the merged model (unmount with: fusermount3 -u MOUNTPOINT)\n"
-    "  CONFIG MOUNTPOINT         the same, as mount(8) runs it for fstab's fuse.mergemount entries\n"
-    "                            (a CONFIG named like a command is given with its folder: ./mount)\n"
     "  build CONFIG OUTDIR       write the same files to OUTDIR without FUSE\n"
     "  plan CONFIG               print output files and tensors with their sources; computes nothing\n"
     "  stats MOUNTPOINT          read counters of a mount (blocks computed, cache hits, ...)\n"
     "  cache stats|clear|prune   inspect or manage the block cache without a mount\n"
     "  version                   print the version (also --version)\n"
+    "\n"
+    "`mergemount CONFIG MOUNTPOINT [-o OPTIONS]` is `mergemount mount`: the form mount(8) runs for\n"
+    "fuse.mergemount in fstab (a CONFIG named like a command is given with its folder: ./mount).\n"
     "\n"
     "Run `mergemount <command> --help` for the options of a command.\n";
 
@@ -389,9 +390,13 @@ static int is_mount_form(int argc, char **argv)
     return access(first, F_OK) == 0 || !mm_suggest(first, k_commands, sizeof k_commands / sizeof k_commands[0]);
 }
 
+/* version and help ignore options (`version --help`), but refuse the MOUNTPOINT of mount.fuse3's form. */
 static int no_arguments(int argc, char **argv)
 {
-    if (argc <= 2)
+    int i = 2;
+    while (i < argc && argv[i][0] == '-')
+        i++;
+    if (i == argc)
         return 0;
     if (argv[1][0] == '-')
         fprintf(stderr, "mergemount: error: %s takes no arguments\n", argv[1]);
