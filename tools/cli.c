@@ -7,7 +7,8 @@
 
 #include "base/util.h"
 
-const char mm_cli_common_help[] =
+/* Help of the shared options, in the groups a command takes (see mm_cli_parse). */
+static const char k_merge_help[] =
     "merge options (as mergekit-yaml):\n"
     "  --out-shard-size N        bytes per output shard, decimal K/M/B suffixes (default 5B)\n"
     "  --copy-tokenizer / --no-copy-tokenizer\n"
@@ -16,13 +17,13 @@ const char mm_cli_common_help[] =
     "                            serve README.md and mergekit_config.yml (default on)\n"
     "  --allow-crimes            accepted for compatibility (architectures are inferred, never compared)\n"
     "  --random-seed N           seed of the random methods (default 0)\n"
+    "  -v, --verbose             more log output\n";
+static const char k_cache_help[] =
     "cache options:\n"
     "  --cache-dir DIR           block cache location (default $XDG_CACHE_HOME/mergemount, else\n"
     "                            ~/.cache/mergemount)\n"
-    "  --cache-size N            cache size limit in bytes, K/M/G/T suffixes (default 20G)\n"
-    "  --no-cache                compute every read; store nothing\n"
-    "  -v, --verbose             more log output\n"
-    "  -h, --help                this help\n";
+    "  --cache-size N            cache size limit in bytes, K/M/G/T suffixes (default 20G)\n";
+static const char k_no_cache_help[] = "  --no-cache                compute every read; store nothing\n";
 
 int mm_cli_parse_u64(const char *s, uint64_t *out)
 {
@@ -121,7 +122,11 @@ int mm_cli_parse(int argc, char **argv, const char *shortopts, const struct opti
     int opt;
     while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
         if (opt == 'h') {
-            printf("%s\n%s", usage, mm_cli_common_help);
+            /* Only the groups this command takes: `cache --help` must not offer --out-shard-size. */
+            int merges = po != &po_unused, caches = cache != &cache_unused;
+            /* --no-cache belongs to the commands that merge with a cache (mount, build), not to `cache`. */
+            printf("%s\n%s%s%s  -h, --help                this help\n", usage, merges ? k_merge_help : "",
+                   caches ? k_cache_help : "", merges && caches ? k_no_cache_help : "");
             exit(0);
         }
         if (opt == '?') {

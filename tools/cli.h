@@ -59,11 +59,10 @@ int mm_cli_apply(int opt, const char *arg, mm_cli_extra_fn extra, void *ctx, mm_
 /* Parses a subcommand's arguments (argv[0] is the subcommand). Shared options go to po/cache (either
  * may be NULL when the command has none); `extra` handles the command's own options (returns 0 if it
  * took the option, -EINVAL for a bad value, 1 if unknown). Exactly npos positional arguments go to
- * pos[]. Returns 0, or an exit status (2) after printing usage. --help prints `usage` and exits 0. */
+ * pos[]. Returns 0, or an exit status (2) after printing usage. --help prints `usage`, then the help of
+ * the shared options the command takes (merge options when po is given, cache options when cache is),
+ * and exits 0. */
 int mm_cli_parse(int argc, char **argv, const char *shortopts, const struct option *longopts, const char *usage,
                  mm_cli_extra_fn extra, void *ctx, mm_plan_options *po, mm_cli_cache *cache, char **pos, int npos);
-
-/* Help text of the shared options. */
-extern const char mm_cli_common_help[];
 
 #endif

@@ -122,6 +122,21 @@ def test_man_page_covers_every_command_and_option():
     assert not missing, "docs/mergemount.1 does not mention: " + ", ".join(missing)
 
 
+def test_every_option_a_help_shows_is_taken():
+    """A command's --help offers only options the command accepts: each long option it lists, given to
+    that command (with a dummy value where the help names one), is never "unrecognized" (the options'
+    values and the missing arguments may still be refused; that is another message)."""
+    main = help_text()
+    for cmd, subs in commands_in(main).items():
+        text = help_text(cmd)
+        for opt in sorted(o for o in options_in(text) if o.startswith("--") and o != "--help"):
+            takes_value = re.search(re.escape(opt) + r"[ =]([A-Z][A-Z-]*)\b", text)
+            argv = [mergemount_bin(), cmd, *(subs[:1]), opt] + (["1"] if takes_value else [])
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            assert "unrecognized option" not in r.stderr and "unknown option" not in r.stderr, \
+                f"`mergemount {cmd} --help` lists {opt}, which it refuses: {r.stderr}"
+
+
 def test_missing_option_is_reported():
     """The check fails when the man page lacks an option or a command."""
     names, options = program_surface()
