@@ -40,7 +40,9 @@ static const char usage_mount[] =
     "  -d, --debug               libfuse debug output (implies -f)\n"
     "  -o OPT[,OPT...]           FUSE mount options, e.g. allow_other (may be repeated)\n"
     "  --readahead KB            the mount's readahead when run as root (default 1024; 0 keeps the\n"
-    "                            kernel's 128): larger requests, fewer round trips\n";
+    "                            kernel's 128): larger requests, fewer round trips\n"
+    "  --state-dir DIR           where the mount's writable .cache/ is kept, in DIR/<recipe id>/\n"
+    "                            (default: CACHE-DIR/state, also with --no-cache)\n";
 
 static const char usage_build[] =
     "usage: mergemount build CONFIG OUTDIR [--force] [-j N] [--progress|--no-progress] [merge options]\n"
@@ -80,7 +82,7 @@ static void unload(mm_config *cfg, mm_plan *plan, mm_vfs *vfs)
     mm_config_free(cfg);
 }
 
-enum { OPT_FORCE = MM_OPT_COMMON_END, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_JSON, OPT_READAHEAD };
+enum { OPT_FORCE = MM_OPT_COMMON_END, OPT_PROGRESS, OPT_NO_PROGRESS, OPT_JSON, OPT_READAHEAD, OPT_STATE_DIR };
 
 /* ---- mount ---- */
 
@@ -89,6 +91,8 @@ typedef struct mount_args {
     mm_buf opts;
     mm_cli_cache cache_opt;
     char *cache_dir;  /* absolute, resolved before daemonising (the daemon runs in /) */
+    const char *state_dir_arg; /* --state-dir as given */
+    char *state_dir;  /* absolute, as cache_dir */
     mm_vfs *vfs;
     mm_cache *cache;
 } mount_args;
@@ -135,6 +139,7 @@ static int mount_extra(int opt, const char *arg, void *ctx)
         m->fo.readahead_kb = (unsigned)v;
         return 0;
     }
+    case OPT_STATE_DIR: m->state_dir_arg = arg; return 0;
     default: return 1;
     }
 }
@@ -143,6 +148,7 @@ static int cmd_mount(int argc, char **argv)
 {
     static const struct option lo[] = {{"foreground", no_argument, 0, 'f'}, {"debug", no_argument, 0, 'd'},
                                        {"readahead", required_argument, 0, OPT_READAHEAD},
+                                       {"state-dir", required_argument, 0, OPT_STATE_DIR},
                                        MM_CLI_COMMON_LONGOPTS, {0, 0, 0, 0}};
     mm_plan_options po;
     mm_plan_options_default(&po);
@@ -173,12 +179,16 @@ static int cmd_mount(int argc, char **argv)
     m.fo.arg = &m;
     m.vfs = vfs;
     m.cache_dir = mm_cache_default_dir(m.cache_opt.dir);
+    /* Beside the block cache by default, but not part of it: --no-cache keeps it there too. */
+    m.state_dir = m.state_dir_arg ? mm_path_absolute(m.state_dir_arg) : mm_path_join(m.cache_dir, "state");
+    m.fo.state_dir = m.state_dir;
     rc = mm_fs_run(vfs, &m.fo, &err);
     if (rc < 0)
         fprintf(stderr, "mergemount: error: %s\n", err.msg);
     mm_cache_close(m.cache); /* commits what is still queued */
     unload(cfg, plan, vfs);
     free(m.cache_dir);
+    free(m.state_dir);
     mm_buf_free(&m.opts);
     return rc < 0 ? 1 : 0;
 }
