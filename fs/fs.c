@@ -632,21 +632,16 @@ static int serve(struct fuse_session *se, const char *mountpoint, mm_err *err)
     return 0;
 }
 
-/* The state directory of this vfs, <state_dir>/<id>. A mount that cannot have one still serves its
- * files, with a warning: reading needs no state, and only `.cache/` is lost (its writes answer EROFS). */
-static mm_state *open_state(mm_vfs *vfs, const char *state_dir)
+/* The state of this vfs's mount, kept in <state_dir>/<id>. */
+static mm_state *new_state(mm_vfs *vfs, const char *state_dir)
 {
     if (!state_dir)
         return NULL;
     char id[65];
     mm_vfs_id(vfs, id);
     char *dir = mm_path_join(state_dir, id);
-    mm_state *s = NULL;
-    mm_err err = {{0}};
-    if (mm_state_open(dir, ROOT_INO, FIRST_FILE_INO + mm_vfs_count(vfs), &s, &err) < 0)
-        mm_log_warn("%s; the mount has no writable .cache/", err.msg);
-    else
-        mm_log_debug("state of this mount (.cache/): %s/%s", dir, MM_STATE_NAME);
+    mm_log_debug("state of this mount (.cache/): %s/%s", dir, MM_STATE_NAME);
+    mm_state *s = mm_state_new(dir, ROOT_INO, FIRST_FILE_INO + mm_vfs_count(vfs));
     free(dir);
     return s;
 }
@@ -663,7 +658,7 @@ int mm_fs_run(mm_vfs *vfs, const mm_fs_options *opt, mm_err *err)
 
     fs_state fs;
     init_state(&fs, vfs);
-    fs.state = open_state(vfs, opt->state_dir);
+    fs.state = new_state(vfs, opt->state_dir);
     struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
     struct fuse_session *se = NULL;
     int mounted = 0, handlers = 0;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,15 +14,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-int mm_state_open(const char *dir, fuse_ino_t root_ino, fuse_ino_t first_ino, mm_state **out, mm_err *err)
+mm_state *mm_state_new(const char *dir, fuse_ino_t root_ino, fuse_ino_t first_ino)
 {
-    /* 0700: what clients keep here (upload records, lock files) is theirs alone. */
-    int rc = mm_mkdir_p(dir, 0700);
-    if (rc < 0)
-        return mm_err_set(err, rc, "cannot create the state directory %s: %s", dir, strerror(-rc));
-    int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return mm_err_set(err, -errno, "cannot open the state directory %s: %s", dir, strerror(errno));
     /* Every inode of the subtree the kernel holds keeps a descriptor open here (state_nodes.h), and the
      * usual soft limit of 1024 would cap them; the hard limit is what the process may have anyway. */
     struct rlimit lim;
@@ -30,13 +24,13 @@ int mm_state_open(const char *dir, fuse_ino_t root_ino, fuse_ino_t first_ino, mm
         setrlimit(RLIMIT_NOFILE, &lim);
     }
     mm_state *s = mm_xcalloc(1, sizeof *s);
-    s->root_fd = fd;
+    s->dir = mm_xstrdup(dir);
     s->root_ino = root_ino;
     s->first_ino = first_ino;
     s->chown_new = geteuid() == 0;
+    atomic_init(&s->warned, 0);
     mm_snodes_init(&s->nodes, first_ino);
-    *out = s;
-    return 0;
+    return s;
 }
 
 void mm_state_close(mm_state *s)
@@ -44,7 +38,7 @@ void mm_state_close(mm_state *s)
     if (!s)
         return;
     mm_snodes_destroy(&s->nodes);
-    close(s->root_fd);
+    free(s->dir);
     free(s);
 }
 
@@ -92,19 +86,57 @@ static int valid_name(const char *name)
     return name[0] && strcmp(name, ".") != 0 && strcmp(name, "..") != 0 && !strchr(name, '/');
 }
 
-/* The backing directory a request on names in `parent` works in: its node's descriptor, or for the
- * mount root the state directory, where only `.cache` itself is visible (root_ok: the request may make
- * or remove it). 0 and *dfd, or -errno: EROFS for a write outside the subtree (the model files, the
- * rest of the root, a mount without state). */
-static int dir_at(mm_state *s, fuse_ino_t parent, const char *name, int write, int root_ok, int *dfd)
+/* The state directory as it is now (O_PATH), looked up by its path every time: it is made only when a
+ * client first makes `.cache` (make: mkdir -p, 0700, as what clients keep there is theirs alone), so a
+ * mount that is only read leaves nothing on disk, and one that was removed while mounted is made again.
+ * A state directory that cannot be made is logged once; the request gets the error. */
+static int open_state_dir(mm_state *s, int make, int *fd)
 {
+    if (make) {
+        int rc = mm_mkdir_p(s->dir, 0700);
+        if (rc < 0) {
+            if (!atomic_exchange(&s->warned, 1))
+                mm_log_warn("cannot create the state directory %s: %s; `.cache/` cannot be made in this mount",
+                            s->dir, strerror(-rc));
+            return rc;
+        }
+    }
+    *fd = open(s->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    return *fd < 0 ? -errno : 0;
+}
+
+/* The directory a request on a name works in: a node's descriptor, or one of the state directory that
+ * done_at closes. */
+typedef struct at_dir {
+    int fd, owned;
+} at_dir;
+
+static void done_at(at_dir *d)
+{
+    if (d->owned)
+        close(d->fd);
+    d->owned = 0;
+}
+
+/* What a request may do with `.cache` in the root. */
+enum { ROOT_NONE, ROOT_LOOK, ROOT_MAKE };
+
+/* The backing directory a request on `name` in `parent` works in: the parent's node, or for the mount
+ * root the state directory, where only `.cache` itself exists for the mount (`root`: what the request
+ * may do there). 0 and *d, or -errno: EROFS for a write outside the subtree (the model files, the rest
+ * of the root, a mount without state). */
+static int dir_at(mm_state *s, fuse_ino_t parent, const char *name, int write, int root, at_dir *d)
+{
+    d->owned = 0;
     if (!s)
         return write ? -EROFS : -ENOENT;
     if (parent == s->root_ino) {
-        if (!root_ok || strcmp(name, MM_STATE_NAME) != 0)
+        if (root == ROOT_NONE || strcmp(name, MM_STATE_NAME) != 0)
             return write ? -EROFS : -ENOENT;
-        *dfd = s->root_fd;
-        return 0;
+        int rc = open_state_dir(s, root == ROOT_MAKE, &d->fd);
+        d->owned = rc == 0;
+        /* A state directory that is not there (or not reachable) only means there is no `.cache` yet. */
+        return rc < 0 && root == ROOT_LOOK ? -ENOENT : rc;
     }
     if (!mm_state_owns(s, parent))
         return write ? -EROFS : -ENOTDIR;
@@ -115,7 +147,7 @@ static int dir_at(mm_state *s, fuse_ino_t parent, const char *name, int write, i
         return -ENOTDIR;
     if (!valid_name(name))
         return -EINVAL;
-    *dfd = n->fd;
+    d->fd = n->fd;
     return 0;
 }
 
@@ -150,14 +182,19 @@ int mm_state_lookup_at(mm_state *s, int dfd, fuse_ino_t parent, const char *name
 
 int mm_state_root_entry(mm_state *s, int count, struct fuse_entry_param *e)
 {
-    if (!s)
-        return -ENOENT;
-    if (count)
-        return mm_state_lookup_at(s, s->root_fd, s->root_ino, MM_STATE_NAME, e);
-    memset(e, 0, sizeof *e);
-    if (fstatat(s->root_fd, MM_STATE_NAME, &e->attr, AT_SYMLINK_NOFOLLOW) < 0)
-        return -errno;
-    return S_ISDIR(e->attr.st_mode) ? 0 : -ENOENT;
+    at_dir d;
+    int rc = dir_at(s, s ? s->root_ino : 0, MM_STATE_NAME, 0, ROOT_LOOK, &d);
+    if (rc == 0 && count) {
+        rc = mm_state_lookup_at(s, d.fd, s->root_ino, MM_STATE_NAME, e);
+    } else if (rc == 0) {
+        memset(e, 0, sizeof *e);
+        if (fstatat(d.fd, MM_STATE_NAME, &e->attr, AT_SYMLINK_NOFOLLOW) < 0)
+            rc = -errno;
+        else if (!S_ISDIR(e->attr.st_mode))
+            rc = -ENOENT;
+    }
+    done_at(&d);
+    return rc;
 }
 
 static void reply_entry_or_err(fuse_req_t req, int rc, const struct fuse_entry_param *e)
@@ -170,11 +207,12 @@ static void reply_entry_or_err(fuse_req_t req, int rc, const struct fuse_entry_p
 
 void mm_state_lookup(mm_state *s, fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    int dfd;
+    at_dir d;
     struct fuse_entry_param e;
-    int rc = dir_at(s, parent, name, 0, 1, &dfd);
+    int rc = dir_at(s, parent, name, 0, ROOT_LOOK, &d);
     if (rc == 0)
-        rc = mm_state_lookup_at(s, dfd, parent, name, &e);
+        rc = mm_state_lookup_at(s, d.fd, parent, name, &e);
+    done_at(&d);
     reply_entry_or_err(req, rc, &e);
 }
 
@@ -371,13 +409,15 @@ static void settle_new(mm_state *s, fuse_req_t req, int pathfd, mode_t mode)
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
     mm_state *s = mm_fs_state(req);
-    int dfd, fd = -1;
+    at_dir d;
+    int fd = -1;
     struct fuse_entry_param e;
-    int rc = dir_at(s, parent, name, 1, 1, &dfd);
-    if (rc == 0 && mkdirat(dfd, name, mode) < 0)
+    int rc = dir_at(s, parent, name, 1, ROOT_MAKE, &d);
+    if (rc == 0 && mkdirat(d.fd, name, mode) < 0)
         rc = -errno;
-    if (rc == 0 && (fd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC)) < 0)
+    if (rc == 0 && (fd = openat(d.fd, name, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC)) < 0)
         rc = -errno;
+    done_at(&d);
     if (rc == 0) {
         settle_new(s, req, fd, mode);
         rc = entry_of(s, fd, 1, &e);
@@ -388,13 +428,15 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
 {
     mm_state *s = mm_fs_state(req);
-    int dfd, fd = -1, pathfd = -1;
+    at_dir d;
+    int fd = -1, pathfd = -1;
     struct fuse_entry_param e;
-    int rc = dir_at(s, parent, name, 1, 0, &dfd);
+    int rc = dir_at(s, parent, name, 1, ROOT_NONE, &d);
     if (rc < 0) {
         fuse_reply_err(req, -rc);
         return;
     }
+    const int dfd = d.fd; /* a node's: ROOT_NONE opens nothing to close */
     /* O_NOFOLLOW: a symlink of that name is never followed. O_DIRECT is the kernel's business: the
      * backing file is written in whatever pieces arrive. Made with O_EXCL first, to know whether this
      * call made it (and so settles its owner and mode). */
@@ -430,8 +472,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
     (void)mode, (void)rdev;
-    int dfd;
-    int rc = dir_at(mm_fs_state(req), parent, name, 1, 0, &dfd);
+    at_dir d;
+    int rc = dir_at(mm_fs_state(req), parent, name, 1, ROOT_NONE, &d);
     /* Regular files arrive as create; devices, FIFOs and sockets are not made here. */
     fuse_reply_err(req, rc < 0 ? -rc : EPERM);
 }
@@ -439,18 +481,19 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
     (void)link;
-    int dfd;
-    int rc = dir_at(mm_fs_state(req), parent, name, 1, 0, &dfd);
+    at_dir d;
+    int rc = dir_at(mm_fs_state(req), parent, name, 1, ROOT_NONE, &d);
     /* A link stored here could point anywhere; readers following it would leave the subtree. */
     fuse_reply_err(req, rc < 0 ? -rc : EPERM);
 }
 
 static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name, int flags)
 {
-    int dfd;
-    int rc = dir_at(mm_fs_state(req), parent, name, 1, flags == AT_REMOVEDIR, &dfd);
-    if (rc == 0 && unlinkat(dfd, name, flags) < 0)
+    at_dir d;
+    int rc = dir_at(mm_fs_state(req), parent, name, 1, flags == AT_REMOVEDIR ? ROOT_LOOK : ROOT_NONE, &d);
+    if (rc == 0 && unlinkat(d.fd, name, flags) < 0)
         rc = -errno;
+    done_at(&d);
     fuse_reply_err(req, -rc);
 }
 
@@ -468,14 +511,14 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
                       const char *newname, unsigned int flags)
 {
     mm_state *s = mm_fs_state(req);
-    int dfd, ndfd;
+    at_dir d, nd;
     /* Both ends inside (`.cache` itself stays where it is); RENAME_WHITEOUT is for overlay filesystems. */
-    int rc = dir_at(s, parent, name, 1, 0, &dfd);
+    int rc = dir_at(s, parent, name, 1, ROOT_NONE, &d);
     if (rc == 0)
-        rc = dir_at(s, newparent, newname, 1, 0, &ndfd);
+        rc = dir_at(s, newparent, newname, 1, ROOT_NONE, &nd);
     if (rc == 0 && (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)))
         rc = -EINVAL;
-    if (rc == 0 && renameat2(dfd, name, ndfd, newname, flags) < 0)
+    if (rc == 0 && renameat2(d.fd, name, nd.fd, newname, flags) < 0)
         rc = -errno;
     fuse_reply_err(req, -rc);
 }
@@ -483,10 +526,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
     mm_state *s = mm_fs_state(req);
-    int ndfd;
+    at_dir nd;
     mm_snode *n = NULL;
     struct fuse_entry_param e;
-    int rc = dir_at(s, newparent, newname, 1, 0, &ndfd);
+    int rc = dir_at(s, newparent, newname, 1, ROOT_NONE, &nd);
     /* A model file has no backing file to link: as between two filesystems. */
     if (rc == 0 && !mm_state_owns(s, ino))
         rc = -EXDEV;
@@ -496,10 +539,10 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
         rc = -EPERM;
     char proc[32];
     /* linkat through /proc follows the descriptor to the file itself, wherever it is now. */
-    if (rc == 0 && linkat(AT_FDCWD, mm_state_proc_path(proc, n->fd), ndfd, newname, AT_SYMLINK_FOLLOW) < 0)
+    if (rc == 0 && linkat(AT_FDCWD, mm_state_proc_path(proc, n->fd), nd.fd, newname, AT_SYMLINK_FOLLOW) < 0)
         rc = -errno;
     if (rc == 0)
-        rc = mm_state_lookup_at(s, ndfd, newparent, newname, &e);
+        rc = mm_state_lookup_at(s, nd.fd, newparent, newname, &e);
     reply_entry_or_err(req, rc, &e);
 }
 

@@ -2,7 +2,8 @@
  * the files they read (huggingface_hub's upload-large-folder keeps its resume records in
  * .cache/huggingface/). It passes through to a real directory: the mount's `.cache` is <dir>/.cache,
  * where <dir> is <state-dir>/<id of the vfs> (mm_vfs_id), so a remount of the same recipe finds the
- * state again, and another recipe starts from nothing.
+ * state again, and another recipe starts from nothing. Nothing is made on disk until a client makes
+ * `.cache` (mkdir): a mount that is only read leaves no trace.
  *
  * Inside, every file operation is forwarded to the backing object and behaves as it does there: lookup,
  * create, open (O_TRUNC, O_APPEND, ...), read, write, truncate, fallocate, fsync, stat, chmod, chown,
@@ -39,11 +40,11 @@ typedef struct mm_state mm_state;
 /* The name of the subtree in the mount root. */
 #define MM_STATE_NAME ".cache"
 
-/* Opens the state directory `dir` (absolute), creating it and its parents (mode 0700) when missing; the
- * mount's root inode is root_ino, and inodes of the subtree are numbered from first_ino up (above every
- * other inode of the mount). Call before daemonising and before any thread starts. Returns 0, or -errno
- * with a message naming the directory. */
-int mm_state_open(const char *dir, fuse_ino_t root_ino, fuse_ino_t first_ino, mm_state **out, mm_err *err);
+/* The state of a mount whose state directory is `dir` (absolute; made, mkdir -p with mode 0700, only
+ * when a client first makes `.cache`); the mount's root inode is root_ino, and inodes of the subtree are
+ * numbered from first_ino up (above every other inode of the mount). Call before any thread starts (it
+ * raises the process's descriptor limit). */
+mm_state *mm_state_new(const char *dir, fuse_ino_t root_ino, fuse_ino_t first_ino);
 /* Closes everything (after the session ended). NULL is ignored. */
 void mm_state_close(mm_state *s);
 

@@ -3,14 +3,17 @@
 #ifndef MM_FS_STATE_INTERNAL_H
 #define MM_FS_STATE_INTERNAL_H
 
+#include <stdatomic.h>
+
 #include "fs/state.h"
 #include "fs/state_nodes.h"
 
 struct mm_state {
-    int root_fd;              /* O_PATH of the state directory: the mount root's side, holding `.cache` */
+    char *dir;                /* the state directory: the mount root's side, holding `.cache` */
     fuse_ino_t root_ino;      /* the mount root */
     fuse_ino_t first_ino;     /* inodes of the subtree are numbered from here */
     int chown_new;            /* the daemon runs as root: what a caller makes becomes the caller's */
+    atomic_int warned;        /* the state directory could not be made, and the log said so */
     mm_snodes nodes;
 };
 

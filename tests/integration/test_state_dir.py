@@ -3,14 +3,15 @@ in <folder>/.cache/huggingface/, and `hf upload` hashes every file. The mount ke
 <state-dir>/<recipe id>/.cache and passes every file operation there through; everything else stays
 read-only. Checked here with real mounts:
 
-- `.cache` is absent until made, and every ordinary file operation works inside it; flock and fcntl
-  locks exclude each other between processes;
+- `.cache` is absent until made (and nothing is on disk until then), and every ordinary file operation
+  works inside it; flock and fcntl locks exclude each other between processes;
 - what huggingface_hub does in that folder (.gitignore and CACHEDIR.TAG, upload/<file>.metadata rewritten
   under <file>.lock by several writers at once), emulated without huggingface_hub;
 - writes anywhere else answer EROFS, and nothing done through the mount reaches outside the state
   directory (symlinks, `..`, renames and links across the border, a symlink planted in the state dir);
 - the state survives kill -9 of the daemon and a clean remount, with the model files' bytes and mtimes
-  unchanged; another recipe gets another directory; --state-dir, its default and `-o ro`;
+  unchanged; another recipe gets another directory; --state-dir, its default, a state dir that cannot
+  be made, and `-o ro`;
 - hashing the mount as `hf upload` does (sha256 in 1 MiB reads from 5 threads, git blob sha1) gives the
   built folder's hashes.
 
@@ -278,7 +279,7 @@ def hf_candidates(folder):
 
 def test_cache_appears_when_made(mount, case, tmp_path):
     """Absent from the listing and from lookup until mkdir makes it (in <state>/<id>/.cache, the state
-    dir made 0700); rmdir when empty removes it again. The root is 0755 with nlink 2, then 3."""
+    dir made then, 0700); rmdir when empty removes it again. The root is 0755 with nlink 2, then 3."""
     state = tmp_path / "state"
     with mount(case["config"], *args_of(case, state)) as m:
         cache = os.path.join(m.path, ".cache")
@@ -286,8 +287,9 @@ def test_cache_appears_when_made(mount, case, tmp_path):
         assert error_of(os.stat, cache) == errno.ENOENT
         root = os.stat(m.path)
         assert (root.st_mode, root.st_nlink) == (0o40755, 2)
-        assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+        assert not state.exists()
         os.mkdir(cache)
+        assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
         assert ".cache" in os.listdir(m.path)
         assert os.stat(m.path).st_nlink == 3
         assert os.path.isdir(os.path.join(backing(state), ".cache"))
@@ -732,6 +734,28 @@ def test_ro_option(mount, case, tmp_path):
         assert os.path.exists(f)
         assert error_of(os.open, f, os.O_WRONLY) == errno.EROFS
         assert error_of(os.unlink, f) == errno.EROFS
+
+
+def test_unusable_state_dir(mount, case, tmp_path):
+    """A state dir that cannot be made (a file is in the way): the files are served, making `.cache`
+    fails with the error (ENOTDIR here), and the log says why once."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with mount(case["config"], *args_of(case, blocker / "state")) as m:
+        for _ in range(2):
+            assert error_of(os.mkdir, os.path.join(m.path, ".cache")) == errno.ENOTDIR
+        assert_models_unchanged(m.path, case)
+        warnings = [ln for ln in m.stderr().splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and "cannot create the state directory" in warnings[0], warnings
+
+
+def test_reading_leaves_no_trace(mount, case, tmp_path):
+    """A mount that is only read makes nothing on disk: no state dir, no cache dir with --no-cache."""
+    cache_dir = tmp_path / "cache"
+    with mount(case["config"], *case["args"], "--no-cache", "--cache-dir", cache_dir) as m:
+        assert_models_unchanged(m.path, case)
+        assert error_of(os.stat, os.path.join(m.path, ".cache")) == errno.ENOENT
+    assert not cache_dir.exists()
 
 
 def test_help_lists_state_dir(binaries):
