@@ -19,8 +19,8 @@ typedef struct mm_fs_options {
     int debug;               /* -d: libfuse debug output, implies foreground */
     const char *fsname;      /* shown in /proc/mounts (e.g. the config path) */
     unsigned readahead_kb;   /* when root: the mount's readahead in KiB (0: kernel default) */
-    /* Absolute directory of the mounts' state: `.cache/` of this mount is <state_dir>/<mm_vfs_id>/.cache.
-     * NULL: no `.cache/` (the root is read-only too). */
+    /* Absolute directory where mounts keep their state: `.cache/` of this mount is
+     * <state_dir>/<mm_vfs_id>/.cache. NULL: no `.cache/` (the root is read-only too). */
     const char *state_dir;
     /* Called once in the process that serves requests, after daemonising and before the first request
      * (LMDB environments must be opened here, not before fork). May be NULL. Non-zero aborts the mount. */

@@ -308,7 +308,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         if (fchownat(n->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
             rc = -errno;
     }
-    if (rc == 0 && (to_set & FUSE_SET_ATTR_MODE) && (fd >= 0 ? fchmod(fd, attr->st_mode) : chmod(proc, attr->st_mode)) < 0)
+    if (rc == 0 && (to_set & FUSE_SET_ATTR_MODE) &&
+        (fd >= 0 ? fchmod(fd, attr->st_mode) : chmod(proc, attr->st_mode)) < 0)
         rc = -errno;
     if (rc == 0 && (to_set & FUSE_SET_ATTR_SIZE) &&
         (fd >= 0 ? ftruncate(fd, attr->st_size) : truncate(proc, attr->st_size)) < 0)

@@ -23,7 +23,8 @@ static char *check_make_model(const char *root, const char *name, int layers, in
     size_t n = 0;
     t[n++] = (mm_st_tensor){.name = mm_xstrdup("model.embed_tokens.weight"), .dtype = MM_DT_BF16, .ndim = 2,
                             .shape = {(uint64_t)v, (uint64_t)h}};
-    t[n++] = (mm_st_tensor){.name = mm_xstrdup("model.norm.weight"), .dtype = MM_DT_BF16, .ndim = 1, .shape = {(uint64_t)h}};
+    t[n++] = (mm_st_tensor){.name = mm_xstrdup("model.norm.weight"), .dtype = MM_DT_BF16, .ndim = 1,
+                            .shape = {(uint64_t)h}};
     if (with_lm_head)
         t[n++] = (mm_st_tensor){.name = mm_xstrdup("lm_head.weight"), .dtype = MM_DT_BF16, .ndim = 2,
                                 .shape = {(uint64_t)v, (uint64_t)h}};
