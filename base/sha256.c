@@ -96,3 +96,28 @@ void mm_sha256_final(mm_sha256 *s, unsigned char out[32])
         out[4 * i + 3] = (unsigned char)s->h[i];
     }
 }
+
+void mm_sha256_u64(mm_sha256 *s, uint64_t v)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
+    mm_sha256_update(s, b, 8);
+}
+
+void mm_sha256_str(mm_sha256 *s, const char *str)
+{
+    size_t n = strlen(str);
+    mm_sha256_u64(s, n);
+    mm_sha256_update(s, str, n);
+}
+
+void mm_sha256_hex(const unsigned char digest[32], char hex[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        hex[2 * i] = digits[digest[i] >> 4];
+        hex[2 * i + 1] = digits[digest[i] & 15];
+    }
+    hex[64] = 0;
+}

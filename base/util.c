@@ -343,6 +343,44 @@ char *mm_path_join(const char *dir, const char *name)
     return mm_xasprintf("%.*s/%s", (int)n, dir, name);
 }
 
+char *mm_path_absolute(const char *path)
+{
+    if (path[0] == '/')
+        return mm_xstrdup(path);
+    char *cwd = getcwd(NULL, 0);
+    if (!cwd)
+        return mm_xstrdup(path);
+    char *p = mm_path_join(cwd, path);
+    free(cwd);
+    return p;
+}
+
+static int mkdir_one(const char *path, unsigned mode)
+{
+    if (mkdir(path, (mode_t)mode) == 0)
+        return 0;
+    int e = errno;
+    struct stat st;
+    if (e == EEXIST && stat(path, &st) == 0)
+        return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+    return -e;
+}
+
+int mm_mkdir_p(const char *path, unsigned mode)
+{
+    char *p = mm_xstrdup(path);
+    int rc = 0;
+    for (char *s = strchr(p + 1, '/'); s && !rc; s = strchr(s + 1, '/')) {
+        *s = 0;
+        rc = mkdir_one(p, mode);
+        *s = '/';
+    }
+    if (!rc)
+        rc = mkdir_one(p, mode);
+    free(p);
+    return rc;
+}
+
 size_t mm_edit_distance(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);

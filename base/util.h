@@ -81,6 +81,13 @@ size_t mm_utf8_valid_len(const char *s, size_t len);
 
 /* Joins a directory and a file name with one '/'. Heap result. */
 char *mm_path_join(const char *dir, const char *name);
+/* `path` made absolute against the working directory (unchanged if it already is, or if the working
+ * directory cannot be read: the later open reports it). Heap result. For paths a daemon uses after
+ * fuse_daemonize has changed its directory to /. */
+char *mm_path_absolute(const char *path);
+/* mkdir -p: creates `path` and any missing parents with `mode` (before the umask). 0, -ENOTDIR when a
+ * component exists and is not a directory, or the -errno of the failing mkdir. */
+int mm_mkdir_p(const char *path, unsigned mode);
 
 /* Levenshtein distance, for "did you mean" suggestions. */
 size_t mm_edit_distance(const char *a, const char *b);

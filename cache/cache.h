@@ -67,8 +67,8 @@ typedef struct mm_cache_info {
     uint64_t file_bytes;    /* size of data.mdb on disk */
 } mm_cache_info;
 
-/* The directory the cache would use for opt (heap string): opt->dir, else $XDG_CACHE_HOME/mergemount,
- * else $HOME/.cache/mergemount. Always absolute. */
+/* The directory the cache uses (heap string): `dir` made absolute when given (non-NULL, non-empty), else
+ * $XDG_CACHE_HOME/mergemount, else $HOME/.cache/mergemount. Always absolute. */
 char *mm_cache_default_dir(const char *dir);
 
 /* Opens (creating the directory if needed) and starts the writer thread. On an environment that cannot

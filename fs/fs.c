@@ -1,12 +1,9 @@
-/* 35 (not 312) keeps the plain struct fuse_loop_config, which builds against every libfuse >= 3.10 that
- * meson accepts. 312 would add only fuse_loop_cfg_set_max_threads; libfuse >= 3.12 applies its default
- * of 10 workers either way, which is plenty while misses are computed off the worker threads. */
-#define FUSE_USE_VERSION 35
-
+/* The FUSE adapter (fs.h): the model files and the root are made here from the vfs; `.cache/`, the one
+ * writable subtree, is fs/state.c's, and every request on it or that would write is passed there. */
 #include "fs.h"
+#include "lowlevel.h"
 #include "readahead.h"
-
-#include <fuse_lowlevel.h>
+#include "state.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -40,6 +37,7 @@ static const int k_max_idle_threads = 10;
 
 typedef struct fs_state {
     mm_vfs *vfs;
+    mm_state *state;          /* `.cache/`; NULL when the mount has none */
     /* The kernel resets the mount's readahead when it processes our INIT reply, so the raised value
      * is written by the first request after that (a request handler is the first code that runs
      * once INIT is complete). Non-NULL until applied. */
@@ -89,8 +87,11 @@ static int fill_stat(const fs_state *fs, fuse_ino_t ino, struct stat *st)
     st->st_atim = st->st_mtim = st->st_ctim = fs->mtime;
     st->st_blksize = k_blksize;
     if (ino == ROOT_INO) {
-        st->st_mode = S_IFDIR | 0555;
-        st->st_nlink = 2;
+        /* Writable by its owner only so that the kernel lets `mkdir .cache` through (default_permissions);
+         * anything else made or removed in it is refused with EROFS (fs/state.h). */
+        st->st_mode = S_IFDIR | (fs->state ? 0755 : 0555);
+        struct fuse_entry_param cache;
+        st->st_nlink = 2 + (mm_state_root_entry(fs->state, 0, &cache) == 0);
         return 0;
     }
     size_t idx;
@@ -121,9 +122,18 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->congestion_threshold = k_max_background * 3 / 4;
 }
 
+static int is_state_name(const fs_state *fs, fuse_ino_t parent, const char *name)
+{
+    return fs->state && parent == ROOT_INO && strcmp(name, MM_STATE_NAME) == 0;
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     fs_state *fs = fs_of(req);
+    if (mm_state_owns(fs->state, parent) || is_state_name(fs, parent, name)) {
+        mm_state_lookup(fs->state, req, parent, name);
+        return;
+    }
     if (parent != ROOT_INO) {
         fuse_reply_err(req, ENOTDIR);
         return;
@@ -145,8 +155,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)fi;
+    fs_state *fs = fs_of(req);
+    if (mm_state_owns(fs->state, ino)) {
+        mm_state_getattr(fs->state, req, ino);
+        return;
+    }
     struct stat st;
-    if (fill_stat(fs_of(req), ino, &st) < 0) {
+    if (fill_stat(fs, ino, &st) < 0) {
         fuse_reply_err(req, ENOENT);
         return;
     }
@@ -155,21 +170,46 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+    fs_state *fs = fs_of(req);
+    if (mm_state_owns(fs->state, ino)) {
+        mm_state_opendir(fs->state, req, ino, fi);
+        return;
+    }
     if (ino != ROOT_INO) {
         fuse_reply_err(req, ENOTDIR);
         return;
     }
-    /* The listing is as immutable as the files: let the kernel cache it across opens. */
+    /* The files never change: let the kernel cache the listing, across opens too unless `.cache` can
+     * come and go (made or removed through this mount, the kernel drops the cache itself; made by
+     * another mount of the same recipe, it would not know). */
     fi->cache_readdir = 1;
-    fi->keep_cache = 1;
+    fi->keep_cache = !fs->state;
     fuse_reply_open(req, fi);
 }
 
-/* Directory offsets: entry k of ".", "..", file 0, file 1, ... carries offset k + 1 (the offset of the
- * entry after it), and a file's entry index equals its inode number. */
-static void reply_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
+/* Adds the root's `.cache` entry when it exists and fits (else the next call starts with it). */
+static void add_state_entry(fuse_req_t req, fs_state *fs, char *buf, size_t room, size_t *used, off_t next, int plus)
+{
+    struct fuse_entry_param e;
+    if (mm_state_root_entry(fs->state, plus, &e) < 0)
+        return;
+    size_t need = plus ? fuse_add_direntry_plus(req, buf, room, MM_STATE_NAME, &e, next)
+                       : fuse_add_direntry(req, buf, room, MM_STATE_NAME, &e.attr, next);
+    if (need <= room)
+        *used += need;
+    else if (plus)
+        mm_state_forget(fs->state, e.ino, 1);
+}
+
+/* Directory offsets: entry k of ".", "..", file 0, file 1, ..., `.cache` carries offset k + 1 (the
+ * offset of the entry after it), and a file's entry index equals its inode number. */
+static void reply_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi, int plus)
 {
     fs_state *fs = fs_of(req);
+    if (mm_state_owns(fs->state, ino)) {
+        mm_state_readdir(fs->state, req, ino, size, off, fi, plus);
+        return;
+    }
     if (ino != ROOT_INO) {
         fuse_reply_err(req, ENOTDIR);
         return;
@@ -179,8 +219,8 @@ static void reply_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, in
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    size_t used = 0;
-    for (size_t k = off > 0 ? (size_t)off : 0; k < fs->count + FIRST_FILE_INO; k++) {
+    size_t used = 0, k;
+    for (k = off > 0 ? (size_t)off : 0; k < fs->count + FIRST_FILE_INO; k++) {
         const char *name = k == 0 ? "." : k == 1 ? ".." : mm_vfs_name(fs->vfs, k - FIRST_FILE_INO);
         fuse_ino_t eino = k < FIRST_FILE_INO ? ROOT_INO : (fuse_ino_t)k;
         struct fuse_entry_param e;
@@ -191,34 +231,39 @@ static void reply_dir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, in
             break;
         used += need;
     }
+    if (k == fs->count + FIRST_FILE_INO)
+        add_state_entry(req, fs, buf + used, size - used, &used, (off_t)k + 1, plus);
     fuse_reply_buf(req, buf, used);
     free(buf);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-    (void)fi;
-    reply_dir(req, ino, size, off, 0);
+    reply_dir(req, ino, size, off, fi, 0);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-    (void)fi;
-    reply_dir(req, ino, size, off, 1);
+    reply_dir(req, ino, size, off, fi, 1);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+    fs_state *fs = fs_of(req);
     size_t idx;
+    if (mm_state_owns(fs->state, ino)) {
+        mm_state_open_file(fs->state, req, ino, fi);
+        return;
+    }
     if (ino == ROOT_INO) {
         fuse_reply_err(req, EISDIR);
         return;
     }
-    if (file_index(fs_of(req), ino, &idx) < 0) {
+    if (file_index(fs, ino, &idx) < 0) {
         fuse_reply_err(req, ENOENT);
         return;
     }
-    /* The `ro` mount already stops these in the kernel; this is the answer if one gets through. */
+    /* The files' 0444 makes the kernel refuse writers other than root (EACCES); root gets here. */
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
         fuse_reply_err(req, EROFS);
         return;
@@ -233,8 +278,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-    (void)fi;
     fs_state *fs = fs_of(req);
+    if (mm_state_owns(fs->state, ino)) {
+        mm_state_read(fs->state, req, size, off, fi);
+        return;
+    }
     size_t idx;
     if (file_index(fs, ino, &idx) < 0) {
         fuse_reply_err(req, ino == ROOT_INO ? EISDIR : ENOENT);
@@ -277,8 +325,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
-    (void)ino;
     fs_state *fs = fs_of(req);
+    /* Inside `.cache`, the filesystem that holds it: what is free there is what a client can write. */
+    if (mm_state_owns(fs->state, ino)) {
+        mm_state_statfs(fs->state, req, ino);
+        return;
+    }
     struct statvfs sv;
     memset(&sv, 0, sizeof sv);
     sv.f_bsize = 4096;
@@ -336,6 +388,10 @@ static int known_ino(const fs_state *fs, fuse_ino_t ino)
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
     fs_state *fs = fs_of(req);
+    if (mm_state_owns(fs->state, ino)) {
+        mm_state_getxattr(fs->state, req, ino, name, size);
+        return;
+    }
     if (!known_ino(fs, ino)) {
         fuse_reply_err(req, ENOENT);
         return;
@@ -354,6 +410,10 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
     fs_state *fs = fs_of(req);
+    if (mm_state_owns(fs->state, ino)) {
+        mm_state_listxattr(fs->state, req, ino, size);
+        return;
+    }
     if (!known_ino(fs, ino)) {
         fuse_reply_err(req, ENOENT);
         return;
@@ -366,17 +426,22 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
     mm_buf_free(&names);
 }
 
-/* No write-side operation is defined: with `ro` the kernel answers EROFS before asking us. forget is
- * absent too: inodes are fixed for the life of the mount, so lookup counts need no bookkeeping. */
+mm_state *mm_fs_state(fuse_req_t req)
+{
+    return fs_of(req)->state;
+}
+
+/* The requests the model files and `.cache` share; mm_state_add_ops adds the rest. No flock, getlk or
+ * setlk: the kernel keeps flock and fcntl locks itself (fs/state.h says why). */
 static const struct fuse_lowlevel_ops k_ops = {
     .init = op_init,
     .lookup = op_lookup,
     .getattr = op_getattr,
+    .open = op_open,
+    .read = op_read,
     .opendir = op_opendir,
     .readdir = op_readdir,
     .readdirplus = op_readdirplus,
-    .open = op_open,
-    .read = op_read,
     .statfs = op_statfs,
     .getxattr = op_getxattr,
     .listxattr = op_listxattr,
@@ -473,14 +538,15 @@ static void append_escaped(mm_buf *b, const char *s)
     }
 }
 
-/* User options first, ours last: later options win, and `ro` and `default_permissions` are not
- * negotiable for a filesystem that cannot be written. */
+/* User options first, ours last: later options win, and `default_permissions` (the kernel checks modes:
+ * the model files are 0444) is not negotiable. The mount is not `ro`, so that `.cache/` can be written;
+ * a user's `-o ro` makes all of it read-only, `.cache/` included. */
 static int make_args(const mm_fs_options *opt, struct fuse_args *args)
 {
     mm_buf o = {0};
     if (opt->fuse_opts && *opt->fuse_opts)
         mm_buf_printf(&o, "%s,", opt->fuse_opts);
-    mm_buf_puts(&o, "ro,default_permissions,subtype=mergemount,fsname=");
+    mm_buf_puts(&o, "default_permissions,subtype=mergemount,fsname=");
     append_escaped(&o, opt->fsname && *opt->fsname ? opt->fsname : "mergemount");
     int rc = fuse_opt_add_arg(args, "mergemount") || fuse_opt_add_arg(args, "-o") ||
              fuse_opt_add_arg(args, o.data) || (opt->debug && fuse_opt_add_arg(args, "-d"));
@@ -566,6 +632,20 @@ static int serve(struct fuse_session *se, const char *mountpoint, mm_err *err)
     return 0;
 }
 
+/* The state of this vfs's mount, kept in <state_dir>/<id>. */
+static mm_state *new_state(mm_vfs *vfs, const char *state_dir)
+{
+    if (!state_dir)
+        return NULL;
+    char id[65];
+    mm_vfs_id(vfs, id);
+    char *dir = mm_path_join(state_dir, id);
+    mm_log_debug("state of this mount (.cache/): %s/%s", dir, MM_STATE_NAME);
+    mm_state *s = mm_state_new(dir, ROOT_INO, FIRST_FILE_INO + mm_vfs_count(vfs));
+    free(dir);
+    return s;
+}
+
 int mm_fs_run(mm_vfs *vfs, const mm_fs_options *opt, mm_err *err)
 {
     int rc = mm_fs_check_mountpoint(opt->mountpoint, err);
@@ -578,6 +658,7 @@ int mm_fs_run(mm_vfs *vfs, const mm_fs_options *opt, mm_err *err)
 
     fs_state fs;
     init_state(&fs, vfs);
+    fs.state = new_state(vfs, opt->state_dir);
     struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
     struct fuse_session *se = NULL;
     int mounted = 0, handlers = 0;
@@ -586,7 +667,9 @@ int mm_fs_run(mm_vfs *vfs, const mm_fs_options *opt, mm_err *err)
         mm_err_set(err, rc, "out of memory");
         goto out;
     }
-    se = fuse_session_new(&args, &k_ops, sizeof k_ops, &fs);
+    struct fuse_lowlevel_ops ops = k_ops;
+    mm_state_add_ops(&ops);
+    se = fuse_session_new(&args, &ops, sizeof ops, &fs);
     if (!se) {
         rc = mm_err_set(err, -EINVAL,
                         "invalid FUSE mount options '%s' (libfuse's message is above; see man 8 mount.fuse3)",
@@ -635,6 +718,7 @@ out:
     if (se)
         fuse_session_destroy(se);
     fuse_opt_free_args(&args);
+    mm_state_close(fs.state);
     free(mountpoint);
     return rc;
 }

@@ -1,5 +1,11 @@
-/* The FUSE adapter: serves an mm_vfs as a read-only flat directory with the libfuse low-level API.
- * No merge logic here: every request becomes an mm_vfs call. */
+/* The FUSE adapter: serves an mm_vfs as a flat directory with the libfuse low-level API. No merge logic
+ * here: every request on a model file becomes an mm_vfs call.
+ *
+ * The files are read-only (0444; any write, truncate, chmod, rename or unlink of them, or a new name in
+ * the root, answers EROFS, or EACCES from the kernel where the modes already forbid it), with sizes and
+ * an mtime fixed by the vfs, so they look the same at every mount of the same recipe. The one writable
+ * place is `.cache/` in the root, kept in a state directory (fs/state.h), absent from the listing until
+ * something makes it (mkdir). */
 #ifndef MM_FS_H
 #define MM_FS_H
 
@@ -13,6 +19,9 @@ typedef struct mm_fs_options {
     int debug;               /* -d: libfuse debug output, implies foreground */
     const char *fsname;      /* shown in /proc/mounts (e.g. the config path) */
     unsigned readahead_kb;   /* when root: the mount's readahead in KiB (0: kernel default) */
+    /* Absolute directory where mounts keep their state: `.cache/` of this mount is
+     * <state_dir>/<mm_vfs_id>/.cache. NULL: no `.cache/` (the root is read-only too). */
+    const char *state_dir;
     /* Called once in the process that serves requests, after daemonising and before the first request
      * (LMDB environments must be opened here, not before fork). May be NULL. Non-zero aborts the mount. */
     int (*after_daemonize)(void *arg);

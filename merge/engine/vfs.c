@@ -8,8 +8,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "base/sha256.h"
 #include "blocks.h"
 #include "merge/plan/plan.h"
+#include "merge/plan/recipe.h"
 #include "merge/plan/srcfile.h"
 #include "base/util.h"
 
@@ -155,6 +157,32 @@ int mm_vfs_lookup(const mm_vfs *v, const char *name, size_t *idx)
 int64_t mm_vfs_mtime(const mm_vfs *v)
 {
     return v->mtime_ns;
+}
+
+void mm_vfs_id(const mm_vfs *v, char hex[65])
+{
+    mm_sha256 s;
+    mm_sha256_init(&s);
+    mm_sha256_u64(&s, v->n);
+    for (size_t i = 0; i < v->n; i++) {
+        const vfile *f = &v->files[i];
+        mm_sha256_str(&s, f->name);
+        mm_sha256_u64(&s, (uint64_t)f->kind);
+        mm_sha256_u64(&s, f->size);
+        if (f->kind == VF_SOURCE) {
+            mm_recipe_put_file(&s, mm_srcfile_path(f->src), mm_srcfile_id(f->src));
+            continue;
+        }
+        /* A static file's bytes, or a shard's header (tensor names, dtypes, shapes, offsets). */
+        mm_sha256_u64(&s, f->data_len);
+        mm_sha256_update(&s, f->data, f->data_len);
+        if (f->kind == VF_SHARD)
+            for (size_t k = 0; k < f->shard->ntensors; k++)
+                mm_sha256_update(&s, v->plan->tensors[f->shard->tensors[k]].recipe, 32);
+    }
+    unsigned char digest[32];
+    mm_sha256_final(&s, digest);
+    mm_sha256_hex(digest, hex);
 }
 
 /* First tensor of a shard whose data ends after off (tensors are in data order). */

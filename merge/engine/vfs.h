@@ -44,8 +44,18 @@ const char *mm_vfs_name(const mm_vfs *v, size_t idx);
 uint64_t mm_vfs_size(const mm_vfs *v, size_t idx);
 /* Finds a file by name: 0 and *idx, or -ENOENT. */
 int mm_vfs_lookup(const mm_vfs *v, const char *name, size_t *idx);
-/* Latest mtime of the inputs (config file and sources), in nanoseconds since the epoch, for stat. */
+/* Latest mtime of the inputs (config file and sources), in nanoseconds since the epoch, for stat. It
+ * depends on nothing else (not the time of mounting): clients that keep state about the files, such as
+ * huggingface_hub's upload metadata, trust it only while a file looks no newer than their record. */
 int64_t mm_vfs_mtime(const mm_vfs *v);
+/* The identity of what the vfs serves, as 64 hex digits: SHA-256 over every file's name, kind and size
+ * and what determines its bytes — a shard's header and the recipe hash of each of its tensors
+ * (merge/plan/recipe.h), a static file's bytes, a served-as-is file's path and identity. The same
+ * config over unchanged sources gives the same id at every mount and in every process; a change to
+ * any served byte that recipes see (a weight, a parameter, the shard size, a donor file) gives another.
+ * Mounts key the state clients keep beside the files by it (fs/state.h). Cost: one pass over the
+ * static bytes and the tensor list. */
+void mm_vfs_id(const mm_vfs *v, char hex[65]);
 
 /* Reads up to len bytes at off of file idx into buf. Returns the number of bytes produced (short only at
  * end of file; 0 at or past EOF) or a negative errno: -EIO when a source file it needs cannot be read or

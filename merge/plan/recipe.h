@@ -7,11 +7,17 @@
 #ifndef MM_RECIPE_H
 #define MM_RECIPE_H
 
+#include "base/sha256.h"
 #include "plan.h"
+#include "srcfile.h"
 
 /* Bumped whenever the engine's arithmetic changes, so old cache entries are never served. */
 #define MM_ENGINE_VERSION "mergemount-engine-2"
 
 void mm_recipe_hash(const mm_plan *p, const mm_out_tensor *t, unsigned char out[32]);
+
+/* Adds a source file's identity as recipes see it (path, size, mtime, inode, ctime) to a hash: the
+ * recipe of every tensor read from it, and the id of a vfs that serves it as it is (merge/engine/vfs.h). */
+void mm_recipe_put_file(mm_sha256 *s, const char *path, const mm_file_id *id);
 
 #endif

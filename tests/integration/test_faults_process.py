@@ -378,7 +378,8 @@ def refused(fn, *args):
 def test_read_only_enforced(mount, linear_case, tmp_path):
     with mount(linear_case["config"], *mount_args(linear_case, tmp_path)) as m:
         root = m.path
-        assert os.stat(root).st_mode == 0o40555
+        # 0755: the owner may make `.cache/` there (test_state_dir.py); nothing else.
+        assert os.stat(root).st_mode == 0o40755
         for name in linear_case["files"]:
             assert os.stat(os.path.join(root, name)).st_mode == 0o100444, name
         f = os.path.join(root, linear_case["files"][0])
@@ -410,7 +411,8 @@ def test_read_only_enforced(mount, linear_case, tmp_path):
         assert mmtest.files_of(root) == linear_case["files"]
         assert_tree_equals_built(root, linear_case)
         fields = mountinfo(root)
-        assert "ro" in fields[5].split(","), fields
+        # Not `ro` in the kernel, so that `.cache/` can be written; the daemon refuses everything else.
+        assert "ro" not in fields[5].split(","), fields
         assert "default_permissions" in fields[-1].split(","), fields
 
 
@@ -425,7 +427,7 @@ def user_allow_other():
 @pytest.mark.parametrize("opts", ["allow_other", "rw,allow_other"])
 def test_allow_other_keeps_default_permissions(mount, linear_case, tmp_path, opts):
     """With allow_other, other users reach the mount: permission checks must stay with the kernel
-    (default_permissions), and a user's `rw` does not make the mount writable."""
+    (default_permissions), and a user's `rw` does not make the model files writable."""
     if os.geteuid() != 0 and not user_allow_other():
         pytest.skip("allow_other needs root or user_allow_other in /etc/fuse.conf")
     with mount(linear_case["config"], *mount_args(linear_case, tmp_path), "-o", opts) as m:
@@ -433,9 +435,9 @@ def test_allow_other_keeps_default_permissions(mount, linear_case, tmp_path, opt
         sep = fields.index("-")
         super_opts = fields[sep + 3].split(",")
         assert "allow_other" in super_opts and "default_permissions" in super_opts, fields
-        assert "ro" in fields[5].split(","), fields
         f = os.path.join(m.path, linear_case["files"][0])
         assert refused(os.open, f, os.O_WRONLY) in REFUSED
+        assert refused(os.open, os.path.join(m.path, "new"), os.O_WRONLY | os.O_CREAT, 0o644) in REFUSED
 
 
 # ---- soak --------------------------------------------------------------------------------------------------

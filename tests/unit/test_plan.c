@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "model_fixture.h"
 #include "config/config.h"
 #include "merge/plan/plan.h"
 
@@ -14,52 +15,6 @@ static char root[] = "/tmp/mm-plan-XXXXXX";
 static void put(const char *path, const char *text)
 {
     check_write_file(path, text, strlen(text));
-}
-
-/* A Llama-shaped model with `layers` layers, hidden size h, vocab v; lm_head unless tied. */
-static char *make_model(const char *name, int layers, int h, int v, int with_lm_head, int skip_layer1_mlp)
-{
-    char *dir = mm_xasprintf("%s/%s", root, name);
-    mkdir(dir, 0755);
-    mm_st_tensor t[64];
-    size_t n = 0;
-    t[n++] = (mm_st_tensor){.name = mm_xstrdup("model.embed_tokens.weight"), .dtype = MM_DT_BF16, .ndim = 2,
-                            .shape = {(uint64_t)v, (uint64_t)h}};
-    t[n++] = (mm_st_tensor){.name = mm_xstrdup("model.norm.weight"), .dtype = MM_DT_BF16, .ndim = 1, .shape = {(uint64_t)h}};
-    if (with_lm_head)
-        t[n++] = (mm_st_tensor){.name = mm_xstrdup("lm_head.weight"), .dtype = MM_DT_BF16, .ndim = 2,
-                                .shape = {(uint64_t)v, (uint64_t)h}};
-    for (int l = 0; l < layers; l++) {
-        t[n++] = (mm_st_tensor){.name = mm_xasprintf("model.layers.%d.self_attn.q_proj.weight", l), .dtype = MM_DT_BF16,
-                                .ndim = 2, .shape = {(uint64_t)h, (uint64_t)h}};
-        if (!(skip_layer1_mlp && l == 1))
-            t[n++] = (mm_st_tensor){.name = mm_xasprintf("model.layers.%d.mlp.down_proj.weight", l),
-                                    .dtype = MM_DT_BF16, .ndim = 2, .shape = {(uint64_t)h, (uint64_t)(2 * h)}};
-    }
-    char *hdr;
-    size_t hsize;
-    mm_st_layout(t, n, &hdr, &hsize);
-    char *path = mm_xasprintf("%s/model.safetensors", dir);
-    FILE *f = fopen(path, "wb");
-    fwrite(hdr, 1, hsize, f);
-    for (uint64_t i = 0; i < t[n - 1].end; i++)
-        fputc((int)(i * 7 % 251), f);
-    fclose(f);
-    free(path);
-    free(hdr);
-    for (size_t i = 0; i < n; i++)
-        free(t[i].name);
-    char *cfg = mm_xasprintf("%s/config.json", dir);
-    char *text = mm_xasprintf("{\"architectures\": [\"LlamaForCausalLM\"], \"num_hidden_layers\": %d, "
-                              "\"rms_norm_eps\": 1e-05, \"torch_dtype\": \"float32\", \"vocab_size\": %d}",
-                              layers, v);
-    put(cfg, text);
-    free(cfg);
-    free(text);
-    char *tok = mm_xasprintf("%s/tokenizer.json", dir);
-    put(tok, "{}");
-    free(tok);
-    return dir;
 }
 
 static int plan_text(const char *yaml, uint64_t shard_size, mm_plan **plan, mm_config **cfg, mm_err *err)
@@ -115,11 +70,11 @@ static void expect_error(const char *yaml, const char *needle)
 int main(void)
 {
     CHECK(mkdtemp(root) != NULL);
-    char *a = make_model("a", 3, 4, 10, 1, 0);
-    char *b = make_model("b", 3, 4, 12, 0, 0);
-    char *c = make_model("c", 3, 4, 10, 1, 1);
-    char *d = make_model("d", 2, 4, 10, 1, 0);
-    char *e = make_model("e", 3, 8, 10, 1, 0);
+    char *a = check_make_model(root, "a", 3, 4, 10, 1, 0);
+    char *b = check_make_model(root, "b", 3, 4, 12, 0, 0);
+    char *c = check_make_model(root, "c", 3, 4, 10, 1, 1);
+    char *d = check_make_model(root, "d", 2, 4, 10, 1, 0);
+    char *e = check_make_model(root, "e", 3, 8, 10, 1, 0);
     (void)c, (void)d, (void)e;
 
     /* linear with a gradient and a filter; b is tied (no lm_head) and has a bigger vocab. */

@@ -144,8 +144,7 @@ int main(void)
         for (const char *p = v[i].msg; *p; p++)
             mm_sha256_update(&s, p, 1);
         mm_sha256_final(&s, out);
-        for (int k = 0; k < 32; k++)
-            snprintf(hex + 2 * k, 3, "%02x", out[k]);
+        mm_sha256_hex(out, hex);
         CHECK(strcmp(hex, v[i].hex) == 0);
     }
     {
@@ -157,8 +156,7 @@ int main(void)
         for (int i = 0; i < 1000; i++)
             mm_sha256_update(&s, chunk, sizeof chunk);
         mm_sha256_final(&s, out);
-        for (int k = 0; k < 32; k++)
-            snprintf(hex + 2 * k, 3, "%02x", out[k]);
+        mm_sha256_hex(out, hex);
         CHECK(strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") == 0);
     }
     /* Philox4x32-10 known-answer vectors (Random123 tests/kat_vectors). */
