@@ -24,7 +24,7 @@
 static const char usage_main[] =
     "usage: mergemount <command> [options]\n"
     "\n"
-    "Mounts a mergekit merge recipe as a read-only Hugging Face checkpoint folder whose shards are\n"
+    "Mounts a mergekit merge recipe as a Hugging Face checkpoint folder whose shards are\n"
     "computed on read.\n"
     "\n"
     "commands:\n"
@@ -112,6 +112,7 @@ typedef struct mount_args {
     const char *log_path; /* --log-file */
     int log_fd;           /* opened before daemonising, so that a bad path fails the mount; -1: none */
     char *mountpoint;     /* absolute: named in every line of a background log */
+    char *fsname;         /* the config's absolute path: the source column of /proc/mounts and mount(8) */
     char *cache_dir;      /* absolute, resolved before daemonising (the daemon runs in /) */
     const char *state_dir_arg; /* --state-dir as given */
     char *state_dir;      /* absolute, as cache_dir */
@@ -253,6 +254,7 @@ static void mount_args_free(mount_args *m)
     free(m->mountpoint);
     free(m->cache_dir);
     free(m->state_dir);
+    free(m->fsname);
 }
 
 static int cmd_mount(int argc, char **argv)
@@ -277,7 +279,9 @@ static int cmd_mount(int argc, char **argv)
     }
     m.fo.mountpoint = pos[1];
     m.fo.fuse_opts = m.mo.fuse.data;
-    m.fo.fsname = cfg->path;
+    /* The config as mount(8) would name it, so `umount`, findmnt and fstab comparisons see one path. */
+    m.fsname = mm_path_absolute(cfg->path);
+    m.fo.fsname = m.fsname;
     m.fo.after_daemonize = mount_after_daemonize;
     m.fo.arg = &m;
     m.vfs = vfs;

@@ -165,3 +165,22 @@ def test_source_truncated_after_mount(binaries, tmp_path, models):
     finally:
         cleanup(proc, mnt)
         err.close()
+
+
+def test_mount_table_names_the_config_by_its_absolute_path(binaries, tmp_path, models, monkeypatch):
+    """A config given relative to the current folder appears in /proc/mounts (findmnt, umount by
+    source, fstab comparisons) as its absolute path, as mount(8) would name it."""
+    config = mmtest.write_config(tmp_path, linear_cfg(models[(1, "bf16")], models[(2, "bf16")]))
+    monkeypatch.chdir(os.path.dirname(config))
+    mnt = str(tmp_path / "mnt")
+    proc, err = start(os.path.basename(config), mnt)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            rows = [line.split() for line in f]
+        row = next(r for r in rows if r[4] == os.path.realpath(mnt))
+        fstype, source = row[row.index("-") + 1:row.index("-") + 3]
+        assert fstype == "fuse.mergemount"
+        assert source == os.path.realpath(config), row
+    finally:
+        cleanup(proc, mnt)
+        err.close()
