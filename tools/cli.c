@@ -1,4 +1,4 @@
-#include "cli.h"
+#include "tools/cli.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "base/util.h"
+#include "config/config.h"
 
 /* Help of the shared options, in the groups a command takes (see mm_cli_parse). */
 static const char k_merge_help[] =
@@ -149,4 +150,45 @@ int mm_cli_parse(int argc, char **argv, const char *shortopts, const struct opti
     for (int i = 0; i < npos; i++)
         pos[i] = argv[optind + i];
     return 0;
+}
+
+int mm_cli_load(const char *path, const mm_plan_options *po, mm_config **cfg, mm_plan **plan, mm_vfs **vfs)
+{
+    mm_err err = {{0}};
+    int rc = mm_config_load(path, cfg, &err);
+    if (rc == 0)
+        rc = mm_plan_build(*cfg, po, plan, &err);
+    if (rc == 0 && vfs)
+        rc = mm_vfs_from_plan(*plan, vfs, &err);
+    if (rc < 0) {
+        fprintf(stderr, "mergemount: error: %s\n", err.msg);
+        mm_plan_free(*plan);
+        mm_config_free(*cfg);
+        *plan = NULL;
+        *cfg = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+void mm_cli_unload(mm_config *cfg, mm_plan *plan, mm_vfs *vfs)
+{
+    mm_vfs_free(vfs);
+    mm_plan_free(plan);
+    mm_config_free(cfg);
+}
+
+mm_cache *mm_cli_attach_cache(mm_vfs *vfs, const mm_cli_cache *co, const char *dir)
+{
+    if (co->disabled)
+        return NULL;
+    mm_cache_options o = {.dir = dir, .size_limit = co->size};
+    mm_cache *c = NULL;
+    mm_err err = {{0}};
+    if (mm_cache_open(&o, &c, &err) < 0) {
+        mm_log_warn("%s; running without the block cache", err.msg);
+        return NULL;
+    }
+    mm_vfs_set_cache(vfs, c, dir);
+    return c;
 }

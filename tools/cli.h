@@ -6,6 +6,8 @@
 #include <getopt.h>
 #include <stdint.h>
 
+#include "cache/cache.h"
+#include "merge/engine/vfs.h"
 #include "merge/plan/plan.h"
 
 /* Parses a byte count with optional decimal K/M/B suffix (1e3/1e6/1e9), as mergekit's parse_kmb. */
@@ -64,5 +66,16 @@ int mm_cli_apply(int opt, const char *arg, mm_cli_extra_fn extra, void *ctx, mm_
  * and exits 0. */
 int mm_cli_parse(int argc, char **argv, const char *shortopts, const struct option *longopts, const char *usage,
                  mm_cli_extra_fn extra, void *ctx, mm_plan_options *po, mm_cli_cache *cache, char **pos, int npos);
+
+/* Loads the config at path and plans it, and makes its virtual files when vfs is not NULL. On failure
+ * prints the error (file:line:column and the fix) to stderr, leaves *cfg and *plan NULL, and returns 1,
+ * the exit status. Free with mm_cli_unload. */
+int mm_cli_load(const char *path, const mm_plan_options *po, mm_config **cfg, mm_plan **plan, mm_vfs **vfs);
+void mm_cli_unload(mm_config *cfg, mm_plan *plan, mm_vfs *vfs);
+
+/* Opens the block cache at dir (absolute) for vfs, as the cache options say: NULL when disabled, and
+ * also when it cannot be opened (one warning), since a cache problem means running uncached, never
+ * failing. Close with mm_cache_close after the vfs is no longer read. */
+mm_cache *mm_cli_attach_cache(mm_vfs *vfs, const mm_cli_cache *co, const char *dir);
 
 #endif
