@@ -47,6 +47,9 @@ void mm_log_at(mm_log_level level, const char *fmt, ...) __attribute__((format(p
 void mm_log_to_file(int fd, const char *context);
 void mm_log_to_syslog(const char *context);
 
+/* The number of elements of an array (not a pointer). */
+#define MM_COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
 /* Allocation that aborts on out-of-memory: used only for small, bounded metadata (never tensor data),
  * where there is no sensible recovery and checking every call would hide the logic. */
 void *mm_xmalloc(size_t n);

@@ -97,7 +97,7 @@ static int setup_tables(mm_cache_env *e)
     int rc = mdb_txn_begin(e->env, NULL, 0, &txn);
     if (rc)
         return rc;
-    for (size_t i = 0; i < sizeof t / sizeof t[0] && !rc; i++)
+    for (size_t i = 0; i < MM_COUNT(t) && !rc; i++)
         rc = mdb_dbi_open(txn, t[i].name, MDB_CREATE, t[i].dbi);
     MDB_val k = state_key, v;
     if (!rc)
@@ -130,7 +130,7 @@ static int sanity_read(mm_cache_env *e)
     int rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn);
     if (rc)
         return rc;
-    for (size_t i = 0; i < sizeof all / sizeof all[0] && !rc; i++) {
+    for (size_t i = 0; i < MM_COUNT(all) && !rc; i++) {
         MDB_cursor *cur;
         rc = mdb_cursor_open(txn, all[i], &cur);
         if (rc)

@@ -213,7 +213,7 @@ int mm_cache_store_clear(mm_cache_wtxn *w, uint64_t *blocks)
     int rc = mdb_stat(w->txn, w->e->blocks, &s);
     *blocks = rc ? 0 : s.ms_entries;
     MDB_dbi all[] = {w->e->blocks, w->e->stats, w->e->atime, w->e->lru};
-    for (size_t i = 0; i < sizeof all / sizeof all[0] && !rc; i++)
+    for (size_t i = 0; i < MM_COUNT(all) && !rc; i++)
         rc = mdb_drop(w->txn, all[i], 0);
     w->st.stored = 0;
     w->entries = 0;

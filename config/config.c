@@ -16,7 +16,6 @@
  * certainly the wrong file, and the key checks are quadratic in a mapping's size. */
 #define MAX_CONFIG_SIZE ((size_t)1 << 20)
 
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 typedef struct ctx {
     mm_config *c;
@@ -72,12 +71,12 @@ static const char *const source_keys[] = {"model", "layer_range", "parameters"};
 static const char *const cond_keys[] = {"filter", "value"};
 static const char *const ref_keys[] = {"model", "path", "revision", "lora", "override_architecture"};
 
-static const level L_TOP = {"at the top level", top_keys, COUNT(top_keys)};
-static const level L_MODEL = {"in an entry of models:", model_keys, COUNT(model_keys)};
-static const level L_SLICE = {"in an entry of slices:", slice_keys, COUNT(slice_keys)};
-static const level L_SOURCE = {"in a source of a slice", source_keys, COUNT(source_keys)};
-static const level L_COND = {"in a {filter, value} entry", cond_keys, COUNT(cond_keys)};
-static const level L_REF = {"in a model reference", ref_keys, COUNT(ref_keys)};
+static const level L_TOP = {"at the top level", top_keys, MM_COUNT(top_keys)};
+static const level L_MODEL = {"in an entry of models:", model_keys, MM_COUNT(model_keys)};
+static const level L_SLICE = {"in an entry of slices:", slice_keys, MM_COUNT(slice_keys)};
+static const level L_SOURCE = {"in a source of a slice", source_keys, MM_COUNT(source_keys)};
+static const level L_COND = {"in a {filter, value} entry", cond_keys, MM_COUNT(cond_keys)};
+static const level L_REF = {"in a model reference", ref_keys, MM_COUNT(ref_keys)};
 
 /* Where each key mergekit knows lives, to tell people who put one at the wrong level. Method
  * parameter names are included because a top-level `normalize:` (ignored by mergekit) is the classic. */
@@ -126,7 +125,7 @@ static const struct {
 
 static const char *home_of(const char *key)
 {
-    for (size_t i = 0; i < COUNT(key_homes); i++)
+    for (size_t i = 0; i < MM_COUNT(key_homes); i++)
         if (strcmp(key_homes[i].key, key) == 0)
             return key_homes[i].home;
     return NULL;
@@ -134,10 +133,10 @@ static const char *home_of(const char *key)
 
 static const char *suggest_known_key(const char *key)
 {
-    const char *names[COUNT(key_homes)];
-    for (size_t i = 0; i < COUNT(key_homes); i++)
+    const char *names[MM_COUNT(key_homes)];
+    for (size_t i = 0; i < MM_COUNT(key_homes); i++)
         names[i] = key_homes[i].key;
-    return mm_suggest(key, names, COUNT(names));
+    return mm_suggest(key, names, MM_COUNT(names));
 }
 
 static void warn_unknown(const ctx *x, const mm_ynode *key, const level *lv)
@@ -553,7 +552,7 @@ static int refuse_unsupported(const ctx *x, const mm_ynode *root)
         {"genome", "this is a mergekit-evolve configuration; mount the merge config that mergekit-evolve wrote "
                    "for the genome it found"},
     };
-    for (size_t i = 0; i < COUNT(keys); i++) {
+    for (size_t i = 0; i < MM_COUNT(keys); i++) {
         const mm_ynode *k, *v = mm_ymap_get(root, keys[i].key, &k);
         if (is_given(v))
             return fail(x, k, -ENOTSUP, "%s: is not supported yet (%s)", keys[i].key, keys[i].fix);

@@ -204,7 +204,7 @@ static int tag_type(const char *tag)
                 {YAML_TAG("bool"), MM_YS_BOOL},
                 {YAML_TAG("int"), MM_YS_INT},
                 {YAML_TAG("float"), MM_YS_FLOAT}};
-    for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++)
+    for (size_t i = 0; i < MM_COUNT(tags); i++)
         if (strcmp(tag, tags[i].tag) == 0)
             return (int)tags[i].t;
     return -1;

@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "base/util.h"
+
 static const struct {
     const char *st;
     const char *torch;
@@ -63,7 +65,7 @@ mm_dtype mm_dtype_from_config_name(const char *s)
         {"bfloat16", MM_DT_BF16}, {"bf16", MM_DT_BF16}, {"float16", MM_DT_F16}, {"fp16", MM_DT_F16},
         {"half", MM_DT_F16},      {"float32", MM_DT_F32}, {"fp32", MM_DT_F32}, {"float", MM_DT_F32},
     };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    for (size_t i = 0; i < MM_COUNT(names); i++)
         if (strcmp(s, names[i].name) == 0)
             return names[i].t;
     return MM_DT_NONE;

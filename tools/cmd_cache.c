@@ -90,7 +90,7 @@ int mm_cmd_stats(int argc, char **argv)
     }
     const cJSON *dir = cJSON_GetObjectItemCaseSensitive(root, "cache_dir");
     printf("%-26s %s\n", "cache", cJSON_IsString(dir) ? dir->valuestring : "disabled");
-    for (size_t i = 0; i < sizeof k_counters / sizeof k_counters[0]; i++) {
+    for (size_t i = 0; i < MM_COUNT(k_counters); i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, k_counters[i].key);
         if (!cJSON_IsNumber(v))
             continue;

@@ -49,7 +49,7 @@ static int is_mount_form(int argc, char **argv)
     const char *first = argv[1];
     if (argc < 3 || first[0] == '-' || !first[0])
         return 0;
-    return access(first, F_OK) == 0 || !mm_suggest(first, k_commands, sizeof k_commands / sizeof k_commands[0]);
+    return access(first, F_OK) == 0 || !mm_suggest(first, k_commands, MM_COUNT(k_commands));
 }
 
 /* version and help ignore options (`version --help`), but refuse the MOUNTPOINT of mount.fuse3's form. */
@@ -92,12 +92,12 @@ int main(int argc, char **argv)
         printf("%s", usage_main);
         return 0;
     }
-    for (size_t i = 0; i < sizeof k_runners / sizeof k_runners[0]; i++)
+    for (size_t i = 0; i < MM_COUNT(k_runners); i++)
         if (!strcmp(cmd, k_runners[i].name))
             return k_runners[i].run(argc - 1, argv + 1);
     if (is_mount_form(argc, argv))
         return mm_cmd_mount(argc, argv); /* argv[0] stands where the command name would be */
-    const char *near = cmd[0] == '-' ? NULL : mm_suggest(cmd, k_commands, sizeof k_commands / sizeof k_commands[0]);
+    const char *near = cmd[0] == '-' ? NULL : mm_suggest(cmd, k_commands, MM_COUNT(k_commands));
     if (near)
         fprintf(stderr, "mergemount: error: unknown command '%s' (did you mean '%s'?)\n%s", cmd, near, usage_main);
     else

@@ -140,7 +140,7 @@ static int parse_args(int argc, char **argv, mk_opts *o)
             snprintf(name, sizeof name, "%s", a);
         }
         int known = strcmp(name, "--seed") == 0 || strcmp(name, "--dtype") == 0 || strcmp(name, "--scale") == 0;
-        for (size_t k = 0; k < sizeof longs / sizeof longs[0]; k++)
+        for (size_t k = 0; k < MM_COUNT(longs); k++)
             known |= strcmp(name, longs[k].name) == 0;
         if (!known)
             return die_usage("unknown option '%s'", a);
@@ -173,7 +173,7 @@ static int parse_args(int argc, char **argv, mk_opts *o)
                 return die_usage("--scale wants a finite number >= 0, not '%s'", val);
             o->scale = v;
         } else {
-            for (size_t k = 0; k < sizeof longs / sizeof longs[0]; k++) {
+            for (size_t k = 0; k < MM_COUNT(longs); k++) {
                 if (strcmp(name, longs[k].name) != 0)
                     continue;
                 long *dst = (long *)(void *)((char *)o + longs[k].off);
@@ -379,7 +379,7 @@ static mk_tensor *make_tensors(const mk_opts *o, size_t *count)
             {"self_attn.v_proj.weight", 2},    {"self_attn.o_proj.weight", 1}, {"mlp.gate_proj.weight", 3},
             {"mlp.up_proj.weight", 3},         {"mlp.down_proj.weight", 4},    {"post_attention_layernorm.weight", 0},
         };
-        for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
+        for (size_t k = 0; k < MM_COUNT(parts); k++) {
             char *name = mm_xasprintf("model.layers.%ld.%s", i, parts[k].suffix);
             switch (parts[k].kind) {
             case 0: add_tensor(&ts, &n, &cap, name, H, 0, 1, 1); break;
@@ -748,7 +748,7 @@ int main(int argc, char **argv)
     } else {
         static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                                             "generation_config.json"};
-        for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        for (size_t i = 0; i < MM_COUNT(files); i++)
             remove_if_exists(o.outdir, files[i]);
     }
     return 0;

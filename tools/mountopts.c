@@ -25,8 +25,6 @@ static const char *const k_dropped_opts[] = {
     "nodiratime", "iversion", "noiversion", "mand", "nomand", "silent", "loud", "comment=", "x-", "X-",
 };
 
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
-
 /* Does option `text` (unescaped, "key" or "key=value") match table entry `e`? */
 static int matches(const char *e, const char *text, size_t keylen)
 {
@@ -98,7 +96,7 @@ static int unknown(const char *key, size_t keylen, const struct option *longopts
     size_t nlong = 0;
     for (const struct option *lo = longopts; lo->name; lo++)
         nlong++;
-    char **cands = mm_xcalloc(nlong + COUNT(k_fuse_opts), sizeof *cands);
+    char **cands = mm_xcalloc(nlong + MM_COUNT(k_fuse_opts), sizeof *cands);
     size_t n = 0;
     for (const struct option *lo = longopts; lo->name; lo++) {
         char *c = mm_xstrdup(lo->name);
@@ -107,7 +105,7 @@ static int unknown(const char *key, size_t keylen, const struct option *longopts
                 *p = '_';
         cands[n++] = c;
     }
-    for (size_t i = 0; i < COUNT(k_fuse_opts); i++)
+    for (size_t i = 0; i < MM_COUNT(k_fuse_opts); i++)
         cands[n++] = mm_xstrndup(k_fuse_opts[i], strcspn(k_fuse_opts[i], "="));
     char *word = mm_xstrndup(key, keylen);
     const char *near = mm_suggest(word, (const char *const *)cands, n);
@@ -144,11 +142,11 @@ static int add_one(const char *text, const char *raw, size_t rawlen, const struc
         out->opts[out->n++] = (mm_mountopt){.val = lo->val, .arg = value ? mm_xstrdup(value) : NULL};
         return 0;
     }
-    if (in_table(k_fuse_opts, COUNT(k_fuse_opts), text, keylen)) {
+    if (in_table(k_fuse_opts, MM_COUNT(k_fuse_opts), text, keylen)) {
         mm_buf_printf(&out->fuse, "%s%.*s", out->fuse.len ? "," : "", (int)rawlen, raw);
         return 0;
     }
-    if (in_table(k_dropped_opts, COUNT(k_dropped_opts), text, keylen))
+    if (in_table(k_dropped_opts, MM_COUNT(k_dropped_opts), text, keylen))
         return 0;
     return unknown(text, keylen, longopts, err);
 }

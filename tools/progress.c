@@ -37,7 +37,7 @@ static void format_bytes(double v, char *out, size_t n)
 {
     static const char *const units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
     size_t u = 0;
-    while (v >= 1000 && u + 1 < sizeof units / sizeof units[0]) {
+    while (v >= 1000 && u + 1 < MM_COUNT(units)) {
         v /= 1000;
         u++;
     }

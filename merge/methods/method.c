@@ -27,7 +27,7 @@ static const mm_method *const methods[] = {
 
 const mm_method *mm_method_find(const char *name)
 {
-    for (size_t i = 0; i < MM_N(methods); i++)
+    for (size_t i = 0; i < MM_COUNT(methods); i++)
         if (strcmp(methods[i]->name, name) == 0)
             return methods[i];
     return NULL;
@@ -35,9 +35,9 @@ const mm_method *mm_method_find(const char *name)
 
 const char *const *mm_method_names(size_t *n)
 {
-    static const char *names[MM_N(methods)];
-    for (size_t i = 0; i < MM_N(methods); i++)
+    static const char *names[MM_COUNT(methods)];
+    for (size_t i = 0; i < MM_COUNT(methods); i++)
         names[i] = methods[i]->name;
-    *n = MM_N(methods);
+    *n = MM_COUNT(methods);
     return names;
 }

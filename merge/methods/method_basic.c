@@ -60,10 +60,10 @@ static void passthrough_kernel(const mm_kernel_args *a)
 }
 
 const mm_method mm_method_linear = {
-    .name = "linear", .implemented = 1, .gparams = linear_g, .ngparams = MM_N(linear_g), .mparams = linear_m,
-    .nmparams = MM_N(linear_m), .dtype_rule = MM_DTR_PROMOTE, .crop = MM_CROP_COMMON, .prepare = linear_prepare,
+    .name = "linear", .implemented = 1, .gparams = linear_g, .ngparams = MM_COUNT(linear_g), .mparams = linear_m,
+    .nmparams = MM_COUNT(linear_m), .dtype_rule = MM_DTR_PROMOTE, .crop = MM_CROP_COMMON, .prepare = linear_prepare,
     .kernel = linear_kernel};
 
 const mm_method mm_method_passthrough = {
-    .name = "passthrough", .implemented = 1, .mparams = passthrough_m, .nmparams = MM_N(passthrough_m),
+    .name = "passthrough", .implemented = 1, .mparams = passthrough_m, .nmparams = MM_COUNT(passthrough_m),
     .single_input = 1, .dtype_rule = MM_DTR_SOURCE, .crop = MM_CROP_NONE, .kernel = passthrough_kernel};

@@ -973,29 +973,29 @@ static void model_stock_kernel(const mm_kernel_args *a)
 /* ==== descriptors ==== */
 
 const mm_method mm_method_slerp = {
-    .name = "slerp", .implemented = 1, .gparams = slerp_g, .ngparams = MM_N(slerp_g), .needs_base = 1,
+    .name = "slerp", .implemented = 1, .gparams = slerp_g, .ngparams = MM_COUNT(slerp_g), .needs_base = 1,
     .dtype_rule = MM_DTR_BASE, .crop = MM_CROP_COMMON, .align = MM_ALIGN_NONE, .prepare = slerp_prepare,
     .stats_size = slerp_stats_size, .prepass = slerp_prepass, .kernel = slerp_kernel};
 
 const mm_method mm_method_nuslerp = {
-    .name = "nuslerp", .implemented = 1, .gparams = nuslerp_g, .ngparams = MM_N(nuslerp_g), .mparams = nuslerp_m,
-    .nmparams = MM_N(nuslerp_m), .dtype_rule = MM_DTR_PROMOTE, .crop = MM_CROP_COMMON, .align = MM_ALIGN_ROWS,
+    .name = "nuslerp", .implemented = 1, .gparams = nuslerp_g, .ngparams = MM_COUNT(nuslerp_g), .mparams = nuslerp_m,
+    .nmparams = MM_COUNT(nuslerp_m), .dtype_rule = MM_DTR_PROMOTE, .crop = MM_CROP_COMMON, .align = MM_ALIGN_ROWS,
     .prepare = nuslerp_prepare, .stats_size = nuslerp_stats_size, .prepass = nuslerp_prepass,
     .kernel = nuslerp_kernel};
 
 const mm_method mm_method_multislerp = {
-    .name = "multislerp", .implemented = 1, .gparams = multislerp_g, .ngparams = MM_N(multislerp_g),
-    .mparams = multislerp_m, .nmparams = MM_N(multislerp_m), .dtype_rule = MM_DTR_PROMOTE, .crop = MM_CROP_NONE,
+    .name = "multislerp", .implemented = 1, .gparams = multislerp_g, .ngparams = MM_COUNT(multislerp_g),
+    .mparams = multislerp_m, .nmparams = MM_COUNT(multislerp_m), .dtype_rule = MM_DTR_PROMOTE, .crop = MM_CROP_NONE,
     .align = MM_ALIGN_NONE, .prepare = multislerp_prepare, .stats_size = multislerp_stats_size,
     .prepass = multislerp_prepass, .kernel = multislerp_kernel};
 
 const mm_method mm_method_karcher = {
-    .name = "karcher", .implemented = 1, .gparams = karcher_g, .ngparams = MM_N(karcher_g),
+    .name = "karcher", .implemented = 1, .gparams = karcher_g, .ngparams = MM_COUNT(karcher_g),
     .dtype_rule = MM_DTR_SOURCE, .crop = MM_CROP_COMMON, .align = MM_ALIGN_NONE, .stats_size = karcher_stats_size,
     .prepass = karcher_prepass, .kernel = karcher_kernel};
 
 const mm_method mm_method_model_stock = {
-    .name = "model_stock", .implemented = 1, .gparams = model_stock_g, .ngparams = MM_N(model_stock_g),
+    .name = "model_stock", .implemented = 1, .gparams = model_stock_g, .ngparams = MM_COUNT(model_stock_g),
     .needs_base = 1, .dtype_rule = MM_DTR_PROMOTE, .crop = MM_CROP_COMMON, .align = MM_ALIGN_ROWS,
     .prepare = model_stock_prepare, .stats_size = model_stock_stats_size, .prepass = model_stock_prepass,
     .kernel = model_stock_kernel};

@@ -51,7 +51,7 @@ static const gta_def defs[] = {
 static const gta_def *def_of(const mm_out_tensor *t, mm_sparse_cfg *cfg)
 {
     const gta_def *d = &defs[0];
-    for (size_t i = 0; i < MM_N(defs); i++)
+    for (size_t i = 0; i < MM_COUNT(defs); i++)
         if (defs[i].method == t->method)
             d = &defs[i];
     *cfg = (mm_sparse_cfg){.kind = d->kind, .density = M_DENSITY, .extra = M_EXTRA, .rescale = G_RESCALE};
@@ -274,8 +274,8 @@ static void gta_kernel(const mm_kernel_args *a)
 
 /* All of them need the base (task vectors), compute in its dtype, crop embeddings to its shape. */
 #define GTA_METHOD(var, nm, g, m, al, rnd)                                                              \
-    const mm_method var = {.name = nm, .implemented = 1, .gparams = g, .ngparams = MM_N(g), .mparams = m, \
-                           .nmparams = MM_N(m), .needs_base = 1, .random = rnd, .dtype_rule = MM_DTR_BASE, \
+    const mm_method var = {.name = nm, .implemented = 1, .gparams = g, .ngparams = MM_COUNT(g), .mparams = m, \
+                           .nmparams = MM_COUNT(m), .needs_base = 1, .random = rnd, .dtype_rule = MM_DTR_BASE, \
                            .crop = MM_CROP_TO_BASE, .align = al, .prepare = gta_prepare,                 \
                            .stats_size = gta_stats_size, .prepass = gta_prepass, .kernel = gta_kernel}
 

@@ -10,7 +10,6 @@
 #include "formats/numeric.h"
 #include "merge/plan/plan.h"
 
-#define MM_N(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Slots of mm_out_tensor.kc used by the weighted methods: kc[i] is input i's weight rounded to the
  * computation dtype (D3: mergekit turns weights into a tensor of that dtype), kc[MM_KC_DIV] the divisor. */

@@ -168,7 +168,7 @@ static void nearswap_kernel(const mm_kernel_args *a)
 }
 
 const mm_method mm_method_nearswap = {
-    .name = "nearswap", .implemented = 1, .gparams = nearswap_g, .ngparams = MM_N(nearswap_g), .needs_base = 1,
+    .name = "nearswap", .implemented = 1, .gparams = nearswap_g, .ngparams = MM_COUNT(nearswap_g), .needs_base = 1,
     .dtype_rule = MM_DTR_PROMOTE, .crop = MM_CROP_NONE, .prepare = base_and_one_other, .kernel = nearswap_kernel};
 
 /* ---- ram, ramplus_tl (B2.11) ---- */
@@ -312,11 +312,11 @@ static int ramplus_prepass(const mm_out_tensor *t, void *stats)
 }
 
 const mm_method mm_method_ram = {
-    .name = "ram", .implemented = 1, .gparams = ram_g, .ngparams = MM_N(ram_g), .needs_base = 1,
+    .name = "ram", .implemented = 1, .gparams = ram_g, .ngparams = MM_COUNT(ram_g), .needs_base = 1,
     .dtype_rule = MM_DTR_PROMOTE, .crop = MM_CROP_NONE, .kernel = ram_kernel};
 
 const mm_method mm_method_ramplus_tl = {
-    .name = "ramplus_tl", .implemented = 1, .gparams = ramplus_g, .ngparams = MM_N(ramplus_g), .needs_base = 1,
+    .name = "ramplus_tl", .implemented = 1, .gparams = ramplus_g, .ngparams = MM_COUNT(ramplus_g), .needs_base = 1,
     .dtype_rule = MM_DTR_PROMOTE, .crop = MM_CROP_NONE, .stats_size = ramplus_stats_size,
     .prepass = ramplus_prepass, .kernel = ramplus_kernel};
 
@@ -582,7 +582,7 @@ static void sce_kernel(const mm_kernel_args *a)
 }
 
 const mm_method mm_method_sce = {
-    .name = "sce", .implemented = 1, .gparams = sce_g, .ngparams = MM_N(sce_g), .needs_base = 1,
+    .name = "sce", .implemented = 1, .gparams = sce_g, .ngparams = MM_COUNT(sce_g), .needs_base = 1,
     .dtype_rule = MM_DTR_PROMOTE, .crop = MM_CROP_NONE, .stats_size = sce_stats_size, .prepass = sce_prepass,
     .kernel = sce_kernel};
 

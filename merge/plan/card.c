@@ -52,7 +52,7 @@ char *mm_card_text(const mm_plan *p)
     mm_buf_puts(&b, "# Merged model\n\nThis is a merge of pre-trained language models, computed on read by "
                     "mergemount from a mergekit configuration.\n\n## Merge Details\n### Merge Method\n\n");
     const char *title = cfg->merge_method, *paper = NULL;
-    for (size_t i = 0; i < sizeof method_info / sizeof method_info[0]; i++)
+    for (size_t i = 0; i < MM_COUNT(method_info); i++)
         if (strcmp(method_info[i].method, cfg->merge_method) == 0) {
             title = method_info[i].title;
             paper = method_info[i].paper;

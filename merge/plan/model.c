@@ -209,7 +209,7 @@ cJSON *mm_config_layer_key(cJSON *cfg)
     static const char *keys[] = {"num_hidden_layers", "n_layer", "num_layers", "n_layers"};
     if (!cJSON_IsObject(cfg))
         return NULL;
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    for (size_t i = 0; i < MM_COUNT(keys); i++) {
         cJSON *k = cJSON_GetObjectItemCaseSensitive(cfg, keys[i]);
         if (cJSON_IsNumber(k))
             return k;

@@ -21,7 +21,7 @@ static const char *const embed_names[] = {"embed_tokens", "lm_head", "wte", "wor
 
 int mm_is_embed_name(const char *name)
 {
-    for (size_t i = 0; i < sizeof embed_names / sizeof embed_names[0]; i++)
+    for (size_t i = 0; i < MM_COUNT(embed_names); i++)
         if (strstr(name, embed_names[i]))
             return 1;
     return 0;
@@ -47,7 +47,7 @@ static const mm_model_tensor *tied_fallback(const mm_model *m, const char *name)
     static const char *const inputs[] = {"embed_tokens", "wte", "word_embeddings", "embed_in"};
     for (size_t i = 0; i < m->ntensors; i++)
         if (m->tensors[i].layer < 0)
-            for (size_t k = 0; k < sizeof inputs / sizeof inputs[0]; k++)
+            for (size_t k = 0; k < MM_COUNT(inputs); k++)
                 if (strstr(m->tensors[i].name, inputs[k]))
                     return &m->tensors[i];
     return NULL;

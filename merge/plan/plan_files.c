@@ -244,7 +244,7 @@ static int plan_tokenizer(mm_plan *p, mm_err *err)
 {
     const mm_config *cfg = p->cfg;
     const mm_modelref *ref = cfg->tokenizer_source == MM_TOK_MODEL ? cfg->tokenizer_model : donor_ref(cfg);
-    for (size_t i = 0; i < sizeof tokenizer_files / sizeof tokenizer_files[0]; i++) {
+    for (size_t i = 0; i < MM_COUNT(tokenizer_files); i++) {
         char *path = mm_path_join(ref->path, tokenizer_files[i]);
         struct stat st;
         if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {

@@ -43,7 +43,7 @@ static double take_double(input *in)
                                      0.1,     0.3,     2.0,     100.0};
     unsigned k = take(in);
     if (k < 200)
-        return awkward[k % (sizeof awkward / sizeof awkward[0])];
+        return awkward[k % (MM_COUNT(awkward))];
     double d = 0;
     uint8_t raw[sizeof d] = {0};
     for (size_t i = 0; i < sizeof raw; i++)
@@ -59,7 +59,7 @@ static char *take_text(input *in)
                                         "model.layers.0.mlp.up_proj.weight", "lm_head", "embed_tokens"};
     unsigned k = take(in);
     if (k < 128)
-        return mm_xstrdup(words[k % (sizeof words / sizeof words[0])]);
+        return mm_xstrdup(words[k % (MM_COUNT(words))]);
     size_t len = k % 8;
     char *s = mm_xcalloc(len + 1, 1);
     for (size_t i = 0; i < len; i++)
@@ -111,7 +111,7 @@ static mm_psetting *take_setting(input *in, int allow_cond)
 }
 
 static const char *const param_names[] = {"weight", "density", "t", "epsilon"};
-#define NPARAMS (sizeof param_names / sizeof param_names[0])
+#define NPARAMS (MM_COUNT(param_names))
 
 static int same_value(const mm_pvalue *a, const mm_pvalue *b)
 {
@@ -234,7 +234,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int j = 0; j < nlayers; j++) {
         double t = mm_param_layer_t(j, nlayers);
         FUZZ_CHECK(t >= 0 && t <= 1);
-        for (size_t k = 0; k < sizeof templates / sizeof templates[0]; k++) {
+        for (size_t k = 0; k < MM_COUNT(templates); k++) {
             char *name = mm_layer_name(templates[k], j);
             check_levels(levels, nlevels, name, t);
             free(name);
@@ -242,7 +242,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_levels(levels, nlevels, own_name, t);
     }
     /* Non-layer tensors are planned at t = 0; the extra positions probe the edges. */
-    for (size_t k = 0; k < sizeof others / sizeof others[0]; k++)
+    for (size_t k = 0; k < MM_COUNT(others); k++)
         check_levels(levels, nlevels, others[k], 0.0);
     for (size_t k = 0; k < 3; k++)
         check_levels(levels, nlevels, own_name, extra_t[k]);

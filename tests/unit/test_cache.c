@@ -124,7 +124,7 @@ static void test_checksum(void)
     unsigned char buf[4200], copy[4208];
     fill(buf, sizeof buf, 1);
     size_t lens[] = {0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 100, 1000, 4097};
-    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+    for (size_t li = 0; li < MM_COUNT(lens); li++) {
         size_t n = lens[li];
         uint64_t h = mm_checksum64(buf, n);
         /* every single flipped bit is detected */

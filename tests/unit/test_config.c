@@ -498,7 +498,7 @@ static void test_errors(void)
         {"[0, 2.5]", "cfg.yml:5:26: layer_range end must be a whole number >= 0, found '2.5' ("},
         {"[a, 2]", "cfg.yml:5:23: layer_range start must be a whole number >= 0, found 'a' ("},
     };
-    for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+    for (size_t i = 0; i < MM_COUNT(ranges); i++) {
         char yaml[512];
         snprintf(yaml, sizeof yaml, "%s        layer_range: %s\n", head, ranges[i].range);
         EXPECT_ERR(yaml, -EINVAL, ranges[i].msg);
@@ -538,7 +538,7 @@ static void test_errors(void)
          "cfg.yml:6:18: the value of a {filter, value} entry of parameter 'weight' must be a number"},
         {"      weight:\n        - value: []\n", "cfg.yml:6:18: parameter 'weight' is an empty list"},
     };
-    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++) {
+    for (size_t i = 0; i < MM_COUNT(params); i++) {
         char yaml[512];
         snprintf(yaml, sizeof yaml, "%s%s", m, params[i].param);
         EXPECT_ERR(yaml, -EINVAL, params[i].msg);

@@ -91,7 +91,7 @@ static void test_index(void)
     /* Shard names that would leave the model folder, or are no file name at all. */
     static const char *const unsafe[] = {"../model.safetensors", "..", ".", "/etc/passwd", "sub/x.safetensors", "",
                                          "x/"};
-    for (size_t i = 0; i < sizeof unsafe / sizeof unsafe[0]; i++) {
+    for (size_t i = 0; i < MM_COUNT(unsafe); i++) {
         char *json = mm_xasprintf("{\"weight_map\": {\"w\": \"%s\"}}", unsafe[i]);
         CHECK(index_parse(json, &ix, &err) == -EINVAL);
         CHECK_STR_CONTAINS(err.msg, "not a plain file name in the model folder");

@@ -6,6 +6,7 @@
 #include "check.h"
 #include "formats/numeric.h"
 #include "merge/methods/select.h"
+#include "base/util.h"
 
 /* A small deterministic generator (the test must not depend on the platform's rand()). */
 static uint64_t rng_state = 88172645463325252ull;
@@ -193,7 +194,7 @@ static void check_all_k(const float *v, size_t n, int max_passes)
         for (int j = 0; j < 7; j++) {
             uint64_t k = ks[j] < 1 ? 1 : ks[j] > n ? n : ks[j];
             CHECK(check_one(v, n, k, largest, whole, 1, max_passes));
-            CHECK(check_one(v, n, k, largest, uneven, sizeof uneven / sizeof uneven[0], max_passes));
+            CHECK(check_one(v, n, k, largest, uneven, MM_COUNT(uneven), max_passes));
         }
 }
 
@@ -230,7 +231,7 @@ int main(void)
     /* Duplicate-heavy with both zeros, infinities and NaNs of both signs. */
     static const float pool[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.5f, 2.0f, INFINITY, -INFINITY, NAN, -NAN, 1.0f, 1.0f};
     for (size_t i = 0; i < N; i++)
-        v[i] = pool[next_u64() % (sizeof pool / sizeof pool[0])];
+        v[i] = pool[next_u64() % (MM_COUNT(pool))];
     check_all_k(v, N, 1);
 
     /* float32 values sharing their high 16 bits (one bucket): pass 2 decides. */

@@ -191,7 +191,7 @@ int main(void)
     CHECK(log_lines("log", "error: cannot read fine: ") == 1);
     CHECK(log_lines("log", "mergemount: ") == 6);
     const char *names[] = {"inplace", "trunc", "replaced", "fine", "log"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    for (size_t i = 0; i < MM_COUNT(names); i++)
         unlink(names[i]);
     CHECK(chdir(old_cwd) == 0 && rmdir(dir) == 0);
     free(old_cwd);

@@ -118,7 +118,7 @@ int main(void)
         {"\x80", 0},                                 /* lone continuation byte */
         {"\xc3\x28", 0},                             /* continuation byte missing */
     };
-    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
+    for (size_t i = 0; i < MM_COUNT(u); i++) {
         size_t got = mm_utf8_valid_len(u[i].s, strlen(u[i].s));
         if (got != u[i].valid)
             fprintf(stderr, "utf8 case %zu: valid prefix %zu, want %zu\n", i, got, u[i].valid);
