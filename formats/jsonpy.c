@@ -30,12 +30,74 @@ static size_t nesting_depth(const char *text, size_t len)
     return max;
 }
 
+/* Above the bits cJSON uses (type in the low 8, cJSON_IsReference 256, cJSON_StringIsConst 512). */
+#define MM_JSON_FLOAT (1 << 14)
+
+int mm_json_is_float(const cJSON *v)
+{
+    return cJSON_IsNumber(v) && (v->type & MM_JSON_FLOAT) != 0;
+}
+
+void mm_json_set_float(cJSON *v, int is_float)
+{
+    if (is_float)
+        v->type |= MM_JSON_FLOAT;
+    else
+        v->type &= ~MM_JSON_FLOAT;
+}
+
+/* The next number token in [p, end) outside strings: returns the byte after it and sets *is_float if it
+ * has a fraction or an exponent; NULL when there is none. */
+static const char *next_number(const char *p, const char *end, int *is_float)
+{
+    int in_string = 0;
+    for (; p < end; p++) {
+        char c = *p;
+        if (in_string) {
+            if (c == '\\')
+                p++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            *is_float = 0;
+            for (; p < end && *p && strchr("0123456789+-.eE", *p); p++)
+                *is_float |= *p == '.' || *p == 'e' || *p == 'E';
+            return p;
+        }
+    }
+    return NULL;
+}
+
+/* cJSON builds items in document order, so the k-th number item of a pre-order walk is the k-th number
+ * token of the text (outside strings, no other token has digits). Pairs them and marks the floats. If
+ * the two ever disagreed in count, the rest stays unmarked (written as before: integral values as ints). */
+static void mark_floats(cJSON *v, const char **p, const char *end)
+{
+    for (; v && *p; v = v->next) {
+        if (cJSON_IsNumber(v)) {
+            int is_float = 0;
+            *p = next_number(*p, end, &is_float);
+            if (*p)
+                mm_json_set_float(v, is_float);
+        } else if (v->child) {
+            mark_floats(v->child, p, end);
+        }
+    }
+}
+
 int mm_json_parse(const char *text, size_t len, cJSON **out, mm_err *err)
 {
     const char *end = NULL;
     *out = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (*out)
+    if (*out) {
+        const char *p = text;
+        if (!end || end < text || end > text + len)
+            end = text + len;
+        mark_floats(*out, &p, end);
         return 0;
+    }
     size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
     /* cJSON stops at the bracket that opens one level too many; it gives no reason, so tell a
      * syntax error from the depth limit by the nesting up to and including that byte. */
@@ -130,8 +192,8 @@ static void write_value(const cJSON *v, mm_buf *b, int level)
         mm_buf_puts(b, "false");
     } else if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
-        if (isfinite(d) && floor(d) == d && fabs(d) < 1e16) {
-            mm_buf_printf(b, "%.0f", d);
+        if (!mm_json_is_float(v) && isfinite(d) && floor(d) == d && fabs(d) < 1e16) {
+            mm_buf_printf(b, "%.0f", d == 0 ? 0.0 : d); /* an int has no -0 (json.loads("-0") is 0) */
         } else {
             char tmp[64];
             mm_format_double(d, tmp, sizeof tmp);

@@ -1,8 +1,9 @@
 /* JSON helpers. Reading: cJSON with messages that say where and why a file is refused.
  * Writing: JSON the way Python's json.dumps(obj, indent=2, sort_keys=True) does (transformers'
  * save_pretrained format for config.json): 2-space indent, ", " / ": " separators, keys sorted,
- * non-ASCII escaped as \uXXXX, floats in Python repr. cJSON keeps no int/float distinction, so an
- * integral number is written as an integer. */
+ * non-ASCII escaped as \uXXXX, floats in Python repr. cJSON keeps only a double per number, so
+ * mm_json_parse marks the numbers the text wrote as floats (mm_json_is_float) and the writer prints those
+ * as Python floats (`10000.0`, `1e-06`) and the others as integers, as json.loads + json.dumps would. */
 #ifndef MM_JSONPY_H
 #define MM_JSONPY_H
 
@@ -19,6 +20,14 @@ typedef struct cJSON cJSON;
  * cJSON refuses such input rather than recursing into it. Messages do not name the file; callers
  * prefix it. */
 int mm_json_parse(const char *text, size_t len, cJSON **out, mm_err *err);
+
+/* Whether number item `v` was written with a fraction or an exponent (`10000.0`, `1e-06`), which
+ * Python's json reads as a float; mm_json_parse sets it, in O(len) after the parse. Numbers made by
+ * cJSON_Create*, or changed with cJSON_SetNumberValue, keep what they had (a new one is no float). The
+ * mark is carried in the item's type bits, which cJSON_Duplicate copies and cJSON's own checks mask
+ * off (cJSON_IsNumber tests type & 0xFF), so it survives duplication and deletion needs nothing. */
+int mm_json_is_float(const cJSON *v);
+void mm_json_set_float(cJSON *v, int is_float);
 
 /* Appends the JSON text of `v` to b (no trailing newline). */
 void mm_json_write_py(const cJSON *v, mm_buf *b);

@@ -204,16 +204,24 @@ char *mm_layer_name(const char *template_name, int layer)
     return mm_xasprintf("%.*s%d%s", (int)(h - template_name), template_name, layer, h + 2);
 }
 
-cJSON *mm_config_layer_key(cJSON *cfg)
+cJSON *mm_config_layer_object(cJSON *cfg, cJSON **key)
 {
     static const char *keys[] = {"num_hidden_layers", "n_layer", "num_layers", "n_layers"};
     if (!cJSON_IsObject(cfg))
         return NULL;
     for (size_t i = 0; i < MM_COUNT(keys); i++) {
         cJSON *k = cJSON_GetObjectItemCaseSensitive(cfg, keys[i]);
-        if (cJSON_IsNumber(k))
-            return k;
+        if (cJSON_IsNumber(k)) {
+            *key = k;
+            return cfg;
+        }
     }
     cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
-    return tc ? mm_config_layer_key(tc) : NULL;
+    return tc ? mm_config_layer_object(tc, key) : NULL;
+}
+
+cJSON *mm_config_layer_key(cJSON *cfg)
+{
+    cJSON *key = NULL;
+    return mm_config_layer_object(cfg, &key) ? key : NULL;
 }

@@ -62,5 +62,7 @@ char *mm_layer_name(const char *template_name, int layer);
 /* The layer-count key of a config.json (D12): the first of num_hidden_layers, n_layer, num_layers,
  * n_layers, at top level or inside text_config. NULL if none. The item belongs to cfg. */
 cJSON *mm_config_layer_key(cJSON *cfg);
+/* The object holding that key (cfg or its text_config), with the key in *key; NULL if none. */
+cJSON *mm_config_layer_object(cJSON *cfg, cJSON **key);
 
 #endif

@@ -504,11 +504,24 @@ static int plan_nonlayer(mm_plan *p, const slice_ctx *sl, pick_fn pick, mm_err *
     return rc;
 }
 
-static int plan_layers(mm_plan *p, const slice_ctx *sl, int *out_layer, mm_err *err)
+/* The source of a slice that output layers take their config.json entries from (mm_layer_src). */
+static size_t origin_source(const mm_plan *p, const slice_ctx *sl, const char *donor_path)
+{
+    for (size_t j = 0; j < sl->def->nsources; j++)
+        if (strcmp(p->models[sl->model_idx[j]]->path, donor_path) == 0)
+            return j;
+    return 0;
+}
+
+static int plan_layers(mm_plan *p, const slice_ctx *sl, const char *donor_path, mm_layer_src **layers,
+                       int *out_layer, mm_err *err)
 {
     int rc = 0;
     char **in = mm_xcalloc(sl->def->nsources, sizeof *in);
+    size_t o = origin_source(p, sl, donor_path);
+    *layers = mm_xrealloc(*layers, ((size_t)*out_layer + (size_t)sl->nlayers + 1) * sizeof **layers);
     for (int j = 0; j < sl->nlayers && rc == 0; j++) {
+        (*layers)[*out_layer] = (mm_layer_src){sl->model_idx[o], sl->start[o] + j};
         double t = mm_param_layer_t(j, sl->nlayers);
         char **tmpl;
         size_t n = collect(p, sl, j, pick_layer, &tmpl);
@@ -528,7 +541,7 @@ static int plan_layers(mm_plan *p, const slice_ctx *sl, int *out_layer, mm_err *
     return rc;
 }
 
-int mm_plan_tensors(mm_plan *p, int *total_layers, mm_err *err)
+int mm_plan_tensors(mm_plan *p, const char *donor_path, mm_layer_src **layers, int *total_layers, mm_err *err)
 {
     const mm_config *cfg = p->cfg;
     slice_ctx *sl = mm_xcalloc(cfg->nslices, sizeof *sl);
@@ -541,10 +554,11 @@ int mm_plan_tensors(mm_plan *p, int *total_layers, mm_err *err)
     if (rc == 0)
         warn_unknown_params(p->method, &cfg->params, 0);
     *total_layers = 0;
+    *layers = NULL;
     if (rc == 0 && cfg->nslices)
         rc = plan_nonlayer(p, &sl[0], pick_pre, err);
     for (size_t s = 0; s < cfg->nslices && rc == 0; s++)
-        rc = plan_layers(p, &sl[s], total_layers, err);
+        rc = plan_layers(p, &sl[s], donor_path, layers, total_layers, err);
     if (rc == 0 && cfg->nslices)
         rc = plan_nonlayer(p, &sl[cfg->nslices - 1], pick_post, err);
     for (size_t s = 0; s < cfg->nslices; s++) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "formats/jsonpy.h"
+#include "merge/plan/config_out.h"
 #include "plan_internal.h"
 #include "recipe.h"
 
@@ -158,7 +159,7 @@ static void plan_shards(mm_plan *p)
     free(ord);
 }
 
-/* The dtype recorded as config.json torch_dtype: the one most output bytes are stored in (D8). */
+/* The dtype recorded as config.json dtype and torch_dtype: the one most output bytes are stored in (D8). */
 static mm_dtype main_dtype(const mm_plan *p)
 {
     uint64_t bytes[MM_DT_COUNT] = {0};
@@ -177,13 +178,19 @@ static const mm_modelref *donor_ref(const mm_config *cfg)
     return cfg->base_model ? cfg->base_model : &cfg->slices[0].sources[0].model;
 }
 
-static int plan_config_json(mm_plan *p, int total_layers, mm_err *err)
+static const mm_model *donor_model(const mm_plan *p)
 {
     const mm_modelref *ref = donor_ref(p->cfg);
-    const mm_model *donor = NULL;
     for (size_t i = 0; i < p->nmodels; i++)
         if (strcmp(p->models[i]->path, ref->path) == 0)
-            donor = p->models[i];
+            return p->models[i];
+    return NULL;
+}
+
+static int plan_config_json(mm_plan *p, const mm_layer_src *layers, int total_layers, mm_err *err)
+{
+    const mm_modelref *ref = donor_ref(p->cfg);
+    const mm_model *donor = donor_model(p);
     if (!donor || !donor->config) {
         char pos[512];
         mm_srcpos_format(&ref->pos, pos, sizeof pos);
@@ -194,10 +201,13 @@ static int plan_config_json(mm_plan *p, int total_layers, mm_err *err)
     }
     cJSON *cfg = cJSON_Duplicate(donor->config, 1);
     mm_dtype dt = main_dtype(p);
-    if (dt != MM_DT_NONE) {
-        cJSON_DeleteItemFromObjectCaseSensitive(cfg, "torch_dtype");
-        cJSON_AddStringToObject(cfg, "torch_dtype", mm_dtype_torch_name(dt));
-    }
+    if (dt != MM_DT_NONE)
+        mm_config_set_dtype(cfg, mm_dtype_torch_name(dt));
+    mm_layer_origin *origin = mm_xcalloc(total_layers > 0 ? (size_t)total_layers : 1, sizeof *origin);
+    for (int i = 0; i < total_layers; i++)
+        origin[i] = (mm_layer_origin){p->models[layers[i].model_idx]->config, layers[i].layer};
+    mm_config_slice_layer_lists(cfg, donor->config, origin, total_layers);
+    free(origin);
     cJSON *lk = mm_config_layer_key(cfg);
     if (lk)
         cJSON_SetNumberValue(lk, total_layers);
@@ -315,12 +325,15 @@ int mm_plan_build(const mm_config *cfg, const mm_plan_options *opt, mm_plan **ou
     }
     p->method = m;
     int total_layers = 0;
+    mm_layer_src *layers = NULL;
     if (rc == 0)
-        rc = mm_plan_tensors(p, &total_layers, err);
+        rc = mm_plan_tensors(p, cfg->base_model || (cfg->nslices && cfg->slices[0].nsources) ? donor_ref(cfg)->path : "",
+                             &layers, &total_layers, err);
     if (rc == 0)
         plan_shards(p);
     if (rc == 0)
-        rc = plan_config_json(p, total_layers, err);
+        rc = plan_config_json(p, layers, total_layers, err);
+    free(layers);
     if (rc == 0 && p->opt.copy_tokenizer)
         rc = plan_tokenizer(p, err);
     if (rc == 0 && p->opt.write_model_card) {

@@ -4,8 +4,17 @@
 
 #include "plan.h"
 
-/* Plans every output tensor (plan.c). *total_layers receives the output layer count. */
-int mm_plan_tensors(mm_plan *p, int *total_layers, mm_err *err);
+/* Where an output layer is copied or merged from: one model of the plan (mm_plan.models) and its layer
+ * index there. For a slice with several sources that is the donor of config.json when it is one of
+ * them (D2), else the first source: the model whose config.json describes that layer best. */
+typedef struct mm_layer_src {
+    size_t model_idx;
+    int layer;
+} mm_layer_src;
+
+/* Plans every output tensor (plan.c). *total_layers receives the output layer count and *layers (heap,
+ * caller frees) the origin of each output layer. donor_path is the donor model's folder. */
+int mm_plan_tensors(mm_plan *p, const char *donor_path, mm_layer_src **layers, int *total_layers, mm_err *err);
 /* True for embedding-like tensor names (D12). */
 int mm_is_embed_name(const char *name);
 /* The README.md model card (card.c). Heap string. */
