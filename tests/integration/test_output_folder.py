@@ -117,11 +117,11 @@ def test_config_json_torch_dtype(tmp_path, mount, models, dtype, out_dtype, want
         with open(os.path.join(m.path, "config.json")) as f:
             out = json.load(f)
         got = mmtest.read_weights(m.path)
-    assert out["torch_dtype"] == want
+    assert out["torch_dtype"] == want and out["dtype"] == want  # older and transformers >= 5 name
     assert {t.dtype for t in got.values()} == {st.config_dtype(want)}
     with open(os.path.join(models[(1, "bf16")], "config.json")) as f:
         donor = json.load(f)
-    donor["torch_dtype"] = want
+    donor["torch_dtype"] = donor["dtype"] = want
     assert out == donor
 
 

@@ -284,10 +284,15 @@ def evaluate(cfg, resolve=None, masks=None):
         if p:
             plan.append(p)
     counter = 0
+    origins = []  # per output layer: (model ref, layer) whose config.json entries it keeps (D18)
+    donor = donor_ref(cfg)
     for sl in slices:
         start0, end0 = sl["sources"][0]["range"]
         length = end0 - start0
+        origin = next((s for s in sl["sources"] if models[s["model"]].path == models[donor].path),
+                      sl["sources"][0])
         for j in range(length):
+            origins.append((origin["model"], origin["range"][0] + j))
             t = j / (length - 1) if length > 1 else 1.0
             for tpl in templates:
                 out_name = with_layer(tpl, counter)
@@ -306,6 +311,7 @@ def evaluate(cfg, resolve=None, masks=None):
     res.slices = slices
     res.plan = plan
     res.num_layers = counter
+    res.layer_origins = origins
     res.donor = models[donor_ref(cfg)]
     res.tensors = {p.name: compute(cfg, p, masks) for p in plan}
     res.config = expected_config(res) if all(v is not None for v in res.tensors.values()) else None
@@ -535,16 +541,68 @@ def compute(cfg, p, masks=None):
         raise ConfigError(f"{p.name}: {e}")
 
 
+def _set_dtype(obj, name, top):
+    """Both transformers names (`dtype` from 5.0 on, `torch_dtype` before) at the top level and in every
+    sub-config that has either."""
+    if top or "dtype" in obj or "torch_dtype" in obj:
+        obj["dtype"] = obj["torch_dtype"] = name
+    for v in obj.values():
+        if isinstance(v, dict):
+            _set_dtype(v, name, False)
+
+
+def _layer_holder(cfg):
+    """(object holding the layer-count key, key) of a config, or (None, None)."""
+    for holder in (cfg, cfg.get("text_config") or {}):
+        for key in LAYER_KEYS:
+            if isinstance(holder.get(key), int):
+                return holder, key
+    return None, None
+
+
+def _slice_layer_lists(cfg, res):
+    """Lists as long as the donor's layer count get one entry per output layer, each from the list of
+    the model and layer that output layer comes from (else the donor's list at that index)."""
+    holder, key = _layer_holder(cfg)
+    if holder is None:
+        return
+    n = holder[key]
+
+    def entry(config, name, layer):
+        h, k = _layer_holder(config or {})
+        lst = h.get(name) if h is not None else None
+        if isinstance(lst, list) and len(lst) == h[k] and 0 <= layer < len(lst):
+            return lst[layer]
+        return _MISSING
+
+    for name, value in list(holder.items()):
+        if not isinstance(value, list) or len(value) != n or n == 0:
+            continue
+        new = []
+        for ref, layer in res.layer_origins:
+            e = entry(res.models[ref].config, name, layer)
+            if e is _MISSING:
+                e = entry(res.donor.config, name, layer)
+            if e is _MISSING:
+                break
+            new.append(e)
+        else:
+            holder[name] = new
+
+
+_MISSING = object()
+
+
 def expected_config(res):
-    """The output config.json (D16): the donor's, with torch_dtype = the stored dtype and the layer
-    count = the number of output layers."""
+    """The output config.json (D16, D18): the donor's, with dtype and torch_dtype = the stored dtype,
+    per-layer lists following the output layers, and the layer count = the number of output layers."""
     cfg = json.loads(json.dumps(res.donor.config))
     dtypes = {d for d, _ in res.tensors.values()}
     if len(dtypes) == 1:
-        cfg["torch_dtype"] = TORCH_NAME[dtypes.pop()]
-    for holder in (cfg, cfg.get("text_config") or {}):
-        for key in LAYER_KEYS:
-            if key in holder:
-                holder[key] = res.num_layers
-                return cfg
+        _set_dtype(cfg, TORCH_NAME[dtypes.pop()], True)
+    _slice_layer_lists(cfg, res)
+    holder, key = _layer_holder(cfg)
+    if holder is not None:
+        holder[key] = res.num_layers
+    return cfg
     return cfg
