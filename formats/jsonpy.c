@@ -170,9 +170,18 @@ void mm_json_string_py(const char *s, mm_buf *b)
     mm_buf_puts(b, "\"");
 }
 
+typedef struct keyed {
+    const cJSON *item;
+    int pos;
+} keyed;
+
+/* By key, and equal keys in document order: a file with a duplicated key is written the same way
+ * every time (Python keeps only the last one; cJSON keeps both). */
 static int cmp_key(const void *a, const void *b)
 {
-    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+    const keyed *x = a, *y = b;
+    int c = strcmp(x->item->string, y->item->string);
+    return c ? c : x->pos - y->pos;
 }
 
 static void indent(mm_buf *b, int level)
@@ -192,7 +201,9 @@ static void write_value(const cJSON *v, mm_buf *b, int level)
         mm_buf_puts(b, "false");
     } else if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
-        if (!mm_json_is_float(v) && isfinite(d) && floor(d) == d && fabs(d) < 1e16) {
+        /* An int of any size stays an int (Python's are unbounded); past 2^53 cJSON's double has
+         * already rounded it, as the reader's contract says. */
+        if (!mm_json_is_float(v) && isfinite(d) && floor(d) == d) {
             mm_buf_printf(b, "%.0f", d == 0 ? 0.0 : d); /* an int has no -0 (json.loads("-0") is 0) */
         } else {
             char tmp[64];
@@ -225,17 +236,21 @@ static void write_value(const cJSON *v, mm_buf *b, int level)
             mm_buf_puts(b, "{}");
             return;
         }
-        const cJSON **items = mm_xmalloc((size_t)n * sizeof *items);
+        keyed *items = mm_xmalloc((size_t)n * sizeof *items);
         int i = 0;
         const cJSON *e;
-        cJSON_ArrayForEach(e, v) items[i++] = e;
+        cJSON_ArrayForEach(e, v)
+        {
+            items[i] = (keyed){e, i};
+            i++;
+        }
         qsort(items, (size_t)n, sizeof *items, cmp_key);
         mm_buf_puts(b, "{");
         for (i = 0; i < n; i++) {
             indent(b, level + 1);
-            mm_json_string_py(items[i]->string, b);
+            mm_json_string_py(items[i].item->string, b);
             mm_buf_puts(b, ": ");
-            write_value(items[i], b, level + 1);
+            write_value(items[i].item, b, level + 1);
             if (i + 1 < n)
                 mm_buf_puts(b, ",");
         }

@@ -29,7 +29,10 @@ int mm_json_parse(const char *text, size_t len, cJSON **out, mm_err *err);
 int mm_json_is_float(const cJSON *v);
 void mm_json_set_float(cJSON *v, int is_float);
 
-/* Appends the JSON text of `v` to b (no trailing newline). */
+/* Appends the JSON text of `v` to b (no trailing newline). A number that is no float (mm_json_is_float)
+ * and has an integral value is written as an integer whatever its size; one written as an integer
+ * beyond 2^53 comes out as cJSON's double rounded it. Non-finite numbers (a float token beyond the
+ * double range) are written as Python writes them, `Infinity`, which is not JSON. */
 void mm_json_write_py(const cJSON *v, mm_buf *b);
 /* Appends a JSON string literal with Python's escaping. */
 void mm_json_string_py(const char *s, mm_buf *b);

@@ -474,8 +474,35 @@ def param_seeds():
     put("param", "conditional_heavy", bytes([2, 1, 3, 2, 2, 0, 1, 1, 2, 3, 2]) * 20)
 
 
+# ---- config.json: the JSON reader and the Python-style writer --------------------------------------------
+
+REAL_CONFIGS = os.path.join(HERE, "..", "integration", "data", "configs")
+JSON = {
+    "numbers_every_kind": '{"a": 10000.0, "b": 10000, "c": 1e-06, "d": 1E+16, "e": -0, "f": -0.0, '
+                          '"g": 0.02, "h": 123456789012345678901234567890, "i": 2.5e-320, "j": [1, 1.5, -2e3]}',
+    "number_beyond_double": '{"rope_theta": 1e999, "n": -1e999}',
+    "digits_in_keys_and_strings": '{"1.5": "2.0e3", "k\\"9.0": [3, "4.0", 5.0], "\\u0031.0": 6}',
+    "duplicate_keys": '{"x": 1.0, "x": 2, "a": {"y": 3, "y": 4.5}}',
+    "nested_sub_configs": '{"text_config": {"num_hidden_layers": 2, "layer_types": ["a", "b"], '
+                          '"torch_dtype": "float32"}, "vision_config": {"dtype": "bfloat16", "eps": 1e-05}}',
+    "non_ascii_and_escapes": b'{"name": "caf\xc3\xa9 \\ud83d\\ude00 \\n \\t \\u0000 end", "s": "\xff\xfe"}',
+    "deep_nesting_100": "[" * 100 + "1.0" + "]" * 100,
+    "trailing_text": '{"a": 1.0} 2.0 3',
+    "empty_containers": '{"a": [], "b": {}, "c": [[], {}], "d": null, "e": true, "f": false}',
+}
+
+
+def json_seeds():
+    for name in sorted(os.listdir(REAL_CONFIGS)):
+        with open(os.path.join(REAL_CONFIGS, name), "rb") as f:
+            put("json", "real_" + name, f.read())
+    for name, text in JSON.items():
+        put("json", name + ".json", text)
+
+
 if __name__ == "__main__":
     safetensors_seeds()
     index_seeds()
     config_seeds()
+    json_seeds()
     param_seeds()

@@ -69,6 +69,11 @@ static void test_float_marks(void)
     CHECK(cJSON_IsNumber(cJSON_GetObjectItem(d, "rope_theta")));
     cJSON_Delete(d);
     cJSON_Delete(v);
+    /* Ints stay ints at any size (the writer once switched to 1e+16 there); equal keys keep their
+     * order, so a file with a duplicated key is written the same way every time. */
+    v = parse("{\"k\": 2, \"big\": 10000000000000000, \"k\": 1, \"a\": 0}");
+    check_written(v, "{\n  \"a\": 0,\n  \"big\": 10000000000000000,\n  \"k\": 2,\n  \"k\": 1\n}");
+    cJSON_Delete(v);
     /* A number made by cJSON is an int when integral, as before. */
     cJSON *n = cJSON_CreateNumber(32);
     CHECK(!mm_json_is_float(n));
