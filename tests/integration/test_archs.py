@@ -332,3 +332,47 @@ def test_qwen2_vl_layer_range_past_text_decoder(tmp_path, arch_model):
     r = mmtest.mergemount("plan", path)
     assert r.returncode != 0, "a layer_range past the text decoder's 28 layers must be refused"
     assert "layer_range" in r.stderr and "28" in r.stderr, r.stderr
+
+
+# ---- mergekit's `modules:` syntax (issue 11, item 3) ------------------------------------------------------
+
+def gemma3_modules_config(a, b, text_range_end=62, extra=None):
+    modules = {"text_decoder": {"slices": [{"sources": [{"model": a, "layer_range": [0, 20]}]},
+                                           {"sources": [{"model": b, "layer_range": [16, text_range_end]}]}]},
+               "vision_tower": {"models": [{"model": a}]}}
+    modules.update(extra or {})
+    return {"merge_method": "passthrough", "base_model": a, "modules": modules}
+
+
+@XFAIL_MODULES   # `modules:` is refused today (D17)
+def test_gemma3_modules_frankenmerge(tmp_path, mount, arch_model):
+    a, b = arch_model("gemma3-vl", 1), arch_model("gemma3-vl", 2)
+    assert text_layers(a) == 62
+    cfg = gemma3_modules_config(a, b)
+    want, count = franken_expected("gemma3-vl", a, b, [0, 20], [16, 62])
+    assert count == 66
+    got, out_cfg = merge(tmp_path, mount, cfg, via_mount=True)
+    assert set(got) == set(want), (f"missing {sorted(set(want) - set(got))[:8]}, "
+                                   f"extra {sorted(set(got) - set(want))[:8]}")
+    bad = [name for name in want if got[name].raw != want[name].raw]
+    assert not bad, f"{len(bad)} tensors differ, e.g. {bad[:8]}"
+    assert module_config_counts(out_cfg, "gemma3-vl") == (66, 27)
+    assert len(out_cfg["text_config"]["layer_types"]) == 66
+
+
+@XFAIL_MODULES   # today's error is that `modules:` is not supported, without the module's name
+def test_gemma3_unknown_module_is_an_error_naming_it(tmp_path, arch_model):
+    a, b = arch_model("gemma3-vl", 1), arch_model("gemma3-vl", 2)
+    cfg = gemma3_modules_config(a, b, extra={"audio_tower": {"models": [{"model": a}]}})
+    r = mmtest.mergemount("plan", mmtest.write_config(tmp_path, cfg))
+    assert r.returncode != 0
+    assert "audio_tower" in r.stderr, r.stderr
+
+
+@XFAIL_MODULES   # today's error is that `modules:` is not supported, not the range
+def test_gemma3_layer_range_outside_its_module_is_an_error(tmp_path, arch_model):
+    a, b = arch_model("gemma3-vl", 1), arch_model("gemma3-vl", 2)
+    cfg = gemma3_modules_config(a, b, text_range_end=64)
+    r = mmtest.mergemount("plan", mmtest.write_config(tmp_path, cfg))
+    assert r.returncode != 0
+    assert "layer_range" in r.stderr and "62" in r.stderr, r.stderr
