@@ -73,7 +73,7 @@ def _scaled_kv(heads, kv):
     return 2
 
 
-def _expert_indexes(names):
+def expert_indexes(names):
     """The distinct expert indexes visible in names (`experts.<e>.`)."""
     out = set()
     for n in names:
@@ -86,7 +86,7 @@ def _expert_indexes(names):
 def scale_config(cfg, names, max_layers=None):
     """The real config with sizes scaled (a new dict); see the module docstring."""
     cfg = json.loads(json.dumps(cfg))
-    named_experts = len(_expert_indexes(names))
+    named_experts = len(expert_indexes(names))
 
     def scale_text(c):
         heads = c.get("num_attention_heads")
@@ -169,7 +169,7 @@ class Dims:
         self.nkv = text.get("num_key_value_heads") or self.nh
         self.hd = text.get("head_dim") or self.H // self.nh
         self.V = text.get("vocab_size") or cfg.get("vocab_size") or VOCAB
-        self.E = (text.get("num_local_experts") or text.get("num_experts") or len(_expert_indexes(names))
+        self.E = (text.get("num_local_experts") or text.get("num_experts") or len(expert_indexes(names))
                   or PACKED_EXPERTS)
         v = cfg.get("vision_config") or {}
         self.VH = v.get("embed_dim") or v.get("hidden_size") or V_HIDDEN
