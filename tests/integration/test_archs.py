@@ -19,7 +19,6 @@ import json
 import os
 import re
 
-import numpy as np
 import pytest
 
 import arch_fixture

@@ -68,11 +68,13 @@ def test_shapes_follow_the_scaled_config(made, family):
         last = name.rsplit(".", 2)[-2]
         if last in ("embed_tokens", "lm_head", "embed_in", "embed_out"):
             assert t.shape == (vocab, h), name
-        if last in ("q_proj",) and "vision" not in name:
-            assert t.shape[-1] == h and t.shape[0] == text["num_attention_heads"] * (text.get("head_dim") or h // text["num_attention_heads"]), name
+        heads = text["num_attention_heads"]
+        head_dim = text.get("head_dim") or h // heads
+        if last == "q_proj" and name.endswith("weight") and "vision" not in name:
+            assert t.shape == (heads * head_dim, h), name
         if last in ("k_proj", "v_proj") and name.endswith("weight") and "vision" not in name:
-            kv = text.get("num_key_value_heads") or text["num_attention_heads"]
-            assert t.shape == (kv * (text.get("head_dim") or h // text["num_attention_heads"]), h), name
+            kv = text.get("num_key_value_heads") or heads
+            assert t.shape == (kv * head_dim, h), name
         if last in ("down_proj",) and "visual" not in name:
             assert t.shape == (h, text["intermediate_size"]), name
         if name.endswith(("router.layer.weight", "block_sparse_moe.gate.weight", "input_linear.weight",
