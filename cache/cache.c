@@ -38,7 +38,7 @@ int mm_cache_open(const mm_cache_options *opt, mm_cache **out, mm_err *err)
     atomic_init(&c->resets, 0);
     atomic_init(&c->q_bytes, 0);
     bool reset;
-    rc = mm_cache_env_open(&c->env, dir, mm_cache_map_size(c->size_limit), &reset, err);
+    rc = mm_cache_env_open(&c->env, dir, mm_cache_map_size(c->size_limit), true, &reset, err);
     if (rc) {
         free(c);
         return rc;

@@ -109,7 +109,8 @@ void mm_cache_counters_get(mm_cache *c, mm_cache_counters *out);
 
 /* Offline management (`mergemount cache ...`), safe while mounts in other processes use the same
  * directory (not while this process has it open: LMDB's file locks are per process). A directory without
- * a cache is reported as empty and is not created. */
+ * a cache is reported as empty and is not created. An unreadable cache is an error for info_get and
+ * prune (they leave data.mdb as it is: the directory may not even be ours) and is started anew by clear. */
 int mm_cache_info_get(const mm_cache_options *opt, mm_cache_info *out, mm_err *err);
 void mm_cache_info_free(mm_cache_info *i);
 /* Removes every entry; *removed gets the number of blocks removed. */

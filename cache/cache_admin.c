@@ -13,8 +13,9 @@ static uint64_t limit_of(const mm_cache_options *opt)
 }
 
 /* Opens an existing environment; a directory without one is reported as absent (*present = false)
- * rather than created: looking at the cache should not make one. */
-static int admin_open(const mm_cache_options *opt, mm_cache_env *e, bool *present, mm_err *err)
+ * rather than created: looking at the cache should not make one. An unreadable one is replaced only
+ * when may_reset (clear, whose result is an empty cache either way). */
+static int admin_open(const mm_cache_options *opt, bool may_reset, mm_cache_env *e, bool *present, mm_err *err)
 {
     memset(e, 0, sizeof *e);
     char *dir = mm_cache_default_dir(opt ? opt->dir : NULL);
@@ -33,7 +34,7 @@ static int admin_open(const mm_cache_options *opt, mm_cache_env *e, bool *presen
         return code;
     }
     bool reset;
-    return mm_cache_env_open(e, dir, MM_CACHE_MIN_MAP, &reset, err);
+    return mm_cache_env_open(e, dir, MM_CACHE_MIN_MAP, may_reset, &reset, err);
 }
 
 int mm_cache_info_get(const mm_cache_options *opt, mm_cache_info *out, mm_err *err)
@@ -41,7 +42,7 @@ int mm_cache_info_get(const mm_cache_options *opt, mm_cache_info *out, mm_err *e
     memset(out, 0, sizeof *out);
     mm_cache_env e;
     bool present;
-    int rc = admin_open(opt, &e, &present, err);
+    int rc = admin_open(opt, false, &e, &present, err);
     if (rc)
         return rc;
     out->dir = mm_xstrdup(e.dir);
@@ -98,14 +99,15 @@ static int op_prune(mm_cache_wtxn *w, uint64_t limit, uint64_t *removed)
     return mm_cache_store_evict(w, limit, removed);
 }
 
-static int admin_write(const mm_cache_options *opt, admin_op op, const char *what, uint64_t *removed, mm_err *err)
+static int admin_write(const mm_cache_options *opt, admin_op op, bool may_reset, const char *what, uint64_t *removed,
+                       mm_err *err)
 {
     uint64_t n = 0;
     if (removed)
         *removed = 0;
     mm_cache_env e;
     bool present;
-    int rc = admin_open(opt, &e, &present, err);
+    int rc = admin_open(opt, may_reset, &e, &present, err);
     if (rc)
         return rc;
     if (present) {
@@ -133,10 +135,10 @@ static int admin_write(const mm_cache_options *opt, admin_op op, const char *wha
 
 int mm_cache_clear(const mm_cache_options *opt, uint64_t *removed, mm_err *err)
 {
-    return admin_write(opt, op_clear, "clear", removed, err);
+    return admin_write(opt, op_clear, true, "clear", removed, err);
 }
 
 int mm_cache_prune(const mm_cache_options *opt, uint64_t *removed, mm_err *err)
 {
-    return admin_write(opt, op_prune, "prune", removed, err);
+    return admin_write(opt, op_prune, false, "prune", removed, err);
 }

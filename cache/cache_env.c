@@ -193,12 +193,21 @@ static int wipe(const char *dir)
     return 0;
 }
 
-int mm_cache_env_open(mm_cache_env *e, char *dir, uint64_t map_min, bool *reset, mm_err *err)
+int mm_cache_env_open(mm_cache_env *e, char *dir, uint64_t map_min, bool may_reset, bool *reset, mm_err *err)
 {
     memset(e, 0, sizeof *e);
     e->dir = dir;
     *reset = false;
     int rc = try_open(e, map_min);
+    if (rc && unreadable(rc) && !may_reset) {
+        int code = mm_err_set(err, -EIO,
+                              "the cache at %s is unreadable (%s); nothing was changed (mergemount cache clear "
+                              "--cache-dir %s starts a new one, and so does the next mount)",
+                              dir, mm_cache_strerror(rc), dir);
+        free(dir);
+        memset(e, 0, sizeof *e);
+        return code;
+    }
     if (rc && unreadable(rc)) {
         mm_log_warn("cache at %s is unreadable (%s); starting a new one", dir, mm_cache_strerror(rc));
         rc = wipe(dir);

@@ -87,9 +87,10 @@ typedef struct mm_cache_env {
 /* Opens the environment in `dir` (taking ownership of the heap string) with a map of at least
  * map_min bytes (an existing environment keeps its larger map so sharing processes agree), creates the
  * tables and reads them once. An environment that is unreadable (corrupt, other LMDB version, not our
- * format) is logged, wiped and created anew, and *reset is set. Returns 0 or -errno with a message;
- * on failure `dir` is freed and *e is zeroed. */
-int mm_cache_env_open(mm_cache_env *e, char *dir, uint64_t map_min, bool *reset, mm_err *err);
+ * format) is, when may_reset, logged, wiped and created anew, and *reset is set; otherwise it is an
+ * error that says how to start a new one (commands that only look, or prune, must not delete data.mdb).
+ * Returns 0 or -errno with a message; on failure `dir` is freed and *e is zeroed. */
+int mm_cache_env_open(mm_cache_env *e, char *dir, uint64_t map_min, bool may_reset, bool *reset, mm_err *err);
 void mm_cache_env_close(mm_cache_env *e);
 /* The map size for a size limit: 1.5x, at least MM_CACHE_MIN_MAP. */
 uint64_t mm_cache_map_size(uint64_t size_limit);

@@ -297,6 +297,27 @@ def test_corrupt_data_mdb_is_reset(mount, case, cache_dir):
         assert s["blocks_computed"] == 0 and s["cache_resets"] == 0, show(s)
 
 
+def test_cache_commands_never_wipe_what_they_cannot_read(mount, case, cache_dir):
+    """`cache stats` and `cache prune` on an unreadable cache fail with a message that says how to start
+    anew, and leave data.mdb byte for byte as it was (the directory may hold someone else's data);
+    `cache clear` starts a new, empty cache."""
+    with mount(case.config, *case.args, *cached(cache_dir)) as m:
+        read_tree(m.path)
+    data_mdb = os.path.join(cache_dir, "data.mdb")
+    with open(data_mdb, "r+b") as f:
+        f.write(bytes(random.Random(3).getrandbits(8) for _ in range(64 << 10)))
+    with open(data_mdb, "rb") as f:
+        before = f.read()
+    for cmd in ("stats", "prune"):
+        r = mmtest.mergemount("cache", cmd, "--cache-dir", cache_dir)
+        assert r.returncode == 1, (cmd, r.returncode, r.stdout, r.stderr)
+        assert "unreadable" in r.stderr and "nothing was changed" in r.stderr and "cache clear" in r.stderr, r.stderr
+        with open(data_mdb, "rb") as f:
+            assert f.read() == before, f"`cache {cmd}` changed data.mdb"
+    cache_cmd("clear", "--cache-dir", cache_dir)
+    assert cache_stats(cache_dir)["blocks"] == 0
+
+
 def test_flipped_byte_in_a_value_is_detected(mount, case, cache_dir):
     with mount(case.config, *case.args, *cached(cache_dir)) as m:
         read_tree(m.path)
