@@ -6,20 +6,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* p at the opening quote of a string: the byte after its closing quote (or end, if unterminated).
+ * Both scans below look only at the bytes outside strings. */
+static const char *after_string(const char *p, const char *end)
+{
+    for (p++; p < end; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return end;
+}
+
 /* The deepest nesting of arrays and objects in text[0..len), brackets inside strings not counted. */
 static size_t nesting_depth(const char *text, size_t len)
 {
     size_t depth = 0, max = 0;
-    int in_string = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = text[i];
-        if (in_string) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_string = 0;
-        } else if (c == '"') {
-            in_string = 1;
+    const char *end = text + len;
+    for (const char *p = text; p < end; p++) {
+        char c = *p;
+        if (c == '"') {
+            p = after_string(p, end) - 1;
         } else if (c == '[' || c == '{') {
             if (++depth > max)
                 max = depth;
@@ -50,16 +58,10 @@ void mm_json_set_float(cJSON *v, int is_float)
  * has a fraction or an exponent; NULL when there is none. */
 static const char *next_number(const char *p, const char *end, int *is_float)
 {
-    int in_string = 0;
     for (; p < end; p++) {
         char c = *p;
-        if (in_string) {
-            if (c == '\\')
-                p++;
-            else if (c == '"')
-                in_string = 0;
-        } else if (c == '"') {
-            in_string = 1;
+        if (c == '"') {
+            p = after_string(p, end) - 1;
         } else if (c == '-' || (c >= '0' && c <= '9')) {
             *is_float = 0;
             for (; p < end && *p && strchr("0123456789+-.eE", *p); p++)

@@ -504,7 +504,7 @@ static int plan_nonlayer(mm_plan *p, const slice_ctx *sl, pick_fn pick, mm_err *
     return rc;
 }
 
-/* The source of a slice that output layers take their config.json entries from (mm_layer_src). */
+/* The source of a slice that output layers take their config.json entries from (mm_plan_tensors). */
 static size_t origin_source(const mm_plan *p, const slice_ctx *sl, const char *donor_path)
 {
     for (size_t j = 0; j < sl->def->nsources; j++)
@@ -513,7 +513,7 @@ static size_t origin_source(const mm_plan *p, const slice_ctx *sl, const char *d
     return 0;
 }
 
-static int plan_layers(mm_plan *p, const slice_ctx *sl, const char *donor_path, mm_layer_src **layers,
+static int plan_layers(mm_plan *p, const slice_ctx *sl, const char *donor_path, mm_layer_origin **layers,
                        int *out_layer, mm_err *err)
 {
     int rc = 0;
@@ -521,7 +521,7 @@ static int plan_layers(mm_plan *p, const slice_ctx *sl, const char *donor_path, 
     size_t o = origin_source(p, sl, donor_path);
     *layers = mm_xrealloc(*layers, ((size_t)*out_layer + (size_t)sl->nlayers + 1) * sizeof **layers);
     for (int j = 0; j < sl->nlayers && rc == 0; j++) {
-        (*layers)[*out_layer] = (mm_layer_src){sl->model_idx[o], sl->start[o] + j};
+        (*layers)[*out_layer] = (mm_layer_origin){p->models[sl->model_idx[o]]->config, sl->start[o] + j};
         double t = mm_param_layer_t(j, sl->nlayers);
         char **tmpl;
         size_t n = collect(p, sl, j, pick_layer, &tmpl);
@@ -541,7 +541,7 @@ static int plan_layers(mm_plan *p, const slice_ctx *sl, const char *donor_path, 
     return rc;
 }
 
-int mm_plan_tensors(mm_plan *p, const char *donor_path, mm_layer_src **layers, int *total_layers, mm_err *err)
+int mm_plan_tensors(mm_plan *p, const char *donor_path, mm_layer_origin **layers, int *total_layers, mm_err *err)
 {
     const mm_config *cfg = p->cfg;
     slice_ctx *sl = mm_xcalloc(cfg->nslices, sizeof *sl);

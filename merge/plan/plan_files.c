@@ -187,7 +187,7 @@ static const mm_model *donor_model(const mm_plan *p)
     return NULL;
 }
 
-static int plan_config_json(mm_plan *p, const mm_layer_src *layers, int total_layers, mm_err *err)
+static int plan_config_json(mm_plan *p, const mm_layer_origin *layers, int total_layers, mm_err *err)
 {
     const mm_modelref *ref = donor_ref(p->cfg);
     const mm_model *donor = donor_model(p);
@@ -203,11 +203,7 @@ static int plan_config_json(mm_plan *p, const mm_layer_src *layers, int total_la
     mm_dtype dt = main_dtype(p);
     if (dt != MM_DT_NONE)
         mm_config_set_dtype(cfg, mm_dtype_torch_name(dt));
-    mm_layer_origin *origin = mm_xcalloc(total_layers > 0 ? (size_t)total_layers : 1, sizeof *origin);
-    for (int i = 0; i < total_layers; i++)
-        origin[i] = (mm_layer_origin){p->models[layers[i].model_idx]->config, layers[i].layer};
-    mm_config_slice_layer_lists(cfg, donor->config, origin, total_layers);
-    free(origin);
+    mm_config_slice_layer_lists(cfg, donor->config, layers, total_layers);
     cJSON *lk = mm_config_layer_key(cfg);
     if (lk)
         cJSON_SetNumberValue(lk, total_layers);
@@ -325,10 +321,9 @@ int mm_plan_build(const mm_config *cfg, const mm_plan_options *opt, mm_plan **ou
     }
     p->method = m;
     int total_layers = 0;
-    mm_layer_src *layers = NULL;
+    mm_layer_origin *layers = NULL;
     if (rc == 0)
-        rc = mm_plan_tensors(p, cfg->base_model || (cfg->nslices && cfg->slices[0].nsources) ? donor_ref(cfg)->path : "",
-                             &layers, &total_layers, err);
+        rc = mm_plan_tensors(p, donor_ref(cfg)->path, &layers, &total_layers, err);
     if (rc == 0)
         plan_shards(p);
     if (rc == 0)
