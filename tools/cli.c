@@ -192,3 +192,12 @@ mm_cache *mm_cli_attach_cache(mm_vfs *vfs, const mm_cli_cache *co, const char *d
     mm_vfs_set_cache(vfs, c, dir);
     return c;
 }
+
+int mm_cli_json_extra(int opt, const char *arg, void *ctx)
+{
+    (void)arg;
+    if (opt != MM_OPT_JSON)
+        return 1;
+    *(int *)ctx = 1;
+    return 0;
+}

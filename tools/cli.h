@@ -41,6 +41,11 @@ enum {
         {"cache-size", required_argument, 0, MM_OPT_CACHE_SIZE}, {"no-cache", no_argument, 0, MM_OPT_NO_CACHE}, \
         {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}
 
+/* `--json`, the one option of `plan` and `stats` besides the shared ones: an extra-option handler
+ * (mm_cli_parse) that sets the int ctx points to. Its `val` lies past every command's own options. */
+enum { MM_OPT_JSON = MM_OPT_COMMON_END + 100 };
+int mm_cli_json_extra(int opt, const char *arg, void *ctx);
+
 /* Block-cache options (--cache-dir, --cache-size, --no-cache). */
 typedef struct mm_cli_cache {
     const char *dir;     /* NULL: default location */

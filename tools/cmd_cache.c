@@ -24,16 +24,6 @@ static const char usage_cache[] =
     "  clear                     remove every entry\n"
     "  prune                     evict least recently used blocks down to --cache-size\n";
 
-enum { OPT_JSON = MM_OPT_COMMON_END };
-
-static int json_extra(int opt, const char *arg, void *ctx)
-{
-    (void)arg;
-    if (opt != OPT_JSON)
-        return 1;
-    *(int *)ctx = 1;
-    return 0;
-}
 
 static void human_bytes(uint64_t n, char *buf, size_t len)
 {
@@ -62,10 +52,10 @@ static const struct {
 
 int mm_cmd_stats(int argc, char **argv)
 {
-    static const struct option lo[] = {{"json", no_argument, 0, OPT_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option lo[] = {{"json", no_argument, 0, MM_OPT_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int json = 0;
     char *pos[1];
-    int rc = mm_cli_parse(argc, argv, "h", lo, usage_stats, json_extra, &json, NULL, NULL, pos, 1);
+    int rc = mm_cli_parse(argc, argv, "h", lo, usage_stats, mm_cli_json_extra, &json, NULL, NULL, pos, 1);
     if (rc)
         return rc;
     char buf[8192];

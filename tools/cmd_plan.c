@@ -5,29 +5,18 @@
 #include "tools/cli.h"
 #include "tools/commands.h"
 
-enum { OPT_JSON = MM_OPT_COMMON_END };
-
 static const char usage_plan[] = "usage: mergemount plan CONFIG [--json] [merge options]\n"
                                  "\n"
                                  "  --json                    machine-readable output\n";
 
-static int plan_extra(int opt, const char *arg, void *ctx)
-{
-    (void)arg;
-    if (opt != OPT_JSON)
-        return 1;
-    *(int *)ctx = 1;
-    return 0;
-}
-
 int mm_cmd_plan(int argc, char **argv)
 {
-    static const struct option lo[] = {{"json", no_argument, 0, OPT_JSON}, MM_CLI_COMMON_LONGOPTS, {0, 0, 0, 0}};
+    static const struct option lo[] = {{"json", no_argument, 0, MM_OPT_JSON}, MM_CLI_COMMON_LONGOPTS, {0, 0, 0, 0}};
     mm_plan_options po;
     mm_plan_options_default(&po);
     int json = 0;
     char *pos[1];
-    int rc = mm_cli_parse(argc, argv, "vh", lo, usage_plan, plan_extra, &json, &po, NULL, pos, 1);
+    int rc = mm_cli_parse(argc, argv, "vh", lo, usage_plan, mm_cli_json_extra, &json, &po, NULL, pos, 1);
     if (rc)
         return rc;
     mm_config *cfg = NULL;
