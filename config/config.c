@@ -66,6 +66,7 @@ typedef struct level {
 static const char *const top_keys[] = {"merge_method", "models", "slices", "base_model", "parameters", "dtype",
                                        "out_dtype", "tokenizer_source", "tokenizer", "chat_template", "modules"};
 static const char *const model_keys[] = {"model", "parameters"};
+static const char *const module_keys[] = {"models", "slices", "parameters"};
 static const char *const slice_keys[] = {"sources", "base_model", "parameters", "residual_weight"};
 static const char *const source_keys[] = {"model", "layer_range", "parameters"};
 static const char *const cond_keys[] = {"filter", "value"};
@@ -73,6 +74,7 @@ static const char *const ref_keys[] = {"model", "path", "revision", "lora", "ove
 
 static const level L_TOP = {"at the top level", top_keys, MM_COUNT(top_keys)};
 static const level L_MODEL = {"in an entry of models:", model_keys, MM_COUNT(model_keys)};
+static const level L_MODULE = {"in an entry of modules:", module_keys, MM_COUNT(module_keys)};
 static const level L_SLICE = {"in an entry of slices:", slice_keys, MM_COUNT(slice_keys)};
 static const level L_SOURCE = {"in a source of a slice", source_keys, MM_COUNT(source_keys)};
 static const level L_COND = {"in a {filter, value} entry", cond_keys, MM_COUNT(cond_keys)};
@@ -84,8 +86,8 @@ static const struct {
     const char *key, *home;
 } key_homes[] = {
     {"merge_method", "at the top level"},
-    {"models", "at the top level"},
-    {"slices", "at the top level"},
+    {"models", "at the top level or in an entry of modules:"},
+    {"slices", "at the top level or in an entry of modules:"},
     {"dtype", "at the top level"},
     {"out_dtype", "at the top level"},
     {"tokenizer_source", "at the top level"},
@@ -93,7 +95,7 @@ static const struct {
     {"chat_template", "at the top level"},
     {"modules", "at the top level"},
     {"base_model", "at the top level or in an entry of slices:"},
-    {"parameters", "at the top level, in an entry of models: or slices:, or in a source"},
+    {"parameters", "at the top level, in an entry of models:, slices: or modules:, or in a source"},
     {"sources", "in an entry of slices:"},
     {"residual_weight", "in an entry of slices:"},
     {"layer_range", "in a source of a slice (models: always takes every layer)"},
@@ -478,22 +480,20 @@ static void append_base(mm_slice_def *sl, const mm_modelref *base)
     s->is_base_appended = 1;
 }
 
-static int load_models(const ctx *x, const mm_ynode *list)
+/* `models:` (at the top level or in a module): one slice whose sources take every layer. */
+static int load_models(const ctx *x, const mm_ynode *list, mm_slice_def **slices, size_t *nslices)
 {
     int rc = check_list(x, list, "models", "list the models to merge as '- model: org/name' entries");
     if (rc < 0)
         return rc;
-    mm_config *c = x->c;
-    c->models_syntax = 1;
-    c->slices = mm_xcalloc(1, sizeof *c->slices);
-    c->nslices = 1;
-    mm_slice_def *sl = &c->slices[0];
+    mm_slice_def *sl = *slices = mm_xcalloc(1, sizeof *sl);
+    *nslices = 1;
     sl->pos = pos_of(x, list);
     sl->sources = mm_xcalloc(list->nitems + 1, sizeof *sl->sources);
     for (size_t i = 0; i < list->nitems; i++)
         if ((rc = load_source(x, list->items[i], 0, &sl->sources[sl->nsources++])) < 0)
             return rc;
-    append_base(sl, c->base_model);
+    append_base(sl, x->c->base_model);
     return 0;
 }
 
@@ -524,16 +524,75 @@ static int load_slice(const ctx *x, const mm_ynode *n, mm_slice_def *sl)
     return load_params(x, mm_ymap_get(n, "parameters", NULL), &sl->params);
 }
 
-static int load_slices(const ctx *x, const mm_ynode *list)
+static int load_slices(const ctx *x, const mm_ynode *list, mm_slice_def **slices, size_t *nslices)
 {
     int rc = check_list(x, list, "slices", "list the output slices as '- sources:' entries");
     if (rc < 0)
         return rc;
-    mm_config *c = x->c;
-    c->slices = mm_xcalloc(list->nitems, sizeof *c->slices);
+    *slices = mm_xcalloc(list->nitems, sizeof **slices);
     for (size_t i = 0; i < list->nitems; i++)
-        if ((rc = load_slice(x, list->items[i], &c->slices[c->nslices++])) < 0)
+        if ((rc = load_slice(x, list->items[i], &(*slices)[(*nslices)++])) < 0)
             return rc;
+    return 0;
+}
+
+/* Exactly one of models:/slices: in `map` (the top level or an entry of modules:); `where` and `also`
+ * complete the messages. Checked before any model folder is looked at, so the structural mistake is the
+ * one reported. */
+static int check_one_recipe(const ctx *x, const mm_ynode *map, const char *where, const char *also)
+{
+    const mm_ynode *sk, *models = mm_ymap_get(map, "models", NULL), *slices = mm_ymap_get(map, "slices", &sk);
+    if (is_given(models) && is_given(slices))
+        return fail(x, sk, -EINVAL, "both models: and slices: are given%s (use models: to merge whole models or "
+                    "slices: to assemble layer ranges, not both)", where);
+    if (is_given(models) || is_given(slices))
+        return 0;
+    if (models || slices) /* `models:` written with nothing under it */
+        return check_list(x, models ? models : slices, models ? "models" : "slices",
+                          "list the models to merge, or the slices to assemble");
+    return fail(x, map, -EINVAL, "neither models: nor slices: is given%s (list the models to merge under models:, "
+                "or layer ranges under slices:%s)", where, also);
+}
+
+/* The recipe in `map`: its models: or slices: (check_one_recipe has run). */
+static int load_recipe(const ctx *x, const mm_ynode *map, int *models_syntax, mm_slice_def **slices, size_t *nslices)
+{
+    const mm_ynode *models = mm_ymap_get(map, "models", NULL);
+    *models_syntax = is_given(models);
+    return *models_syntax ? load_models(x, models, slices, nslices)
+                          : load_slices(x, mm_ymap_get(map, "slices", NULL), slices, nslices);
+}
+
+/* `modules:` (D18): module name -> {models: | slices:, parameters:}. Whether each name is a module of
+ * the models is the planner's to check (it knows the architecture). */
+static int load_modules(const ctx *x, const mm_ynode *map)
+{
+    static const char fix[] = "write e.g. 'modules:' with 'text_decoder: {slices: [...]}' and 'vision_tower: "
+                              "{models: [...]}' below it";
+    if (map->kind != MM_YN_MAP || map->npairs == 0)
+        return fail(x, map, -EINVAL, "modules: must be a mapping of module names to recipes, found %s (%s)",
+                    map->kind == MM_YN_MAP ? "an empty mapping" : mm_ynode_describe(map), fix);
+    mm_config *c = x->c;
+    c->modules = mm_xcalloc(map->npairs, sizeof *c->modules);
+    for (size_t i = 0; i < map->npairs; i++) {
+        const mm_ynode *key = map->pairs[i].key, *v = map->pairs[i].value;
+        mm_module_def *m = &c->modules[c->nmodules++];
+        m->name = mm_xstrdup(key->text);
+        m->pos = pos_of(x, key);
+        if (v->kind != MM_YN_MAP)
+            return fail(x, v, -EINVAL, "module '%s' must be a mapping with models: or slices:, found %s (%s)",
+                        key->text, mm_ynode_describe(v), fix);
+        check_keys(x, v, &L_MODULE);
+        char where[300];
+        snprintf(where, sizeof where, " for module '%.200s'", key->text);
+        int rc = check_one_recipe(x, v, where, "");
+        if (rc == 0)
+            rc = load_recipe(x, v, &m->models_syntax, &m->slices, &m->nslices);
+        if (rc == 0)
+            rc = load_params(x, mm_ymap_get(v, "parameters", NULL), &m->params);
+        if (rc < 0)
+            return rc;
+    }
     return 0;
 }
 
@@ -544,7 +603,6 @@ static int refuse_unsupported(const ctx *x, const mm_ynode *root)
     static const struct {
         const char *key, *fix;
     } keys[] = {
-        {"modules", "use models: or slices: (single-module models)"},
         {"tokenizer", "use tokenizer_source: base or a model, or leave it out to copy the donor's tokenizer"},
         {"chat_template", "remove it; the donor's tokenizer files, chat template included, are served as they are"},
         /* mergekit-evolve's search space is not a merge; its best genome, written out by mergekit-evolve as a
@@ -608,21 +666,17 @@ static int load_tokenizer_source(const ctx *x, const mm_ynode *root)
     return load_ref(x, v, "tokenizer_source", 0, c->tokenizer_model);
 }
 
-/* mergekit wants exactly one of models:/slices: (modules: is refused earlier). Checked before any
- * model folder is looked at, so the structural mistake is the one reported. */
+/* mergekit wants exactly one of models:, slices: and modules:. */
 static int check_inputs(const ctx *x, const mm_ynode *root)
 {
-    const mm_ynode *sk, *models = mm_ymap_get(root, "models", NULL), *slices = mm_ymap_get(root, "slices", &sk);
-    if (is_given(models) && is_given(slices))
-        return fail(x, sk, -EINVAL, "both models: and slices: are given (use models: to merge whole models or "
-                    "slices: to assemble layer ranges, not both)");
-    if (is_given(models) || is_given(slices))
-        return 0;
-    if (models || slices) /* `models:` written with nothing under it */
-        return check_list(x, models ? models : slices, models ? "models" : "slices",
-                          "list the models to merge, or the slices to assemble");
-    return fail(x, root, -EINVAL, "neither models: nor slices: is given (list the models to merge under models:, "
-                "or layer ranges under slices:)");
+    const mm_ynode *mk, *modules = mm_ymap_get(root, "modules", &mk);
+    if (!is_given(modules))
+        return check_one_recipe(x, root, "", ", or one recipe per module under modules:");
+    if (is_given(mm_ymap_get(root, "models", NULL)) || is_given(mm_ymap_get(root, "slices", NULL)))
+        return fail(x, mk, -EINVAL, "modules: is given together with top-level %s (put the recipe of each module "
+                    "under modules:, or use models:/slices: alone)",
+                    is_given(mm_ymap_get(root, "models", NULL)) ? "models:" : "slices:");
+    return 0;
 }
 
 static int load_root(const ctx *x, const mm_ynode *root)
@@ -640,14 +694,14 @@ static int load_root(const ctx *x, const mm_ynode *root)
         return rc;
     check_keys(x, root, &L_TOP);
     mm_config *c = x->c;
-    const mm_ynode *models = mm_ymap_get(root, "models", NULL);
+    const mm_ynode *modules = mm_ymap_get(root, "modules", NULL);
     if ((rc = load_method(x, root)) < 0 ||
         (rc = check_inputs(x, root)) < 0 || (rc = load_dtype(x, root, "dtype", &c->dtype, &c->dtype_pos)) < 0 ||
         (rc = load_dtype(x, root, "out_dtype", &c->out_dtype, &c->out_dtype_pos)) < 0 ||
         (rc = load_params(x, mm_ymap_get(root, "parameters", NULL), &c->params)) < 0 ||
         (rc = load_optional_ref(x, root, "base_model", &c->base_model)) < 0)
         return rc;
-    rc = is_given(models) ? load_models(x, models) : load_slices(x, mm_ymap_get(root, "slices", NULL));
+    rc = is_given(modules) ? load_modules(x, modules) : load_recipe(x, root, &c->models_syntax, &c->slices, &c->nslices);
     return rc < 0 ? rc : load_tokenizer_source(x, root);
 }
 
@@ -715,12 +769,10 @@ static void free_ref(mm_modelref *r)
     free(r->path);
 }
 
-void mm_config_free(mm_config *c)
+static void free_slices(mm_slice_def *slices, size_t n)
 {
-    if (!c)
-        return;
-    for (size_t i = 0; i < c->nslices; i++) {
-        mm_slice_def *sl = &c->slices[i];
+    for (size_t i = 0; i < n; i++) {
+        mm_slice_def *sl = &slices[i];
         for (size_t j = 0; j < sl->nsources; j++) {
             free_ref(&sl->sources[j].model);
             mm_params_free(&sl->sources[j].params);
@@ -730,7 +782,20 @@ void mm_config_free(mm_config *c)
         free(sl->base_model);
         mm_params_free(&sl->params);
     }
-    free(c->slices);
+    free(slices);
+}
+
+void mm_config_free(mm_config *c)
+{
+    if (!c)
+        return;
+    free_slices(c->slices, c->nslices);
+    for (size_t i = 0; i < c->nmodules; i++) {
+        free_slices(c->modules[i].slices, c->modules[i].nslices);
+        mm_params_free(&c->modules[i].params);
+        free(c->modules[i].name);
+    }
+    free(c->modules);
     free_ref(c->base_model);
     free(c->base_model);
     free_ref(c->tokenizer_model);
@@ -740,4 +805,12 @@ void mm_config_free(mm_config *c)
     free(c->text);
     free(c->path);
     free(c);
+}
+
+const mm_modelref *mm_config_donor(const mm_config *c)
+{
+    if (c->base_model)
+        return c->base_model;
+    const mm_slice_def *first = c->nmodules ? &c->modules[0].slices[0] : &c->slices[0];
+    return &first->sources[0].model;
 }

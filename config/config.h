@@ -105,6 +105,17 @@ typedef struct mm_slice_def {
     mm_srcpos pos;
 } mm_slice_def;
 
+/* One entry of `modules:` (D18): the recipe of one module (text decoder, vision tower, ...) of a
+ * multi-module model. Whether `name` is a module of the models is checked by the planner. */
+typedef struct mm_module_def {
+    char *name;
+    mm_srcpos pos;           /* position of the key */
+    int models_syntax;       /* as in mm_config */
+    mm_slice_def *slices;
+    size_t nslices;
+    mm_params params;        /* module parameters (precedence level 3) */
+} mm_module_def;
+
 typedef enum {
     MM_TOK_DONOR = 0, /* no tokenizer_source: copy the donor's files (D2) */
     MM_TOK_BASE,      /* tokenizer_source: base */
@@ -119,9 +130,12 @@ typedef struct mm_config {
     char *merge_method;
     mm_srcpos method_pos;
 
+    /* The top-level recipe, or none (nslices 0) when `modules:` is given. */
     int models_syntax;       /* 1: `models:` (exactly one slice, sources without ranges); 0: `slices:` */
     mm_slice_def *slices;
     size_t nslices;
+    mm_module_def *modules;  /* `modules:` in file order (D18); NULL when not given */
+    size_t nmodules;
 
     mm_modelref *base_model; /* NULL when not set */
     mm_params params;        /* top-level parameters (precedence level 4) */
@@ -135,12 +149,15 @@ typedef struct mm_config {
 } mm_config;
 
 /* Reads, parses and validates `path`, resolves every model reference, and returns a config.
- * Errors (syntax, not a mapping, wrong types, both or neither of models/slices, bad dtype, missing
+ * Errors (syntax, not a mapping, wrong types, not exactly one of models/slices/modules, bad dtype, missing
  * model, unsupported features of D17, `model+lora`, empty gradient, ...) return -EINVAL/-ENOENT with
  * "<path>:<line>:<col>: <what> (<fix>)" in err. Unknown keys print a warning (D11) and are ignored.
  * Method names and method parameters are NOT checked here (the planner knows the methods). */
 int mm_config_load(const char *path, mm_config **out, mm_err *err);
 void mm_config_free(mm_config *c);
+
+/* The donor of config.json and the tokenizer (D2): base_model, else the first model in config order. */
+const mm_modelref *mm_config_donor(const mm_config *c);
 
 /* Resolves a model reference (D14): an existing local folder as is; otherwise `org/name[@revision]` in
  * the local Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub):

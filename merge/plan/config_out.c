@@ -3,7 +3,6 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 
-#include "merge/plan/model.h"
 #include "base/util.h"
 
 static void set_string(cJSON *obj, const char *key, const char *value)
@@ -35,48 +34,44 @@ void mm_config_set_dtype(cJSON *cfg, const char *name)
         set_dtype_in(cfg, name, 1);
 }
 
-/* The layer count of a config and the object that holds it; 0 and NULL if it has none. */
-static int layer_count(const cJSON *cfg, cJSON **obj)
+/* Entry `layer` of the per-layer list `name` in a holder of a module's layer count `key`, or NULL when
+ * it has no such list. */
+static const cJSON *layer_entry(const cJSON *holder, const char *key, const char *name, int layer)
 {
-    cJSON *key = NULL;
-    *obj = mm_config_layer_object((cJSON *)cfg, &key);
-    return *obj && key->valuedouble >= 1 && key->valuedouble < 1e6 ? (int)key->valuedouble : 0;
-}
-
-/* Entry `layer` of the per-layer list `name` of cfg, or NULL when cfg has no such list. */
-static const cJSON *layer_entry(const cJSON *cfg, const char *name, int layer)
-{
-    cJSON *obj;
-    int n = cfg ? layer_count(cfg, &obj) : 0;
-    if (n == 0 || layer < 0 || layer >= n)
+    const cJSON *k = holder ? cJSON_GetObjectItemCaseSensitive(holder, key) : NULL;
+    const cJSON *list = holder ? cJSON_GetObjectItemCaseSensitive(holder, name) : NULL;
+    if (!cJSON_IsNumber(k) || !cJSON_IsArray(list) || cJSON_GetArraySize(list) != k->valuedouble || layer < 0 ||
+        layer >= cJSON_GetArraySize(list))
         return NULL;
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(obj, name);
-    return cJSON_IsArray(list) && cJSON_GetArraySize(list) == n ? cJSON_GetArrayItem(list, layer) : NULL;
+    return cJSON_GetArrayItem(list, layer);
 }
 
-void mm_config_slice_layer_lists(cJSON *out, const cJSON *donor, const mm_layer_origin *origin, int n)
+void mm_config_slice_layer_lists(cJSON *out_obj, const cJSON *donor_obj, int donor_n, const mm_layer_origin *origin,
+                                 int n)
 {
-    cJSON *obj, *donor_obj;
-    int donor_n = layer_count(donor, &donor_obj);
-    if (donor_n == 0 || !layer_count(out, &obj))
+    if (donor_n <= 0)
         return;
-    cJSON *c = obj->child;
+    cJSON *c = out_obj->child;
     while (c) {
         cJSON *next = c->next;
         if (cJSON_IsArray(c) && cJSON_GetArraySize(c) == donor_n) {
             cJSON *list = cJSON_CreateArray();
             int ok = 1;
             for (int i = 0; i < n && ok; i++) {
-                const cJSON *e = layer_entry(origin[i].config, c->string, origin[i].layer);
-                if (!e)
-                    e = layer_entry(donor, c->string, origin[i].layer);
+                const cJSON *e = layer_entry(origin[i].holder, origin[i].key, c->string, origin[i].layer);
+                if (!e) {
+                    const cJSON *d = cJSON_GetObjectItemCaseSensitive(donor_obj, c->string);
+                    e = cJSON_IsArray(d) && origin[i].layer >= 0 && origin[i].layer < cJSON_GetArraySize(d)
+                            ? cJSON_GetArrayItem(d, origin[i].layer)
+                            : NULL;
+                }
                 if (e)
                     cJSON_AddItemToArray(list, cJSON_Duplicate(e, 1));
                 else
                     ok = 0;
             }
             if (ok) {
-                cJSON_ReplaceItemInObjectCaseSensitive(obj, c->string, list);
+                cJSON_ReplaceItemInObjectCaseSensitive(out_obj, c->string, list);
             } else {
                 mm_log_warn("config.json: '%s' has one entry per layer, but an output layer comes from a layer "
                             "that neither its model's config.json nor the donor's describes; left as the donor has it",

@@ -90,9 +90,6 @@ static int index_tensors(mm_model *m, mm_err *err)
             t->st = &m->shards[i].hdr.tensors[j];
             t->shard = &m->shards[i];
             t->name = t->st->name;
-            t->layer = mm_layer_of(t->name, &t->template_name);
-            if (t->layer >= m->num_layers)
-                m->num_layers = t->layer + 1;
         }
     qsort(m->tensors, m->ntensors, sizeof *m->tensors, cmp_tensor);
     for (size_t i = 1; i < m->ntensors; i++)
@@ -148,6 +145,7 @@ int mm_model_open(const char *path, mm_model **out, mm_err *err)
         mm_model_free(m);
         return rc;
     }
+    mm_arch_infer(&m->arch, m->tensors, m->ntensors, m->config);
     *out = m;
     return 0;
 }
@@ -165,6 +163,7 @@ void mm_model_free(mm_model *m)
     free(m->shards);
     free(m->tensors);
     cJSON_Delete(m->config);
+    mm_arch_free(&m->arch);
     free(m->path);
     free(m);
 }
@@ -202,26 +201,4 @@ char *mm_layer_name(const char *template_name, int layer)
 {
     const char *h = strstr(template_name, "{}");
     return mm_xasprintf("%.*s%d%s", (int)(h - template_name), template_name, layer, h + 2);
-}
-
-cJSON *mm_config_layer_object(cJSON *cfg, cJSON **key)
-{
-    static const char *keys[] = {"num_hidden_layers", "n_layer", "num_layers", "n_layers"};
-    if (!cJSON_IsObject(cfg))
-        return NULL;
-    for (size_t i = 0; i < MM_COUNT(keys); i++) {
-        cJSON *k = cJSON_GetObjectItemCaseSensitive(cfg, keys[i]);
-        if (cJSON_IsNumber(k)) {
-            *key = k;
-            return cfg;
-        }
-    }
-    cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
-    return tc ? mm_config_layer_object(tc, key) : NULL;
-}
-
-cJSON *mm_config_layer_key(cJSON *cfg)
-{
-    cJSON *key = NULL;
-    return mm_config_layer_object(cfg, &key) ? key : NULL;
 }

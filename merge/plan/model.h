@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "formats/safetensors.h"
+#include "merge/plan/arch.h"
 #include "srcfile.h"
 #include "base/util.h"
 
@@ -22,12 +23,14 @@ typedef struct mm_shard {
     mm_st_header hdr;
 } mm_shard;
 
-/* One tensor of a model. layer is the first `.<digits>.` component of the name (-1 for non-layer
- * tensors); template is the name with that component replaced by "{}" (NULL when layer < 0). */
+/* One tensor of a model. module indexes mm_model.arch.mods; layer is its index in that module's layer
+ * stack (-1 for tensors outside the stack); template_name is the name with the layer index replaced by
+ * "{}" (NULL when layer < 0). */
 typedef struct mm_model_tensor {
     const char *name;
     const mm_st_tensor *st;
     const mm_shard *shard;
+    int module;
     int layer;
     char *template_name;
 } mm_model_tensor;
@@ -38,13 +41,13 @@ typedef struct mm_model {
     size_t nshards;
     mm_model_tensor *tensors; /* sorted by name */
     size_t ntensors;
-    int num_layers;           /* max layer index + 1 over the tensor names (0: no layers) */
     cJSON *config;            /* parsed config.json, or NULL when the folder has none */
+    mm_arch arch;             /* its modules (D18) */
 } mm_model;
 
 /* Opens the model folder `path`: model.safetensors, or model.safetensors.index.json and the shards it
- * names (names must be plain file names inside the folder). Every header is validated
- * (mm_st_read_file). A folder with only pytorch_model.bin gets an error saying to convert it.
+ * names (names must be plain file names inside the folder), and config.json when there is one; infers
+ * its modules (mm_arch_infer). Every header is validated (mm_st_read_file). A folder with only pytorch_model.bin gets an error saying to convert it.
  * Messages name the file. */
 int mm_model_open(const char *path, mm_model **out, mm_err *err);
 void mm_model_free(mm_model *m);
@@ -59,10 +62,5 @@ int mm_layer_of(const char *name, char **template_name);
 /* Fills `name` from a template by putting `layer` in place of "{}". Heap result. */
 char *mm_layer_name(const char *template_name, int layer);
 
-/* The layer-count key of a config.json (D12): the first of num_hidden_layers, n_layer, num_layers,
- * n_layers, at top level or inside text_config. NULL if none. The item belongs to cfg. */
-cJSON *mm_config_layer_key(cJSON *cfg);
-/* The object holding that key (cfg or its text_config), with the key in *key; NULL if none. */
-cJSON *mm_config_layer_object(cJSON *cfg, cJSON **key);
 
 #endif

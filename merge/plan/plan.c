@@ -138,86 +138,130 @@ static void warn_unknown_params(const mm_method *m, const mm_params *ps, int per
     }
 }
 
-/* ---- slices ---- */
+/* ---- modules and slices (D18) ---- */
+
+/* What one module of the output is made of: the slices of its recipe, or a copy from the donor. */
+typedef struct module_recipe {
+    const char *name;           /* the donor's name for the module */
+    int module;                 /* index in the donor's arch */
+    const mm_slice_def *slices;
+    size_t nslices;
+    const mm_params *params;    /* module parameters (precedence level 3), or NULL */
+    int copy;                   /* copied from the donor: one passthrough slice without parameters */
+    mm_slice_def copy_slice;    /* that slice (copy only; borrows the donor's reference) */
+    mm_source_def copy_source;
+} module_recipe;
 
 typedef struct slice_ctx {
     const mm_slice_def *def;
-    size_t *model_idx;   /* per source */
-    int *start;          /* per source */
+    const mm_method *method;    /* the config's, or passthrough for a copied module */
+    const mm_params *levels[3]; /* slice, module and top-level parameters (NULL entries are skipped) */
+    size_t *model_idx;          /* per source */
+    int *module;                /* per source: the module's index in that model's arch */
+    int *start;                 /* per source */
     int nlayers;
-    int base;            /* source index of the base model, -1 */
+    int base;                   /* source index of the base model, -1 */
 } slice_ctx;
 
-static int prepare_slices(mm_plan *p, slice_ctx *sl, mm_err *err)
+/* The part of a message that names a module of a model: "model 'x'" for single-module models. */
+static void module_phrase(const mm_model *m, const char *module, const char *ref, char *buf, size_t len)
+{
+    if (m->arch.n > 1)
+        snprintf(buf, len, "the %s of model '%s'", module, ref);
+    else
+        snprintf(buf, len, "model '%s'", ref);
+}
+
+static int prepare_slice(mm_plan *p, const module_recipe *r, const mm_slice_def *d, slice_ctx *c, mm_err *err)
 {
     const mm_config *cfg = p->cfg;
-    for (size_t s = 0; s < cfg->nslices; s++) {
-        const mm_slice_def *d = &cfg->slices[s];
-        slice_ctx *c = &sl[s];
-        c->def = d;
-        c->model_idx = mm_xcalloc(d->nsources, sizeof *c->model_idx);
-        c->start = mm_xcalloc(d->nsources, sizeof *c->start);
-        c->nlayers = -1;
-        c->base = -1;
-        char pos[512];
-        if (d->nsources == 0) {
-            mm_srcpos_format(&d->pos, pos, sizeof pos);
-            return mm_err_set(err, -EINVAL, "%s: a slice needs at least one source", pos);
+    c->def = d;
+    c->method = r->copy ? mm_method_find("passthrough") : p->method;
+    c->levels[0] = &d->params;
+    c->levels[1] = r->params;
+    c->levels[2] = r->copy ? NULL : &cfg->params;
+    c->model_idx = mm_xcalloc(d->nsources, sizeof *c->model_idx);
+    c->module = mm_xcalloc(d->nsources, sizeof *c->module);
+    c->start = mm_xcalloc(d->nsources, sizeof *c->start);
+    c->nlayers = -1;
+    c->base = -1;
+    char pos[512], who[600];
+    if (d->nsources == 0) {
+        mm_srcpos_format(&d->pos, pos, sizeof pos);
+        return mm_err_set(err, -EINVAL, "%s: a slice needs at least one source", pos);
+    }
+    const mm_modelref *base = d->base_model ? d->base_model : cfg->base_model;
+    for (size_t j = 0; j < d->nsources; j++) {
+        const mm_source_def *src = &d->sources[j];
+        int rc = model_index(p, &src->model, &c->model_idx[j], err);
+        if (rc < 0)
+            return rc;
+        const mm_model *m = p->models[c->model_idx[j]];
+        c->module[j] = mm_arch_find(&m->arch, r->name);
+        if (c->module[j] < 0) {
+            char *names = mm_arch_names(&m->arch);
+            mm_srcpos_format(&src->model.pos, pos, sizeof pos);
+            rc = mm_err_set(err, -EINVAL,
+                            "%s: model '%s' has no module '%s' (its modules: %s); merge models of the same "
+                            "architecture",
+                            pos, src->model.ref, r->name, names);
+            free(names);
+            return rc;
         }
-        const mm_modelref *base = d->base_model ? d->base_model : cfg->base_model;
-        for (size_t j = 0; j < d->nsources; j++) {
-            const mm_source_def *src = &d->sources[j];
-            int rc = model_index(p, &src->model, &c->model_idx[j], err);
-            if (rc < 0)
-                return rc;
-            const mm_model *m = p->models[c->model_idx[j]];
-            int a = 0, b = m->num_layers;
-            if (src->has_range) {
-                a = src->layer_start;
-                b = src->layer_end;
-                mm_srcpos_format(&src->range_pos, pos, sizeof pos);
-                if (a < 0 || b < a || b > m->num_layers)
-                    return mm_err_set(err, -EINVAL,
-                                      "%s: layer_range [%d, %d] is out of bounds: model '%s' has %d layers (0..%d); "
-                                      "use a range within [0, %d]",
-                                      pos, a, b, src->model.ref, m->num_layers, m->num_layers - 1, m->num_layers);
-            }
-            c->start[j] = a;
-            if (c->nlayers < 0) {
-                c->nlayers = b - a;
-            } else if (b - a != c->nlayers) {
-                mm_srcpos_format(src->has_range ? &src->range_pos : &src->model.pos, pos, sizeof pos);
+        int n = m->arch.mods[c->module[j]].num_layers, a = 0, b = n;
+        if (src->has_range) {
+            a = src->layer_start;
+            b = src->layer_end;
+            mm_srcpos_format(&src->range_pos, pos, sizeof pos);
+            module_phrase(m, r->name, src->model.ref, who, sizeof who);
+            if (a < 0 || b < a || b > n)
                 return mm_err_set(err, -EINVAL,
-                                  "%s: all sources of a slice must span the same number of layers: '%s' spans %d, "
-                                  "'%s' spans %d (make the layer ranges the same length)",
-                                  pos, d->sources[0].model.ref, c->nlayers, src->model.ref, b - a);
-            }
-            if (base && c->base < 0 && strcmp(src->model.path, base->path) == 0)
-                c->base = (int)j;
+                                  "%s: layer_range [%d, %d] is out of bounds: %s has %d layers (0..%d); use a range "
+                                  "within [0, %d]",
+                                  pos, a, b, who, n, n - 1, n);
         }
-        if (p->method->needs_base) {
-            if (!base) {
-                mm_srcpos_format(&cfg->method_pos, pos, sizeof pos);
-                return mm_err_set(err, -EINVAL, "%s: merge_method %s needs base_model (add `base_model: <model>`)",
-                                  pos, cfg->merge_method);
-            }
-            if (c->base < 0) {
-                mm_srcpos_format(&d->pos, pos, sizeof pos);
-                return mm_err_set(err, -EINVAL,
-                                  "%s: the base model '%s' is not among this slice's sources (add it as a source "
-                                  "with the same layer_range)",
-                                  pos, base->ref);
-            }
+        c->start[j] = a;
+        if (c->nlayers < 0) {
+            c->nlayers = b - a;
+        } else if (b - a != c->nlayers) {
+            mm_srcpos_format(src->has_range ? &src->range_pos : &src->model.pos, pos, sizeof pos);
+            return mm_err_set(err, -EINVAL,
+                              "%s: all sources of a slice must span the same number of layers: '%s' spans %d, "
+                              "'%s' spans %d (make the layer ranges the same length)",
+                              pos, d->sources[0].model.ref, c->nlayers, src->model.ref, b - a);
         }
-        if (p->method->single_input && d->nsources != 1) {
+        if (base && c->base < 0 && strcmp(src->model.path, base->path) == 0)
+            c->base = (int)j;
+    }
+    if (c->method->needs_base) {
+        if (!base) {
+            mm_srcpos_format(&cfg->method_pos, pos, sizeof pos);
+            return mm_err_set(err, -EINVAL, "%s: merge_method %s needs base_model (add `base_model: <model>`)", pos,
+                              cfg->merge_method);
+        }
+        if (c->base < 0) {
             mm_srcpos_format(&d->pos, pos, sizeof pos);
             return mm_err_set(err, -EINVAL,
-                              "%s: merge_method passthrough takes exactly one model per slice, this has %zu (use "
-                              "one source per slice, or another method to combine models)",
-                              pos, d->nsources);
+                              "%s: the base model '%s' is not among this slice's sources (add it as a source with "
+                              "the same layer_range)",
+                              pos, base->ref);
         }
     }
+    if (c->method->single_input && d->nsources != 1) {
+        mm_srcpos_format(&d->pos, pos, sizeof pos);
+        return mm_err_set(err, -EINVAL,
+                          "%s: merge_method passthrough takes exactly one model per slice, this has %zu (use one "
+                          "source per slice, or another method to combine models)",
+                          pos, d->nsources);
+    }
     return 0;
+}
+
+static void free_slice_ctx(slice_ctx *c)
+{
+    free(c->model_idx);
+    free(c->module);
+    free(c->start);
 }
 
 /* ---- output tensors ---- */
@@ -246,8 +290,8 @@ static int resolve_shape(mm_plan *p, mm_out_tensor *o, mm_err *err)
         const mm_st_tensor *st = o->inputs[i].mt->st;
         if (shapes_equal(st, ref))
             continue;
-        int crop = embed && st->ndim == 2 && ref->ndim == 2 && p->method->crop != MM_CROP_NONE;
-        if (crop && p->method->crop == MM_CROP_TO_BASE && (st->shape[0] < ref->shape[0] || st->shape[1] < ref->shape[1]))
+        int crop = embed && st->ndim == 2 && ref->ndim == 2 && o->method->crop != MM_CROP_NONE;
+        if (crop && o->method->crop == MM_CROP_TO_BASE && (st->shape[0] < ref->shape[0] || st->shape[1] < ref->shape[1]))
             crop = 0;
         if (!crop) {
             char a[128], b[128];
@@ -259,7 +303,7 @@ static int resolve_shape(mm_plan *p, mm_out_tensor *o, mm_err *err)
                               o->name, a, p->model_refs[o->inputs[o->base >= 0 ? o->base : 0].model_idx], b,
                               p->model_refs[o->inputs[i].model_idx], o->inputs[i].mt->shard->path);
         }
-        if (p->method->crop == MM_CROP_COMMON)
+        if (o->method->crop == MM_CROP_COMMON)
             for (int d = 0; d < 2; d++)
                 if (st->shape[d] < o->shape[d])
                     o->shape[d] = st->shape[d];
@@ -285,7 +329,7 @@ static int resolve_dtype(mm_plan *p, mm_out_tensor *o, mm_err *err)
     const mm_config *cfg = p->cfg;
     mm_dtype comp = cfg->dtype;
     if (comp == MM_DT_NONE) {
-        switch (p->method->dtype_rule) {
+        switch (o->method->dtype_rule) {
         case MM_DTR_PROMOTE:
             comp = o->inputs[0].mt->st->dtype;
             for (size_t i = 1; i < o->ninputs; i++)
@@ -304,14 +348,14 @@ static int resolve_dtype(mm_plan *p, mm_out_tensor *o, mm_err *err)
         if (mm_dtype_is_computable(sd))
             continue;
         /* Passthrough copies other dtypes (integer buffers, F64) unchanged when nothing scales them. */
-        if (p->method->single_input && isnan(o->inputs[0].mvals[0])) {
+        if (o->method->single_input && isnan(o->inputs[0].mvals[0])) {
             o->comp = MM_DT_NONE;
             o->dtype = sd;
             return 0;
         }
         return mm_err_set(err, -EINVAL,
                           "tensor '%s' of model '%s' has dtype %s; merge_method %s computes only F32, F16 and BF16",
-                          o->name, p->model_refs[o->inputs[i].model_idx], mm_dtype_name(sd), p->method->name);
+                          o->name, p->model_refs[o->inputs[i].model_idx], mm_dtype_name(sd), o->method->name);
     }
     o->comp = comp;
     o->dtype = cfg->out_dtype != MM_DT_NONE ? cfg->out_dtype : comp;
@@ -321,8 +365,7 @@ static int resolve_dtype(mm_plan *p, mm_out_tensor *o, mm_err *err)
 /* Adds the output tensor `name` made from input tensor names in_names[j] of the slice's sources. */
 static int add_tensor(mm_plan *p, const slice_ctx *sl, const char *name, char *const *in_names, double t, mm_err *err)
 {
-    const mm_config *cfg = p->cfg;
-    const mm_method *m = p->method;
+    const mm_method *m = sl->method;
     const mm_slice_def *d = sl->def;
     p->tensors = mm_xrealloc(p->tensors, (p->ntensors + 1) * sizeof *p->tensors);
     mm_out_tensor *o = &p->tensors[p->ntensors];
@@ -360,12 +403,12 @@ static int add_tensor(mm_plan *p, const slice_ctx *sl, const char *name, char *c
             free(o->group_label);
             o->group_label = mm_xstrdup(in_names[j]);
         }
-        /* Per-model parameters: this source, the slice, the top level (B1.5 precedence). */
+        /* Per-model parameters: this source, the slice, the module, the top level (B1.5 precedence). */
         in->mvals = mm_xcalloc(m->nmparams ? m->nmparams : 1, sizeof *in->mvals);
-        const mm_params *levels[] = {&d->sources[j].params, &d->params, &cfg->params};
+        const mm_params *levels[] = {&d->sources[j].params, sl->levels[0], sl->levels[1], sl->levels[2]};
         for (size_t k = 0; k < m->nmparams; k++) {
             int found;
-            int rc = eval_param(&m->mparams[k], levels, 3, in_names[j], t, &in->mvals[k], &found, err);
+            int rc = eval_param(&m->mparams[k], levels, MM_COUNT(levels), in_names[j], t, &in->mvals[k], &found, err);
             if (rc < 0)
                 return rc;
             if (!found && m->mparams[k].required && !(m->needs_base && in->is_base)) {
@@ -380,15 +423,14 @@ static int add_tensor(mm_plan *p, const slice_ctx *sl, const char *name, char *c
             }
         }
     }
-    const mm_params *glevels[] = {&d->params, &cfg->params};
     for (size_t k = 0; k < m->ngparams; k++) {
         int found;
-        int rc = eval_param(&m->gparams[k], glevels, 2, name, t, &o->gvals[k], &found, err);
+        int rc = eval_param(&m->gparams[k], sl->levels, MM_COUNT(sl->levels), name, t, &o->gvals[k], &found, err);
         if (rc < 0)
             return rc;
         if (!found && m->gparams[k].required) {
             char pos[512];
-            mm_srcpos_format(&cfg->method_pos, pos, sizeof pos);
+            mm_srcpos_format(&p->cfg->method_pos, pos, sizeof pos);
             return mm_err_set(err, -EINVAL, "%s: merge_method %s requires parameter '%s' (add it under parameters:)",
                               pos, m->name, m->gparams[k].name);
         }
@@ -409,9 +451,10 @@ static int add_tensor(mm_plan *p, const slice_ctx *sl, const char *name, char *c
 
 /* Names (or templates) of the kind selected by `pick` across all sources of a slice, deduplicated,
  * in order of first appearance (sources in order, each model's tensors in order). pick returns the
- * string to collect or NULL. Deduplicated by sorting, not by a scan per name: that made planning
- * quadratic in the tensor count (a model with 100,000 tensors took minutes). */
-typedef const char *(*pick_fn)(const mm_model_tensor *t, int layer);
+ * string to collect or NULL for a tensor of module `module` of its model. Deduplicated by sorting, not
+ * by a scan per name: that made planning quadratic in the tensor count (a model with 100,000 tensors
+ * took minutes). */
+typedef const char *(*pick_fn)(const mm_model_tensor *t, int module, int layer);
 
 typedef struct picked {
     const char *s;
@@ -440,7 +483,7 @@ static size_t collect(mm_plan *p, const slice_ctx *sl, int offset, pick_fn pick,
     for (size_t j = 0; j < sl->def->nsources; j++) {
         const mm_model *m = p->models[sl->model_idx[j]];
         for (size_t i = 0; i < m->ntensors; i++) {
-            const char *s = pick(&m->tensors[i], sl->start[j] + offset);
+            const char *s = pick(&m->tensors[i], sl->module[j], sl->start[j] + offset);
             if (s) {
                 all[n] = (picked){s, n};
                 n++;
@@ -462,21 +505,21 @@ static size_t collect(mm_plan *p, const slice_ctx *sl, int offset, pick_fn pick,
     return u;
 }
 
-static const char *pick_pre(const mm_model_tensor *t, int layer)
+static const char *pick_pre(const mm_model_tensor *t, int module, int layer)
 {
     (void)layer;
-    return t->layer < 0 && !is_post(t->name) ? t->name : NULL;
+    return t->module == module && t->layer < 0 && !is_post(t->name) ? t->name : NULL;
 }
 
-static const char *pick_post(const mm_model_tensor *t, int layer)
+static const char *pick_post(const mm_model_tensor *t, int module, int layer)
 {
     (void)layer;
-    return t->layer < 0 && is_post(t->name) ? t->name : NULL;
+    return t->module == module && t->layer < 0 && is_post(t->name) ? t->name : NULL;
 }
 
-static const char *pick_layer(const mm_model_tensor *t, int layer)
+static const char *pick_layer(const mm_model_tensor *t, int module, int layer)
 {
-    return t->layer == layer ? t->template_name : NULL;
+    return t->module == module && t->layer == layer ? t->template_name : NULL;
 }
 
 static void free_list(char **l, size_t n)
@@ -504,67 +547,206 @@ static int plan_nonlayer(mm_plan *p, const slice_ctx *sl, pick_fn pick, mm_err *
     return rc;
 }
 
-/* The source of a slice that output layers take their config.json entries from (mm_plan_tensors). */
-static size_t origin_source(const mm_plan *p, const slice_ctx *sl, const char *donor_path)
+/* The source of a slice that output layers take their config.json entries from: the donor when it is
+ * one of them (D2), else the first: the model whose config.json describes that layer best. */
+static size_t origin_source(const mm_plan *p, const slice_ctx *sl)
 {
     for (size_t j = 0; j < sl->def->nsources; j++)
-        if (strcmp(p->models[sl->model_idx[j]]->path, donor_path) == 0)
+        if (sl->model_idx[j] == p->donor)
             return j;
     return 0;
 }
 
-static int plan_layers(mm_plan *p, const slice_ctx *sl, const char *donor_path, mm_layer_origin **layers,
-                       int *out_layer, mm_err *err)
+/* Plans the layers of one slice as output layers mod->out_layers onwards, recording their origins. */
+static int plan_layers(mm_plan *p, const slice_ctx *sl, mm_plan_module *mod, mm_err *err)
 {
     int rc = 0;
     char **in = mm_xcalloc(sl->def->nsources, sizeof *in);
-    size_t o = origin_source(p, sl, donor_path);
-    *layers = mm_xrealloc(*layers, ((size_t)*out_layer + (size_t)sl->nlayers + 1) * sizeof **layers);
+    size_t o = origin_source(p, sl);
+    const mm_model *om = p->models[sl->model_idx[o]];
+    cJSON *key = NULL;
+    const cJSON *holder = mm_arch_count_holder(&om->arch.mods[sl->module[o]], om->config, &key);
+    mod->origin = mm_xrealloc(mod->origin, ((size_t)mod->out_layers + (size_t)sl->nlayers + 1) * sizeof *mod->origin);
     for (int j = 0; j < sl->nlayers && rc == 0; j++) {
-        (*layers)[*out_layer] = (mm_layer_origin){p->models[sl->model_idx[o]]->config, sl->start[o] + j};
+        mod->origin[mod->out_layers] = (mm_layer_origin){holder, holder ? key->string : NULL, sl->start[o] + j};
         double t = mm_param_layer_t(j, sl->nlayers);
         char **tmpl;
         size_t n = collect(p, sl, j, pick_layer, &tmpl);
         for (size_t i = 0; i < n && rc == 0; i++) {
             for (size_t s = 0; s < sl->def->nsources; s++)
                 in[s] = mm_layer_name(tmpl[i], sl->start[s] + j);
-            char *name = mm_layer_name(tmpl[i], *out_layer);
+            char *name = mm_layer_name(tmpl[i], mod->out_layers);
             rc = add_tensor(p, sl, name, in, t, err);
             free(name);
             for (size_t s = 0; s < sl->def->nsources; s++)
                 free(in[s]);
         }
         free_list(tmpl, n);
-        (*out_layer)++;
+        mod->out_layers++;
     }
     free(in);
     return rc;
 }
 
-int mm_plan_tensors(mm_plan *p, const char *donor_path, mm_layer_origin **layers, int *total_layers, mm_err *err)
+/* Plans one module (B4.3 per module): pre-weights from the first slice, the slices' layers renumbered
+ * from 0 within the module, post-weights from the last slice. */
+static int plan_module(mm_plan *p, const module_recipe *r, mm_plan_module *mod, mm_err *err)
+{
+    const mm_model *donor = p->models[p->donor];
+    mod->name = mm_xstrdup(r->name);
+    mod->in_layers = donor->arch.mods[r->module].num_layers;
+    mod->copied = r->copy;
+    slice_ctx *sl = mm_xcalloc(r->nslices, sizeof *sl);
+    int rc = 0;
+    for (size_t s = 0; s < r->nslices && rc == 0; s++)
+        rc = prepare_slice(p, r, &r->slices[s], &sl[s], err);
+    if (rc == 0)
+        rc = plan_nonlayer(p, &sl[0], pick_pre, err);
+    for (size_t s = 0; s < r->nslices && rc == 0; s++)
+        rc = plan_layers(p, &sl[s], mod, err);
+    if (rc == 0)
+        rc = plan_nonlayer(p, &sl[r->nslices - 1], pick_post, err);
+    for (size_t s = 0; s < r->nslices; s++)
+        free_slice_ctx(&sl[s]);
+    free(sl);
+    return rc;
+}
+
+/* The number of recipes in the config (the top-level one, or one per `modules:` entry); with r below
+ * it, the slices of recipe r in *slices and *n. */
+static size_t config_recipe(const mm_config *cfg, size_t r, const mm_slice_def **slices, size_t *n)
+{
+    if (r < cfg->nmodules || (r == 0 && !cfg->nmodules)) {
+        *slices = cfg->nmodules ? cfg->modules[r].slices : cfg->slices;
+        *n = cfg->nmodules ? cfg->modules[r].nslices : cfg->nslices;
+    }
+    return cfg->nmodules ? cfg->nmodules : 1;
+}
+
+/* Opens every model in config order (the order the models are listed in, e.g. on the model card), the
+ * donor last if it is not among the sources; sets p->donor. */
+static int open_models(mm_plan *p, mm_err *err)
 {
     const mm_config *cfg = p->cfg;
-    slice_ctx *sl = mm_xcalloc(cfg->nslices, sizeof *sl);
-    int rc = prepare_slices(p, sl, err);
-    for (size_t s = 0; s < cfg->nslices && rc == 0; s++) {
-        warn_unknown_params(p->method, &cfg->slices[s].params, 0);
-        for (size_t j = 0; j < cfg->slices[s].nsources; j++)
-            warn_unknown_params(p->method, &cfg->slices[s].sources[j].params, 1);
+    size_t idx;
+    int rc = 0;
+    const mm_slice_def *sl;
+    size_t n;
+    for (size_t r = 0; r < config_recipe(cfg, r, &sl, &n) && rc == 0; r++) {
+        for (size_t s = 0; s < n && rc == 0; s++)
+            for (size_t j = 0; j < sl[s].nsources && rc == 0; j++)
+                rc = model_index(p, &sl[s].sources[j].model, &idx, err);
     }
     if (rc == 0)
-        warn_unknown_params(p->method, &cfg->params, 0);
-    *total_layers = 0;
-    *layers = NULL;
-    if (rc == 0 && cfg->nslices)
-        rc = plan_nonlayer(p, &sl[0], pick_pre, err);
-    for (size_t s = 0; s < cfg->nslices && rc == 0; s++)
-        rc = plan_layers(p, &sl[s], donor_path, layers, total_layers, err);
-    if (rc == 0 && cfg->nslices)
-        rc = plan_nonlayer(p, &sl[cfg->nslices - 1], pick_post, err);
-    for (size_t s = 0; s < cfg->nslices; s++) {
-        free(sl[s].model_idx);
-        free(sl[s].start);
+        rc = model_index(p, mm_config_donor(cfg), &p->donor, err);
+    return rc;
+}
+
+static void recipe_copy(module_recipe *r, const mm_config *cfg)
+{
+    r->copy = 1;
+    r->copy_source.model = *mm_config_donor(cfg);
+    r->copy_slice.sources = &r->copy_source;
+    r->copy_slice.nsources = 1;
+    r->copy_slice.pos = cfg->method_pos;
+    r->slices = &r->copy_slice;
+    r->nslices = 1;
+}
+
+/* Which recipe each of the donor's modules follows (D18): `modules:` entries by name; top-level
+ * `models:` for every module; top-level `slices:` for the text decoder. Modules without a recipe are
+ * copied from the donor. recipes[i] is for the donor's module i. */
+static int assign_recipes(mm_plan *p, module_recipe *recipes, mm_err *err)
+{
+    const mm_config *cfg = p->cfg;
+    const mm_model *donor = p->models[p->donor];
+    const mm_arch *a = &donor->arch;
+    const char *donor_ref = mm_config_donor(cfg)->ref;
+    char pos[512];
+    for (size_t i = 0; i < a->n; i++) {
+        recipes[i].name = a->mods[i].name;
+        recipes[i].module = (int)i;
     }
-    free(sl);
+    for (size_t k = 0; k < cfg->nmodules; k++) {
+        const mm_module_def *d = &cfg->modules[k];
+        int i = mm_arch_find(a, d->name);
+        mm_srcpos_format(&d->pos, pos, sizeof pos);
+        if (i < 0) {
+            char *names = mm_arch_names(a);
+            const char **known = mm_xmalloc(a->n * sizeof *known);
+            for (size_t j = 0; j < a->n; j++)
+                known[j] = a->mods[j].name;
+            const char *near = mm_suggest(d->name, known, a->n);
+            int rc = mm_err_set(err, -EINVAL, "%s: '%s' is not a module of model '%s' (its modules: %s%s%s%s)", pos,
+                                d->name, donor_ref, names, near ? "; did you mean '" : "", near ? near : "",
+                                near ? "'?" : "");
+            free(known);
+            free(names);
+            return rc;
+        }
+        if (recipes[i].slices)
+            return mm_err_set(err, -EINVAL, "%s: module '%s' is given twice ('%s' is another name for %s)", pos,
+                              a->mods[i].name, MM_MODULE_DEFAULT, a->mods[i].name);
+        recipes[i].slices = d->slices;
+        recipes[i].nslices = d->nslices;
+        recipes[i].params = &d->params;
+    }
+    if (!cfg->nmodules) {
+        if (a->n > 1 && !cfg->models_syntax && a->text < 0) {
+            char *names = mm_arch_names(a);
+            mm_srcpos_format(&cfg->slices[0].pos, pos, sizeof pos);
+            int rc = mm_err_set(err, -EINVAL,
+                                "%s: model '%s' has several modules (%s) and none can be told to be the text decoder "
+                                "that top-level slices: apply to; write the recipe of each module under modules:",
+                                pos, donor_ref, names);
+            free(names);
+            return rc;
+        }
+        for (size_t i = 0; i < a->n; i++)
+            if (cfg->models_syntax || (int)i == a->text || a->n == 1) {
+                recipes[i].slices = cfg->slices;
+                recipes[i].nslices = cfg->nslices;
+            }
+    }
+    for (size_t i = 0; i < a->n; i++)
+        if (!recipes[i].slices)
+            recipe_copy(&recipes[i], cfg);
+    return 0;
+}
+
+/* Warns once about each parameter the method does not use, wherever the config sets it. */
+static void warn_config_params(const mm_plan *p)
+{
+    const mm_config *cfg = p->cfg;
+    const mm_slice_def *sl;
+    size_t n;
+    for (size_t r = 0; r < config_recipe(cfg, r, &sl, &n); r++) {
+        for (size_t s = 0; s < n; s++) {
+            warn_unknown_params(p->method, &sl[s].params, 0);
+            for (size_t j = 0; j < sl[s].nsources; j++)
+                warn_unknown_params(p->method, &sl[s].sources[j].params, 1);
+        }
+        if (cfg->nmodules)
+            warn_unknown_params(p->method, &cfg->modules[r].params, 0);
+    }
+    warn_unknown_params(p->method, &cfg->params, 0);
+}
+
+int mm_plan_tensors(mm_plan *p, mm_err *err)
+{
+    int rc = open_models(p, err);
+    if (rc < 0)
+        return rc;
+    const mm_arch *a = &p->models[p->donor]->arch;
+    module_recipe *recipes = mm_xcalloc(a->n, sizeof *recipes);
+    rc = assign_recipes(p, recipes, err);
+    if (rc == 0)
+        warn_config_params(p);
+    p->modules = mm_xcalloc(a->n, sizeof *p->modules);
+    for (size_t i = 0; i < a->n && rc == 0; i++) {
+        rc = plan_module(p, &recipes[i], &p->modules[i], err);
+        p->nmodules++;
+    }
+    free(recipes);
     return rc;
 }

@@ -75,6 +75,15 @@ typedef struct mm_out_file {
     size_t ntensors;
 } mm_out_file;
 
+/* One module of the output (D18): how many layers it has and where each comes from. */
+typedef struct mm_plan_module {
+    char *name;
+    int in_layers;                  /* the donor's layer count for it */
+    int out_layers;
+    int copied;                     /* 1: copied from the donor (no recipe named it), 0: merged */
+    struct mm_layer_origin *origin; /* out_layers entries (merge/plan/config_out.h) */
+} mm_plan_module;
+
 typedef struct mm_plan {
     const mm_config *cfg;
     const mm_method *method;
@@ -82,6 +91,9 @@ typedef struct mm_plan {
     mm_model **models;     /* distinct model folders */
     char **model_refs;     /* the reference as first written for each */
     size_t nmodels;
+    size_t donor;          /* index into models of the donor of config.json (D2) */
+    mm_plan_module *modules; /* the donor's modules, in its order */
+    size_t nmodules;
     mm_out_tensor *tensors;
     size_t ntensors;
     mm_out_file *files;    /* sorted by name */

@@ -173,25 +173,35 @@ static mm_dtype main_dtype(const mm_plan *p)
     return best;
 }
 
-static const mm_modelref *donor_ref(const mm_config *cfg)
+/* Sets module mod's layer count in the output config.json and makes its per-layer lists follow its
+ * layers. A module whose count changed but that config.json has no count for is an error: transformers
+ * would build the module with the old count. */
+static int set_module_layers(const mm_plan *p, cJSON *cfg, const mm_plan_module *mod, mm_err *err)
 {
-    return cfg->base_model ? cfg->base_model : &cfg->slices[0].sources[0].model;
+    const mm_model *donor = p->models[p->donor];
+    const mm_module *dm = &donor->arch.mods[mm_arch_find(&donor->arch, mod->name)];
+    cJSON *dkey, *key;
+    const cJSON *dholder = mm_arch_count_holder(dm, donor->config, &dkey);
+    cJSON *holder = mm_arch_count_holder(dm, cfg, &key);
+    if (!holder) {
+        if (mod->out_layers == mod->in_layers || !dm->stack)
+            return 0;
+        return mm_err_set(err, -EINVAL,
+                          "the %s now has %d layers instead of %d, but the config.json of '%s' records no layer count "
+                          "for it to change (transformers would build it with its default count); keep the %s's "
+                          "layers as they are",
+                          mod->name, mod->out_layers, mod->in_layers, p->model_refs[p->donor], mod->name);
+    }
+    mm_config_slice_layer_lists(holder, dholder, (int)dkey->valuedouble, mod->origin, mod->out_layers);
+    cJSON_SetNumberValue(key, mod->out_layers);
+    return 0;
 }
 
-static const mm_model *donor_model(const mm_plan *p)
+static int plan_config_json(mm_plan *p, mm_err *err)
 {
-    const mm_modelref *ref = donor_ref(p->cfg);
-    for (size_t i = 0; i < p->nmodels; i++)
-        if (strcmp(p->models[i]->path, ref->path) == 0)
-            return p->models[i];
-    return NULL;
-}
-
-static int plan_config_json(mm_plan *p, const mm_layer_origin *layers, int total_layers, mm_err *err)
-{
-    const mm_modelref *ref = donor_ref(p->cfg);
-    const mm_model *donor = donor_model(p);
-    if (!donor || !donor->config) {
+    const mm_modelref *ref = mm_config_donor(p->cfg);
+    const mm_model *donor = p->models[p->donor];
+    if (!donor->config) {
         char pos[512];
         mm_srcpos_format(&ref->pos, pos, sizeof pos);
         return mm_err_set(err, -ENOENT,
@@ -203,16 +213,17 @@ static int plan_config_json(mm_plan *p, const mm_layer_origin *layers, int total
     mm_dtype dt = main_dtype(p);
     if (dt != MM_DT_NONE)
         mm_config_set_dtype(cfg, mm_dtype_torch_name(dt));
-    mm_config_slice_layer_lists(cfg, donor->config, layers, total_layers);
-    cJSON *lk = mm_config_layer_key(cfg);
-    if (lk)
-        cJSON_SetNumberValue(lk, total_layers);
-    mm_buf b = {0};
-    mm_json_write_py(cfg, &b);
-    mm_buf_puts(&b, "\n");
+    int rc = 0;
+    for (size_t i = 0; i < p->nmodules && rc == 0; i++)
+        rc = set_module_layers(p, cfg, &p->modules[i], err);
+    if (rc == 0) {
+        mm_buf b = {0};
+        mm_json_write_py(cfg, &b);
+        mm_buf_puts(&b, "\n");
+        add_static(p, "config.json", b.data, b.len);
+    }
     cJSON_Delete(cfg);
-    add_static(p, "config.json", b.data, b.len);
-    return 0;
+    return rc;
 }
 
 /* Whether `real` (a resolved path) is `root` or lies below it. */
@@ -249,7 +260,7 @@ static int donor_file_allowed(const char *folder, const char *path)
 static int plan_tokenizer(mm_plan *p, mm_err *err)
 {
     const mm_config *cfg = p->cfg;
-    const mm_modelref *ref = cfg->tokenizer_source == MM_TOK_MODEL ? cfg->tokenizer_model : donor_ref(cfg);
+    const mm_modelref *ref = cfg->tokenizer_source == MM_TOK_MODEL ? cfg->tokenizer_model : mm_config_donor(cfg);
     for (size_t i = 0; i < MM_COUNT(tokenizer_files); i++) {
         char *path = mm_path_join(ref->path, tokenizer_files[i]);
         struct stat st;
@@ -320,15 +331,12 @@ int mm_plan_build(const mm_config *cfg, const mm_plan_options *opt, mm_plan **ou
         mm_buf_free(&list);
     }
     p->method = m;
-    int total_layers = 0;
-    mm_layer_origin *layers = NULL;
     if (rc == 0)
-        rc = mm_plan_tensors(p, donor_ref(cfg)->path, &layers, &total_layers, err);
+        rc = mm_plan_tensors(p, err);
     if (rc == 0)
         plan_shards(p);
     if (rc == 0)
-        rc = plan_config_json(p, layers, total_layers, err);
-    free(layers);
+        rc = plan_config_json(p, err);
     if (rc == 0 && p->opt.copy_tokenizer)
         rc = plan_tokenizer(p, err);
     if (rc == 0 && p->opt.write_model_card) {
@@ -388,5 +396,10 @@ void mm_plan_free(mm_plan *p)
     }
     free(p->models);
     free(p->model_refs);
+    for (size_t i = 0; i < p->nmodules; i++) {
+        free(p->modules[i].name);
+        free(p->modules[i].origin);
+    }
+    free(p->modules);
     free(p);
 }

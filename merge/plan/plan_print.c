@@ -1,6 +1,7 @@
 /* `mergemount plan`: the plan for people, or as JSON for scripts and tests. */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "plan.h"
@@ -56,9 +57,54 @@ static cJSON *shape_json(int ndim, const uint64_t *shape)
     return a;
 }
 
+/* Where config.json records module mod's layer count ("text_config.num_hidden_layers"), or NULL. Heap. */
+static char *count_path(const mm_plan *p, const mm_plan_module *mod)
+{
+    const mm_arch *a = &p->models[p->donor]->arch;
+    const mm_module *m = &a->mods[mm_arch_find(a, mod->name)];
+    if (!m->count_holder)
+        return NULL;
+    return mm_xasprintf("%s%s%s", m->count_holder, m->count_holder[0] ? "." : "", m->count_key);
+}
+
+static void print_modules(const mm_plan *p, FILE *f)
+{
+    fprintf(f, "modules:\n");
+    for (size_t i = 0; i < p->nmodules; i++) {
+        const mm_plan_module *mod = &p->modules[i];
+        char *key = count_path(p, mod);
+        fprintf(f, "  %-24s %4d -> %4d layers  %s%s", mod->name, mod->in_layers, mod->out_layers,
+                mod->copied ? "copied from " : "merged", mod->copied ? p->model_refs[p->donor] : "");
+        if (key)
+            fprintf(f, "  (config.json %s)", key);
+        fprintf(f, "\n");
+        free(key);
+    }
+    fprintf(f, "\n");
+}
+
 static void print_json(const mm_plan *p, FILE *f)
 {
     cJSON *root = cJSON_CreateObject();
+    cJSON *mods = cJSON_AddArrayToObject(root, "modules");
+    for (size_t i = 0; i < p->nmodules; i++) {
+        const mm_plan_module *mod = &p->modules[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", mod->name);
+        cJSON_AddNumberToObject(o, "layers_in", mod->in_layers);
+        cJSON_AddNumberToObject(o, "layers_out", mod->out_layers);
+        if (mod->copied)
+            cJSON_AddStringToObject(o, "copied_from", p->model_refs[p->donor]);
+        else
+            cJSON_AddNullToObject(o, "copied_from");
+        char *key = count_path(p, mod);
+        if (key)
+            cJSON_AddStringToObject(o, "config_key", key);
+        else
+            cJSON_AddNullToObject(o, "config_key");
+        free(key);
+        cJSON_AddItemToArray(mods, o);
+    }
     cJSON *files = cJSON_AddArrayToObject(root, "files");
     for (size_t i = 0; i < p->nfiles; i++) {
         cJSON *o = cJSON_CreateObject();
@@ -107,6 +153,7 @@ void mm_plan_print(const mm_plan *p, FILE *f, int json)
         return;
     }
     uint64_t total = 0;
+    print_modules(p, f);
     fprintf(f, "files:\n");
     for (size_t i = 0; i < p->nfiles; i++) {
         fprintf(f, "  %-40s %15llu bytes\n", p->files[i].name, (unsigned long long)p->files[i].size);

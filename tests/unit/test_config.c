@@ -555,8 +555,6 @@ static void test_errors(void)
                "cfg.yml:4:1: tokenizer: is not supported yet (");
     EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\nchat_template: chatml\n", -ENOTSUP,
                "cfg.yml:4:1: chat_template: is not supported yet (");
-    EXPECT_ERR("merge_method: linear\nmodules:\n  text:\n    models: []\n", -ENOTSUP,
-               "cfg.yml:2:1: modules: is not supported yet (");
     EXPECT_ERR("genome:\n  models: [a, b]\n  merge_method: ties\ntasks:\n  - name: x\n", -ENOTSUP,
                "cfg.yml:1:1: genome: is not supported yet (this is a mergekit-evolve configuration");
     EXPECT_ERR("name: stage1\nmerge_method: linear\nmodels: [{model: a}]\n---\nname: final\nmerge_method: linear\n",
@@ -567,6 +565,59 @@ static void test_errors(void)
     mm_err err;
     CHECK(mm_config_load("no-such-file.yml", &c, &err) == -ENOENT && c == NULL);
     CHECK_STR_CONTAINS(err.msg, "no-such-file.yml");
+}
+
+/* `modules:` (D18): a recipe per module, each with models: or slices: and its own parameters; the
+ * module names are the planner's to check. */
+static void test_modules_syntax(void)
+{
+    mm_config *c;
+    mm_err err;
+    int rc = load("merge_method: linear\nbase_model: c\nparameters: {weight: 1}\nmodules:\n"
+                  "  text_decoder:\n    slices:\n      - sources:\n          - model: a\n            layer_range: [0, 2]\n"
+                  "      - sources:\n          - model: b\n            layer_range: [1, 3]\n"
+                  "    parameters: {weight: 0.5}\n"
+                  "  vision_tower:\n    models:\n      - model: b\n",
+                  &c, &err);
+    CHECK(rc == 0);
+    if (rc < 0) {
+        fprintf(stderr, "  %s\n", err.msg);
+        return;
+    }
+    CHECK(c->nslices == 0 && c->slices == NULL && c->nmodules == 2);
+    const mm_module_def *t = &c->modules[0], *v = &c->modules[1];
+    CHECK(strcmp(t->name, "text_decoder") == 0 && !t->models_syntax && t->nslices == 2);
+    CHECK(t->slices[1].sources[0].layer_start == 1 && path_is(t->slices[1].sources[0].model.path, "b"));
+    CHECK(num_of(&t->params, "weight") == 0.5 && t->pos.line == 5 && t->pos.col == 3);
+    /* models: inside a module appends the base like the top-level models: does (B1.3) */
+    CHECK(strcmp(v->name, "vision_tower") == 0 && v->models_syntax && v->nslices == 1 && v->params.n == 0);
+    CHECK(v->slices[0].nsources == 2 && path_is(v->slices[0].sources[1].model.path, "c") &&
+          v->slices[0].sources[1].is_base_appended);
+    /* the donor: base_model, else the first model in file order */
+    CHECK(path_is(mm_config_donor(c)->path, "c"));
+    mm_config_free(c);
+    rc = load("merge_method: passthrough\nmodules:\n  vision_tower:\n    models: [{model: b}]\n"
+              "  text_decoder:\n    models: [{model: a}]\n", &c, &err);
+    CHECK(rc == 0 && path_is(mm_config_donor(c)->path, "b"));
+    mm_config_free(c);
+
+    const char *m = "merge_method: linear\nmodels:\n  - model: a\n";
+    char yaml[512];
+    snprintf(yaml, sizeof yaml, "%smodules:\n  text_decoder:\n    models: [{model: a}]\n", m);
+    EXPECT_ERR(yaml, -EINVAL, "cfg.yml:4:1: modules: is given together with top-level models: (");
+    EXPECT_ERR("merge_method: linear\nmodules: [a]\n", -EINVAL,
+               "cfg.yml:2:10: modules: must be a mapping of module names to recipes, found a list (");
+    EXPECT_ERR("merge_method: linear\nmodules: {}\n", -EINVAL,
+               "cfg.yml:2:10: modules: must be a mapping of module names to recipes, found an empty mapping (");
+    EXPECT_ERR("merge_method: linear\nmodules:\n  text_decoder: [a]\n", -EINVAL,
+               "cfg.yml:3:17: module 'text_decoder' must be a mapping with models: or slices:, found a list (");
+    EXPECT_ERR("merge_method: linear\nmodules:\n  text_decoder:\n    parameters: {weight: 1}\n", -EINVAL,
+               "cfg.yml:4:5: neither models: nor slices: is given for module 'text_decoder' (");
+    EXPECT_ERR("merge_method: linear\nmodules:\n  text_decoder:\n    models: [{model: a}]\n    slices:\n"
+               "      - sources: [{model: a, layer_range: [0, 1]}]\n",
+               -EINVAL, "cfg.yml:5:5: both models: and slices: are given for module 'text_decoder' (");
+    EXPECT_ERR("merge_method: linear\nmodules:\n  text_decoder:\n    slices:\n      - sources: [{model: a}]\n",
+               -EINVAL, "this source has no layer_range: (");
 }
 
 static void test_null_options(void)
@@ -603,6 +654,7 @@ int main(void)
     make_model("pickle", "pytorch_model.bin");
 
     test_models_syntax();
+    test_modules_syntax();
     test_base_listed();
     test_slices_syntax();
     test_hub_ref();

@@ -136,8 +136,9 @@ static void test_slice_layer_lists(void)
                        " \"sub\": {\"also\": [1, 2, 3, 4]}}";
     cJSON *donor = parse(text), *out = cJSON_Duplicate(donor, 1);
     cJSON *other = parse("{\"num_hidden_layers\": 4, \"layer_types\": [\"A\", \"B\", \"C\", \"D\"]}");
-    mm_layer_origin o[6] = {{donor, 0}, {donor, 1}, {donor, 2}, {donor, 3}, {other, 2}, {other, 3}};
-    mm_config_slice_layer_lists(out, donor, o, 6);
+    const char *k = "num_hidden_layers";
+    mm_layer_origin o[6] = {{donor, k, 0}, {donor, k, 1}, {donor, k, 2}, {donor, k, 3}, {other, k, 2}, {other, k, 3}};
+    mm_config_slice_layer_lists(out, donor, 4, o, 6);
     check_list(out, "layer_types", "[\"s\",\"s\",\"s\",\"f\",\"C\",\"D\"]");
     /* `other` has no no_rope_layers: the donor's entries for those layer indices stand in. */
     check_list(out, "no_rope_layers", "[1,1,0.5,0,0.5,0]");
@@ -150,21 +151,25 @@ static void test_slice_layer_lists(void)
     /* A layer past the donor's list, from a model without the list: left as the donor has it. */
     out = cJSON_Duplicate(donor, 1);
     cJSON *deep = parse("{\"num_hidden_layers\": 8}");
-    mm_layer_origin o2[2] = {{donor, 0}, {deep, 7}};
-    mm_config_slice_layer_lists(out, donor, o2, 2);
+    mm_layer_origin o2[2] = {{donor, k, 0}, {deep, k, 7}};
+    mm_config_slice_layer_lists(out, donor, 4, o2, 2);
     check_list(out, "layer_types", "[\"s\",\"s\",\"s\",\"f\"]");
     cJSON_Delete(out);
     cJSON_Delete(deep);
     cJSON_Delete(other);
     cJSON_Delete(donor);
 
-    /* The lists of a multimodal config sit beside its layer count in text_config. */
+    /* The lists of a multimodal config sit beside a module's layer count (text_config here); a holder
+     * whose count disagrees with the list's length does not lend entries. */
     donor = parse("{\"layer_types\": [1, 2], \"text_config\": {\"num_hidden_layers\": 2, \"layer_types\": [\"a\", \"b\"]}}");
+    cJSON *odd = parse("{\"num_hidden_layers\": 3, \"layer_types\": [\"x\", \"y\"]}");
     out = cJSON_Duplicate(donor, 1);
-    mm_layer_origin o3[3] = {{donor, 1}, {donor, 0}, {donor, 1}};
-    mm_config_slice_layer_lists(out, donor, o3, 3);
+    cJSON *tc = cJSON_GetObjectItem(donor, "text_config");
+    mm_layer_origin o3[3] = {{tc, k, 1}, {tc, k, 0}, {odd, k, 1}};
+    mm_config_slice_layer_lists(cJSON_GetObjectItem(out, "text_config"), tc, 2, o3, 3);
     check_list(cJSON_GetObjectItem(out, "text_config"), "layer_types", "[\"b\",\"a\",\"b\"]");
     check_list(out, "layer_types", "[1,2]");
+    cJSON_Delete(odd);
     cJSON_Delete(out);
     cJSON_Delete(donor);
 }
