@@ -310,6 +310,7 @@ RULES = [
     # embeddings and heads: [vocab, hidden]
     _r(r"(embed_tokens|wte|word_embeddings|embed_in)\.weight$", lambda d: (d.V, d.H)),
     _r(r"(^|\.)(lm_head|embed_out)\.weight$", lambda d: (d.V, d.H)),
+    _r(r"(^|\.)lm_head\.bias$", lambda d: (d.V,)),                                      # PhiMoE
     # a sequence-classification / reward head (GPTNeoXRewardModel): one output
     _r(r"^out_proj\.weight$", lambda d: (1, d.H)),
     _r(r"^out_proj\.bias$", lambda d: (1,)),
