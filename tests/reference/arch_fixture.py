@@ -127,6 +127,15 @@ def scale_config(cfg, names, max_layers=None):
             if "patch_size" not in c and "spatial_patch_size" not in c:
                 c["patch_size"] = V_PATCH
             return
+        if c.get("model_type") == "qwen3_vl":
+            # Qwen3-VL: hidden_size is the tower's width, out_hidden_size the mergers' output width
+            # (the text hidden size), pos_embed a square grid of num_position_embeddings
+            if "out_hidden_size" in c:
+                c["out_hidden_size"] = text_hidden
+            if "num_heads" in c:
+                c["num_heads"] = V_HEADS
+            if "num_position_embeddings" in c:
+                c["num_position_embeddings"] = (V_IMAGE // V_PATCH) ** 2
         if "hidden_size" in c:
             c["hidden_size"] = V_HIDDEN
         if "intermediate_size" in c:
@@ -145,6 +154,13 @@ def scale_config(cfg, names, max_layers=None):
     scale_text(cfg)
     if isinstance(text, dict):
         scale_text(text)
+        # A text sub-config may leave its sizes to transformers' defaults (LLaVA 1.5's text_config
+        # names only vocab_size: hidden 4096, 32 heads, intermediate 11008 are LlamaConfig's
+        # defaults): write them scaled so that the shapes below follow from the file. Layer counts
+        # are not written (the default is the real count; max_layers writes it, below).
+        text.setdefault("hidden_size", HIDDEN)
+        text.setdefault("num_attention_heads", HEADS)
+        text.setdefault("intermediate_size", INTERMEDIATE)
     if isinstance(cfg.get("vision_config"), dict):
         scale_vision(cfg["vision_config"], HIDDEN)
     if "mm_tokens_per_image" in cfg:
@@ -155,7 +171,21 @@ def scale_config(cfg, names, max_layers=None):
                 for k in LAYER_COUNT_KEYS:
                     if isinstance(holder.get(k), int):
                         holder[k] = min(holder[k], max_layers)
+        if isinstance(text, dict) and not any(isinstance(text.get(k), int) for k in LAYER_COUNT_KEYS):
+            # the count was a default: the cut text stack's count is written
+            kept = [len(v) for k, v in layer_stacks(names).items() if _is_text_stack(k)]
+            if kept:
+                text["num_hidden_layers"] = max(kept)
+        v = cfg.get("vision_config")
+        if isinstance(v, dict) and isinstance(v.get("deepstack_visual_indexes"), list):
+            # Qwen3-VL: one deepstack merger per listed vision layer, each index below the depth
+            n = len([x for x in names if re.search(r"deepstack_merger_list\.\d+\.linear_fc1\.weight$", x)])
+            v["deepstack_visual_indexes"] = list(range(n))
     return cfg
+
+
+def _is_text_stack(prefix):
+    return prefix.endswith("layers") and not re.search(r"vision|visual", prefix)
 
 
 class Dims:
@@ -175,10 +205,16 @@ class Dims:
         self.VH = v.get("embed_dim") or v.get("hidden_size") or V_HIDDEN
         self.VI = v.get("intermediate_size") or self.VH * v.get("mlp_ratio", V_MLP_RATIO)
         self.VP = v.get("patch_size") or v.get("spatial_patch_size") or V_PATCH
-        self.VC = v.get("num_channels") or v.get("in_chans") or 3
+        self.VC = v.get("num_channels") or v.get("in_chans") or v.get("in_channels") or 3
         self.VT = v.get("temporal_patch_size", 2)
         self.VM = v.get("spatial_merge_size", 2)
         self.Vpatches = (v.get("image_size", V_IMAGE) // self.VP) ** 2
+        if any(n.endswith("embeddings.class_embedding") for n in names):
+            self.Vpatches += 1            # CLIP: a class token's position too
+        self.Vnpos = v.get("num_position_embeddings") or (V_IMAGE // V_PATCH) ** 2
+        self.Vout = v.get("out_hidden_size") or self.H   # Qwen-VL mergers' output width
+        layer = cfg.get("vision_feature_layer")
+        self.Vfeat = len(layer) if isinstance(layer, list) else 1   # LLaVA: concatenated layers
         self.Vpos = v.get("init_pos_emb_height", V_IMAGE // V_PATCH)
         self.Vmerge = 1
         for k in v.get("merge_kernel_size") or [2, 2]:
@@ -207,6 +243,13 @@ RULES = [
     _r(r"vision_model\.encoder\.layers\.\d+\.mlp\.fc2\.bias$", lambda d: (d.VH,)),
     _r(r"vision_model\.encoder\.layers\.\d+\.layer_norm[12]\.(weight|bias)$", lambda d: (d.VH,)),
     _r(r"vision_model\.post_layernorm\.(weight|bias)$", lambda d: (d.VH,)),
+    # CLIP (LLaVA's vision_tower): a class token and a norm before the encoder (spelt pre_layrnorm)
+    _r(r"vision_model\.embeddings\.class_embedding$", lambda d: (d.VH,)),
+    _r(r"vision_model\.pre_layrnorm\.(weight|bias)$", lambda d: (d.VH,)),
+    # LLaVA projector: Linear(vision hidden x feature layers, text hidden), GELU, Linear(text hidden)
+    _r(r"^multi_modal_projector\.linear_1\.weight$", lambda d: (d.H, d.VH * d.Vfeat)),
+    _r(r"^multi_modal_projector\.linear_[12]\.bias$", lambda d: (d.H,)),
+    _r(r"^multi_modal_projector\.linear_2\.weight$", lambda d: (d.H, d.H)),
     # Gemma 3 projector: [vision hidden, text hidden] and an RMS norm over the vision width
     _r(r"multi_modal_projector\.mm_input_projection_weight$", lambda d: (d.VH, d.H)),
     _r(r"multi_modal_projector\.mm_soft_emb_norm\.weight$", lambda d: (d.VH,)),
@@ -229,13 +272,30 @@ RULES = [
     _r(r"^mlp1\.1\.bias$", lambda d: (d.H,)),
     _r(r"^mlp1\.3\.weight$", lambda d: (d.H, d.H)),
     _r(r"^mlp1\.3\.bias$", lambda d: (d.H,)),
-    # Qwen2-VL `visual.`: Conv3d patch embedding, blocks, patch merger (LayerNorm, Linear, GELU, Linear)
-    _r(r"^visual\.patch_embed\.proj\.weight$", lambda d: (d.VH, d.VC, d.VT, d.VP, d.VP)),
-    _r(r"^visual\.blocks\.\d+\.norm[12]\.(weight|bias)$", lambda d: (d.VH,)),
-    _r(r"^visual\.blocks\.\d+\.attn\.qkv\.weight$", lambda d: (3 * d.VH, d.VH)),
-    _r(r"^visual\.blocks\.\d+\.attn\.qkv\.bias$", lambda d: (3 * d.VH,)),
-    _r(r"^visual\.blocks\.\d+\.attn\.proj\.weight$", lambda d: (d.VH, d.VH)),
-    _r(r"^visual\.blocks\.\d+\.attn\.proj\.bias$", lambda d: (d.VH,)),
+    # Qwen2-VL `visual.` (Qwen3-VL: `model.visual.`): Conv3d patch embedding, blocks, patch merger
+    # (LayerNorm, Linear, GELU, Linear)
+    _r(r"^(model\.)?visual\.patch_embed\.proj\.weight$", lambda d: (d.VH, d.VC, d.VT, d.VP, d.VP)),
+    _r(r"^model\.visual\.patch_embed\.proj\.bias$", lambda d: (d.VH,)),
+    _r(r"^(model\.)?visual\.blocks\.\d+\.norm[12]\.(weight|bias)$", lambda d: (d.VH,)),
+    _r(r"^(model\.)?visual\.blocks\.\d+\.attn\.qkv\.weight$", lambda d: (3 * d.VH, d.VH)),
+    _r(r"^(model\.)?visual\.blocks\.\d+\.attn\.qkv\.bias$", lambda d: (3 * d.VH,)),
+    _r(r"^(model\.)?visual\.blocks\.\d+\.attn\.proj\.weight$", lambda d: (d.VH, d.VH)),
+    _r(r"^(model\.)?visual\.blocks\.\d+\.attn\.proj\.bias$", lambda d: (d.VH,)),
+    # Qwen3-VL: a learned square grid of positions, blocks' MLP as linear_fc1/linear_fc2, the merger
+    # normed before the spatial merge and the deepstack mergers after it
+    _r(r"^model\.visual\.pos_embed\.weight$", lambda d: (d.Vnpos, d.VH)),
+    _r(r"^model\.visual\.blocks\.\d+\.mlp\.linear_fc1\.weight$", lambda d: (d.VI, d.VH)),
+    _r(r"^model\.visual\.blocks\.\d+\.mlp\.linear_fc1\.bias$", lambda d: (d.VI,)),
+    _r(r"^model\.visual\.blocks\.\d+\.mlp\.linear_fc2\.weight$", lambda d: (d.VH, d.VI)),
+    _r(r"^model\.visual\.blocks\.\d+\.mlp\.linear_fc2\.bias$", lambda d: (d.VH,)),
+    _r(r"^model\.visual\.merger\.norm\.(weight|bias)$", lambda d: (d.VH,)),
+    _r(r"^model\.visual\.deepstack_merger_list\.\d+\.norm\.(weight|bias)$", lambda d: (d.VH * d.VM ** 2,)),
+    _r(r"^model\.visual\.(merger|deepstack_merger_list\.\d+)\.linear_fc1\.weight$",
+       lambda d: (d.VH * d.VM ** 2, d.VH * d.VM ** 2)),
+    _r(r"^model\.visual\.(merger|deepstack_merger_list\.\d+)\.linear_fc1\.bias$", lambda d: (d.VH * d.VM ** 2,)),
+    _r(r"^model\.visual\.(merger|deepstack_merger_list\.\d+)\.linear_fc2\.weight$",
+       lambda d: (d.Vout, d.VH * d.VM ** 2)),
+    _r(r"^model\.visual\.(merger|deepstack_merger_list\.\d+)\.linear_fc2\.bias$", lambda d: (d.Vout,)),
     _r(r"^visual\.blocks\.\d+\.mlp\.fc1\.weight$", lambda d: (d.VI, d.VH)),
     _r(r"^visual\.blocks\.\d+\.mlp\.fc1\.bias$", lambda d: (d.VI,)),
     _r(r"^visual\.blocks\.\d+\.mlp\.fc2\.weight$", lambda d: (d.VH, d.VI)),
@@ -250,6 +310,7 @@ RULES = [
     # embeddings and heads: [vocab, hidden]
     _r(r"(embed_tokens|wte|word_embeddings|embed_in)\.weight$", lambda d: (d.V, d.H)),
     _r(r"(^|\.)(lm_head|embed_out)\.weight$", lambda d: (d.V, d.H)),
+    _r(r"(^|\.)lm_head\.bias$", lambda d: (d.V,)),                                      # PhiMoE
     # a sequence-classification / reward head (GPTNeoXRewardModel): one output
     _r(r"^out_proj\.weight$", lambda d: (1, d.H)),
     _r(r"^out_proj\.bias$", lambda d: (1,)),
