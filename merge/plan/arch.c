@@ -22,33 +22,39 @@ static int has_word(const char *s, size_t len, const char *const *words, size_t 
     return 0;
 }
 
-static mm_module_kind stack_kind(const char *prefix)
-{
-    static const char *const vision[] = {"vision", "visual", "vit", "image", "img"};
-    static const char *const audio[] = {"audio", "speech", "whisper"};
-    size_t len = strlen(prefix);
-    if (has_word(prefix, len, vision, MM_COUNT(vision)))
-        return MM_MOD_VISION;
-    if (has_word(prefix, len, audio, MM_COUNT(audio)))
-        return MM_MOD_AUDIO;
-    return MM_MOD_TEXT;
-}
-
 /* Whether a dotted component of `name` other than the last names a multimodal projector
- * (`multi_modal_projector.`, `mm_projector.`, Qwen2-VL's `visual.merger.`, InternVL's `mlp1.`, ...). */
+ * (`multi_modal_projector.`, `mm_projector.`, Qwen2-VL's `visual.merger.`, Qwen3-VL's
+ * `deepstack_merger_list.`, InternVL's `mlp1.`, ...). */
 static int names_projector(const char *name)
 {
-    static const char *const exact[] = {"merger", "mlp1", "connector", "resampler", "aligner", "img_projection"};
-    static const char *const part[] = {"projector"};
+    static const char *const exact[] = {"mlp1", "connector", "resampler", "aligner", "img_projection"};
+    static const char *const part[] = {"projector", "merger"};
     for (const char *p = name, *dot; (dot = strchr(p, '.')); p = dot + 1) {
         size_t len = (size_t)(dot - p);
-        if (has_word(p, len, part, 1))
+        if (has_word(p, len, part, MM_COUNT(part)))
             return 1;
         for (size_t i = 0; i < MM_COUNT(exact); i++)
             if (strlen(exact[i]) == len && memcmp(p, exact[i], len) == 0)
                 return 1;
     }
     return 0;
+}
+
+static mm_module_kind stack_kind(const char *prefix)
+{
+    static const char *const vision[] = {"vision", "visual", "vit", "image", "img"};
+    static const char *const audio[] = {"audio", "speech", "whisper"};
+    size_t len = strlen(prefix);
+    char *probe = mm_xasprintf("%s.x", prefix); /* every component of the prefix is a non-last one */
+    int projector = names_projector(probe);
+    free(probe);
+    if (projector)
+        return MM_MOD_PROJECTOR;
+    if (has_word(prefix, len, vision, MM_COUNT(vision)))
+        return MM_MOD_VISION;
+    if (has_word(prefix, len, audio, MM_COUNT(audio)))
+        return MM_MOD_AUDIO;
+    return MM_MOD_TEXT;
 }
 
 /* Whether `prefix` is `name` or a dotted-component prefix of it. */
@@ -62,7 +68,7 @@ static int starts_component(const char *name, const char *prefix, size_t plen)
 typedef struct stack {
     char *prefix;
     int n;          /* highest index + 1 */
-    int valid;      /* indices 0..n-1 all present, not a projector */
+    int valid;      /* indices 0..n-1 all present */
     int module;
     size_t root;    /* length of the prefix of `prefix` that tells this stack from the others */
 } stack;
@@ -112,10 +118,7 @@ static stack *find_stacks(mm_model_tensor *t, size_t n, int *tstack, size_t *nst
             tstack[e[j].tensor] = (int)ns;
         }
         s = mm_xrealloc(s, (ns + 1) * sizeof *s);
-        char *prefix = mm_xstrndup(e[i].prefix, e[i].len);
-        char *probe = mm_xasprintf("%s.x", prefix);
-        s[ns] = (stack){prefix, e[j - 1].layer + 1, gapless && !names_projector(probe), -1, 0};
-        free(probe);
+        s[ns] = (stack){mm_xstrndup(e[i].prefix, e[i].len), e[j - 1].layer + 1, gapless, -1, 0};
         ns++;
         i = j;
     }
@@ -164,9 +167,13 @@ static cJSON *holder_of(const cJSON *cfg, const char *holder)
     return cJSON_IsObject(h) ? h : NULL;
 }
 
-/* The first (holder, key) of the rule whose value is `want`; with want < 0, the first present. */
-static int find_count(const count_rule *r, const cJSON *cfg, int want, const char **holder, const char **key)
+/* The first (holder, key) of the rule for modules of `kind` whose value is `want`; with want < 0, the
+ * first present. Projectors and other modules have no rule: mergekit gives them no config key either. */
+static int find_count(mm_module_kind kind, const cJSON *cfg, int want, const char **holder, const char **key)
 {
+    if ((size_t)kind >= MM_COUNT(rules))
+        return 0;
+    const count_rule *r = &rules[kind];
     for (size_t h = 0; h < r->nholders; h++) {
         cJSON *obj = holder_of(cfg, r->holders[h]);
         for (size_t k = 0; obj && k < r->nkeys; k++) {
@@ -185,11 +192,11 @@ static int find_count(const count_rule *r, const cJSON *cfg, int want, const cha
  * model whose config disagrees with its tensors, the first such key there is (the one to update). */
 static void set_count_key(mm_module *m, const cJSON *cfg, int fallback)
 {
-    if (m->kind > MM_MOD_AUDIO || !m->stack)
-        return;
     const char *holder, *key;
-    if (find_count(&rules[m->kind], cfg, m->num_layers, &holder, &key) ||
-        (fallback && find_count(&rules[m->kind], cfg, -1, &holder, &key))) {
+    if (!m->stack)
+        return;
+    if (find_count(m->kind, cfg, m->num_layers, &holder, &key) ||
+        (fallback && find_count(m->kind, cfg, -1, &holder, &key))) {
         m->count_holder = mm_xstrdup(holder);
         m->count_key = mm_xstrdup(key);
     }
@@ -233,7 +240,7 @@ static int name_kind(mm_arch *a, stack *s, size_t ns, mm_module_kind kind, const
     for (size_t i = 0; i < ns; i++)
         if (s[i].valid && stack_kind(s[i].prefix) == kind) {
             count++;
-            if (find_count(&rules[kind], cfg, s[i].n, &h, &k)) {
+            if (find_count(kind, cfg, s[i].n, &h, &k)) {
                 matched++;
                 pick = i;
             }
@@ -250,11 +257,17 @@ static int name_kind(mm_arch *a, stack *s, size_t ns, mm_module_kind kind, const
 }
 
 /* The shortest dotted prefix of each stack's prefix that is not also a prefix of another's: the names
- * under it belong to that stack's module (`visual` for `visual.blocks` beside `model.layers`). */
+ * under it belong to that stack's module (`visual` for `visual.blocks` beside `model.layers`).
+ * Projector stacks take no part: their tensors are told by name (nonlayer_module), and one nested in
+ * the vision tower (`model.visual.deepstack_merger_list`) must not push the tower's root down to its
+ * stack. */
 static void set_roots(stack *s, size_t ns)
 {
+    for (size_t i = 0; i < ns; i++)
+        if (s[i].valid && stack_kind(s[i].prefix) == MM_MOD_PROJECTOR)
+            s[i].valid = -1; /* still a stack, not a root */
     for (size_t i = 0; i < ns; i++) {
-        if (!s[i].valid)
+        if (s[i].valid != 1)
             continue;
         size_t len = strlen(s[i].prefix);
         s[i].root = len;
@@ -264,7 +277,7 @@ static void set_roots(stack *s, size_t ns)
                 continue;
             int shared = 0;
             for (size_t j = 0; j < ns && !shared; j++)
-                shared = j != i && s[j].valid && starts_component(s[j].prefix, s[i].prefix, l);
+                shared = j != i && s[j].valid == 1 && starts_component(s[j].prefix, s[i].prefix, l);
             if (!shared) {
                 s[i].root = l;
                 break;
@@ -278,7 +291,7 @@ static int nonlayer_module(mm_arch *a, const stack *s, size_t ns, const char *na
     if (names_projector(name))
         return module_named(a, MM_MODULE_PROJECTOR, MM_MOD_PROJECTOR);
     for (size_t i = 0; i < ns; i++)
-        if (s[i].valid && starts_component(name, s[i].prefix, s[i].root))
+        if (s[i].valid == 1 && starts_component(name, s[i].prefix, s[i].root))
             return s[i].module;
     return a->text >= 0 ? a->text : module_named(a, MM_MODULE_DEFAULT, MM_MOD_OTHER);
 }
@@ -305,12 +318,13 @@ void mm_arch_infer(mm_arch *a, mm_model_tensor *t, size_t n, const cJSON *cfg)
         a->text = name_kind(a, s, ns, MM_MOD_TEXT, MM_MODULE_TEXT, cfg);
         name_kind(a, s, ns, MM_MOD_VISION, MM_MODULE_VISION, cfg);
         name_kind(a, s, ns, MM_MOD_AUDIO, MM_MODULE_AUDIO, cfg);
+        name_kind(a, s, ns, MM_MOD_PROJECTOR, MM_MODULE_PROJECTOR, cfg);
         for (size_t i = 0; i < a->n; i++)
             set_count_key(&a->mods[i], cfg, 0);
         set_roots(s, ns);
     }
     for (size_t i = 0; i < n; i++) {
-        if (tstack[i] >= 0 && s[tstack[i]].valid) {
+        if (tstack[i] >= 0 && s[tstack[i]].valid) { /* 1 or -1 (a projector's) */
             t[i].module = s[tstack[i]].module;
             continue;
         }

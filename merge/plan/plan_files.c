@@ -174,8 +174,10 @@ static mm_dtype main_dtype(const mm_plan *p)
 }
 
 /* Sets module mod's layer count in the output config.json and makes its per-layer lists follow its
- * layers. A module whose count changed but that config.json has no count for is an error: transformers
- * would build the module with the old count. */
+ * layers. A text decoder whose config.json leaves the count to the model class's default (LLaVA's
+ * text_config) gets num_hidden_layers written when the count changes. Another module whose count
+ * changed but that config.json has no count for is an error: transformers would build it with the old
+ * count, and its key is not known. */
 static int set_module_layers(const mm_plan *p, cJSON *cfg, const mm_plan_module *mod, mm_err *err)
 {
     const mm_model *donor = p->models[p->donor];
@@ -183,17 +185,21 @@ static int set_module_layers(const mm_plan *p, cJSON *cfg, const mm_plan_module 
     cJSON *dkey, *key;
     const cJSON *dholder = mm_arch_count_holder(dm, donor->config, &dkey);
     cJSON *holder = mm_arch_count_holder(dm, cfg, &key);
-    if (!holder) {
-        if (mod->out_layers == mod->in_layers || !dm->stack)
-            return 0;
+    if (holder) {
+        mm_config_slice_layer_lists(holder, dholder, (int)dkey->valuedouble, mod->origin, mod->out_layers);
+        cJSON_SetNumberValue(key, mod->out_layers);
+        return 0;
+    }
+    if (mod->out_layers == mod->in_layers || !dm->stack)
+        return 0;
+    if (dm->kind != MM_MOD_TEXT)
         return mm_err_set(err, -EINVAL,
                           "the %s now has %d layers instead of %d, but the config.json of '%s' records no layer count "
                           "for it to change (transformers would build it with its default count); keep the %s's "
                           "layers as they are",
                           mod->name, mod->out_layers, mod->in_layers, p->model_refs[p->donor], mod->name);
-    }
-    mm_config_slice_layer_lists(holder, dholder, (int)dkey->valuedouble, mod->origin, mod->out_layers);
-    cJSON_SetNumberValue(key, mod->out_layers);
+    cJSON *tc = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
+    cJSON_AddNumberToObject(cJSON_IsObject(tc) ? tc : cfg, "num_hidden_layers", mod->out_layers);
     return 0;
 }
 

@@ -33,6 +33,17 @@ static int mm_check_pass, mm_check_fail;
         }                                                                                          \
     } while (0)
 
+#define CHECK_STR_EQ(got, want)                                                                    \
+    do {                                                                                           \
+        const char *g_ = (got), *w_ = (want);                                                      \
+        if (g_ && strcmp(g_, w_) == 0) {                                                           \
+            mm_check_pass++;                                                                       \
+        } else {                                                                                   \
+            mm_check_fail++;                                                                       \
+            fprintf(stderr, "%s:%d: got \"%s\", want \"%s\"\n", __FILE__, __LINE__, g_ ? g_ : "(null)", w_); \
+        }                                                                                          \
+    } while (0)
+
 /* Writes a test fixture file (whole, or fails the test). */
 static inline void check_write_file(const char *path, const void *data, size_t len)
 {
