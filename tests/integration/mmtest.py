@@ -276,11 +276,15 @@ def assert_bitwise(got, expected):
     return got
 
 
+MAX_PROBLEMS = 24   # tensors described when an output differs from the reference
+
+
 def _assert_tensors(got, expected, compare):
     """Shared by the comparisons: same names, and per tensor the same dtype and shape, then
     compare(name, dtype, values, t) -> a problem description or None."""
-    assert set(got) == set(expected), (f"tensor names differ: missing {sorted(set(expected) - set(got))}, "
-                                       f"extra {sorted(set(got) - set(expected))}")
+    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    assert not missing and not extra, (f"tensor names differ: {len(missing)} missing {missing[:12]}, "
+                                       f"{len(extra)} extra {extra[:12]}")
     problems = []
     for name, (dtype, values) in sorted(expected.items()):
         t = got[name]
@@ -290,7 +294,9 @@ def _assert_tensors(got, expected, compare):
         problem = compare(name, dtype, values, t)
         if problem:
             problems.append(problem)
-    assert not problems, "output differs from the reference:\n" + "\n".join(problems)
+    assert not problems, (f"output differs from the reference in {len(problems)} of {len(expected)} tensors:\n"
+                          + "\n".join(problems[:MAX_PROBLEMS])
+                          + (f"\n... and {len(problems) - MAX_PROBLEMS} more" if len(problems) > MAX_PROBLEMS else ""))
 
 
 def tensor_bytes(t):

@@ -1,46 +1,71 @@
 """Merges of tiny models that carry the tensor names, shard files and config.json of real published
 checkpoints (tests/fixtures/archs, made by tests/reference/arch_fixture.py), checked against the numpy
-reference and for config.json (issue 11).
+reference (tests/reference/config_eval.py) and for config.json (issue 11).
 
-Text families (Llama 3, Mistral, Qwen2.5, Qwen3, Gemma, Phi-3, Yi, Mixtral, Granite MoE, GPT-NeoX):
-linear, ties, slerp with a `t` gradient, a frankenmerge (`slices:` from two models) and task_arithmetic
-with a conditional filter, each compared with tests/reference/config_eval.py, plus config.json
-(the donor's with the stored dtype and the output layer count). One family per method goes through a
-real mount, the others through `mergemount build`.
+Every family (text: Llama 3, Mistral, Qwen2.5, Qwen3, Gemma, Phi-3, Yi, Mixtral, Granite MoE,
+GPT-NeoX; multimodal: Gemma 3 with its vision tower, Qwen2-VL, an InternVL/LLaVA-style model with a
+`language_model.` prefix) goes through linear, ties, slerp with a `t` gradient, a frankenmerge
+(top-level `slices:` from two models) and task_arithmetic with a conditional filter; each output is
+compared with the reference (bit for bit; slerp within 2 ulp) and config.json with the reference's.
+One family per method and kind goes through a real mount (MOUNTED), the others through
+`mergemount build`.
 
-Multimodal families (Gemma 3 with its vision tower, Qwen2-VL, an InternVL/LLaVA-style model with a
-`language_model.` prefix): the expected behaviour of issue 11, computed here per module (mergekit
-spreads a gradient over the layers of the module a tensor belongs to; a top-level `slices:` applies
-to the text decoder and copies the other modules from the base; config.json keeps every module's own
-layer count). The cases the program gets wrong today are marked xfail(strict=True) with the reason.
+Multimodal families are merged per module (D18 in docs/merge-contract.md): the reference is given
+the family's module table (MODULES, mirroring mergekit's architecture JSONs), never guesses. A
+gradient is spread over each module's own layers; a top-level `slices:` applies to the text decoder
+and copies the other modules from the donor; `modules:` plans each listed module on its own and
+copies the unlisted ones; config.json gets every module's own layer count. Adding a multimodal
+family is one MODULES entry.
 """
 
 import json
 import os
-import re
 
 import pytest
 
 import arch_fixture
 import config_eval
-import methods
-import methods_stats
 import mmtest
 import safetensors_io as st
+from config_eval import Module
 
 ARCHS = os.path.join(mmtest.REPO, "tests", "fixtures", "archs")
 TEXT = ["llama3", "mistral", "qwen2.5", "qwen3", "gemma", "phi3", "yi", "mixtral", "granitemoe", "gpt-neox"]
-MULTIMODAL = ["gemma3-vl", "qwen2-vl", "internvl-lm"]
-# The family that each method's test runs through a real mount (the others use `mergemount build`).
-MOUNTED = {"linear": "llama3", "ties": "qwen3", "slerp": "qwen2.5", "frankenmerge": "gemma",
-           "task_arithmetic": "phi3"}
+
+# The modules of each multimodal family (D18): layer-stack prefix, the name prefixes of the module's
+# tensors (the longest matching prefix wins), and the config.json path of its layer count.
+MODULES = {
+    "gemma3-vl": {
+        "text_decoder": Module("language_model.model.layers", ("language_model.",), "text_config.num_hidden_layers"),
+        "vision_tower": Module("vision_tower.vision_model.encoder.layers", ("vision_tower.",),
+                               "vision_config.num_hidden_layers"),
+        "multi_modal_projector": Module(None, ("multi_modal_projector.",), None),
+    },
+    "qwen2-vl": {
+        "text_decoder": Module("model.layers", ("model.", "lm_head."), "num_hidden_layers"),
+        # vision_config.depth is absent from the fixture's config.json: the vision count has no key
+        "vision_tower": Module("visual.blocks", ("visual.",), "vision_config.depth"),
+        # visual.merger.mlp.0 / .2 are nn.Sequential indexes, not layers
+        "multi_modal_projector": Module(None, ("visual.merger.",), None),
+    },
+    "internvl-lm": {
+        "text_decoder": Module("language_model.model.layers", ("language_model.",), "text_config.num_hidden_layers"),
+        "vision_tower": Module("vision_model.encoder.blocks", ("vision_model.",), "vision_config.num_hidden_layers"),
+        "multi_modal_projector": Module(None, ("mlp1.",), None),   # mlp1.0/1/3: Sequential indexes
+    },
+}
+MULTIMODAL = sorted(MODULES)
+FAMILIES = TEXT + MULTIMODAL
+
+# The families whose test of a kind runs through a real mount (the others use `mergemount build`).
+MOUNTED = {"linear": ("llama3", "gemma3-vl"), "ties": ("qwen3", "qwen2-vl"), "slerp": ("qwen2.5", "internvl-lm"),
+           "frankenmerge": ("gemma", "qwen2-vl"), "task_arithmetic": ("phi3", "internvl-lm"),
+           "modules": ("gemma3-vl",)}
 
 TIES_LAYERS = 6
 # Tests that check values only (linear, task_arithmetic) cut Mixtral (1739 tensors) to its first 8
 # layers to keep the sanitizer run short; its frankenmerge and slerp gradient use all 56.
 VALUE_LAYERS = {"mixtral": 8}
-
-XFAIL_MODULES = pytest.mark.xfail(strict=True, reason="issue 11: modules not implemented")
 
 
 @pytest.fixture(scope="session")
@@ -61,73 +86,91 @@ def arch_model(tmp_path_factory):
     return make
 
 
-def text_layers(folder):
-    """The text decoder's layer count from a model folder's config.json."""
-    with open(os.path.join(folder, "config.json")) as f:
-        cfg = json.load(f)
-    for holder in (cfg, cfg.get("text_config") or {}):
-        for key in config_eval.LAYER_KEYS:
-            if key in holder:
-                return int(holder[key])
-    raise AssertionError(f"no layer count in {folder}/config.json")
+def table(family):
+    """The family's module table; the one text_decoder module of a text-only family."""
+    return MODULES.get(family, config_eval.TEXT_ONLY)
 
 
-def merge(tmp_path, mount, cfg, via_mount):
-    """Runs cfg through a real mount or `mergemount build`; returns ({name: StTensor}, config.json)."""
+def counts(folder, family):
+    """{module: layer count} of a model folder, as the reference reads them."""
+    return config_eval.Model(folder, folder, table(family)).counts
+
+
+def merge(tmp_path, mount, cfg, via_mount, name="run"):
+    """Runs cfg through a real mount or `mergemount build` in tmp_path/name; returns ({name: StTensor},
+    config.json)."""
+    d = tmp_path / name
+    d.mkdir()
     if via_mount:
-        return mmtest.run_merge(tmp_path, mount, cfg)
-    path = mmtest.write_config(tmp_path, cfg)
-    out = mmtest.build(path, tmp_path / "out")
+        return mmtest.run_merge(d, mount, cfg)
+    out = mmtest.build(mmtest.write_config(d, cfg), d / "out")
     with open(os.path.join(out, "config.json")) as f:
         return mmtest.read_weights(out), json.load(f)
 
 
-DTYPE_KEYS = ("torch_dtype", "dtype")
-
-
-def without_dtype(cfg):
-    cfg = json.loads(json.dumps(cfg))
-    for holder in [cfg] + [v for v in cfg.values() if isinstance(v, dict)]:
-        for k in DTYPE_KEYS:
-            holder.pop(k, None)
-    return cfg
-
-
-def check_config(got, want, stored):
-    """config.json: the expected one (the donor's with the layer count set); the dtype keys, where
-    present, name the stored dtype (`dtype` is what transformers >= 5 writes; another change sets it)."""
-    assert without_dtype(got) == without_dtype(want), "config.json differs from the expected one"
-    assert got.get("torch_dtype") == st.TORCH_NAME[stored], got.get("torch_dtype")
-    if "dtype" in got:
-        assert got["dtype"] == st.TORCH_NAME[stored], got["dtype"]
-
-
-def check(tmp_path, mount, cfg, via_mount, exact=True):
-    """Merges cfg, compares every tensor with the reference and config.json; returns (reference, got,
+def check(tmp_path, mount, cfg, family, via_mount, exact=True):
+    """Merges cfg, compares every tensor with the reference given the family's modules (bit for bit,
+    or within 2 ulp) and config.json with the reference's, exactly (every module's layer count,
+    per-layer lists, `dtype` and `torch_dtype` wherever D16 sets them); returns (reference, got,
     config.json)."""
-    expected = config_eval.evaluate(cfg)
+    expected = config_eval.evaluate(cfg, modules=MODULES.get(family))
     got, out_cfg = merge(tmp_path, mount, cfg, via_mount)
     if exact:
         mmtest.assert_bitwise(got, expected.tensors)
     else:
         mmtest.assert_within_ulp(got, expected.tensors, 2)
-    stored = {t.dtype for t in got.values()}
-    assert len(stored) == 1, stored
-    check_config(out_cfg, expected.config, stored.pop())
+    assert out_cfg == expected.config, ("config.json differs from the reference's:\n"
+                                        + "\n".join(config_diff(out_cfg, expected.config)))
     return expected, got, out_cfg
 
 
-# ---- text families -------------------------------------------------------------------------------------
+def config_diff(got, want, path=""):
+    """The keys where two config.json dicts differ, one line each."""
+    lines = []
+    for k in sorted(set(got) | set(want)):
+        g, w = got.get(k, "<absent>"), want.get(k, "<absent>")
+        if isinstance(g, dict) and isinstance(w, dict):
+            lines += config_diff(g, w, f"{path}{k}.")
+        elif g != w:
+            lines.append(f"{path}{k}: got {str(g)[:120]}, want {str(w)[:120]}")
+    return lines
 
-@pytest.mark.parametrize("family", TEXT)
+
+def module_tensors(got, family, module):
+    """The names of `got` that belong to `module` of the family."""
+    return [n for n in got if config_eval.module_of(table(family), n) == module]
+
+
+def assert_copied(got, donor, family, modules):
+    """Every tensor of these modules is the donor's, byte for byte, under its own name."""
+    src = st.read_folder(donor)
+    for module in modules:
+        want = [n for n in src if config_eval.module_of(table(family), n) == module]
+        assert sorted(module_tensors(got, family, module)) == sorted(want), module
+        bad = [n for n in want if got[n].raw != src[n].raw]
+        assert not bad, f"{module}: {len(bad)} tensors are not the donor's bytes, e.g. {bad[:4]}"
+
+
+def plan_error(tmp_path, cfg, family):
+    """The reference refuses cfg, and so must `mergemount plan`; returns the program's stderr."""
+    with pytest.raises(config_eval.ConfigError):
+        config_eval.evaluate(cfg, modules=MODULES.get(family))
+    r = mmtest.mergemount("plan", mmtest.write_config(tmp_path, cfg))
+    assert r.returncode != 0, f"mergemount plan accepted a config it must refuse:\n{r.stdout[:600]}..."
+    return r.stderr
+
+
+# ---- every family ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_linear(tmp_path, mount, arch_model, family):
     cut = VALUE_LAYERS.get(family)
     cfg = mmtest.method_config("linear", [(arch_model(family, 1, cut), {"weight": 0.6}),
                                           (arch_model(family, 2, cut), {"weight": 0.4})])
-    check(tmp_path, mount, cfg, MOUNTED["linear"] == family)
+    check(tmp_path, mount, cfg, family, family in MOUNTED["linear"])
 
 
-@pytest.mark.parametrize("family", TEXT)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_ties(tmp_path, mount, arch_model, family):
     # GPT-NeoX's reward head has a one-element bias, which no density below 1 can keep an element
     # of (mergekit refuses it too): density 1 there
@@ -138,40 +181,53 @@ def test_ties(tmp_path, mount, arch_model, family):
     cfg = mmtest.method_config("ties", [(arch_model(family, 1, TIES_LAYERS), {"weight": 0.7, "density": density(0.5)}),
                                         (arch_model(family, 2, TIES_LAYERS), {"weight": 0.5, "density": density(0.4)})],
                                base=arch_model(family, 0, TIES_LAYERS))
-    check(tmp_path, mount, cfg, MOUNTED["ties"] == family)
+    check(tmp_path, mount, cfg, family, family in MOUNTED["ties"])
 
 
-@pytest.mark.parametrize("family", TEXT)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_slerp_gradient(tmp_path, mount, arch_model, family):
     base = arch_model(family, 0)
     cfg = mmtest.method_config("slerp", [(base, None), (arch_model(family, 1), None)], base=base,
                                parameters={"t": [0.0, 0.3, 0.7, 1.0]})
-    expected, _, _ = check(tmp_path, mount, cfg, MOUNTED["slerp"] == family, exact=False)
-    # the gradient reaches both ends over the real layer count
-    n = text_layers(base)
-    ts = {p.t for p in expected.plan if config_eval.layer_index(p.name) is not None}
-    assert min(ts) == 0.0 and max(ts) == 1.0 and len(ts) == n
+    expected, _, _ = check(tmp_path, mount, cfg, family, family in MOUNTED["slerp"], exact=False)
+    # the gradient reaches both ends over each module's own layer count; t = 0 outside the layers
+    for name, n in counts(base, family).items():
+        mp = expected.modules[name]
+        ts = {p.t for p in mp.plan if mp.module.split(p.name)}
+        assert len(ts) == n and (not n or (min(ts), max(ts)) == (0.0, 1.0)), (name, n, sorted(ts))
+        assert {p.t for p in mp.plan if not mp.module.split(p.name)} <= {0.0}, name
 
 
-@pytest.mark.parametrize("family", TEXT)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_frankenmerge(tmp_path, mount, arch_model, family):
     a, b = arch_model(family, 1), arch_model(family, 2)
-    n = text_layers(a)
-    first, second = [0, n // 2 + 2], [n // 2 - 2, n]
+    n = counts(a, family)["text_decoder"]
+    # the second slice starts inside the vision tower's index range too (27 or 32 layers), so that
+    # a merge that took vision layers for text layers would rename and duplicate them
+    first, second = [0, n // 3], [n // 3 - 4, n]
     cfg = {"merge_method": "passthrough",
            "slices": [{"sources": [{"model": a, "layer_range": first}]},
                       {"sources": [{"model": b, "layer_range": second}]}]}
-    expected, got, out_cfg = check(tmp_path, mount, cfg, MOUNTED["frankenmerge"] == family)
+    expected, got, out_cfg = check(tmp_path, mount, cfg, family, family in MOUNTED["frankenmerge"])
+    text = table(family)["text_decoder"]
     assert expected.num_layers == n + 4
-    assert out_cfg["num_hidden_layers"] == n + 4
-    layers = {config_eval.layer_index(name) for name in got} - {None}
+    holder, key = text.count_holder(out_cfg)
+    assert holder[key] == n + 4
+    if "layer_types" in holder:   # per-layer lists follow the layers (issue 11, item 4)
+        assert len(holder["layer_types"]) == n + 4
+    layers = {text.split(name)[1] for name in module_tensors(got, family, "text_decoder") if text.split(name)}
     assert layers == set(range(n + 4))
-    # a copy: output layer n//2 + 2 is b's layer n//2 - 2, byte for byte
+    # a copy: output layer n//3 is b's layer n//3 - 4, byte for byte
     src = st.read_folder(b)
-    for name in got:
-        if config_eval.layer_index(name) == n // 2 + 2:
-            src_name = config_eval.with_layer(config_eval.layer_template(name), n // 2 - 2)
-            assert got[name].raw == src[src_name].raw, name
+    for name in module_tensors(got, family, "text_decoder"):
+        sp = text.split(name)
+        if sp and sp[1] == first[1]:
+            assert got[name].raw == src[f"{sp[0]}.{second[0]}.{sp[2]}"].raw, name
+    # the other modules: the donor's (the first model), byte for byte, with their own layer counts
+    assert_copied(got, a, family, [m for m in table(family) if m != "text_decoder"])
+    for name, count in counts(a, family).items():
+        h, k = table(family)[name].count_holder(out_cfg)
+        assert h is None or h[k] == (n + 4 if name == "text_decoder" else count), (name, h and h[k])
     experts = arch_fixture.expert_indexes(src)
     if experts:
         # expert indexes are never layers: every output layer has all experts under their own numbers
@@ -181,7 +237,7 @@ def test_frankenmerge(tmp_path, mount, arch_model, family):
                     assert f"model.layers.{layer}.block_sparse_moe.experts.{e}.{w}.weight" in got
 
 
-@pytest.mark.parametrize("family", TEXT)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_task_arithmetic_filter(tmp_path, mount, arch_model, family):
     cut = VALUE_LAYERS.get(family)
     cfg = mmtest.method_config("task_arithmetic",
@@ -189,215 +245,120 @@ def test_task_arithmetic_filter(tmp_path, mount, arch_model, family):
                                                                          {"value": 0.3}]}),
                                 (arch_model(family, 2, cut), {"weight": 0.5})],
                                base=arch_model(family, 0, cut))
-    expected, _, _ = check(tmp_path, mount, cfg, MOUNTED["task_arithmetic"] == family)
+    expected, _, _ = check(tmp_path, mount, cfg, family, family in MOUNTED["task_arithmetic"])
     weights = {p.sources[0].params["weight"] for p in expected.plan}
     assert weights == ({0.8, 0.3} if any("mlp" in p.name for p in expected.plan) else {0.3})
 
 
-# ---- multimodal families: per-module expectations (issue 11) -------------------------------------------
+# ---- multimodal families: `modules:` and the per-module rules (D18) ---------------------------------
 
-# Where each module's layers are, per family: (text decoder layer prefix, the text decoder's other
-# tensors' prefixes, vision tower layer prefix).
-MODULES = {
-    "gemma3-vl": ("language_model.model.layers", ("language_model.",), "vision_tower.vision_model.encoder.layers"),
-    "qwen2-vl": ("model.layers", ("model.", "lm_head."), "visual.blocks"),
-    "internvl-lm": ("language_model.model.layers", ("language_model.",), "vision_model.encoder.blocks"),
-}
-
-
-def split_layer(name, prefix):
-    """(index, rest) when name is `prefix.<index>.rest`, else None."""
-    m = re.match(re.escape(prefix) + r"\.(\d+)\.(.*)$", name)
-    return (int(m.group(1)), m.group(2)) if m else None
-
-
-def module_t(family, names, name):
-    """mergekit's t of a tensor in a `models:` merge: its index over its own module's layers; 0 for
-    tensors outside the layers."""
-    text_prefix, _, vision_prefix = MODULES[family]
-    for prefix in (text_prefix, vision_prefix):
-        hit = split_layer(name, prefix)
-        if hit:
-            count = len({split_layer(n, prefix)[0] for n in names if split_layer(n, prefix)})
-            return hit[0] / (count - 1)
-    return 0.0
-
-
-def ambiguous_index(family, name):
-    """A `.<digits>.` outside both layer stacks, such as the index of an nn.Sequential in a projector
-    (`visual.merger.mlp.2.weight`, `mlp1.3.weight`): whether mergekit gives such a tensor t = 0 (as a
-    module's non-layer weight) or treats the index as a layer of a stack of its own depends on its
-    architecture definition, so the per-module gradient test leaves these tensors out."""
-    text_prefix, _, vision_prefix = MODULES[family]
-    if split_layer(name, text_prefix) or split_layer(name, vision_prefix):
-        return False
-    return config_eval.layer_index(name) is not None or re.match(r"^[^.]+\.\d+\.", name) is not None
-
-
-def read(folder):
-    return st.read_folder(folder)
-
-
-def module_config_counts(cfg, family):
-    """(text layer count, vision layer count or None) from a config.json dict."""
-    text = cfg.get("text_config") or cfg
-    vision = cfg.get("vision_config") or {}
-    return text["num_hidden_layers"], vision.get("num_hidden_layers", vision.get("depth"))
-
-
-@pytest.mark.parametrize("family", [
-    "gemma3-vl",
-    pytest.param("qwen2-vl", marks=XFAIL_MODULES),   # config.json gets num_hidden_layers 32 (vision blocks)
-    "internvl-lm",
-])
-def test_multimodal_linear(tmp_path, mount, arch_model, family):
-    a, b = arch_model(family, 1), arch_model(family, 2)
-    cfg = mmtest.method_config("linear", [(a, {"weight": 0.6}), (b, {"weight": 0.4})])
-    got, out_cfg = merge(tmp_path, mount, cfg, via_mount=False)
-    ta, tb = read(a), read(b)
-    expected = {n: methods.linear([(ta[n].dtype, ta[n].f32()), (tb[n].dtype, tb[n].f32())], [0.6, 0.4])
-                for n in ta}
-    mmtest.assert_bitwise(got, expected)
-    with open(os.path.join(a, "config.json")) as f:
-        donor = json.load(f)
-    assert module_config_counts(out_cfg, family) == module_config_counts(donor, family)
-    assert without_dtype(out_cfg) == without_dtype(donor)
-
-
-@XFAIL_MODULES   # the gradient is spread over the text layer count (or the highest index) for every module
-@pytest.mark.parametrize("family", MULTIMODAL)
-def test_multimodal_slerp_gradient_per_module(tmp_path, mount, arch_model, family):
-    base, other = arch_model(family, 0), arch_model(family, 1)
-    grad = [0.0, 0.3, 0.7, 1.0]
-    cfg = mmtest.method_config("slerp", [(base, None), (other, None)], base=base, parameters={"t": grad})
-    got, _ = merge(tmp_path, mount, cfg, via_mount=False)
-    tb, to = read(base), read(other)
-    assert set(got) == set(tb)
-    expected = {}
-    for n in tb:
-        if ambiguous_index(family, n):
-            continue
-        t = config_eval.gradient(grad, module_t(family, tb, n))
-        expected[n] = methods_stats.slerp((tb[n].dtype, tb[n].f32()), (to[n].dtype, to[n].f32()), t)
-    mmtest.assert_within_ulp({n: got[n] for n in expected}, expected, 2)
-
-
-def franken_expected(family, a, b, first, second):
-    """Names -> expected StTensor of a passthrough frankenmerge over the text decoder, slices
-    a[first] + b[second], base a: text layers renamed in order, the text decoder's embeddings from
-    the first slice and its final norm / head from the last, every other module copied from the base."""
-    text_prefix, text_roots, _ = MODULES[family]
-    ta, tb = read(a), read(b)
-    out = {}
-    counter = 0
-    for src, (start, end) in ((ta, first), (tb, second)):
-        for j in range(end - start):
-            for n, t in src.items():
-                hit = split_layer(n, text_prefix)
-                if hit and hit[0] == start + j:
-                    out[f"{text_prefix}.{counter}.{hit[1]}"] = t
-            counter += 1
-    for n, t in ta.items():
-        if split_layer(n, text_prefix):
-            continue
-        in_text = n.startswith(text_roots)
-        out[n] = tb[n] if in_text and config_eval.is_post(n) else t
-    return out, counter
-
-
-@XFAIL_MODULES   # vision layers are renamed as if they were text layers
-@pytest.mark.parametrize("family", MULTIMODAL)
-def test_multimodal_frankenmerge_text_decoder(tmp_path, mount, arch_model, family):
-    a, b = arch_model(family, 1), arch_model(family, 2)
-    n = text_layers(a)
-    # the second slice starts inside the vision tower's index range too (27 or 32 layers), so that
-    # a merge that took vision layers for text layers would rename and duplicate them
-    first, second = [0, n // 3], [n // 3 - 4, n]
-    cfg = {"merge_method": "passthrough", "base_model": a,
-           "slices": [{"sources": [{"model": a, "layer_range": first}]},
-                      {"sources": [{"model": b, "layer_range": second}]}]}
-    want, count = franken_expected(family, a, b, first, second)
-    assert count == n + 4
-    got, out_cfg = merge(tmp_path, mount, cfg, via_mount=False)
-    assert set(got) == set(want), (f"missing {sorted(set(want) - set(got))[:8]}, "
-                                   f"extra {sorted(set(got) - set(want))[:8]}")
-    bad = [name for name in want if got[name].raw != want[name].raw]
-    assert not bad, f"{len(bad)} tensors differ, e.g. {bad[:8]}"
-    with open(os.path.join(a, "config.json")) as f:
-        donor = json.load(f)
-    text_n, vision_n = module_config_counts(out_cfg, family)
-    assert (text_n, vision_n) == (n + 4, module_config_counts(donor, family)[1])
-    text_cfg = out_cfg.get("text_config") or out_cfg
-    if "layer_types" in text_cfg:   # per-layer lists follow the layers (issue 11, item 4)
-        assert len(text_cfg["layer_types"]) == n + 4
-
-
-@XFAIL_MODULES   # accepted today: the layer count is taken over the vision blocks (32) too
-def test_qwen2_vl_layer_range_past_text_decoder(tmp_path, arch_model):
-    a, b = arch_model("qwen2-vl", 1), arch_model("qwen2-vl", 2)
-    assert text_layers(a) == 28
-    cfg = {"merge_method": "passthrough",
-           "slices": [{"sources": [{"model": a, "layer_range": [0, 20]}]},
-                      {"sources": [{"model": b, "layer_range": [20, 30]}]}]}
-    path = mmtest.write_config(tmp_path, cfg)
-    r = mmtest.mergemount("plan", path)
-    assert r.returncode != 0, "a layer_range past the text decoder's 28 layers must be refused"
-    assert "layer_range" in r.stderr and "28" in r.stderr, r.stderr
-
-
-# ---- mergekit's `modules:` syntax (issue 11, item 3) ------------------------------------------------------
-
-def gemma3_modules_config(a, b, text_range_end=62, extra=None):
-    modules = {"text_decoder": {"slices": [{"sources": [{"model": a, "layer_range": [0, 20]}]},
-                                           {"sources": [{"model": b, "layer_range": [16, text_range_end]}]}]},
-               "vision_tower": {"models": [{"model": a}]}}
+def modules_config(a, b, n, extra=None):
+    """A `modules:` merge: the text decoder a frankenmerge of a[0, n//3] and b[n//3 - 4, n] (66 layers
+    of Gemma 3's 62), the vision tower a linear merge of a and b (module weight 0.7, b's own 0.3),
+    the projector not listed; `extra` entries are added to `modules:`."""
+    modules = {"text_decoder": {"slices": [{"sources": [{"model": a, "layer_range": [0, n // 3]}]},
+                                           {"sources": [{"model": b, "layer_range": [n // 3 - 4, n]}]}]},
+               "vision_tower": {"models": [{"model": a}, {"model": b, "parameters": {"weight": 0.3}}],
+                                "parameters": {"weight": 0.7}}}
     modules.update(extra or {})
-    return {"merge_method": "passthrough", "base_model": a, "modules": modules}
+    return {"merge_method": "linear", "parameters": {"weight": 1.0}, "modules": modules}
 
 
-@XFAIL_MODULES   # `modules:` is refused today (D17)
-def test_gemma3_modules_frankenmerge(tmp_path, mount, arch_model):
-    a, b = arch_model("gemma3-vl", 1), arch_model("gemma3-vl", 2)
-    assert text_layers(a) == 62
-    cfg = gemma3_modules_config(a, b)
-    want, count = franken_expected("gemma3-vl", a, b, [0, 20], [16, 62])
-    assert count == 66
-    got, out_cfg = merge(tmp_path, mount, cfg, via_mount=True)
-    assert set(got) == set(want), (f"missing {sorted(set(want) - set(got))[:8]}, "
-                                   f"extra {sorted(set(got) - set(want))[:8]}")
-    bad = [name for name in want if got[name].raw != want[name].raw]
-    assert not bad, f"{len(bad)} tensors differ, e.g. {bad[:8]}"
-    assert module_config_counts(out_cfg, "gemma3-vl") == (66, 27)
-    assert len(out_cfg["text_config"]["layer_types"]) == 66
+@pytest.mark.parametrize("family", MULTIMODAL)
+def test_modules_frankenmerge(tmp_path, mount, arch_model, family):
+    a, b = arch_model(family, 1), arch_model(family, 2)
+    before = counts(a, family)
+    n = before["text_decoder"]
+    expected, got, out_cfg = check(tmp_path, mount, modules_config(a, b, n), family, family in MOUNTED["modules"])
+    mods = table(family)
+    assert expected.num_layers == n + 4 and expected.modules["vision_tower"].num_layers == before["vision_tower"]
+    for name, want in (("text_decoder", n + 4), ("vision_tower", before["vision_tower"])):
+        h, k = mods[name].count_holder(out_cfg)
+        assert h is None or h[k] == want, (name, h and h[k], want)   # Gemma 3: 66 and 27
+    text_holder, _ = mods["text_decoder"].count_holder(out_cfg)
+    if "layer_types" in text_holder:
+        assert len(text_holder["layer_types"]) == n + 4
+    # the vision tower is a merge (module-level weight 0.7 for a, b's own 0.3), not a copy
+    p = {q.name: q for q in expected.plan}
+    vision = module_tensors(got, family, "vision_tower")
+    assert [s.params["weight"] for s in p[vision[0]].sources] == [0.7, 0.3]
+    # the projector is not listed: the donor's (the first model in the config, a), byte for byte
+    assert_copied(got, a, family, ["multi_modal_projector"])
 
 
-@XFAIL_MODULES   # today's error is that `modules:` is not supported, without the module's name
-def test_gemma3_unknown_module_is_an_error_naming_it(tmp_path, arch_model):
-    a, b = arch_model("gemma3-vl", 1), arch_model("gemma3-vl", 2)
-    cfg = gemma3_modules_config(a, b, extra={"audio_tower": {"models": [{"model": a}]}})
-    r = mmtest.mergemount("plan", mmtest.write_config(tmp_path, cfg))
-    assert r.returncode != 0
-    assert "audio_tower" in r.stderr, r.stderr
+@pytest.mark.parametrize("family", MULTIMODAL)
+def test_module_not_listed_is_copied_from_base_model(tmp_path, mount, arch_model, family):
+    a, b = arch_model(family, 1), arch_model(family, 2)
+    n = counts(a, family)["text_decoder"]
+    cfg = {"merge_method": "passthrough", "base_model": b, "modules": {
+        "text_decoder": {"slices": [{"sources": [{"model": a, "layer_range": [2, n]}]}]}}}
+    _, got, out_cfg = check(tmp_path, mount, cfg, family, False)
+    assert_copied(got, b, family, ["vision_tower", "multi_modal_projector"])
+    h, k = table(family)["text_decoder"].count_holder(out_cfg)
+    assert h[k] == n - 2
 
 
-@XFAIL_MODULES   # today's error is that `modules:` is not supported, not the range
-def test_gemma3_layer_range_outside_its_module_is_an_error(tmp_path, arch_model):
-    a, b = arch_model("gemma3-vl", 1), arch_model("gemma3-vl", 2)
-    cfg = gemma3_modules_config(a, b, text_range_end=64)
-    r = mmtest.mergemount("plan", mmtest.write_config(tmp_path, cfg))
-    assert r.returncode != 0
-    assert "layer_range" in r.stderr and "62" in r.stderr, r.stderr
-
-
-@XFAIL_MODULES   # today `visual.merger.mlp.2` becomes `visual.merger.mlp.0` (the `.2.` of an nn.Sequential
-#                  is taken for a layer index) and the real mlp.0 and vision blocks 0-1 are dropped
 def test_qwen2_vl_slice_keeps_the_merger_and_vision_blocks(tmp_path, mount, arch_model):
+    # `visual.merger.mlp.2` must not become `visual.merger.mlp.0` (the `.2.` of an nn.Sequential is no
+    # layer index), and the vision blocks are not text layers
     a = arch_model("qwen2-vl", 1)
     cfg = {"merge_method": "passthrough", "base_model": a,
            "slices": [{"sources": [{"model": a, "layer_range": [2, 28]}]}]}
-    got, out_cfg = merge(tmp_path, mount, cfg, via_mount=False)
-    src = read(a)
+    _, got, out_cfg = check(tmp_path, mount, cfg, "qwen2-vl", False)
+    src = st.read_folder(a)
     for name in ("visual.merger.mlp.0.weight", "visual.merger.mlp.0.bias", "visual.merger.mlp.2.weight",
-                 "visual.merger.mlp.2.bias", "visual.blocks.0.attn.qkv.weight", "visual.blocks.31.attn.qkv.weight"):
+                 "visual.merger.mlp.2.bias", *(f"visual.blocks.{i}.attn.qkv.weight" for i in range(32))):
         assert name in got and got[name].raw == src[name].raw, name
     assert out_cfg["num_hidden_layers"] == 26
+
+
+def test_default_is_the_module_of_a_text_only_model(tmp_path, mount, arch_model):
+    a, b = arch_model("llama3", 1), arch_model("llama3", 2)
+    slices = [{"sources": [{"model": a, "layer_range": [0, 20]}]}, {"sources": [{"model": b, "layer_range": [16, 32]}]}]
+    modular = {"merge_method": "passthrough", "modules": {"default": {"slices": slices}}}
+    _, got, out_cfg = check(tmp_path, mount, modular, "llama3", False)
+    top, top_cfg = merge(tmp_path, mount, {"merge_method": "passthrough", "slices": slices}, False, name="top")
+    assert out_cfg == top_cfg and out_cfg["num_hidden_layers"] == 36
+    assert set(got) == set(top) and all(got[n].raw == top[n].raw for n in got)
+
+
+def test_qwen2_vl_layer_range_past_text_decoder(tmp_path, arch_model):
+    a, b = arch_model("qwen2-vl", 1), arch_model("qwen2-vl", 2)
+    assert counts(a, "qwen2-vl")["text_decoder"] == 28   # and 32 vision blocks: [20, 30] fits those only
+    cfg = {"merge_method": "passthrough",
+           "slices": [{"sources": [{"model": a, "layer_range": [0, 20]}]},
+                      {"sources": [{"model": b, "layer_range": [20, 30]}]}]}
+    err = plan_error(tmp_path, cfg, "qwen2-vl")
+    assert "layer_range" in err and "28" in err, err
+
+
+def module_error_cases(a, n):
+    """{case: (a `modules:` config, words its error must contain)} for model a, whose text decoder has
+    n layers."""
+    both = {"models": [{"model": a}], "slices": [{"sources": [{"model": a, "layer_range": [0, 2]}]}]}
+    modular = modules_config(a, a, n)
+    return {
+        "unknown-module": (modules_config(a, a, n, {"audio_tower": {"models": [{"model": a}]}}),
+                           ["audio_tower", "text_decoder", "vision_tower", "multi_modal_projector"]),
+        # `default` names the module of a single-module model only
+        "default-on-multimodal": (modules_config(a, a, n, {"default": {"models": [{"model": a}]}}), ["default"]),
+        "layer-range-outside-module": ({**modular, "modules": {"text_decoder": {"slices": [
+            {"sources": [{"model": a, "layer_range": [n // 2, n + 2]}]}]}}}, ["layer_range", str(n)]),
+        "slices-and-models": (modules_config(a, a, n, {"vision_tower": both}), ["vision_tower"]),
+        "neither-slices-nor-models": (modules_config(a, a, n, {"vision_tower": {"parameters": {"weight": 1}}}),
+                                      ["vision_tower"]),
+        "modules-and-top-level-models": ({**modular, "models": [{"model": a}]}, ["modules"]),
+    }
+
+
+MODULE_ERRORS = list(module_error_cases("a", 30))
+
+
+@pytest.mark.parametrize("case", MODULE_ERRORS)
+@pytest.mark.parametrize("family", MULTIMODAL)
+def test_modules_errors(tmp_path, arch_model, family, case):
+    a = arch_model(family, 1)
+    cfg, words = module_error_cases(a, counts(a, family)["text_decoder"])[case]
+    err = plan_error(tmp_path, cfg, family)
+    missing = [w for w in words if w not in err]
+    assert not missing, f"{case}: the error does not mention {missing}:\n{err}"

@@ -1,7 +1,7 @@
 """A small evaluator of mergekit configs, written from mergekit's behaviour and docs/merge-contract.md (D1, D2, D8,
-D10, D12, D16), for what the tests need: every merge method over `models:` or `slices:`, with
-gradients, conditional filters, parameter precedence, frankenmerge renaming, tied lm_head and
-embedding crops.
+D10, D12, D16, D18), for what the tests need: every merge method over `models:`, `slices:` or
+`modules:`, with gradients, conditional filters, parameter precedence, frankenmerge renaming, tied
+lm_head and embedding crops, on text-only and multi-module (vision-language) models.
 
 Random methods (dare_*, della*) cannot be replayed (D6): their tensors are computed only when the
 caller passes `masks(planned, k, shape) -> bool array` (the mask of the k-th non-base input, e.g.
@@ -15,11 +15,24 @@ program, and hand the same dict here). Model references are resolved by `resolve
     result.tensors   # {output tensor name: (dtype, float32 values)}
     result.plan      # [Planned]: per output tensor the method, evaluated params and sources
     result.config    # the expected output config.json (dict)
+    result.modules   # {module name: ModulePlan}: per module its slices, output layers, copied or not
+
+Multi-module models (D18): the caller says what the modules of the family are, as a table
+{module name: Module(stack, members, count_key)} passed as `evaluate(cfg, modules=TABLE)`, e.g.
+for Qwen2-VL
+
+    {"text_decoder": Module("model.layers", ("model.", "lm_head."), "num_hidden_layers"),
+     "vision_tower": Module("visual.blocks", ("visual.",), "vision_config.depth"),
+     "multi_modal_projector": Module(None, ("visual.merger.",), None)}
+
+The reference never guesses modules from names: the table is the independent truth (it mirrors
+mergekit's architecture JSONs). Without a table the model is text-only: one module, TEXT_ONLY.
 """
 
 import json
 import os
 import re
+from typing import NamedTuple, Optional, Tuple, Union
 
 import methods
 import methods_gta
@@ -34,7 +47,6 @@ class ConfigError(Exception):
 LAYER_RE = re.compile(r"\.(\d+)\.")
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 EMBED_WORDS = ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_in", "embed_out")
-TIED = {"lm_head.weight": "model.embed_tokens.weight"}  # B4.4: lm_head falls back to the embeddings
 
 REQUIRED = object()
 # method -> (global parameters with defaults, per-model parameters with defaults). A default of None
@@ -82,6 +94,7 @@ def with_layer(template, index):
 
 
 def layer_template(name):
+    """The template of a name at its first `.<digits>.` ("model.layers.{}.mlp.up_proj.weight")."""
     m = LAYER_RE.search(name)
     return name[:m.start()] + ".{}." + name[m.end():]
 
@@ -91,30 +104,125 @@ def is_embed(name):
 
 
 def is_post(name):
-    """Non-layer tensors that come after the layers (final norm, output head): planned from the
-    last slice. Everything else that is not in a layer is a pre-weight (first slice)."""
-    if name.startswith("lm_head") or "embed_out" in name.split("."):
-        return True
-    return re.search(r"(^|\.)(norm|ln_f|final_layernorm|final_layer_norm)\.", name) is not None
+    """Non-layer tensors that come after the layers (D12, D18): names that contain `norm`, `ln_f`,
+    `lm_head` or `embed_out` (final norms, output heads; `post_layernorm` of a vision tower too).
+    They are planned from a module's last slice; every other non-layer tensor is a pre-weight
+    (first slice)."""
+    return any(w in name for w in ("norm", "ln_f", "lm_head", "embed_out"))
+
+
+def tied_input(name):
+    """B4.4: the tensor a model without its own `lm_head.weight` reads in its place (its input
+    embedding, under the same prefix: `language_model.lm_head.weight` ->
+    `language_model.model.embed_tokens.weight`), or None."""
+    if name == "lm_head.weight" or name.endswith(".lm_head.weight"):
+        return name[:-len("lm_head.weight")] + "model.embed_tokens.weight"
+    return None
+
+
+# ---- modules (D18) --------------------------------------------------------------------------------
+
+TEXT = "text_decoder"
+FIRST_INDEX = "*"   # Module.stack of a text-only model: the prefix before a name's first `.<digits>.`
+
+
+class Module(NamedTuple):
+    """One module of a model (D18), as the test's table describes it.
+
+    stack: the prefix of the module's layer stack ("language_model.model.layers"): the tensor
+        `<stack>.<i>.<rest>` is layer i of the module (the component right after the prefix, so
+        `experts.7` or an nn.Sequential index further on is never a layer). FIRST_INDEX: the
+        prefix before the name's first `.<digits>.` (a text-only model, D12). None: no layers
+        (a projector; its `mlp1.0.weight` is a non-layer tensor).
+    members: name prefixes of the module's tensors. A tensor belongs to the module whose
+        prefix (the stack prefix counts as one) is the longest one starting its name, so a
+        projector's `visual.merger.` wins over a vision tower's `visual.`. "" matches every name.
+    count_key: where config.json keeps the module's layer count: a dotted path
+        ("text_config.num_hidden_layers"), a tuple of paths (the first that holds an integer), or
+        None.
+    """
+    stack: Optional[str]
+    members: Tuple[str, ...] = ()
+    count_key: Union[str, Tuple[str, ...], None] = None
+
+    def prefixes(self):
+        """The name prefixes that make a tensor this module's."""
+        extra = (self.stack + ".",) if self.stack not in (None, FIRST_INDEX) else ()
+        return tuple(self.members) + extra
+
+    def split(self, name):
+        """(stack prefix, layer index, rest) of a layer tensor of this module, else None."""
+        if self.stack is None:
+            return None
+        if self.stack == FIRST_INDEX:
+            m = LAYER_RE.search(name)
+            return (name[:m.start()], int(m.group(1)), name[m.end():]) if m else None
+        m = re.match(re.escape(self.stack) + r"\.(\d+)\.(.*)$", name)
+        return (self.stack, int(m.group(1)), m.group(2)) if m else None
+
+    def count_holder(self, config):
+        """(the object of `config` that holds the layer count, its key), or (None, None)."""
+        paths = (self.count_key,) if isinstance(self.count_key, str) else self.count_key or ()
+        for path in paths:
+            *parents, key = path.split(".")
+            holder = config
+            for p in parents:
+                holder = holder.get(p) if isinstance(holder, dict) else None
+            if isinstance(holder, dict) and type(holder.get(key)) is int:
+                return holder, key
+        return None, None
+
+
+# A model without a table: one module, the text decoder, that holds every tensor (D12).
+TEXT_ONLY = {TEXT: Module(FIRST_INDEX, ("",), LAYER_KEYS + tuple("text_config." + k for k in LAYER_KEYS))}
+ALIASES = {"default": TEXT}   # mergekit's name of the module of a single-module architecture
+
+
+def module_of(table, name):
+    """The name of the module a tensor belongs to (the longest matching prefix, see Module)."""
+    best, best_len = None, -1
+    for mod_name, mod in table.items():
+        for prefix in mod.prefixes():
+            if name.startswith(prefix) and len(prefix) > best_len:
+                best, best_len = mod_name, len(prefix)
+    if best is None:
+        raise ValueError(f"tensor {name!r} belongs to no module of the table {sorted(table)}")
+    return best
+
+
+def module_name(table, key):
+    """The table's name of a `modules:` key: the key itself, or `default` for the only module of a
+    single-module model. Anything else is a ConfigError that names the key and the model's modules."""
+    if key in table:
+        return key
+    if len(table) == 1 and ALIASES.get(key) in table:
+        return ALIASES[key]
+    raise ConfigError(f"unknown module {key!r} under modules: (the model's modules are {', '.join(table)})")
 
 
 # ---- models ----------------------------------------------------------------------------------------
 
 class Model:
-    def __init__(self, ref, path):
+    """A model folder: its config.json, its tensors, and per module of the table its tensor names
+    (`names[module]`) and layer count (`counts[module]`: the config's count key, else the highest
+    layer index + 1, else 0)."""
+
+    def __init__(self, ref, path, table=TEXT_ONLY):
         self.ref = ref
         self.path = path
         with open(os.path.join(path, "config.json")) as f:
             self.config = json.load(f)
         self.tensors = read_folder(path)
-        self.num_layers = self._num_layers()
+        self.names = {m: [] for m in table}
+        for n in sorted(self.tensors):
+            self.names[module_of(table, n)].append(n)
+        self.counts = {m: self._count(mod, self.names[m]) for m, mod in table.items()}
 
-    def _num_layers(self):
-        for cfg in (self.config, self.config.get("text_config") or {}):
-            for key in LAYER_KEYS:
-                if key in cfg:
-                    return int(cfg[key])
-        indexes = [layer_index(n) for n in self.tensors if layer_index(n) is not None]
+    def _count(self, module, names):
+        holder, key = module.count_holder(self.config)
+        if holder is not None:
+            return holder[key]
+        indexes = [module.split(n)[1] for n in names if module.split(n)]
         return max(indexes) + 1 if indexes else 0
 
     def has(self, name):
@@ -205,120 +313,200 @@ class Planned:
         return max(s.param_name for s in self.sources)
 
 
-def normalize_slices(cfg, models):
-    """`models:` -> one slice over all layers, base appended last if not listed (B1.3, D1)."""
-    has_models, has_slices = "models" in cfg, "slices" in cfg
-    if has_models == has_slices:
-        raise ConfigError("exactly one of models/slices is needed")
-    base = cfg.get("base_model")
-    if has_models:
-        sources = [{"model": m["model"], "range": (0, models[m["model"]].num_layers),
-                    "params": m.get("parameters") or {}} for m in cfg["models"]]
-        if base is not None and base not in [s["model"] for s in sources]:
-            sources.append({"model": base, "range": (0, models[base].num_layers), "params": {}})
-        return [{"sources": sources, "params": {}, "base_model": base}]
+def exactly_one(entry, what):
+    """The recipe key of `entry` (a config or one `modules:` entry): "models" or "slices"."""
+    if not isinstance(entry, dict) or ("models" in entry) == ("slices" in entry):
+        raise ConfigError(f"{what}: exactly one of models: and slices: is needed")
+    return "models" if "models" in entry else "slices"
+
+
+def module_recipes(cfg, table):
+    """{module name: recipe} (D18): a recipe is a dict with `models:` or `slices:` and, for an entry
+    of `modules:`, its `parameters:`; a module without a recipe is copied from the donor.
+
+    - `modules:` (which excludes top-level `models:`/`slices:`): its entries, keys checked with
+      module_name();
+    - top-level `slices:` on a multi-module model: the text decoder only;
+    - otherwise (`models:`, or `slices:` on a single-module model): every module."""
+    if "modules" not in cfg:
+        key = exactly_one(cfg, "the config")
+        if key == "slices" and len(table) > 1:
+            if TEXT not in table:
+                raise ConfigError("top-level slices: need a text decoder to apply to; this model has "
+                                  f"{', '.join(table)}: use modules: to name the module of each slice")
+            return {TEXT: {"slices": cfg["slices"]}}
+        return {name: {key: cfg[key]} for name in table}
+    if "models" in cfg or "slices" in cfg:
+        raise ConfigError("modules: excludes top-level models: and slices:")
+    if not isinstance(cfg["modules"], dict) or not cfg["modules"]:
+        raise ConfigError("modules: must map module names to {slices: ...} or {models: ...}")
+    recipes = {}
+    for key, entry in cfg["modules"].items():
+        name = module_name(table, key)
+        if name in recipes:
+            raise ConfigError(f"module {name} is given twice under modules:")
+        exactly_one(entry, f"modules: {key}")
+        recipes[name] = entry
+    return recipes
+
+
+def copy_recipe(donor, module, models):
+    """The recipe of a module copied from the donor: one slice over all its layers (D18)."""
+    return {"slices": [{"sources": [{"model": donor, "layer_range": [0, models[donor].counts[module]]}]}]}
+
+
+def normalize_slices(recipe, models, module, base, top):
+    """A module's recipe as slices (B1.3, D1, D18): `models:` -> one slice over all of the module's
+    layers, base appended last if not listed; `slices:` with every layer_range checked against the
+    module's layer count in its model. Each slice carries its parameter levels below the source's:
+    [slice, module, top-level] (D18's precedence)."""
+    key = exactly_one(recipe, module)
+    module_params = recipe.get("parameters") or {}
+
+    def source(ref, start, end, params):
+        n = models[ref].counts[module]
+        if not (0 <= start <= end <= n):
+            raise ConfigError(f"layer_range {[start, end]} of {ref} is outside its {module}, "
+                              f"which has {n} layers")
+        return {"model": ref, "range": (start, end), "params": params or {}}
+
+    if key == "models":
+        entries = [(m["model"], m.get("parameters")) for m in recipe["models"]]
+        if base is not None and base not in [ref for ref, _ in entries]:
+            entries.append((base, None))
+        raw = [{"sources": [source(ref, 0, models[ref].counts[module], params) for ref, params in entries]}]
+    else:
+        raw = [{"sources": [source(s["model"], *s["layer_range"], s.get("parameters")) for s in sl["sources"]],
+                "params": sl.get("parameters"), "base_model": sl.get("base_model", base)}
+               for sl in recipe["slices"]]
     slices = []
-    for sl in cfg["slices"]:
-        sources = []
-        for s in sl["sources"]:
-            start, end = s["layer_range"]
-            if not (0 <= start <= end <= models[s["model"]].num_layers):
-                raise ConfigError(f"layer_range {[start, end]} out of bounds for {s['model']}")
-            sources.append({"model": s["model"], "range": (start, end), "params": s.get("parameters") or {}})
-        if len({e - b for b, e in (s["range"] for s in sources)}) > 1:
+    for sl in raw:
+        if len({e - b for b, e in (s["range"] for s in sl["sources"])}) > 1:
             raise ConfigError("All inputs to a slice must contain the same number of layers")
-        slices.append({"sources": sources, "params": sl.get("parameters") or {},
-                       "base_model": sl.get("base_model", base)})
+        slices.append({"sources": sl["sources"], "base_model": sl.get("base_model", base),
+                       "levels": [sl.get("params") or {}, module_params, top]})
     return slices
 
 
 def referenced(cfg):
+    """Every model reference of the config, each once, in config order: top-level `models:` and
+    `slices:`, then each `modules:` entry's, then base_model."""
     refs = []
-    if "models" in cfg:
-        refs += [m["model"] for m in cfg["models"]]
-    for sl in cfg.get("slices") or []:
-        refs += [s["model"] for s in sl["sources"]]
-        if sl.get("base_model"):
-            refs.append(sl["base_model"])
+    for part in [cfg] + list((cfg.get("modules") or {}).values()):
+        refs += [m["model"] for m in part.get("models") or []]
+        for sl in part.get("slices") or []:
+            refs += [s["model"] for s in sl["sources"]]
+            if sl.get("base_model"):
+                refs.append(sl["base_model"])
     if cfg.get("base_model"):
         refs.append(cfg["base_model"])
-    out = []
-    for r in refs:
-        if r not in out:
-            out.append(r)
-    return out
+    return list(dict.fromkeys(refs))
 
 
 def donor_ref(cfg):
     """D2: base_model, else the first model in config order."""
-    if cfg.get("base_model"):
-        return cfg["base_model"]
-    if "models" in cfg:
-        return cfg["models"][0]["model"]
-    return cfg["slices"][0]["sources"][0]["model"]
+    return cfg.get("base_model") or referenced(cfg)[0]
+
+
+class ModulePlan:
+    """The plan of one module: its slices, its planned tensors, and per output layer the (model
+    ref, layer) it comes from (whose config.json entries it keeps). `copied`: the module is the
+    donor's, unchanged (D18)."""
+
+    def __init__(self, name, module, slices, copied):
+        self.name = name
+        self.module = module
+        self.slices = slices
+        self.copied = copied
+        self.plan = []
+        self.layer_origins = []
+
+    @property
+    def num_layers(self):
+        return len(self.layer_origins)
 
 
 class Result:
-    pass
+    """What evaluate() returns; `slices`, `num_layers` and `layer_origins` are the text decoder's
+    (None for a table without one)."""
 
 
-def evaluate(cfg, resolve=None, masks=None):
+def evaluate(cfg, resolve=None, masks=None, modules=None):
+    """The expected output of a merge config: see the module docstring. `modules`: the model
+    family's module table ({name: Module}, D18); None: a text-only model (TEXT_ONLY). Raises
+    ConfigError for a config the program must refuse."""
     resolve = resolve or (lambda ref: ref)
+    table = modules or TEXT_ONLY
     method = cfg["merge_method"]
     if method not in METHOD_PARAMS:
         raise ConfigError(f"method {method!r} is not in the reference")
-    models = {ref: Model(ref, resolve(ref)) for ref in referenced(cfg)}
-    slices = normalize_slices(cfg, models)
-
-    all_names = set()
-    for m in models.values():
-        all_names |= set(m.tensors)
-    templates = sorted({layer_template(n) for n in all_names if layer_index(n) is not None})
-    non_layer = sorted(n for n in all_names if layer_index(n) is None)
-    pre = [n for n in non_layer if not is_post(n)]
-    post = [n for n in non_layer if is_post(n)]
-
-    plan = []
-    for name in pre:
-        p = _plan_tensor(cfg, models, method, name, lambda s, n=name: n, slices[0], 0.0)
-        if p:
-            plan.append(p)
-    counter = 0
-    origins = []  # per output layer: (model ref, layer) whose config.json entries it keeps (D18)
+    recipes = module_recipes(cfg, table)
+    models = {ref: Model(ref, resolve(ref), table) for ref in referenced(cfg)}
     donor = donor_ref(cfg)
+
+    res = Result()
+    res.models = models
+    res.donor = models[donor]
+    res.modules = {}
+    res.plan = []
+    for name, module in table.items():
+        copied = name not in recipes   # bytes as stored (cast only by dtype/out_dtype), no parameters
+        recipe = copy_recipe(donor, name, models) if copied else recipes[name]
+        slices = normalize_slices(recipe, models, name, None if copied else cfg.get("base_model"),
+                                  {} if copied else cfg.get("parameters") or {})
+        mp = ModulePlan(name, module, slices, copied)
+        _plan_module(mp, models, "passthrough" if copied else method, donor)
+        holder, _ = module.count_holder(res.donor.config)
+        if holder is None and mp.num_layers != res.donor.counts[name]:
+            raise ConfigError(f"the output's {name} has {mp.num_layers} layers, not the donor's "
+                              f"{res.donor.counts[name]}, and config.json has no layer count for it")
+        res.modules[name] = mp
+        res.plan += mp.plan
+
+    text = res.modules.get(TEXT)
+    res.slices = text.slices if text else None
+    res.num_layers = text.num_layers if text else None
+    res.layer_origins = text.layer_origins if text else None
+    res.tensors = {p.name: compute(cfg, p, masks) for p in res.plan}
+    res.config = expected_config(res) if all(v is not None for v in res.tensors.values()) else None
+    return res
+
+
+def _plan_module(mp, models, method, donor):
+    """Plans one module's tensors into mp (D18): pre-weights from the first slice, the layers of
+    every slice renumbered from 0 in the module's own stack with t = j/(L-1) within a slice of L
+    layers, post-weights from the last slice; non-layer tensors get t = 0."""
+    module, slices = mp.module, mp.slices
+    names = sorted({n for sl in slices for s in sl["sources"] for n in models[s["model"]].names[mp.name]})
+    templates = sorted({(sp[0], sp[2]) for sp in map(module.split, names) if sp})
+    non_layer = [n for n in names if not module.split(n)]
+
+    def plan(out_name, input_name_of, sl, t):
+        p = _plan_tensor(models, method, out_name, input_name_of, sl, t)
+        if p:
+            mp.plan.append(p)
+
+    for name in non_layer:
+        if not is_post(name):
+            plan(name, lambda s, n=name: n, slices[0], 0.0)
     for sl in slices:
         start0, end0 = sl["sources"][0]["range"]
         length = end0 - start0
         origin = next((s for s in sl["sources"] if models[s["model"]].path == models[donor].path),
                       sl["sources"][0])
         for j in range(length):
-            origins.append((origin["model"], origin["range"][0] + j))
+            counter = mp.num_layers
+            mp.layer_origins.append((origin["model"], origin["range"][0] + j))
             t = j / (length - 1) if length > 1 else 1.0
-            for tpl in templates:
-                out_name = with_layer(tpl, counter)
-                p = _plan_tensor(cfg, models, method, out_name,
-                                 lambda s, tpl=tpl, j=j: with_layer(tpl, s["range"][0] + j), sl, t)
-                if p:
-                    plan.append(p)
-            counter += 1
-    for name in post:
-        p = _plan_tensor(cfg, models, method, name, lambda s, n=name: n, slices[-1], 0.0)
-        if p:
-            plan.append(p)
-
-    res = Result()
-    res.models = models
-    res.slices = slices
-    res.plan = plan
-    res.num_layers = counter
-    res.layer_origins = origins
-    res.donor = models[donor_ref(cfg)]
-    res.tensors = {p.name: compute(cfg, p, masks) for p in plan}
-    res.config = expected_config(res) if all(v is not None for v in res.tensors.values()) else None
-    return res
+            for prefix, rest in templates:
+                plan(f"{prefix}.{counter}.{rest}", lambda s, prefix=prefix, rest=rest, j=j:
+                     f"{prefix}.{s['range'][0] + j}.{rest}", sl, t)
+    for name in non_layer:
+        if is_post(name):
+            plan(name, lambda s, n=name: n, slices[-1], 0.0)
 
 
-def _plan_tensor(cfg, models, method, out_name, input_name_of, sl, t):
+def _plan_tensor(models, method, out_name, input_name_of, sl, t):
     sources = []
     for s in sl["sources"]:
         model_ref = s["model"]
@@ -329,7 +517,7 @@ def _plan_tensor(cfg, models, method, out_name, input_name_of, sl, t):
         sources.append(src)
     missing = [s for s in sources if not s.model.has(s.tensor)]
     if missing:
-        tied = TIED.get(out_name)
+        tied = tied_input(out_name)
         if tied and len(missing) == len(sources):
             return None  # optional lm_head that no source has: not written (B4.4)
         for s in missing:
@@ -341,9 +529,9 @@ def _plan_tensor(cfg, models, method, out_name, input_name_of, sl, t):
     base_ref = sl.get("base_model")
     p = Planned(out_name, t, method, sources, base_ref)
     global_defaults, model_defaults = METHOD_PARAMS[method]
-    top = cfg.get("parameters") or {}
+    levels = sl["levels"]
     for pname, default in global_defaults.items():
-        found, v = lookup(pname, [sl["params"], top], out_name, t)
+        found, v = lookup(pname, levels, out_name, t)
         if found:
             p.params[pname] = v
             p.explicit.add(pname)
@@ -354,7 +542,7 @@ def _plan_tensor(cfg, models, method, out_name, input_name_of, sl, t):
     for src in sources:
         is_base = base_ref is not None and src.ref == base_ref
         for pname, default in model_defaults.items():
-            found, v = lookup(pname, [src.slice_source["params"], sl["params"], top], src.param_name, t)
+            found, v = lookup(pname, [src.slice_source["params"]] + levels, src.param_name, t)
             if found:
                 src.params[pname] = v
                 src.explicit.add(pname)
@@ -551,27 +739,16 @@ def _set_dtype(obj, name, top):
             _set_dtype(v, name, False)
 
 
-def _layer_holder(cfg):
-    """(object holding the layer-count key, key) of a config, or (None, None)."""
-    for holder in (cfg, cfg.get("text_config") or {}):
-        for key in LAYER_KEYS:
-            if isinstance(holder.get(key), int):
-                return holder, key
-    return None, None
+def _slice_layer_lists(holder, mp, res):
+    """Per-layer lists of one module (D18): in the object holding its count key, every list as long
+    as the donor's count gets one entry per output layer, each from the list of the model and layer
+    that output layer comes from (else the donor's list at that index)."""
+    n = res.donor.counts[mp.name]
 
-
-def _slice_layer_lists(cfg, res):
-    """Lists as long as the donor's layer count get one entry per output layer, each from the list of
-    the model and layer that output layer comes from (else the donor's list at that index)."""
-    holder, key = _layer_holder(cfg)
-    if holder is None:
-        return
-    n = holder[key]
-
-    def entry(config, name, layer):
-        h, k = _layer_holder(config or {})
+    def entry(model, name, layer):
+        h, _ = mp.module.count_holder(model.config)
         lst = h.get(name) if h is not None else None
-        if isinstance(lst, list) and len(lst) == h[k] and 0 <= layer < len(lst):
+        if isinstance(lst, list) and len(lst) == model.counts[mp.name] and 0 <= layer < len(lst):
             return lst[layer]
         return _MISSING
 
@@ -579,10 +756,10 @@ def _slice_layer_lists(cfg, res):
         if not isinstance(value, list) or len(value) != n or n == 0:
             continue
         new = []
-        for ref, layer in res.layer_origins:
-            e = entry(res.models[ref].config, name, layer)
+        for ref, layer in mp.layer_origins:
+            e = entry(res.models[ref], name, layer)
             if e is _MISSING:
-                e = entry(res.donor.config, name, layer)
+                e = entry(res.donor, name, layer)
             if e is _MISSING:
                 break
             new.append(e)
@@ -595,14 +772,15 @@ _MISSING = object()
 
 def expected_config(res):
     """The output config.json (D16, D18): the donor's, with dtype and torch_dtype = the stored dtype,
-    per-layer lists following the output layers, and the layer count = the number of output layers."""
+    and per module with a count key: its per-layer lists following its output layers and the count
+    = its number of output layers."""
     cfg = json.loads(json.dumps(res.donor.config))
     dtypes = {d for d, _ in res.tensors.values()}
     if len(dtypes) == 1:
         _set_dtype(cfg, TORCH_NAME[dtypes.pop()], True)
-    _slice_layer_lists(cfg, res)
-    holder, key = _layer_holder(cfg)
-    if holder is not None:
-        holder[key] = res.num_layers
-    return cfg
+    for mp in res.modules.values():
+        holder, key = mp.module.count_holder(cfg)
+        if holder is not None:
+            _slice_layer_lists(holder, mp, res)
+            holder[key] = mp.num_layers
     return cfg
