@@ -357,7 +357,7 @@ int mm_arch_find(const mm_arch *a, const char *name)
     for (size_t i = 0; i < a->n; i++)
         if (strcmp(a->mods[i].name, name) == 0)
             return (int)i;
-    return strcmp(name, MM_MODULE_DEFAULT) == 0 ? a->text : -1;
+    return strcmp(name, MM_MODULE_DEFAULT) == 0 && a->n == 1 ? a->text : -1;
 }
 
 char *mm_arch_names(const mm_arch *a)

@@ -19,7 +19,7 @@ typedef enum { MM_MOD_TEXT, MM_MOD_VISION, MM_MOD_AUDIO, MM_MOD_PROJECTOR, MM_MO
 #define MM_MODULE_VISION "vision_tower"
 #define MM_MODULE_AUDIO "audio_tower"
 #define MM_MODULE_PROJECTOR "multi_modal_projector"
-/* mergekit's name for the one module of a single-module architecture; means the text decoder here. */
+/* mergekit's name for the one module of a single-module architecture. */
 #define MM_MODULE_DEFAULT "default"
 
 typedef struct mm_module {
@@ -52,7 +52,8 @@ typedef struct mm_arch {
 void mm_arch_infer(mm_arch *a, mm_model_tensor *tensors, size_t n, const cJSON *cfg);
 void mm_arch_free(mm_arch *a);
 
-/* The module called `name` ("default" names the text decoder), or -1. */
+/* The module called `name`, or -1. "default" (mergekit's name for the module of a single-module
+ * architecture) names the only module of a single-module model. */
 int mm_arch_find(const mm_arch *a, const char *name);
 
 /* The object holding module m's layer count in cfg (a config.json of the same architecture), with

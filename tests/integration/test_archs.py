@@ -30,7 +30,8 @@ import safetensors_io as st
 from config_eval import Module
 
 ARCHS = os.path.join(mmtest.REPO, "tests", "fixtures", "archs")
-TEXT = ["llama3", "mistral", "qwen2.5", "qwen3", "gemma", "phi3", "yi", "mixtral", "granitemoe", "gpt-neox"]
+TEXT = ["llama3", "mistral", "qwen2.5", "qwen3", "gemma", "gemma2", "phi3", "yi", "mixtral", "phimoe", "granitemoe",
+        "gpt-neox"]
 
 # The modules of each multimodal family (D18): layer-stack prefix, the name prefixes of the module's
 # tensors (the longest matching prefix wins), and the config.json path of its layer count.
@@ -53,6 +54,20 @@ MODULES = {
         "vision_tower": Module("vision_model.encoder.blocks", ("vision_model.",), "vision_config.num_hidden_layers"),
         "multi_modal_projector": Module(None, ("mlp1.",), None),   # mlp1.0/1/3: Sequential indexes
     },
+    "llava": {
+        # text_config leaves num_hidden_layers to LlamaConfig's default: a frankenmerge writes it
+        "text_decoder": Module("language_model.model.layers", ("language_model.",), "text_config.num_hidden_layers"),
+        "vision_tower": Module("vision_tower.vision_model.encoder.layers", ("vision_tower.",),
+                               "vision_config.num_hidden_layers"),
+        "multi_modal_projector": Module(None, ("multi_modal_projector.",), None),
+    },
+    "qwen3-vl": {   # transformers >= 4.52 names; mergekit's qwen3_vl_dense.json has the same three modules
+        "text_decoder": Module("model.language_model.layers", ("model.language_model.", "lm_head."),
+                               "text_config.num_hidden_layers"),
+        "vision_tower": Module("model.visual.blocks", ("model.visual.",), "vision_config.depth"),
+        # the projector has a stack of its own (3 deepstack mergers), no config key
+        "multi_modal_projector": Module("model.visual.deepstack_merger_list", ("model.visual.merger.",), None),
+    },
 }
 MULTIMODAL = sorted(MODULES)
 FAMILIES = TEXT + MULTIMODAL
@@ -63,9 +78,9 @@ MOUNTED = {"linear": ("llama3", "gemma3-vl"), "ties": ("qwen3", "qwen2-vl"), "sl
            "modules": ("gemma3-vl",)}
 
 TIES_LAYERS = 6
-# Tests that check values only (linear, task_arithmetic) cut Mixtral (1739 tensors) to its first 8
+# Tests that check values only (linear, task_arithmetic) cut Mixtral (1739 tensors) and PhiMoE (1957) to their first 8
 # layers to keep the sanitizer run short; its frankenmerge and slerp gradient use all 56.
-VALUE_LAYERS = {"mixtral": 8}
+VALUE_LAYERS = {"mixtral": 8, "phimoe": 8}
 
 
 @pytest.fixture(scope="session")

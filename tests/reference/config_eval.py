@@ -457,7 +457,8 @@ def evaluate(cfg, resolve=None, masks=None, modules=None):
         mp = ModulePlan(name, module, slices, copied)
         _plan_module(mp, models, "passthrough" if copied else method, donor)
         holder, _ = module.count_holder(res.donor.config)
-        if holder is None and mp.num_layers != res.donor.counts[name]:
+        # a text decoder without a count (LLaVA's text_config) gets one written (expected_config)
+        if holder is None and mp.num_layers != res.donor.counts[name] and name != TEXT:
             raise ConfigError(f"the output's {name} has {mp.num_layers} layers, not the donor's "
                               f"{res.donor.counts[name]}, and config.json has no layer count for it")
         res.modules[name] = mp
@@ -783,4 +784,9 @@ def expected_config(res):
         if holder is not None:
             _slice_layer_lists(holder, mp, res)
             holder[key] = mp.num_layers
+        elif mp.name == TEXT and mp.num_layers != res.donor.counts[TEXT]:
+            # the config left the count to the model class's default: written where that class's
+            # config lives (text_config when there is one)
+            target = cfg["text_config"] if isinstance(cfg.get("text_config"), dict) else cfg
+            target["num_hidden_layers"] = mp.num_layers
     return cfg
