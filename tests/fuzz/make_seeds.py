@@ -500,7 +500,34 @@ def json_seeds():
         put("json", name + ".json", text)
 
 
+# ---- module inference: config.json, a blank line, one tensor name per line --------------------------------
+
+ARCHS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "tests", "fixtures", "archs")
+
+
+def arch_input(config_text, names):
+    return config_text.strip() + "\n\n" + "\n".join(names)
+
+
+def arch_seeds():
+    # the real names of the multimodal fixtures and one text family (the largest inputs, a few hundred KB)
+    for family in ("gemma3-vl", "qwen2-vl", "qwen3-vl", "internvl-lm", "llava", "llama3"):
+        with open(os.path.join(ARCHS, family, "config.json")) as f:
+            cfg = f.read()
+        with open(os.path.join(ARCHS, family, "model.safetensors.index.json")) as f:
+            names = sorted(json.load(f)["weight_map"])
+        put("arch", "real_" + family, arch_input(cfg, names))
+    put("arch", "no_stack", arch_input("{}", ["a.weight", "b.bias"]))
+    put("arch", "sequential_gap", arch_input('{"num_hidden_layers": 2}', ["mlp.0.w", "mlp.2.w", "norm.weight"]))
+    put("arch", "two_text_stacks", arch_input('{"num_layers": 2}', ["encoder.block.0.w", "encoder.block.1.w",
+                                                                   "encoder.block.2.w", "decoder.block.0.w",
+                                                                   "decoder.block.1.w", "shared.weight"]))
+    put("arch", "leading_zero_and_big", arch_input("[1, 2]", ["x.01.w", "x.1.w", "x.0.w", "y.99999999.w", "z.0"]))
+    put("arch", "no_config", "model.layers.0.w\nmodel.layers.1.w\nvisual.blocks.0.w\nvisual.blocks.1.w\nlm_head.w")
+
+
 if __name__ == "__main__":
+    arch_seeds()
     safetensors_seeds()
     index_seeds()
     config_seeds()
