@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/util.h"
 
@@ -81,4 +82,67 @@ void mm_config_slice_layer_lists(cJSON *out_obj, const cJSON *donor_obj, int don
         }
         c = next;
     }
+}
+
+/* The families whose config class derives layer_types from the position when config.json has none:
+ * layer i is full attention when (i + 1) is a multiple of the pattern, else `other`. */
+static const struct {
+    const char *model_type, *pattern_key, *other;
+    int pattern;
+} derived_types[] = {
+    {"gemma2", NULL, "sliding_attention", 2},
+    {"gemma3", "sliding_window_pattern", "sliding_attention", 6},
+    {"gemma3_text", "sliding_window_pattern", "sliding_attention", 6},
+    {"cohere2", "sliding_window_pattern", "sliding_attention", 4},
+    {"gpt_oss", NULL, "sliding_attention", 2},
+    {"vaultgemma", NULL, "sliding_attention", 2},
+    {"olmo3", NULL, "sliding_attention", 4},
+    {"qwen3_next", "full_attention_interval", "linear_attention", 4},
+    {"qwen3_5", "full_attention_interval", "linear_attention", 4},
+    {"qwen3_5_text", "full_attention_interval", "linear_attention", 4},
+    {"qwen3_5_moe", "full_attention_interval", "linear_attention", 4},
+    {"qwen3_5_moe_text", "full_attention_interval", "linear_attention", 4},
+};
+
+/* The type transformers gives layer `layer` of the config object `holder`, or NULL when its class
+ * derives none from the position. */
+static const char *derived_type(const cJSON *holder, int layer)
+{
+    const cJSON *mt = holder ? cJSON_GetObjectItemCaseSensitive(holder, "model_type") : NULL;
+    if (!cJSON_IsString(mt))
+        return NULL;
+    for (size_t i = 0; i < MM_COUNT(derived_types); i++) {
+        if (strcmp(mt->valuestring, derived_types[i].model_type) != 0)
+            continue;
+        int p = derived_types[i].pattern;
+        const cJSON *k = derived_types[i].pattern_key
+                             ? cJSON_GetObjectItemCaseSensitive(holder, derived_types[i].pattern_key)
+                             : NULL;
+        if (cJSON_IsNumber(k) && k->valuedouble >= 1 && k->valuedouble < 1e6)
+            p = (int)k->valuedouble;
+        return (layer + 1) % p ? derived_types[i].other : "full_attention";
+    }
+    return NULL;
+}
+
+void mm_config_write_layer_types(cJSON *out_obj, const cJSON *donor_obj, int donor_n, const mm_layer_origin *origin,
+                                 int n)
+{
+    if (cJSON_HasObjectItem(out_obj, "layer_types"))
+        return;
+    int moved = n != donor_n;
+    for (int i = 0; i < n && !moved; i++)
+        moved = origin[i].layer != i;
+    if (!moved)
+        return;
+    cJSON *list = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) {
+        const char *t = derived_type(origin[i].holder ? origin[i].holder : donor_obj, origin[i].layer);
+        if (!t) {
+            cJSON_Delete(list);
+            return;
+        }
+        cJSON_AddItemToArray(list, cJSON_CreateString(t));
+    }
+    cJSON_AddItemToObject(out_obj, "layer_types", list);
 }

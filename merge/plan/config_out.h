@@ -33,4 +33,15 @@ typedef struct mm_layer_origin {
 void mm_config_slice_layer_lists(cJSON *out_obj, const cJSON *donor_obj, int donor_n, const mm_layer_origin *origin,
                                  int n);
 
+/* Writes `layer_types` for a module whose config.json has none but whose model class derives one from
+ * the layer's position (transformers: Gemma 2, Gemma 3, Cohere 2, gpt-oss, OLMo 3, Qwen3-Next/3.5:
+ * every P-th layer full attention, the others sliding or linear), when layers moved: entry i is the type layer origin[i].layer has in its own model (its holder's
+ * model_type and pattern key; the donor's holder when it has none). Without it, transformers would
+ * give a layer moved by a frankenmerge the type of its new position. out_obj and donor_obj hold the
+ * module's layer count (as for mm_config_slice_layer_lists); donor_n is the donor's count. Does nothing
+ * for other model types, and when every output layer i is a layer i (the positions, so the types, are
+ * the donor's). */
+void mm_config_write_layer_types(cJSON *out_obj, const cJSON *donor_obj, int donor_n, const mm_layer_origin *origin,
+                                 int n);
+
 #endif

@@ -187,6 +187,7 @@ static int set_module_layers(const mm_plan *p, cJSON *cfg, const mm_plan_module 
     cJSON *holder = mm_arch_count_holder(dm, cfg, &key);
     if (holder) {
         mm_config_slice_layer_lists(holder, dholder, (int)dkey->valuedouble, mod->origin, mod->out_layers);
+        mm_config_write_layer_types(holder, dholder, (int)dkey->valuedouble, mod->origin, mod->out_layers);
         cJSON_SetNumberValue(key, mod->out_layers);
         return 0;
     }

@@ -771,6 +771,42 @@ def _slice_layer_lists(holder, mp, res):
 _MISSING = object()
 
 
+def _transformers_layer_type(holder, i):
+    """The attention type transformers' config class gives layer i when config.json has no
+    layer_types (the formulas of configuration_gemma2/gemma3/cohere2/gpt_oss/vaultgemma/olmo3/
+    qwen3_next/qwen3_5*.py), or None for a class whose types do not depend on the position."""
+    mt = holder.get("model_type")
+    if mt in ("gemma2", "gpt_oss", "vaultgemma"):
+        return "sliding_attention" if (i + 1) % 2 else "full_attention"
+    if mt in ("gemma3", "gemma3_text"):
+        return "sliding_attention" if (i + 1) % holder.get("sliding_window_pattern", 6) else "full_attention"
+    if mt == "cohere2":
+        return "sliding_attention" if (i + 1) % holder.get("sliding_window_pattern", 4) else "full_attention"
+    if mt == "olmo3":
+        return "sliding_attention" if (i + 1) % 4 != 0 else "full_attention"
+    if mt in ("qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"):
+        return "linear_attention" if (i + 1) % holder.get("full_attention_interval", 4) else "full_attention"
+    return None
+
+
+def _derived_layer_types(holder, mp, res):
+    """D18: layers that moved keep the attention type transformers derived for them where they came
+    from, written out as layer_types (a config without the list would give them their new
+    position's type)."""
+    origins = mp.layer_origins
+    if "layer_types" in holder or (len(origins) == res.donor.counts[mp.name]
+                                   and all(layer == i for i, (_, layer) in enumerate(origins))):
+        return
+    types = []
+    for ref, layer in origins:
+        h, _ = mp.module.count_holder(res.models[ref].config)
+        t = _transformers_layer_type(h if h is not None else holder, layer)
+        if t is None:
+            return
+        types.append(t)
+    holder["layer_types"] = types
+
+
 def expected_config(res):
     """The output config.json (D16, D18): the donor's, with dtype and torch_dtype = the stored dtype,
     and per module with a count key: its per-layer lists following its output layers and the count
@@ -783,6 +819,7 @@ def expected_config(res):
         holder, key = mp.module.count_holder(cfg)
         if holder is not None:
             _slice_layer_lists(holder, mp, res)
+            _derived_layer_types(holder, mp, res)
             holder[key] = mp.num_layers
         elif mp.name == TEXT and mp.num_layers != res.donor.counts[TEXT]:
             # the config left the count to the model class's default: written where that class's

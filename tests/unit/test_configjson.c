@@ -174,10 +174,48 @@ static void test_slice_layer_lists(void)
     cJSON_Delete(donor);
 }
 
+/* layer_types written from the position rule of the model class when layers move (Gemma 3's every
+ * sixth layer full attention, unless sliding_window_pattern says otherwise). */
+static void test_write_layer_types(void)
+{
+    cJSON *donor = parse("{\"model_type\": \"gemma3_text\", \"num_hidden_layers\": 8}");
+    cJSON *other = parse("{\"model_type\": \"gemma3_text\", \"num_hidden_layers\": 8, \"sliding_window_pattern\": 2}");
+    const char *k = "num_hidden_layers";
+    cJSON *out = cJSON_Duplicate(donor, 1);
+    /* donor layers 4, 5 (5 is full), then layer 1 of a model with pattern 2 (full) and its layer 2 */
+    mm_layer_origin o[4] = {{donor, k, 4}, {donor, k, 5}, {other, k, 1}, {NULL, NULL, 2}};
+    mm_config_write_layer_types(out, donor, 8, o, 4);
+    check_list(out, "layer_types", "[\"sliding_attention\",\"full_attention\",\"full_attention\",\"sliding_attention\"]");
+    cJSON_Delete(out);
+    /* the donor's layers in order: nothing to write; nor for a class without a position rule, nor over
+     * an explicit list */
+    out = cJSON_Duplicate(donor, 1);
+    mm_layer_origin same[8];
+    for (int i = 0; i < 8; i++)
+        same[i] = (mm_layer_origin){donor, k, i};
+    mm_config_write_layer_types(out, donor, 8, same, 8);
+    CHECK(!cJSON_HasObjectItem(out, "layer_types"));
+    cJSON_Delete(out);
+    cJSON *llama = parse("{\"model_type\": \"llama\", \"num_hidden_layers\": 8}");
+    out = cJSON_Duplicate(llama, 1);
+    mm_layer_origin lo[2] = {{llama, k, 4}, {llama, k, 5}};
+    mm_config_write_layer_types(out, llama, 8, lo, 2);
+    CHECK(!cJSON_HasObjectItem(out, "layer_types"));
+    cJSON_Delete(out);
+    out = parse("{\"model_type\": \"gemma2\", \"layer_types\": [\"x\"]}");
+    mm_config_write_layer_types(out, donor, 8, o, 2);
+    check_list(out, "layer_types", "[\"x\"]");
+    cJSON_Delete(out);
+    cJSON_Delete(llama);
+    cJSON_Delete(other);
+    cJSON_Delete(donor);
+}
+
 int main(void)
 {
     test_float_marks();
     test_set_dtype();
     test_slice_layer_lists();
+    test_write_layer_types();
     return mm_check_report();
 }
