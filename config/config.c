@@ -321,14 +321,26 @@ static int ref_text(const ctx *x, const mm_ynode *n, const char *key, char **out
                     key, mm_ynode_describe(n), key);
     check_keys(x, n, &L_REF);
     const mm_ynode *k, *v;
-    if (is_given(v = mm_ymap_get(n, "lora", &k)))
-        return fail(x, k, -ENOTSUP, "LoRA adapters (lora:) are not supported yet (merge the adapter into its base "
-                    "model and give that folder)");
     if (is_given(v = mm_ymap_get(n, "override_architecture", &k)))
         return fail(x, k, -ENOTSUP, "override_architecture: is not supported yet (remove it; the architecture is "
                     "inferred from the tensor names)");
-    if ((v = mm_ymap_get(n, "model", NULL)))
-        return ref_text(x, v, "model", out);
+    if ((v = mm_ymap_get(n, "model", NULL))) {
+        /* {model: base, lora: adapter} is mergekit's mapping form of "base+adapter" (D19). */
+        const mm_ynode *lora = mm_ymap_get(n, "lora", NULL);
+        int rc = ref_text(x, v, "model", out);
+        if (rc < 0 || !is_given(lora))
+            return rc;
+        char *adapter;
+        if ((rc = ref_text(x, lora, "lora", &adapter)) < 0)
+            return rc;
+        char *both = mm_xasprintf("%s+%s", *out, adapter);
+        free(*out);
+        free(adapter);
+        *out = both;
+        return 0;
+    }
+    if (is_given(v = mm_ymap_get(n, "lora", &k)))
+        return fail(x, k, -EINVAL, "lora: needs model: beside it (write '{model: base, lora: adapter}')");
     const mm_ynode *path = mm_ymap_get(n, "path", NULL), *rev = mm_ymap_get(n, "revision", NULL);
     if (!path || !mm_ynode_is_str(path))
         return fail(x, path ? path : n, -EINVAL,
@@ -378,7 +390,7 @@ static int load_ref(const ctx *x, const mm_ynode *n, const char *key, int need_w
     if (rc < 0)
         return rc;
     r->pos = pos_of(x, n);
-    rc = mm_modelref_resolve(r->ref, &r->path, x->err);
+    rc = mm_modelref_resolve(r->ref, &r->path, &r->lora_path, x->err);
     if (rc < 0) {
         mm_err_prefix(x->err, "%s:%d:%d", r->pos.file, r->pos.line, r->pos.col);
         return rc;
@@ -399,6 +411,7 @@ static void copy_ref(mm_modelref *to, const mm_modelref *from)
 {
     to->ref = mm_xstrdup(from->ref);
     to->path = mm_xstrdup(from->path);
+    to->lora_path = from->lora_path ? mm_xstrdup(from->lora_path) : NULL;
     to->pos = from->pos;
 }
 
@@ -473,7 +486,7 @@ static void append_base(mm_slice_def *sl, const mm_modelref *base)
     if (!base)
         return;
     for (size_t i = 0; i < sl->nsources; i++)
-        if (strcmp(sl->sources[i].model.path, base->path) == 0)
+        if (mm_modelref_same(&sl->sources[i].model, base))
             return;
     mm_source_def *s = &sl->sources[sl->nsources++];
     copy_ref(&s->model, base);
@@ -767,6 +780,7 @@ static void free_ref(mm_modelref *r)
         return;
     free(r->ref);
     free(r->path);
+    free(r->lora_path);
 }
 
 static void free_slices(mm_slice_def *slices, size_t n)

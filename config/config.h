@@ -79,12 +79,18 @@ int mm_params_eval(const mm_params *const *levels, size_t nlevels, const char *n
  * and 1 for a one-layer slice. */
 double mm_param_layer_t(int j, int nlayers);
 
-/* A model reference (D14), resolved. */
+/* A model reference (D14), resolved. With a LoRA adapter (`base+adapter`, or {model: ..., lora: ...})
+ * it is one model: the base with the adapter applied (D19). */
 typedef struct mm_modelref {
-    char *ref;      /* as written in the YAML, e.g. "org/name@v1" or "./models/a" */
-    char *path;     /* resolved local folder (absolute, symlinks not resolved) */
-    mm_srcpos pos;  /* position of the reference's value */
+    char *ref;       /* as written in the YAML, e.g. "org/name@v1" or "./models/a"; "base+adapter" for the
+                      * mapping form too */
+    char *path;      /* resolved local folder (absolute, symlinks not resolved) */
+    char *lora_path; /* the adapter's folder, or NULL */
+    mm_srcpos pos;   /* position of the reference's value */
 } mm_modelref;
+
+/* Whether two references name the same model: the same folder and the same adapter (or none). */
+int mm_modelref_same(const mm_modelref *a, const mm_modelref *b);
 
 /* One source of an output slice. With `models:` syntax the layer range is filled in by the planner
  * (has_range = 0 here). */
@@ -162,9 +168,10 @@ const mm_modelref *mm_config_donor(const mm_config *c);
 /* Resolves a model reference (D14): an existing local folder as is; otherwise `org/name[@revision]` in
  * the local Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub):
  * models--org--name/refs/<rev> holds a snapshot hash (rev defaults to "main"), or <rev> is itself a
- * snapshot hash. On success *path is a heap string. Not found: -ENOENT and a message naming where it
- * looked and the `hf download org/name` command. `a+b` (LoRA): -ENOTSUP "not supported yet". */
-int mm_modelref_resolve(const char *ref, char **path, mm_err *err);
+ * snapshot hash. `base+adapter` (LoRA, D19) resolves both sides that way; *lora_path is the adapter's
+ * folder, else NULL. On success the paths are heap strings. Not found: -ENOENT and a message naming
+ * where it looked and the `hf download org/name` command; two '+': -EINVAL. */
+int mm_modelref_resolve(const char *ref, char **path, char **lora_path, mm_err *err);
 
 /* Formats a position as "file:line:col" into buf. */
 void mm_srcpos_format(const mm_srcpos *p, char *buf, size_t len);

@@ -197,16 +197,14 @@ static int hub_lookup(const char *ref, const char *name, const char *rev, char *
     return rc;
 }
 
-int mm_modelref_resolve(const char *ref, char **path, mm_err *err)
+/* One side of a reference: a folder, or org/name[@revision] in the cache. */
+static int resolve_one(const char *ref, char **path, mm_err *err)
 {
-    if (!ref || !*ref)
+    if (!*ref)
         return mm_err_set(err, -EINVAL, "empty model reference (give a model folder or org/name)");
     int rc = try_local(ref, ref, path, err);
     if (rc != 0)
         return rc < 0 ? rc : 0;
-    if (strchr(ref, '+'))
-        return mm_err_set(err, -ENOTSUP, "model '%s': LoRA references (model+lora) are not supported yet (merge the "
-                          "adapter into its base model and give that folder)", ref);
     const char *at = strchr(ref, '@');
     if (at && strchr(at + 1, '@'))
         return mm_err_set(err, -EINVAL, "model '%s' has more than one '@' (write path@revision with a single '@')",
@@ -231,4 +229,36 @@ int mm_modelref_resolve(const char *ref, char **path, mm_err *err)
         rc = hub_lookup(ref, name, rev, path, err);
     free(name);
     return rc < 0 ? rc : 0;
+}
+
+int mm_modelref_resolve(const char *ref, char **path, char **lora_path, mm_err *err)
+{
+    *path = *lora_path = NULL;
+    if (!ref || !*ref)
+        return mm_err_set(err, -EINVAL, "empty model reference (give a model folder or org/name)");
+    /* A folder whose name holds a '+' is that folder, as mergekit checks the disk first. */
+    int rc = try_local(ref, ref, path, err);
+    const char *plus = strchr(ref, '+');
+    if (rc != 0 || !plus)
+        return rc != 0 ? (rc < 0 ? rc : 0) : resolve_one(ref, path, err);
+    if (strchr(plus + 1, '+'))
+        return mm_err_set(err, -EINVAL, "model '%s' has more than one '+' (write base+adapter with a single '+')",
+                          ref);
+    char *base = mm_xstrndup(ref, (size_t)(plus - ref));
+    rc = resolve_one(base, path, err);
+    if (rc == 0 && (rc = resolve_one(plus + 1, lora_path, err)) < 0)
+        mm_err_prefix(err, "the adapter of '%s'", ref);
+    free(base);
+    if (rc < 0) {
+        free(*path);
+        *path = NULL;
+    }
+    return rc;
+}
+
+int mm_modelref_same(const mm_modelref *a, const mm_modelref *b)
+{
+    if (strcmp(a->path, b->path) != 0 || !a->lora_path != !b->lora_path)
+        return 0;
+    return !a->lora_path || strcmp(a->lora_path, b->lora_path) == 0;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "formats/numeric.h"
+#include "merge/plan/lora.h"
 
 /* Elements per step: inputs and output of one step stay in L2 cache. */
 #define CHUNK 8192
@@ -69,7 +70,9 @@ void mm_engine_prefetch(const mm_out_tensor *t, uint64_t e0, uint64_t e1)
     }
 }
 
-/* Input values cast to the computation dtype on load, as mergekit's loader does (B3.1). */
+/* Input values cast to the computation dtype on load, as mergekit's loader does (B3.1). A tensor a
+ * LoRA adapter changes is first made what the merged checkpoint would store: base + delta rounded once
+ * into the base's dtype (D19). */
 static int load_input(const mm_out_tensor *t, const mm_input *in, uint64_t e, size_t n, unsigned char *raw,
                       float *dst)
 {
@@ -78,6 +81,11 @@ static int load_input(const mm_out_tensor *t, const mm_input *in, uint64_t e, si
         return rc;
     mm_dtype sd = in->mt->st->dtype;
     mm_load_f32(sd, raw, dst, n);
+    if (in->mt->lora) {
+        if ((rc = mm_lora_apply(in->mt->lora, e, n, mm_engine_row_len(t), dst)) < 0)
+            return rc;
+        mm_vround(sd, dst, n);
+    }
     if (sd != t->comp)
         mm_vround(t->comp, dst, n);
     return 0;
@@ -182,7 +190,7 @@ int mm_engine_stream(const mm_out_tensor *t, mm_stream_fn fn, void *ctx)
 static int is_copy(const mm_out_tensor *t)
 {
     const mm_input *in = &t->inputs[0];
-    if (!t->method->single_input || in->src_cols || in->mt->st->dtype != t->dtype)
+    if (!t->method->single_input || in->src_cols || in->mt->lora || in->mt->st->dtype != t->dtype)
         return 0;
     if (t->comp == MM_DT_NONE)
         return 1;

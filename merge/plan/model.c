@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "formats/jsonpy.h"
+#include "merge/plan/lora.h"
 
 #define MAX_JSON_FILE (64u << 20)
 
@@ -21,7 +22,7 @@ static int exists(const char *dir, const char *name)
     return ok;
 }
 
-static int shard_open(mm_shard *s, const char *path, mm_err *err)
+int mm_shard_open(mm_shard *s, const char *path, mm_err *err)
 {
     memset(s, 0, sizeof *s);
     s->fd = -1;
@@ -55,7 +56,7 @@ static int load_index(mm_model *m, const char *index_path, mm_err *err)
     m->shards = mm_xcalloc(ix.nfiles, sizeof *m->shards);
     for (size_t i = 0; i < ix.nfiles && rc == 0; i++) {
         char *p = mm_path_join(m->path, ix.files[i]);
-        rc = shard_open(&m->shards[i], p, err);
+        rc = mm_shard_open(&m->shards[i], p, err);
         free(p);
         m->nshards++;
     }
@@ -99,7 +100,20 @@ static int index_tensors(mm_model *m, mm_err *err)
     return 0;
 }
 
-int mm_model_open(const char *path, mm_model **out, mm_err *err)
+void mm_shard_close(mm_shard *s)
+{
+    mm_st_header_free(&s->hdr);
+    mm_srcfile_close(s->src);
+}
+
+int mm_model_is(const mm_model *m, const char *path, const char *lora_path)
+{
+    if (strcmp(m->path, path) != 0 || !m->lora != !lora_path)
+        return 0;
+    return !lora_path || strcmp(m->lora->folder, lora_path) == 0;
+}
+
+int mm_model_open(const char *path, const char *lora_path, mm_model **out, mm_err *err)
 {
     mm_model *m = mm_xcalloc(1, sizeof *m);
     m->path = mm_xstrdup(path);
@@ -112,7 +126,7 @@ int mm_model_open(const char *path, mm_model **out, mm_err *err)
         char *p = mm_path_join(path, "model.safetensors");
         m->shards = mm_xcalloc(1, sizeof *m->shards);
         m->nshards = 1;
-        rc = shard_open(&m->shards[0], p, err);
+        rc = mm_shard_open(&m->shards[0], p, err);
         free(p);
     } else if (exists(path, "pytorch_model.bin") || exists(path, "pytorch_model.bin.index.json")) {
         rc = mm_err_set(err, -ENOTSUP,
@@ -141,6 +155,11 @@ int mm_model_open(const char *path, mm_model **out, mm_err *err)
         }
         free(cp);
     }
+    if (rc == 0 && lora_path) {
+        rc = mm_lora_open(lora_path, &m->lora, err);
+        if (rc == 0)
+            rc = mm_lora_attach(m->lora, m, err);
+    }
     if (rc < 0) {
         mm_model_free(m);
         return rc;
@@ -154,10 +173,9 @@ void mm_model_free(mm_model *m)
 {
     if (!m)
         return;
-    for (size_t i = 0; i < m->nshards; i++) {
-        mm_st_header_free(&m->shards[i].hdr);
-        mm_srcfile_close(m->shards[i].src);
-    }
+    for (size_t i = 0; i < m->nshards; i++)
+        mm_shard_close(&m->shards[i]);
+    mm_lora_free(m->lora);
     for (size_t i = 0; i < m->ntensors; i++)
         free(m->tensors[i].template_name);
     free(m->shards);

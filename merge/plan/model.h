@@ -15,6 +15,8 @@
 #include "base/util.h"
 
 typedef struct cJSON cJSON;
+typedef struct mm_lora mm_lora;
+typedef struct mm_lora_delta mm_lora_delta;
 
 typedef struct mm_shard {
     mm_srcfile *src;  /* the open file, its identity at opening and whether it is still that file */
@@ -33,10 +35,12 @@ typedef struct mm_model_tensor {
     int module;
     int layer;
     char *template_name;
+    mm_lora_delta *lora;      /* the adapter's change to this tensor, or NULL (merge/plan/lora.h) */
 } mm_model_tensor;
 
 typedef struct mm_model {
     char *path;
+    mm_lora *lora;            /* the adapter applied on read, or NULL (D19) */
     mm_shard *shards;
     size_t nshards;
     mm_model_tensor *tensors; /* sorted by name */
@@ -47,10 +51,19 @@ typedef struct mm_model {
 
 /* Opens the model folder `path`: model.safetensors, or model.safetensors.index.json and the shards it
  * names (names must be plain file names inside the folder), and config.json when there is one; infers
- * its modules (mm_arch_infer). Every header is validated (mm_st_read_file). A folder with only pytorch_model.bin gets an error saying to convert it.
+ * its modules (mm_arch_infer). With lora_path (else NULL), the adapter in that folder is applied to it
+ * on read (mm_lora_open, mm_lora_attach). Every header is validated (mm_st_read_file). A folder with only pytorch_model.bin gets an error saying to convert it.
  * Messages name the file. */
-int mm_model_open(const char *path, mm_model **out, mm_err *err);
+int mm_model_open(const char *path, const char *lora_path, mm_model **out, mm_err *err);
 void mm_model_free(mm_model *m);
+
+/* Whether m is the model a reference names (its folder and adapter). */
+int mm_model_is(const mm_model *m, const char *path, const char *lora_path);
+
+/* Opens a safetensors file and reads its header; the file's identity is taken before the header is
+ * read and checked after, so a file replaced in between is an error (-EAGAIN, try again). */
+int mm_shard_open(mm_shard *s, const char *path, mm_err *err);
+void mm_shard_close(mm_shard *s);
 
 /* The tensor called `name`, or NULL. */
 const mm_model_tensor *mm_model_find(const mm_model *m, const char *name);

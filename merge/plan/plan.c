@@ -56,12 +56,12 @@ static const mm_model_tensor *tied_fallback(const mm_model *m, const char *name)
 static int model_index(mm_plan *p, const mm_modelref *ref, size_t *idx, mm_err *err)
 {
     for (size_t i = 0; i < p->nmodels; i++)
-        if (strcmp(p->models[i]->path, ref->path) == 0) {
+        if (mm_model_is(p->models[i], ref->path, ref->lora_path)) {
             *idx = i;
             return 0;
         }
     mm_model *m;
-    int rc = mm_model_open(ref->path, &m, err);
+    int rc = mm_model_open(ref->path, ref->lora_path, &m, err);
     if (rc < 0) {
         char pos[512];
         mm_srcpos_format(&ref->pos, pos, sizeof pos);
@@ -230,7 +230,7 @@ static int prepare_slice(mm_plan *p, const module_recipe *r, const mm_slice_def 
                               "'%s' spans %d (make the layer ranges the same length)",
                               pos, d->sources[0].model.ref, c->nlayers, src->model.ref, b - a);
         }
-        if (base && c->base < 0 && strcmp(src->model.path, base->path) == 0)
+        if (base && c->base < 0 && mm_modelref_same(&src->model, base))
             c->base = (int)j;
     }
     if (c->method->needs_base) {

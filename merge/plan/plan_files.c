@@ -10,6 +10,7 @@
 
 #include "formats/jsonpy.h"
 #include "merge/plan/config_out.h"
+#include "merge/plan/lora.h"
 #include "plan_internal.h"
 #include "recipe.h"
 
@@ -366,12 +367,15 @@ int mm_plan_build(const mm_config *cfg, const mm_plan_options *opt, mm_plan **ou
         for (size_t k = 0; k < p->files[i].ntensors; k++)
             p->tensors[p->files[i].tensors[k]].file_idx = i;
     p->mtime_ns = path_mtime(cfg->path);
-    for (size_t i = 0; i < p->nmodels; i++)
-        for (size_t s = 0; s < p->models[i]->nshards; s++) {
-            int64_t m = mm_srcfile_id(p->models[i]->shards[s].src)->mtime_ns;
+    for (size_t i = 0; i < p->nmodels; i++) {
+        const mm_model *md = p->models[i];
+        for (size_t s = 0; s <= md->nshards; s++) {
+            const mm_shard *sh = s < md->nshards ? &md->shards[s] : md->lora ? &md->lora->file : NULL;
+            int64_t m = sh ? mm_srcfile_id(sh->src)->mtime_ns : 0;
             if (m > p->mtime_ns)
                 p->mtime_ns = m;
         }
+    }
     *out = p;
     return 0;
 }

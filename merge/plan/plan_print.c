@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "merge/plan/lora.h"
 #include "plan.h"
 
 static void print_value(FILE *f, const mm_param_def *d, double v)
@@ -135,6 +136,10 @@ static void print_json(const mm_plan *p, FILE *f)
                 cJSON_AddStringToObject(s, "dtype", mm_dtype_name(in->mt->st->dtype));
                 cJSON_AddItemToObject(s, "shape", shape_json(in->mt->st->ndim, in->mt->st->shape));
                 cJSON_AddBoolToObject(s, "base", in->is_base);
+                if (in->mt->lora)
+                    cJSON_AddStringToObject(s, "lora", in->mt->lora->owner->folder);
+                else
+                    cJSON_AddNullToObject(s, "lora");
                 add_params(cJSON_AddObjectToObject(s, "params"), t->method->mparams, t->method->nmparams, in->mvals);
                 cJSON_AddItemToArray(srcs, s);
             }
@@ -174,8 +179,8 @@ void mm_plan_print(const mm_plan *p, FILE *f, int json)
             fprintf(f, "  (t=%g)\n", t->t);
             for (size_t j = 0; j < t->ninputs; j++) {
                 const mm_input *in = &t->inputs[j];
-                fprintf(f, "    <- %s%s: %s %s ", p->model_refs[in->model_idx], in->is_base ? " (base)" : "",
-                        in->mt->name, mm_dtype_name(in->mt->st->dtype));
+                fprintf(f, "    <- %s%s: %s%s %s ", p->model_refs[in->model_idx], in->is_base ? " (base)" : "",
+                        in->mt->name, in->mt->lora ? " + LoRA" : "", mm_dtype_name(in->mt->st->dtype));
                 print_shape(f, in->mt->st->ndim, in->mt->st->shape);
                 print_params(f, t->method->mparams, t->method->nmparams, in->mvals);
                 fprintf(f, "\n");

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "base/sha256.h"
+#include "merge/plan/lora.h"
 
 /* Every field goes through mm_sha256_u64/_str (fixed width or length first), so two different recipes
  * can never serialise to the same byte string. */
@@ -65,6 +66,22 @@ void mm_recipe_hash(const mm_plan *p, const mm_out_tensor *t, unsigned char out[
         for (int d = 0; d < st->ndim; d++)
             mm_sha256_u64(&s, st->shape[d]);
         mm_sha256_u64(&s, in->src_cols);
+        /* An adapter's change (D19): its file, where the factors are, and how they are combined. */
+        const mm_lora_delta *d = in->mt->lora;
+        mm_sha256_u64(&s, d != NULL);
+        if (d) {
+            const mm_shard *af = &d->owner->file;
+            mm_recipe_put_file(&s, af->path, mm_srcfile_id(af->src));
+            const mm_st_tensor *f[2] = {d->a, d->b};
+            for (int k = 0; k < 2; k++) {
+                mm_sha256_u64(&s, af->hdr.data_start + f[k]->begin);
+                mm_sha256_u64(&s, (uint64_t)f[k]->dtype);
+                mm_sha256_u64(&s, f[k]->shape[0]);
+                mm_sha256_u64(&s, f[k]->shape[1]);
+            }
+            put_double(&s, d->scaling);
+            mm_sha256_u64(&s, (uint64_t)d->transposed);
+        }
         put_params(&s, t->method->mparams, t->method->nmparams, in->mvals);
     }
     mm_sha256_final(&s, out);

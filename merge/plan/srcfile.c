@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "merge/plan/lora.h"
 #include "plan.h"
 
 enum { LOGGED_CHANGE = 1, LOGGED_READ = 2 };
@@ -221,10 +222,14 @@ int mm_srcfile_pread(mm_srcfile *f, void *buf, size_t len, uint64_t off)
     return mm_srcfile_verify(f);
 }
 
+/* Every file an output tensor reads: its inputs' shards and the adapter files that change them. */
 static int each_input(const mm_out_tensor *t, int (*fn)(mm_srcfile *))
 {
     for (size_t i = 0; i < t->ninputs; i++) {
-        int rc = fn(t->inputs[i].mt->shard->src);
+        const mm_model_tensor *mt = t->inputs[i].mt;
+        int rc = fn(mt->shard->src);
+        if (rc == 0 && mt->lora)
+            rc = fn(mt->lora->owner->file.src);
         if (rc < 0)
             return rc;
     }

@@ -48,9 +48,11 @@ static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *
 static void check_resolves(const char *ref, const char *want_rel)
 {
     char *path = NULL, *want = at(want_rel);
+    char *lora = NULL;
     mm_err err = {{0}};
-    int rc = mm_modelref_resolve(ref, &path, &err);
-    CHECK(rc == 0);
+    int rc = mm_modelref_resolve(ref, &path, &lora, &err);
+    CHECK(rc == 0 && lora == NULL);
+    free(lora);
     if (rc != 0)
         fprintf(stderr, "  resolving %s: %s\n", ref, err.msg);
     CHECK(path && strcmp(path, want) == 0);
@@ -62,11 +64,35 @@ static void check_resolves(const char *ref, const char *want_rel)
 
 static int resolve_fails(const char *ref, mm_err *err)
 {
-    char *path = NULL;
-    int rc = mm_modelref_resolve(ref, &path, err);
-    CHECK(path == NULL);
+    char *path = NULL, *lora = NULL;
+    int rc = mm_modelref_resolve(ref, &path, &lora, err);
+    CHECK(path == NULL && lora == NULL);
     free(path);
+    free(lora);
     return rc;
+}
+
+/* base+adapter (D19): both sides resolved like any reference; a folder named with a '+' is a folder. */
+static void test_lora(void)
+{
+    make_dir("models/base");
+    make_dir("models/ad");
+    make_dir("models/x+y");
+    char *path = NULL, *lora = NULL, *want = at("models/base"), *want_l = at("models/ad");
+    mm_err err = {{0}};
+    CHECK(mm_modelref_resolve("models/base+models/ad", &path, &lora, &err) == 0);
+    CHECK(path && lora && strcmp(path, want) == 0 && strcmp(lora, want_l) == 0);
+    free(path);
+    free(lora);
+    free(want);
+    free(want_l);
+    check_resolves("models/x+y", "models/x+y");
+    CHECK(resolve_fails("models/base+models/ad+models/ad", &err) == -EINVAL);
+    CHECK_STR_CONTAINS(err.msg, "more than one '+'");
+    CHECK(resolve_fails("models/base+models/none", &err) == -ENOENT);
+    CHECK_STR_CONTAINS(err.msg, "the adapter of 'models/base+models/none': model 'models/none' not found");
+    CHECK(resolve_fails("models/none+models/ad", &err) == -ENOENT);
+    CHECK_STR_CONTAINS(err.msg, "model 'models/none' not found");
 }
 
 static void test_local(void)
@@ -164,8 +190,6 @@ static void test_refused(void)
     CHECK(resolve_fails("org/name@@v1", &err) == -EINVAL);
     CHECK_STR_CONTAINS(err.msg, "more than one '@'");
     CHECK(resolve_fails("a@b@c", &err) == -EINVAL);
-    CHECK(resolve_fails("org/base+org/lora", &err) == -ENOTSUP);
-    CHECK_STR_CONTAINS(err.msg, "LoRA references (model+lora) are not supported yet");
     CHECK(resolve_fails("org/name@", &err) == -EINVAL);
     CHECK_STR_CONTAINS(err.msg, "empty revision");
     CHECK(resolve_fails("a/b/c", &err) == -ENOENT); /* not a hub id: only the local folder is named */
@@ -180,6 +204,7 @@ int main(void)
     test_local();
     test_hub();
     test_refused();
+    test_lora();
     if (chdir(old_cwd) != 0)
         perror("chdir");
     free(old_cwd);
