@@ -465,10 +465,30 @@ static void test_errors(void)
                "(convert them to safetensors");
     EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\n  - model: pickle\n", -EINVAL,
                "cfg.yml:4:12: model folder");
-    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a+lora\n", -ENOTSUP,
-               "cfg.yml:3:12: model 'a+lora': LoRA references (model+lora) are not supported yet");
-    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: {model: a, lora: l}\n", -ENOTSUP,
-               "cfg.yml:3:23: LoRA adapters (lora:) are not supported yet");
+    /* LoRA references (D19): both forms resolve both sides; the adapter folder is read by the planner */
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a+lora\n", -ENOENT,
+               "cfg.yml:3:12: the adapter of 'a+lora': model 'lora' not found");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: {model: a, lora: l}\n", -ENOENT,
+               "cfg.yml:3:12: the adapter of 'a+l': model 'l' not found");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: {lora: b}\n", -EINVAL,
+               "cfg.yml:3:13: lora: needs model: beside it (");
+    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a+b+c\n", -EINVAL, "more than one '+'");
+    {
+        mm_config *c;
+        mm_err err;
+        int rc = load("merge_method: linear\nbase_model: a+b\nmodels:\n  - model: {model: a, lora: b}\n  - model: a\n",
+                      &c, &err);
+        CHECK(rc == 0);
+        if (rc == 0) {
+            const mm_slice_def *sl = &c->slices[0];
+            /* a+b is one model, a another: the base is not appended again, a is no duplicate of it */
+            CHECK(sl->nsources == 2 && strcmp(sl->sources[0].model.ref, "a+b") == 0);
+            CHECK(path_is(sl->sources[0].model.lora_path, "b") && sl->sources[1].model.lora_path == NULL);
+            CHECK(mm_modelref_same(&sl->sources[0].model, c->base_model));
+            CHECK(!mm_modelref_same(&sl->sources[1].model, c->base_model));
+            mm_config_free(c);
+        }
+    }
     EXPECT_ERR("merge_method: linear\nmodels:\n  - model: org/x@@1\n", -EINVAL,
                "cfg.yml:3:12: model 'org/x@@1' has more than one '@'");
     EXPECT_ERR("merge_method: linear\nmodels:\n  - model: 12\n", -EINVAL,
