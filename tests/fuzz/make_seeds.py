@@ -526,7 +526,49 @@ def arch_seeds():
     put("arch", "no_config", "model.layers.0.w\nmodel.layers.1.w\nvisual.blocks.0.w\nvisual.blocks.1.w\nlm_head.w")
 
 
+# ---- LoRA adapters: u16 length, adapter_config.json, adapter_model.safetensors ---------------------------
+
+def lora_input(config, tensors, values=0.25):
+    """tensors: [(name, dtype, shape)]; the data is `values` repeated (F32) or zeros (other dtypes)."""
+    text = json.dumps(config).encode()
+    header, n = st_layout(tensors)
+    blob = st_file(header, 0)
+    data = b""
+    for _, dtype, shape in tensors:
+        count = shape[0] * shape[1]
+        data += struct.pack("<%df" % count, *([values] * count)) if dtype == "F32" else bytes(count * SIZE[dtype])
+    assert len(data) == n
+    return struct.pack("<H", len(text)) + text + blob + data
+
+
+def lora_seeds():
+    q = "base_model.model.model.layers.0.self_attn.q_proj"
+    v = "base_model.model.model.layers.0.self_attn.v_proj"
+    e = "base_model.model.model.embed_tokens"
+    cfg = {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "bias": "none", "target_modules": ["q_proj", "v_proj"]}
+    qv = [(q + ".lora_A.weight", "F32", [2, 8]), (q + ".lora_B.weight", "F32", [8, 2]),
+          (v + ".lora_A.weight", "F32", [2, 8]), (v + ".lora_B.weight", "F32", [4, 2])]
+    put("lora", "valid_q_v", lora_input(cfg, qv))
+    put("lora", "valid_bf16_named", lora_input(cfg, [(q + ".lora_A.default.weight", "BF16", [2, 8]),
+                                                     (q + ".lora_B.default.weight", "BF16", [8, 2])]))
+    put("lora", "valid_embedding", lora_input(cfg, [(e + ".lora_embedding_A", "F32", [2, 16]),
+                                                    (e + ".lora_embedding_B", "F32", [8, 2])]))
+    put("lora", "valid_rslora_patterns",
+        lora_input(dict(cfg, use_rslora=True, rank_pattern={"v_proj": 1}, alpha_pattern={"q_proj": 8}),
+                   qv[:2] + [(v + ".lora_A.weight", "F32", [1, 8]), (v + ".lora_B.weight", "F32", [4, 1])]))
+    put("lora", "fan_in_fan_out_misfit", lora_input(dict(cfg, fan_in_fan_out=True), qv))
+    put("lora", "bad_missing_b", lora_input(cfg, qv[:1]))
+    put("lora", "bad_rank", lora_input(dict(cfg, r=3), qv))
+    put("lora", "bad_ia3", lora_input(dict(cfg, peft_type="IA3"), qv))
+    put("lora", "bad_dora", lora_input(dict(cfg, use_dora=True), qv))
+    put("lora", "bad_bias", lora_input(dict(cfg, bias="all"), qv))
+    put("lora", "bad_other_tensor", lora_input(cfg, qv + [(q + ".bias", "F32", [8, 1])]))
+    put("lora", "bad_shape", lora_input(cfg, [(q + ".lora_A.weight", "F32", [2, 7]), (q + ".lora_B.weight", "F32", [8, 2])]))
+    put("lora", "bad_regex_pattern", lora_input(dict(cfg, rank_pattern={"q_.*": 2}), qv))
+
+
 if __name__ == "__main__":
+    lora_seeds()
     arch_seeds()
     safetensors_seeds()
     index_seeds()
