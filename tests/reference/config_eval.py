@@ -9,7 +9,9 @@ recovered from the program's output); otherwise result.tensors[name] is None.
 
 The config is a Python dict shaped like the YAML (the tests build the dict, write it as YAML for the
 program, and hand the same dict here). Model references are resolved by `resolve(ref) -> folder`
-(default: the reference itself is the folder).
+(default: the reference itself is the folder). A LoRA reference (`BASE+ADAPTER` or
+`{model: BASE, lora: ADAPTER}`, lora_eval.py) is one model: resolve is asked for each side, and the
+model has the base's config.json and the effective tensors of the pair.
 
     result = evaluate(cfg)
     result.tensors   # {output tensor name: (dtype, float32 values)}
@@ -29,11 +31,13 @@ The reference never guesses modules from names: the table is the independent tru
 mergekit's architecture JSONs). Without a table the model is text-only: one module, TEXT_ONLY.
 """
 
+import copy
 import json
 import os
 import re
 from typing import NamedTuple, Optional, Tuple, Union
 
+import lora_eval
 import methods
 import methods_gta
 import methods_stats
@@ -205,14 +209,21 @@ def module_name(table, key):
 class Model:
     """A model folder: its config.json, its tensors, and per module of the table its tensor names
     (`names[module]`) and layer count (`counts[module]`: the config's count key, else the highest
-    layer index + 1, else 0)."""
+    layer index + 1, else 0). With an adapter folder (a LoRA reference), the base folder's config.json
+    and the effective tensors of BASE+ADAPTER (lora_eval)."""
 
-    def __init__(self, ref, path, table=TEXT_ONLY):
+    def __init__(self, ref, path, table=TEXT_ONLY, adapter=None):
         self.ref = ref
         self.path = path
+        self.adapter = adapter
         with open(os.path.join(path, "config.json")) as f:
             self.config = json.load(f)
         self.tensors = read_folder(path)
+        if adapter is not None:
+            try:
+                self.tensors = lora_eval.effective_tensors(self.tensors, lora_eval.read_adapter(adapter))
+            except lora_eval.AdapterError as e:
+                raise ConfigError(f"model {ref}: {e}") from e
         self.names = {m: [] for m in table}
         for n in sorted(self.tensors):
             self.names[module_of(table, n)].append(n)
@@ -403,6 +414,37 @@ def referenced(cfg):
     return list(dict.fromkeys(refs))
 
 
+def load_model(ref, resolve, table):
+    """The Model of a reference: a folder, or BASE+ADAPTER (each side resolved on its own)."""
+    if not isinstance(ref, str):
+        return Model(ref, resolve(ref), table)
+    try:
+        base, adapter = lora_eval.split_ref(ref)
+    except lora_eval.AdapterError as e:
+        raise ConfigError(str(e)) from e
+    return Model(ref, resolve(base), table, None if adapter is None else resolve(adapter))
+
+
+def with_ref_texts(cfg):
+    """A copy of cfg with every model reference as text (lora_eval.ref_text): {model: B, lora: A} ->
+    "B+A", {path: P, revision: R} -> "P@R", so that a model is one model however it is written."""
+    def text(ref):
+        return lora_eval.ref_text(ref) if isinstance(ref, dict) else ref
+
+    cfg = copy.deepcopy(cfg)
+    for part in [cfg] + list((cfg.get("modules") or {}).values()):
+        for m in part.get("models") or []:
+            m["model"] = text(m["model"])
+        for sl in part.get("slices") or []:
+            for s in sl["sources"]:
+                s["model"] = text(s["model"])
+            if sl.get("base_model"):
+                sl["base_model"] = text(sl["base_model"])
+    if cfg.get("base_model"):
+        cfg["base_model"] = text(cfg["base_model"])
+    return cfg
+
+
 def donor_ref(cfg):
     """D2: base_model, else the first model in config order."""
     return cfg.get("base_model") or referenced(cfg)[0]
@@ -440,8 +482,9 @@ def evaluate(cfg, resolve=None, masks=None, modules=None):
     method = cfg["merge_method"]
     if method not in METHOD_PARAMS:
         raise ConfigError(f"method {method!r} is not in the reference")
+    cfg = with_ref_texts(cfg)
     recipes = module_recipes(cfg, table)
-    models = {ref: Model(ref, resolve(ref), table) for ref in referenced(cfg)}
+    models = {ref: load_model(ref, resolve, table) for ref in referenced(cfg)}
     donor = donor_ref(cfg)
 
     res = Result()
