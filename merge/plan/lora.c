@@ -47,8 +47,8 @@ static int check_pattern_keys(const cJSON *obj, const char *path, const char *ke
     cJSON_ArrayForEach(e, obj)
     {
         if (strpbrk(e->string, "*+?()[]{}|^$\\"))
-            return mm_err_set(err, -ENOTSUP, "%s: %s key '%s' is a regular expression; only module names are "
-                              "supported (write the name, e.g. 'q_proj' or 'model.layers.3.self_attn.q_proj')",
+            return mm_err_set(err, -ENOTSUP, "%s: %s key '%s' is a regular expression, which is not supported yet; "
+                              "give module names (e.g. 'q_proj' or 'model.layers.3.self_attn.q_proj')",
                               path, key, e->string);
         if (!cJSON_IsNumber(e) || e->valuedouble <= 0)
             return mm_err_set(err, -EINVAL, "%s: %s['%s'] must be a positive number", path, key, e->string);
@@ -61,7 +61,10 @@ static int parse_config(const cJSON *c, const char *path, lora_config *cfg, mm_e
     if (!cJSON_IsObject(c))
         return mm_err_set(err, -EINVAL, "%s: not a JSON object", path);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, "peft_type");
-    if (cJSON_IsString(v) && strcmp(v->valuestring, "LORA") != 0) {
+    if (!cJSON_IsString(v))
+        return bad_config(err, path, "peft_type", "is missing (a PEFT adapter_config.json names its type, e.g. "
+                          "\"peft_type\": \"LORA\")");
+    if (strcmp(v->valuestring, "LORA") != 0) {
         char what[128];
         snprintf(what, sizeof what, "peft_type %.64s", v->valuestring);
         return unsupported(err, path, what);
@@ -75,9 +78,10 @@ static int parse_config(const cJSON *c, const char *path, lora_config *cfg, mm_e
     if (v && !cJSON_IsNull(v) && !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0))
         return unsupported(err, path, "modules_to_save");
     v = cJSON_GetObjectItemCaseSensitive(c, "r");
-    if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble != floor(v->valuedouble) || v->valuedouble > 1e6)
+    if (v && (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble != floor(v->valuedouble) ||
+              v->valuedouble > 1e6))
         return bad_config(err, path, "r", "must be a whole number >= 1 (the adapter's rank)");
-    cfg->r = (int)v->valuedouble;
+    cfg->r = v ? (int)v->valuedouble : 8; /* PEFT's default */
     v = cJSON_GetObjectItemCaseSensitive(c, "lora_alpha");
     if (v && !cJSON_IsNumber(v))
         return bad_config(err, path, "lora_alpha", "must be a number");
@@ -237,8 +241,8 @@ int mm_lora_open(const char *folder, mm_lora **out, mm_err *err)
         char *bin = mm_path_join(folder, "adapter_model.bin");
         rc = access(bin, F_OK) == 0
                  ? mm_err_set(err, -ENOTSUP, "%s: the adapter has only pickle weights (adapter_model.bin); mergemount "
-                              "reads safetensors only (load it with PEFT and save_pretrained(..., "
-                              "safe_serialization=True))", folder)
+                              "reads safetensors only (convert it: load it with PEFT and call "
+                              "save_pretrained(folder, safe_serialization=True))", folder)
                  : mm_err_set(err, -ENOENT, "%s: no adapter_model.safetensors in this folder", folder);
         free(bin);
     }
