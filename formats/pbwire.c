@@ -48,8 +48,9 @@ int mm_pb_next(mm_pb *r, uint32_t *field, int *wtype, mm_err *err)
         return mm_err_set(err, -EINVAL, "byte %zu: field number %llu is not valid (1 to 2^29 - 1)", at,
                           (unsigned long long)f);
     if (w == 3 || w == 4)
-        return mm_err_set(err, -EINVAL, "byte %zu: field %llu is a group (wire type %d), which this reader does not "
-                                        "accept (deprecated; no sentencepiece version writes one)",
+        return mm_err_set(err, -EINVAL,
+                          "byte %zu: field %llu is a group (wire type %d), which this reader does not "
+                          "accept (deprecated; no sentencepiece version writes one)",
                           at, (unsigned long long)f, w);
     if (w > 5)
         return mm_err_set(err, -EINVAL, "byte %zu: field %llu has wire type %d, which does not exist", at,
@@ -90,8 +91,9 @@ int mm_pb_bytes(mm_pb *r, const uint8_t **data, size_t *len, mm_err *err)
         return rc;
     size_t left = (size_t)(r->end - r->p);
     if (n > left)
-        return mm_err_set(err, -EINVAL, "byte %zu: length-delimited value of %llu bytes, but its message has %zu left "
-                                        "(truncated file?)",
+        return mm_err_set(err, -EINVAL,
+                          "byte %zu: length-delimited value of %llu bytes, but its message has %zu left "
+                          "(truncated file?)",
                           at, (unsigned long long)n, left);
     *data = r->p;
     *len = (size_t)n;

@@ -10,12 +10,23 @@
 enum { MODEL_PIECES = 1, MODEL_TRAINER_SPEC = 2, MODEL_NORMALIZER_SPEC = 3 };
 enum { PIECE_PIECE = 1, PIECE_SCORE = 2, PIECE_TYPE = 3 };
 enum {
-    TRAINER_MODEL_TYPE = 3, TRAINER_VOCAB_SIZE = 4, TRAINER_BYTE_FALLBACK = 35, TRAINER_UNK_ID = 40,
-    TRAINER_BOS_ID = 41, TRAINER_EOS_ID = 42, TRAINER_PAD_ID = 43, TRAINER_UNK_PIECE = 45,
-    TRAINER_BOS_PIECE = 46, TRAINER_EOS_PIECE = 47, TRAINER_PAD_PIECE = 48
+    TRAINER_MODEL_TYPE = 3,
+    TRAINER_VOCAB_SIZE = 4,
+    TRAINER_BYTE_FALLBACK = 35,
+    TRAINER_UNK_ID = 40,
+    TRAINER_BOS_ID = 41,
+    TRAINER_EOS_ID = 42,
+    TRAINER_PAD_ID = 43,
+    TRAINER_UNK_PIECE = 45,
+    TRAINER_BOS_PIECE = 46,
+    TRAINER_EOS_PIECE = 47,
+    TRAINER_PAD_PIECE = 48
 };
 enum {
-    NORM_NAME = 1, NORM_CHARSMAP = 2, NORM_ADD_DUMMY_PREFIX = 3, NORM_REMOVE_EXTRA_WHITESPACES = 4,
+    NORM_NAME = 1,
+    NORM_CHARSMAP = 2,
+    NORM_ADD_DUMMY_PREFIX = 3,
+    NORM_REMOVE_EXTRA_WHITESPACES = 4,
     NORM_ESCAPE_WHITESPACES = 5
 };
 
@@ -71,8 +82,8 @@ static const char *place_str(const place *pl, char *buf, size_t size)
 static int wrong_wtype(const place *pl, size_t at, int got, int want, mm_err *err)
 {
     char where[96];
-    return mm_err_set(err, -EINVAL, "%s (byte %zu): written as %s, but the field is %s", place_str(pl, where, sizeof where),
-                      at, mm_pb_wtype_name(got), mm_pb_wtype_name(want));
+    return mm_err_set(err, -EINVAL, "%s (byte %zu): written as %s, but the field is %s",
+                      place_str(pl, where, sizeof where), at, mm_pb_wtype_name(got), mm_pb_wtype_name(want));
 }
 
 /* The value of a known field whose key (wire type `wtype`, at byte `at`) was just read. */
@@ -122,8 +133,8 @@ static int read_bool(mm_pb *r, const place *pl, size_t at, int wtype, int *out, 
         return rc;
     if (v > 1) {
         char where[96];
-        return mm_err_set(err, -EINVAL, "%s (byte %zu): %llu for a bool (0 or 1)", place_str(pl, where, sizeof where), vat,
-                          (unsigned long long)v);
+        return mm_err_set(err, -EINVAL, "%s (byte %zu): %llu for a bool (0 or 1)", place_str(pl, where, sizeof where),
+                          vat, (unsigned long long)v);
     }
     *out = (int)v;
     return 0;
@@ -175,8 +186,7 @@ static int parse_piece(mm_pb *r, raw_piece *p, size_t index, mm_err *err)
             pl.field = "type";
             rc = read_enum(r, &pl, at, w, MM_SPM_NORMAL, MM_SPM_BYTE, &p->type, err);
             break;
-        default:
-            rc = mm_pb_skip(r, w, err);
+        default: rc = mm_pb_skip(r, w, err);
         }
         if (rc < 0)
             return rc;
@@ -208,14 +218,38 @@ static int parse_trainer(parse *ps, mm_pb *r, mm_err *err)
             pl.field = "byte_fallback";
             rc = read_bool(r, &pl, at, w, &m->byte_fallback, err);
             break;
-        case TRAINER_UNK_ID: pl.field = "unk_id"; rc = read_int32(r, &pl, at, w, &m->unk_id, err); break;
-        case TRAINER_BOS_ID: pl.field = "bos_id"; rc = read_int32(r, &pl, at, w, &m->bos_id, err); break;
-        case TRAINER_EOS_ID: pl.field = "eos_id"; rc = read_int32(r, &pl, at, w, &m->eos_id, err); break;
-        case TRAINER_PAD_ID: pl.field = "pad_id"; rc = read_int32(r, &pl, at, w, &m->pad_id, err); break;
-        case TRAINER_UNK_PIECE: pl.field = "unk_piece"; rc = read_span(r, &pl, at, w, 1, &ps->unk_piece, err); break;
-        case TRAINER_BOS_PIECE: pl.field = "bos_piece"; rc = read_span(r, &pl, at, w, 1, &ps->bos_piece, err); break;
-        case TRAINER_EOS_PIECE: pl.field = "eos_piece"; rc = read_span(r, &pl, at, w, 1, &ps->eos_piece, err); break;
-        case TRAINER_PAD_PIECE: pl.field = "pad_piece"; rc = read_span(r, &pl, at, w, 1, &ps->pad_piece, err); break;
+        case TRAINER_UNK_ID:
+            pl.field = "unk_id";
+            rc = read_int32(r, &pl, at, w, &m->unk_id, err);
+            break;
+        case TRAINER_BOS_ID:
+            pl.field = "bos_id";
+            rc = read_int32(r, &pl, at, w, &m->bos_id, err);
+            break;
+        case TRAINER_EOS_ID:
+            pl.field = "eos_id";
+            rc = read_int32(r, &pl, at, w, &m->eos_id, err);
+            break;
+        case TRAINER_PAD_ID:
+            pl.field = "pad_id";
+            rc = read_int32(r, &pl, at, w, &m->pad_id, err);
+            break;
+        case TRAINER_UNK_PIECE:
+            pl.field = "unk_piece";
+            rc = read_span(r, &pl, at, w, 1, &ps->unk_piece, err);
+            break;
+        case TRAINER_BOS_PIECE:
+            pl.field = "bos_piece";
+            rc = read_span(r, &pl, at, w, 1, &ps->bos_piece, err);
+            break;
+        case TRAINER_EOS_PIECE:
+            pl.field = "eos_piece";
+            rc = read_span(r, &pl, at, w, 1, &ps->eos_piece, err);
+            break;
+        case TRAINER_PAD_PIECE:
+            pl.field = "pad_piece";
+            rc = read_span(r, &pl, at, w, 1, &ps->pad_piece, err);
+            break;
         default: rc = mm_pb_skip(r, w, err);
         }
         if (rc < 0)
@@ -235,7 +269,10 @@ static int parse_normalizer(parse *ps, mm_pb *r, mm_err *err)
         place pl = {"normalizer_spec", SIZE_MAX, "?"};
         span charsmap;
         switch (f) {
-        case NORM_NAME: pl.field = "name"; rc = read_span(r, &pl, at, w, 1, &ps->normalizer_name, err); break;
+        case NORM_NAME:
+            pl.field = "name";
+            rc = read_span(r, &pl, at, w, 1, &ps->normalizer_name, err);
+            break;
         case NORM_CHARSMAP:
             pl.field = "precompiled_charsmap";
             if ((rc = read_span(r, &pl, at, w, 0, &charsmap, err)) == 0) {
@@ -388,13 +425,15 @@ static int check_pieces(const mm_spm_model *m, mm_err *err)
             return mm_err_set(err, -EINVAL, "pieces[%zu]: empty piece (sentencepiece: \"piece must not be empty\")", i);
         if (p->type == MM_SPM_UNKNOWN) {
             if (unk >= 0)
-                return mm_err_set(err, -EINVAL, "pieces[%zu]: a second UNKNOWN piece (the first is pieces[%ld])", i, unk);
+                return mm_err_set(err, -EINVAL, "pieces[%zu]: a second UNKNOWN piece (the first is pieces[%ld])", i,
+                                  unk);
             unk = (long)i;
         }
         if (p->type == MM_SPM_BYTE) {
             if (!m->byte_fallback)
-                return mm_err_set(err, -EINVAL, "pieces[%zu]: byte piece %s although trainer_spec.byte_fallback is false",
-                                  i, mm_quote(q, sizeof q, p->piece, p->len));
+                return mm_err_set(err, -EINVAL,
+                                  "pieces[%zu]: byte piece %s although trainer_spec.byte_fallback is false", i,
+                                  mm_quote(q, sizeof q, p->piece, p->len));
             int b = byte_of_piece(p->piece, p->len);
             if (b < 0)
                 return mm_err_set(err, -EINVAL, "pieces[%zu]: byte piece %s is not <0xHH> (upper-case hex)", i,
@@ -413,8 +452,8 @@ static int check_pieces(const mm_spm_model *m, mm_err *err)
     qsort(k, m->npieces, sizeof *k, cmp_keyed);
     size_t dup = SIZE_MAX, first = 0;
     for (size_t i = 1; i < m->npieces; i++)
-        if (k[i].reserved == k[i - 1].reserved && k[i].len == k[i - 1].len && memcmp(k[i].p, k[i - 1].p, k[i].len) == 0 &&
-            k[i].index < dup) {
+        if (k[i].reserved == k[i - 1].reserved && k[i].len == k[i - 1].len &&
+            memcmp(k[i].p, k[i - 1].p, k[i].len) == 0 && k[i].index < dup) {
             dup = k[i].index;
             /* the run's first element is the earliest definition */
             size_t j = i - 1;
@@ -432,8 +471,9 @@ static int check_pieces(const mm_spm_model *m, mm_err *err)
     if (m->byte_fallback)
         for (int b = 0; b < 256; b++)
             if (!bytes[b])
-                return mm_err_set(err, -EINVAL, "trainer_spec.byte_fallback is true but there is no byte piece <0x%02X> "
-                                                "(sentencepiece wants all 256)",
+                return mm_err_set(err, -EINVAL,
+                                  "trainer_spec.byte_fallback is true but there is no byte piece <0x%02X> "
+                                  "(sentencepiece wants all 256)",
                                   b);
     const struct {
         const char *name;
@@ -504,8 +544,9 @@ int mm_spm_read_file(const char *path, mm_spm_model **out, mm_err *err)
         mm_err_prefix(err, "%s", path);
         if (text && err) {
             size_t n = strlen(err->msg);
-            snprintf(err->msg + n, sizeof err->msg - n,
-                     " (the file is text, not a sentencepiece model: a tiktoken vocabulary? only sentencepiece is read)");
+            snprintf(
+                err->msg + n, sizeof err->msg - n,
+                " (the file is text, not a sentencepiece model: a tiktoken vocabulary? only sentencepiece is read)");
         }
     }
     return rc;

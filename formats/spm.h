@@ -46,22 +46,22 @@ typedef enum mm_spm_model_type {
 typedef struct mm_spm_piece {
     const char *piece; /* NUL-terminated; `len` counts the bytes (a piece may hold U+0000) */
     size_t len;
-    float score;       /* 0 when absent */
-    mm_spm_type type;  /* NORMAL when absent */
+    float score;      /* 0 when absent */
+    mm_spm_type type; /* NORMAL when absent */
 } mm_spm_piece;
 
 typedef struct mm_spm_model {
     mm_spm_piece *pieces; /* by id: a piece's id is its index */
     size_t npieces;
     /* trainer_spec (the .proto's defaults when absent) */
-    mm_spm_model_type model_type;             /* UNIGRAM */
-    int32_t vocab_size;                       /* 8000: what training aimed at; npieces is the vocabulary */
-    int byte_fallback;                        /* 0 */
-    int32_t unk_id, bos_id, eos_id, pad_id;   /* 0, 1, 2, -1 */
+    mm_spm_model_type model_type;           /* UNIGRAM */
+    int32_t vocab_size;                     /* 8000: what training aimed at; npieces is the vocabulary */
+    int byte_fallback;                      /* 0 */
+    int32_t unk_id, bos_id, eos_id, pad_id; /* 0, 1, 2, -1 */
     const char *unk_piece, *bos_piece, *eos_piece, *pad_piece; /* "<unk>", "<s>", "</s>", "<pad>" */
     /* normalizer_spec */
-    const char *normalizer_name;              /* "" when absent */
-    const uint8_t *precompiled_charsmap;      /* into raw; NULL and 0 when absent */
+    const char *normalizer_name;         /* "" when absent */
+    const uint8_t *precompiled_charsmap; /* into raw; NULL and 0 when absent */
     size_t precompiled_charsmap_len;
     int add_dummy_prefix, remove_extra_whitespaces, escape_whitespaces; /* 1, 1, 1 */
     /* the file as read */

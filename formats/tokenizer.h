@@ -63,27 +63,27 @@ typedef enum mm_tok_kind {
 
 typedef struct mm_tokenizer {
     mm_tok_kind kind;
-    char *model_type;        /* "BPE", "Unigram", "WordPiece", "WordLevel" (MM_TOK_SPM: "Unigram" for a
-                                UNIGRAM sentencepiece model, "BPE" otherwise, as transformers converts it) */
+    char *model_type; /* "BPE", "Unigram", "WordPiece", "WordLevel" (MM_TOK_SPM: "Unigram" for a
+                         UNIGRAM sentencepiece model, "BPE" otherwise, as transformers converts it) */
     /* every id: its token (bytes + length), NULL for an id nothing maps to */
-    char **tokens;           /* [id_end]; NUL-terminated, token_lens[id] bytes */
+    char **tokens; /* [id_end]; NUL-terminated, token_lens[id] bytes */
     size_t *token_lens;
-    size_t id_end;           /* 1 + the largest id (n_ids when the ids have no gap) */
-    size_t n_ids;            /* len(tokenizer): the number of distinct tokens of get_vocab() */
-    size_t base_size;        /* transformers' tokenizer.vocab_size: the model's vocabulary without added
-                                tokens (Unigram: the length of the vocab list; sentencepiece: the pieces) */
-    mm_tok_added *added;     /* added_tokens_decoder, by id */
+    size_t id_end;       /* 1 + the largest id (n_ids when the ids have no gap) */
+    size_t n_ids;        /* len(tokenizer): the number of distinct tokens of get_vocab() */
+    size_t base_size;    /* transformers' tokenizer.vocab_size: the model's vocabulary without added
+                            tokens (Unigram: the length of the vocab list; sentencepiece: the pieces) */
+    mm_tok_added *added; /* added_tokens_decoder, by id */
     size_t nadded;
-    size_t nmerges;          /* BPE: the merges of tokenizer.json (validated, kept in tokenizer_json) */
-    char *chat_template;     /* the template transformers applies by default (see above), else NULL */
+    size_t nmerges;      /* BPE: the merges of tokenizer.json (validated, kept in tokenizer_json) */
+    char *chat_template; /* the template transformers applies by default (see above), else NULL */
     cJSON *tokenizer_json, *tokenizer_config; /* parsed files (NULL if absent), kept for writing back later */
-    mm_spm_model *spm;       /* MM_TOK_SPM: tokenizer.model; NULL for MM_TOK_FAST (read it with
-                                mm_spm_read_file if a writer needs it: transformers does not) */
+    mm_spm_model *spm;                        /* MM_TOK_SPM: tokenizer.model; NULL for MM_TOK_FAST (read it with
+                                                 mm_spm_read_file if a writer needs it: transformers does not) */
 
     /* private (formats/tokvocab.c) */
-    int32_t *added_of;       /* [id_end]: index into added, or -1 */
+    int32_t *added_of; /* [id_end]: index into added, or -1 */
     size_t ids_cap, added_cap;
-    int32_t *slots;          /* open-addressing hash of token -> id: ids, -1 for empty */
+    int32_t *slots; /* open-addressing hash of token -> id: ids, -1 for empty */
     size_t nslots;
     size_t model_count, model_limit;
     struct mm_tok_arena *arena;

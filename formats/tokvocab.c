@@ -126,14 +126,15 @@ int mm_tokv_model_add(mm_tokenizer *t, const char *token, size_t len, uint64_t i
 {
     char q[160], q2[160];
     if (id >= t->model_limit)
-        return mm_err_set(err, -EINVAL, "%s: %s has id %llu, beyond what a vocabulary of this size can span "
-                                        "(ids up to %zu)",
+        return mm_err_set(err, -EINVAL,
+                          "%s: %s has id %llu, beyond what a vocabulary of this size can span "
+                          "(ids up to %zu)",
                           where, mm_quote(q, sizeof q, token, len), (unsigned long long)id, t->model_limit - 1);
     hash_grow(t, t->model_count + 1);
     size_t slot = find_slot(t, token, len);
     if (t->slots[slot] >= 0)
-        return mm_err_set(err, -EINVAL, "%s: %s appears twice (ids %d and %llu)", where, mm_quote(q, sizeof q, token, len),
-                          t->slots[slot], (unsigned long long)id);
+        return mm_err_set(err, -EINVAL, "%s: %s appears twice (ids %d and %llu)", where,
+                          mm_quote(q, sizeof q, token, len), t->slots[slot], (unsigned long long)id);
     ids_reserve(t, (size_t)id + 1);
     if (t->tokens[id])
         return mm_err_set(err, -EINVAL, "%s: %s has id %llu, which %s has already", where,
@@ -192,8 +193,9 @@ int mm_tokv_add_tokens(mm_tokenizer *t, const mm_tok_spec *toks, size_t n, long 
                                   mm_quote(q, sizeof q, s->content, s->len), next);
             ids_reserve(t, next + 1);
             if (t->tokens[next])
-                return mm_err_set(err, -EINVAL, "%s: added token %s would get id %zu, which the model's vocabulary gives "
-                                                "to %s (its ids have a gap; the tokenizers library would map both to one id)",
+                return mm_err_set(err, -EINVAL,
+                                  "%s: added token %s would get id %zu, which the model's vocabulary gives "
+                                  "to %s (its ids have a gap; the tokenizers library would map both to one id)",
                                   where, mm_quote(q, sizeof q, s->content, s->len), next,
                                   mm_quote(q2, sizeof q2, t->tokens[next], t->token_lens[next]));
             id = (int32_t)next++;
@@ -209,8 +211,8 @@ int mm_tokv_add_tokens(mm_tokenizer *t, const mm_tok_spec *toks, size_t n, long 
             t->added_of[id] = (int32_t)t->nadded++;
         }
         mm_tok_added *a = &t->added[t->added_of[id]];
-        *a = (mm_tok_added){t->tokens[id], t->token_lens[id], id, s->special, s->single_word, s->lstrip, s->rstrip,
-                            s->normalized};
+        *a = (mm_tok_added){t->tokens[id],  t->token_lens[id], id,        s->special,
+                            s->single_word, s->lstrip,         s->rstrip, s->normalized};
         if (ids)
             ids[i] = id;
     }

@@ -35,8 +35,7 @@ void mm_tokv_model_done(mm_tokenizer *t, size_t size);
  * the call. The AddedToken at that id becomes this one (its flags replace the earlier ones). ids (may be
  * NULL) gets each token's id. A new id that the model's vocabulary gives another token (a model with
  * gaps in its ids) is an error: the library would map two tokens to one id. */
-int mm_tokv_add_tokens(mm_tokenizer *t, const mm_tok_spec *toks, size_t n, long *ids, const char *where,
-                       mm_err *err);
+int mm_tokv_add_tokens(mm_tokenizer *t, const mm_tok_spec *toks, size_t n, long *ids, const char *where, mm_err *err);
 
 /* Sorts `added` by id (added_tokens_decoder's order) and fills n_ids. */
 void mm_tokv_finish(mm_tokenizer *t);

@@ -47,8 +47,8 @@ static void check_model(const mm_spm_model *m, const uint8_t *data, size_t size)
     const int32_t ids[] = {m->unk_id, m->bos_id, m->eos_id, m->pad_id};
     for (int i = 0; i < 4; i++)
         FUZZ_CHECK(ids[i] >= -1 && ids[i] < (int32_t)m->npieces);
-    FUZZ_CHECK(!m->precompiled_charsmap ||
-               (m->precompiled_charsmap >= m->raw && m->precompiled_charsmap + m->precompiled_charsmap_len <= m->raw + size));
+    FUZZ_CHECK(!m->precompiled_charsmap || (m->precompiled_charsmap >= m->raw &&
+                                            m->precompiled_charsmap + m->precompiled_charsmap_len <= m->raw + size));
     const char *names[] = {m->unk_piece, m->bos_piece, m->eos_piece, m->pad_piece, m->normalizer_name};
     for (int i = 0; i < 5; i++)
         FUZZ_CHECK(names[i] && mm_utf8_valid_len(names[i], strlen(names[i])) == strlen(names[i]));
@@ -112,7 +112,8 @@ static void write_model(const mm_spm_model *m, mm_buf *out)
         uint32_t u;
         memcpy(&u, &m->pieces[i].score, 4);
         key(&p, 2, MM_PB_FIXED32);
-        unsigned char le[4] = {(unsigned char)u, (unsigned char)(u >> 8), (unsigned char)(u >> 16), (unsigned char)(u >> 24)};
+        unsigned char le[4] = {(unsigned char)u, (unsigned char)(u >> 8), (unsigned char)(u >> 16),
+                               (unsigned char)(u >> 24)};
         mm_buf_append(&p, le, 4);
         bytes_field(&p, 1, m->pieces[i].piece, m->pieces[i].len);
         bytes_field(out, 1, p.data, p.len);
@@ -135,7 +136,8 @@ static void check_round_trip(const mm_spm_model *m)
     for (size_t i = 0; i < m->npieces; i++) {
         FUZZ_CHECK(back->pieces[i].len == m->pieces[i].len &&
                    memcmp(back->pieces[i].piece, m->pieces[i].piece, m->pieces[i].len) == 0);
-        FUZZ_CHECK(memcmp(&back->pieces[i].score, &m->pieces[i].score, 4) == 0 && back->pieces[i].type == m->pieces[i].type);
+        FUZZ_CHECK(memcmp(&back->pieces[i].score, &m->pieces[i].score, 4) == 0 &&
+                   back->pieces[i].type == m->pieces[i].type);
     }
     FUZZ_CHECK(back->model_type == m->model_type && back->vocab_size == m->vocab_size &&
                back->byte_fallback == m->byte_fallback);

@@ -49,7 +49,8 @@ static void pb_float(mm_buf *b, unsigned field, float f)
 {
     uint32_t u;
     memcpy(&u, &f, 4);
-    unsigned char le[4] = {(unsigned char)u, (unsigned char)(u >> 8), (unsigned char)(u >> 16), (unsigned char)(u >> 24)};
+    unsigned char le[4] = {(unsigned char)u, (unsigned char)(u >> 8), (unsigned char)(u >> 16),
+                           (unsigned char)(u >> 24)};
     pb_key(b, field, MM_PB_FIXED32);
     mm_buf_append(b, le, 4);
 }
@@ -239,7 +240,10 @@ static void test_spm_refusals(void)
     mm_buf b = {0}, t = {0};
     /* wire errors, with the place */
     spm_basic(&b, 1);
-    mm_buf_append(&b, "\x0a\x05" "ab", 4);
+    mm_buf_append(&b,
+                  "\x0a\x05"
+                  "ab",
+                  4);
     spm_bad(&b, "length-delimited value of 5 bytes");
     mm_buf_free(&b);
     spm_basic(&b, 1);
@@ -453,11 +457,12 @@ static const char *ADDED_FLAGS = "'single_word': false, 'lstrip': false, 'rstrip
  * tokens (a list's inside). */
 static char *bpe_json(const char *vocab, const char *merges, const char *added)
 {
-    return J("{'version': '1.0', 'truncation': null, 'padding': null, 'added_tokens': [%s], 'normalizer': null, "
-             "'pre_tokenizer': {'type': 'ByteLevel'}, 'post_processor': null, 'decoder': null, 'model': {'type': 'BPE', "
-             "'dropout': null, 'unk_token': null, 'continuing_subword_prefix': null, 'end_of_word_suffix': null, "
-             "'fuse_unk': false, 'byte_fallback': false, 'vocab': {%s}, 'merges': [%s]}}",
-             added, vocab, merges);
+    return J(
+        "{'version': '1.0', 'truncation': null, 'padding': null, 'added_tokens': [%s], 'normalizer': null, "
+        "'pre_tokenizer': {'type': 'ByteLevel'}, 'post_processor': null, 'decoder': null, 'model': {'type': 'BPE', "
+        "'dropout': null, 'unk_token': null, 'continuing_subword_prefix': null, 'end_of_word_suffix': null, "
+        "'fuse_unk': false, 'byte_fallback': false, 'vocab': {%s}, 'merges': [%s]}}",
+        added, vocab, merges);
 }
 
 /* One added_tokens entry of tokenizer.json. */
@@ -539,7 +544,8 @@ static void test_added_token_ids(void)
 {
     mm_err err;
     /* Llama 3 / Qwen: added tokens after the model's vocabulary, in order */
-    char *e6 = added_entry(6, "<|im_start|>", 1), *e7 = added_entry(7, "<|im_end|>", 1), *e5 = added_entry(5, "<|endoftext|>", 1);
+    char *e6 = added_entry(6, "<|im_start|>", 1), *e7 = added_entry(7, "<|im_end|>", 1),
+         *e5 = added_entry(5, "<|endoftext|>", 1);
     char *added = J("%s, %s, %s", e5, e6, e7);
     mm_tokenizer *t = load(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, added), NULL), &err);
     CHECK(t && t->n_ids == 8 && t->base_size == 6 && t->nadded == 3);
@@ -556,15 +562,18 @@ static void test_added_token_ids(void)
     free(added);
     /* a gap among the added ids */
     added = J("%s", e7);
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, added), NULL), "declared at id 7 but transformers gives it id 6");
+    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, added), NULL),
+        "declared at id 7 but transformers gives it id 6");
     free(added);
     /* a model token declared at another id than the model's */
     char *wrong = added_entry(3, "abc", 0);
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, wrong), NULL), "'abc' is declared at id 3 but transformers gives it id 4");
+    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, wrong), NULL),
+        "'abc' is declared at id 3 but transformers gives it id 4");
     free(wrong);
     /* empty content: the library skips it */
     wrong = added_entry(6, "", 1);
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, wrong), NULL), "added_tokens[0]: an added token with empty content");
+    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, wrong), NULL),
+        "added_tokens[0]: an added token with empty content");
     free(wrong);
     /* the same token twice: the later flags win, the id stays */
     char *e6n = added_entry(6, "<|im_start|>", 0);
@@ -584,7 +593,8 @@ static void test_vocab_refusals(void)
     char *e = added_entry(6, "x", 1);
     bad(folder("tokenizer.json", bpe_json("'a': 0, 'b': 1, 'a': 2", "", ""), NULL),
         "tokenizer.json: model.vocab: 'a' appears twice (ids 0 and 2)");
-    bad(folder("tokenizer.json", bpe_json("'a': 0, 'b': 0", "", ""), NULL), "model.vocab: 'b' has id 0, which 'a' has already");
+    bad(folder("tokenizer.json", bpe_json("'a': 0, 'b': 0", "", ""), NULL),
+        "model.vocab: 'b' has id 0, which 'a' has already");
     bad(folder("tokenizer.json", bpe_json("'a': 1.0", "", ""), NULL), "the id of 'a' is a number, not an integer");
     bad(folder("tokenizer.json", bpe_json("'a': -1", "", ""), NULL), "not an integer from 0 to 2^32 - 1");
     bad(folder("tokenizer.json", bpe_json("'a': 1e3", "", ""), NULL), "not an integer");
@@ -592,30 +602,36 @@ static void test_vocab_refusals(void)
     bad(folder("tokenizer.json", bpe_json("'a': 4294967296", "", ""), NULL), "not an integer");
     bad(folder("tokenizer.json", bpe_json("'a': 4294967295", "", ""), NULL),
         "'a' has id 4294967295, beyond what a vocabulary of this size can span");
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'BPE', 'vocab': ['a'], 'merges': []}}"), NULL),
+    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'BPE', 'vocab': ['a'], 'merges': []}}"),
+               NULL),
         "model.vocab: the vocabulary is an object of token: id, not a list");
     bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'vocab': {}, 'merges': []}}"), NULL),
         "model: \"type\" must name the model");
     bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'Tiktoken', 'vocab': {}}}"), NULL),
         "unknown model type \"Tiktoken\"");
-    bad(folder("tokenizer.json", J("{'added_tokens': []}"), NULL), "tokenizer.json: model: needs an object, not nothing");
+    bad(folder("tokenizer.json", J("{'added_tokens': []}"), NULL),
+        "tokenizer.json: model: needs an object, not nothing");
     bad(folder("tokenizer.json", J("{'model': {'type': 'WordLevel', 'vocab': {}, 'unk_token': 'u'}}"), NULL),
         "added_tokens: needs a list");
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'WordLevel', 'vocab': {}, 'unk_token': 'u'}, "
-                                   "'model': {'type': 'WordLevel', 'vocab': {}, 'unk_token': 'u'}}"),
+    bad(folder("tokenizer.json",
+               J("{'added_tokens': [], 'model': {'type': 'WordLevel', 'vocab': {}, 'unk_token': 'u'}, "
+                 "'model': {'type': 'WordLevel', 'vocab': {}, 'unk_token': 'u'}}"),
                NULL),
         "\"model\" is written twice");
     bad(folder("tokenizer.json", J("{'version': '2.0', 'added_tokens': []}"), NULL), "\"version\" must be \"1.0\"");
     bad(folder("tokenizer.json", J("[1, 2]"), NULL), "tokenizer.json: the file holds an object, not a list");
-    bad(folder("tokenizer.json", J("{'added_tokens': [}"), NULL), "tokenizer.json: not valid JSON (syntax error at byte");
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'BPE', 'vocab': {'a\\u0000b': 0}, "
-                                   "'merges': []}}"),
+    bad(folder("tokenizer.json", J("{'added_tokens': [}"), NULL),
+        "tokenizer.json: not valid JSON (syntax error at byte");
+    bad(folder("tokenizer.json",
+               J("{'added_tokens': [], 'model': {'type': 'BPE', 'vocab': {'a\\u0000b': 0}, "
+                 "'merges': []}}"),
                NULL),
         "a string holds \\u0000 (at byte 58)");
     bad(folder("tokenizer.json", mm_xstrdup("{\"added_tokens\": [], \"x\": \"\xc3\x28\"}"), NULL),
         "tokenizer.json: not valid UTF-8 (at byte 27)");
     /* added_tokens entries: every field, of its type */
-    char *noflag = J("{'id': 6, 'content': 'x', 'single_word': false, 'lstrip': false, 'rstrip': false, 'normalized': false}");
+    char *noflag =
+        J("{'id': 6, 'content': 'x', 'single_word': false, 'lstrip': false, 'rstrip': false, 'normalized': false}");
     bad(folder("tokenizer.json", bpe_json(VOCAB6, "", noflag), NULL),
         "tokenizer.json: added_tokens[0]: \"special\" must be a bool, not nothing");
     free(noflag);
@@ -632,7 +648,8 @@ static void test_vocab_refusals(void)
     noflag = J("{'id': 6, 'id': 7, 'content': 'x'}");
     bad(folder("tokenizer.json", bpe_json(VOCAB6, "", noflag), NULL), "added_tokens[0]: \"id\" is written twice");
     free(noflag);
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, "", "3"), NULL), "added_tokens[0]: an added token is an object, not a number");
+    bad(folder("tokenizer.json", bpe_json(VOCAB6, "", "3"), NULL),
+        "added_tokens[0]: an added token is an object, not a number");
     /* padding: an object needs its pad_token */
     char *text = J("{'added_tokens': [], 'padding': {'strategy': 'BatchLongest'}, 'model': {'type': 'WordLevel', "
                    "'vocab': {}, 'unk_token': 'u'}}");
@@ -657,7 +674,8 @@ static void test_gaps(void)
              "'<unk>'}}",
              e);
     free(e);
-    bad(folder("tokenizer.json", text, NULL), "added token '<x>' would get id 2, which the model's vocabulary gives to 'b'");
+    bad(folder("tokenizer.json", text, NULL),
+        "added token '<x>' would get id 2, which the model's vocabulary gives to 'b'");
     /* an id far beyond the vocabulary's size */
     text = J("{'added_tokens': [], 'model': {'type': 'WordLevel', 'vocab': {'<unk>': 0, 'b': 2000000}, "
              "'unk_token': '<unk>'}}");
@@ -669,25 +687,31 @@ static void test_unigram_wordpiece(void)
     mm_err err;
     char *e = added_entry(0, "<unk>", 1);
     char *text = J("{'added_tokens': [%s], 'model': {'type': 'Unigram', 'unk_id': 0, 'byte_fallback': false, "
-                   "'vocab': [['<unk>', 0.0], ['\xe2\x96\x81" "a', -1.5], ['b', -2]]}}",
+                   "'vocab': [['<unk>', 0.0], ['\xe2\x96\x81"
+                   "a', -1.5], ['b', -2]]}}",
                    e);
     mm_tokenizer *t = load(folder("tokenizer.json", text, NULL), &err);
     CHECK(t && t->n_ids == 3 && t->base_size == 3 && t->nadded == 1);
     if (t) {
         CHECK_STR_EQ(t->model_type, "Unigram");
-        CHECK(mm_tokenizer_id(t, "\xe2\x96\x81" "a", 4) == 1 && is_added(t, 0, "<unk>", 1, 0));
+        CHECK(mm_tokenizer_id(t,
+                              "\xe2\x96\x81"
+                              "a",
+                              4) == 1 &&
+              is_added(t, 0, "<unk>", 1, 0));
     }
     mm_tokenizer_free(t);
     free(e);
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': [['a', 0], ['a', -1]]}}"),
-               NULL),
+    bad(folder("tokenizer.json",
+               J("{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': [['a', 0], ['a', -1]]}}"), NULL),
         "model.vocab: 'a' appears twice (ids 0 and 1)");
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': [['a', 0], ['b']]}}"), NULL),
+    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': [['a', 0], ['b']]}}"),
+               NULL),
         "model.vocab[1]: an entry is [piece, score]");
     bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': [['a', '0']]}}"), NULL),
         "model.vocab[0]: an entry is [piece, score]");
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'Unigram', 'unk_id': 2, 'vocab': [['a', 0]]}}"),
-               NULL),
+    bad(folder("tokenizer.json",
+               J("{'added_tokens': [], 'model': {'type': 'Unigram', 'unk_id': 2, 'vocab': [['a', 0]]}}"), NULL),
         "\"unk_id\" must be null or the index of a vocabulary entry (0 to 0)");
     bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': {'a': 0}}}"), NULL),
         "a Unigram vocabulary is a list of [piece, score], not an object");
@@ -713,11 +737,12 @@ static void test_config(void)
                   "'bos_token': 'abc', 'eos_token': '<|endoftext|>', 'pad_token': '<pad>', 'unk_token': null, "
                   "'tokenizer_class': 'Qwen2Tokenizer', 'model_max_length': 32768}",
                   ADDED_FLAGS, ADDED_FLAGS);
-    mm_tokenizer *t = load(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL), &err);
+    mm_tokenizer *t =
+        load(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL), &err);
     CHECK(t != NULL);
     if (t) {
         CHECK(t->n_ids == 8 && t->base_size == 6 && t->nadded == 4);
-        CHECK(is_added(t, 4, "abc", 1, 0));   /* a named special token already in the model: now an added token */
+        CHECK(is_added(t, 4, "abc", 1, 0)); /* a named special token already in the model: now an added token */
         CHECK(is_added(t, 5, "<|endoftext|>", 1, 0));
         CHECK(is_added(t, 6, "<tool>", 0, 1));
         CHECK(is_added(t, 7, "<pad>", 1, 0)); /* new: appended, special */
@@ -825,11 +850,11 @@ static void test_legacy(void)
     CHECK(t != NULL);
     if (t) {
         CHECK(t->n_ids == 9 && t->nadded == 5);
-        CHECK(is_added(t, 4, "abc", 1, 0));           /* special_tokens_map.json's bos, a model token */
+        CHECK(is_added(t, 4, "abc", 1, 0)); /* special_tokens_map.json's bos, a model token */
         CHECK(is_added(t, 5, "<|endoftext|>", 1, 0));
-        CHECK(is_added(t, 6, "<x>", 1, 0));           /* in additional_special_tokens: special */
-        CHECK(is_added(t, 7, "<y>", 0, 1));           /* not special: normalized */
-        CHECK(is_added(t, 8, "<pad>", 1, 1));         /* the map's object: made special, normalized as written */
+        CHECK(is_added(t, 6, "<x>", 1, 0));   /* in additional_special_tokens: special */
+        CHECK(is_added(t, 7, "<y>", 0, 1));   /* not special: normalized */
+        CHECK(is_added(t, 8, "<pad>", 1, 1)); /* the map's object: made special, normalized as written */
     } else {
         fprintf(stderr, "%s\n", err.msg);
     }
@@ -884,7 +909,8 @@ static void test_spm_folder(void)
         CHECK(t->base_size == 8 && t->n_ids == 9 && t->id_end == 9);
         CHECK(mm_tokenizer_id(t, "p2", 2) == 5);
         CHECK(is_added(t, 0, "<unk>", 1, 0) && is_added(t, 1, "<s>", 1, 0) && is_added(t, 2, "</s>", 1, 0));
-        CHECK(is_added(t, 6, "<|im_start|>", 0, 0) && is_added(t, 7, "<ctl>", 1, 0) && is_added(t, 8, "<|im_end|>", 1, 0));
+        CHECK(is_added(t, 6, "<|im_start|>", 0, 0) && is_added(t, 7, "<ctl>", 1, 0) &&
+              is_added(t, 8, "<|im_end|>", 1, 0));
         CHECK(t->nadded == 6 && mm_tokenizer_added(t, 3) == NULL);
         CHECK_STR_EQ(t->chat_template, "cfg");
     } else {
@@ -893,7 +919,8 @@ static void test_spm_folder(void)
     mm_tokenizer_free(t);
     /* the config's names win over trainer_spec's; extra_special_tokens replaces the pieces' list */
     dir = folder("tokenizer_config.json",
-                 J("{'added_tokens_decoder': {}, 'bos_token': null, 'unk_token': 'p0', 'extra_special_tokens': []}"), NULL);
+                 J("{'added_tokens_decoder': {}, 'bos_token': null, 'unk_token': 'p0', 'extra_special_tokens': []}"),
+                 NULL);
     path = mm_path_join(dir, "tokenizer.model");
     check_write_file(path, b.data, b.len);
     free(path);
@@ -955,7 +982,8 @@ static void test_chat_template(void)
     mm_tokenizer_free(t);
     bad(folder("tokenizer.json", J("%s", tj), "tokenizer_config.json", J("{'chat_template': 7}"), NULL),
         "tokenizer_config.json: chat_template: is a string or a list of {name, template}, not a number");
-    bad(folder("tokenizer.json", J("%s", tj), "tokenizer_config.json", J("{'chat_template': [{'name': 'default'}]}"), NULL),
+    bad(folder("tokenizer.json", J("%s", tj), "tokenizer_config.json", J("{'chat_template': [{'name': 'default'}]}"),
+               NULL),
         "chat_template[0]: needs \"name\" and \"template\", both strings");
     bad(folder("tokenizer.json", J("%s", tj), "tokenizer_config.json",
                J("{'chat_template': [{'name': 'a', 'template': '1'}, {'name': 'a', 'template': '2'}]}"), NULL),

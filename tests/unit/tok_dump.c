@@ -42,9 +42,10 @@ static void dump_spm(const mm_spm_model *m)
         fputs("null", stdout);
         return;
     }
-    printf("{\"model_type\": \"%s\", \"vocab_size\": %d, \"byte_fallback\": %s, ", mm_spm_model_type_name(m->model_type),
-           m->vocab_size, m->byte_fallback ? "true" : "false");
-    printf("\"unk_id\": %d, \"bos_id\": %d, \"eos_id\": %d, \"pad_id\": %d, ", m->unk_id, m->bos_id, m->eos_id, m->pad_id);
+    printf("{\"model_type\": \"%s\", \"vocab_size\": %d, \"byte_fallback\": %s, ",
+           mm_spm_model_type_name(m->model_type), m->vocab_size, m->byte_fallback ? "true" : "false");
+    printf("\"unk_id\": %d, \"bos_id\": %d, \"eos_id\": %d, \"pad_id\": %d, ", m->unk_id, m->bos_id, m->eos_id,
+           m->pad_id);
     fputs("\"unk_piece\": ", stdout);
     cstr(m->unk_piece);
     fputs(", \"bos_piece\": ", stdout);
@@ -58,7 +59,8 @@ static void dump_spm(const mm_spm_model *m)
     printf(", \"add_dummy_prefix\": %s, \"remove_extra_whitespaces\": %s, \"escape_whitespaces\": %s, ",
            m->add_dummy_prefix ? "true" : "false", m->remove_extra_whitespaces ? "true" : "false",
            m->escape_whitespaces ? "true" : "false");
-    printf("\"precompiled_charsmap_len\": %zu, \"raw_len\": %zu, \"pieces\": [", m->precompiled_charsmap_len, m->raw_len);
+    printf("\"precompiled_charsmap_len\": %zu, \"raw_len\": %zu, \"pieces\": [", m->precompiled_charsmap_len,
+           m->raw_len);
     for (size_t i = 0; i < m->npieces; i++) {
         printf("%s[", i ? ", " : "");
         str(m->pieces[i].piece, m->pieces[i].len);
