@@ -335,6 +335,46 @@ size_t mm_utf8_valid_len(const char *s, size_t len)
     return len;
 }
 
+const char *mm_quote(char *buf, size_t size, const char *s, size_t len)
+{
+    size_t o = 0, i = 0;
+    buf[o++] = '\'';
+    while (i < len) {
+        char esc[8];
+        size_t n = 1;
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\n' || c == '\t' || c == '\r' || c == '\\' || c == '\'') {
+            snprintf(esc, sizeof esc, "\\%c", c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : (char)c);
+        } else if (c < 0x20 || c == 0x7f) {
+            snprintf(esc, sizeof esc, "\\x%02x", c);
+        } else if (c < 0x80) {
+            esc[0] = (char)c, esc[1] = 0;
+        } else {
+            /* one whole UTF-8 character, or one escaped byte where the text is not UTF-8 */
+            n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+            if (n > len - i || mm_utf8_valid_len(s + i, n) != n) {
+                n = 1;
+                snprintf(esc, sizeof esc, "\\x%02x", c);
+            } else {
+                memcpy(esc, s + i, n);
+                esc[n] = 0;
+            }
+        }
+        size_t e = strlen(esc);
+        if (o + e + 5 > size) { /* room for "...'" and the NUL */
+            memcpy(buf + o, "...", 3);
+            o += 3;
+            break;
+        }
+        memcpy(buf + o, esc, e);
+        o += e;
+        i += n;
+    }
+    buf[o++] = '\'';
+    buf[o] = 0;
+    return buf;
+}
+
 char *mm_path_join(const char *dir, const char *name)
 {
     size_t n = strlen(dir);

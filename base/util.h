@@ -82,6 +82,11 @@ int mm_pread_full(int fd, void *buf, size_t len, uint64_t off);
  * that must be UTF-8 (safetensors headers, JSON), so the error can say where it goes wrong. */
 size_t mm_utf8_valid_len(const char *s, size_t len);
 
+/* s[0..len) as a quoted string for a message: 'text', with \n, \t, \r, \\, \' and \xNN for other
+ * bytes below 0x20, 0x7f and bytes that are not UTF-8, cut with "..." to fit buf (size >= 16). For
+ * names from files we did not write (tokens, pieces), which can hold anything. Returns buf. */
+const char *mm_quote(char *buf, size_t size, const char *s, size_t len);
+
 /* Joins a directory and a file name with one '/'. Heap result. */
 char *mm_path_join(const char *dir, const char *name);
 /* `path` made absolute against the working directory (unchanged if it already is, or if the working

@@ -4,9 +4,11 @@
 # Sourced by tools/demo.sh and tests/run (one list, one place).
 
 # clang and its runtimes (libFuzzer, sanitizers) build the fuzz harnesses of tests/fuzz; groff-base
-# renders the man page in tests/integration/test_docs.py.
+# renders the man page in tests/integration/test_docs.py; python3-sentencepiece (with python3-protobuf for
+# its model module) trains and edits the models tests/integration/test_tokenizer_read.py reads.
 MM_DEB_PACKAGES=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libyaml-dev libcjson-dev
-                 liblmdb-dev python3-pytest python3-numpy valgrind clang libclang-rt-dev groff-base)
+                 liblmdb-dev python3-pytest python3-numpy valgrind clang libclang-rt-dev groff-base
+                 python3-sentencepiece python3-protobuf)
 
 mm_install_deps() {
   local missing=() p

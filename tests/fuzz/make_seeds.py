@@ -5,7 +5,9 @@ changing it; files it does not write, such as inputs of fixed findings, are left
 Seeds are small valid inputs that look like the real thing (Llama-shaped safetensors headers, index
 files of sharded checkpoints, mergekit configs of every method) and edge cases next to every check
 (overflowing shapes, offsets that overlap, unsafe shard names, deep nesting, YAML anchors and tags).
-Names say what each one is. The configs name the models fuzz_config.c puts in its Hugging Face cache."""
+Names say what each one is. The configs name the models fuzz_config.c puts in its Hugging Face cache.
+The sentencepiece seeds are trained by sentencepiece itself when it is importable (python3-sentencepiece),
+besides the ones built field by field here."""
 
 import json
 import os
@@ -567,6 +569,211 @@ def lora_seeds():
     put("lora", "bad_regex_pattern", lora_input(dict(cfg, rank_pattern={"q_.*": 2}), qv))
 
 
+# ---- sentencepiece models (tokenizer.model): protobuf built field by field, and trained ones ------------
+
+def pb_varint(v):
+    v &= (1 << 64) - 1  # negatives as protobuf writes int32: their 64-bit sign extension
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def pb_key(field, wtype):
+    return pb_varint(field << 3 | wtype)
+
+
+def pb_int(field, v):
+    return pb_key(field, 0) + pb_varint(v)
+
+
+def pb_bytes(field, data):
+    data = data.encode() if isinstance(data, str) else data
+    return pb_key(field, 2) + pb_varint(len(data)) + data
+
+
+def pb_float(field, f):
+    return pb_key(field, 5) + struct.pack("<f", f)
+
+
+def spm_piece(text, score=0.0, typ=None):
+    body = (pb_bytes(1, text) if text is not None else b"") + pb_float(2, score)
+    if typ is not None:
+        body += pb_int(3, typ)
+    return pb_bytes(1, body)
+
+
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+
+def spm_model(pieces, trainer=b"", normalizer=b"", extra=b""):
+    """pieces: [(text, score, type)]; trainer/normalizer: the messages' bodies."""
+    out = b"".join(spm_piece(*p) for p in pieces)
+    if trainer:
+        out += pb_bytes(2, trainer)
+    if normalizer:
+        out += pb_bytes(3, normalizer)
+    return out + extra
+
+
+BASIC = [("<unk>", 0.0, UNKNOWN), ("<s>", 0.0, CONTROL), ("</s>", 0.0, CONTROL)] + \
+        [(p, -float(i), None) for i, p in enumerate(["\u2581the", "\u2581a", "s", "t", "\u00e9", "\u65e5", "\U0001f600"])]
+BYTES = [(f"<0x{b:02X}>", 0.0, BYTE) for b in range(256)]
+
+
+def trained_models():
+    """{name: bytes} trained by sentencepiece, or {} without it."""
+    try:
+        import io
+        import sentencepiece as spm
+    except ImportError:
+        return {}
+    rng = random.Random(12)
+    words = ["merge", "mount", "token", "vocab", "\u00fcber", "\u65e5\u672c", "\U0001f600", "a", "the"]
+    lines = [" ".join(rng.choice(words) for _ in range(8)) for _ in range(400)]
+    out = {}
+    for name, kw in {"unigram": dict(model_type="unigram", vocab_size=60),
+                     "bpe_bytes_user": dict(model_type="bpe", vocab_size=300, byte_fallback=True,
+                                            user_defined_symbols=["<|im_start|>", "<|im_end|>"]),
+                     "char_control_pad": dict(model_type="char", vocab_size=40, control_symbols=["<c>"], pad_id=3),
+                     "word": dict(model_type="word", vocab_size=30)}.items():
+        w = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=w, minloglevel=2, num_threads=1,
+                                       normalization_rule_name="identity", hard_vocab_limit=False, **kw)
+        out[name] = w.getvalue()
+    return out
+
+
+def spm_cases():
+    """{name: bytes}: valid models and the corners next to every check."""
+    trainer = pb_int(3, 2) + pb_int(4, 32000) + pb_int(40, 0) + pb_int(41, 1) + pb_int(42, 2) + pb_int(43, -1) + \
+        pb_bytes(45, "<unk>") + pb_bytes(99, "unknown field")
+    normalizer = pb_bytes(1, "nmt_nfkc") + pb_bytes(2, bytes(range(16))) + pb_int(3, 0) + pb_int(4, 1) + pb_int(5, 1)
+    c = {
+        "valid_basic": spm_model(BASIC),
+        "valid_bpe_specs": spm_model(BASIC, trainer, normalizer),
+        "valid_byte_fallback": spm_model(BASIC + BYTES, pb_int(35, 1)),
+        "valid_user_unused": spm_model(BASIC + [("<|im_start|>", 0.0, USER_DEFINED), ("x", -9.5, UNUSED)]),
+        "valid_normal_and_control_same_text": spm_model(BASIC + [("<s>", 0.0, NORMAL)]),
+        "valid_unknown_fields_every_wire_type": spm_model(BASIC, extra=pb_int(7, 5) + pb_key(8, 1) + bytes(8) +
+                                                          pb_key(9, 5) + bytes(4) + pb_bytes(250, "ext")),
+        "valid_trainer_twice_merged": spm_model(BASIC, pb_int(41, -1)) + pb_bytes(2, pb_int(42, -1)),
+        "valid_nul_in_piece": spm_model(BASIC + [("a\x00b", 0.0, None)]),
+        "bad_empty_piece": spm_model(BASIC + [(None, 0.0, None)]),
+        "bad_duplicate": spm_model(BASIC + [("s", 0.0, USER_DEFINED)]),
+        "bad_two_unknown": spm_model(BASIC + [("<unk2>", 0.0, UNKNOWN)]),
+        "bad_no_unknown": spm_model(BASIC[1:]),
+        "bad_byte_without_fallback": spm_model(BASIC + BYTES),
+        "bad_byte_missing": spm_model(BASIC + BYTES[:-1], pb_int(35, 1)),
+        "bad_byte_lower_hex": spm_model(BASIC + BYTES[:10] + [("<0x0a>", 0.0, BYTE)] + BYTES[11:], pb_int(35, 1)),
+        "bad_type_7": spm_model(BASIC + [("x", 0.0, 7)]),
+        "bad_model_type_9": spm_model(BASIC, pb_int(3, 9)),
+        "bad_int32_overflow": spm_model(BASIC, pb_int(40, 1 << 40)),
+        "bad_bool_2": spm_model(BASIC, pb_int(35, 2)),
+        "bad_id_beyond_pieces": spm_model(BASIC, pb_int(41, 10)),
+        "bad_invalid_utf8": spm_model(BASIC + [(b"\xc3\x28", 0.0, None)]),
+        "bad_wrong_wire_type": spm_model(BASIC) + pb_int(1, 3),
+        "bad_group": spm_model(BASIC) + pb_key(5, 3),
+        "bad_overlong_varint": spm_model(BASIC) + pb_key(7, 0) + b"\x80" * 10 + b"\x00",
+        "bad_truncated": spm_model(BASIC)[:-3],
+        "bad_length_past_end": spm_model(BASIC) + b"\x0a\x7f",
+        "bad_text": b"IQ== 0\nIg== 1\n",
+    }
+    return c
+
+
+def spm_seeds():
+    for name, data in spm_cases().items():
+        put("spm", name, data)
+    for name, data in trained_models().items():
+        put("spm", "trained_" + name, data)
+
+
+# ---- a folder's tokenizer: its files split by "=====" lines ----------------------------------------------
+
+SEP = "\n=====\n"
+
+
+def tok_folder(tokenizer_json="", config="", special_tokens_map="", added_tokens="", chat_template=""):
+    parts = [tokenizer_json, config, special_tokens_map, added_tokens, chat_template]
+    parts = [p if isinstance(p, (str, bytes)) else json.dumps(p, indent=1) for p in parts]
+    parts = [p.encode() if isinstance(p, str) else p for p in parts]
+    while parts and not parts[-1]:
+        parts.pop()
+    return SEP.encode().join(parts)
+
+
+def added(i, content, special=True, **flags):
+    e = {"id": i, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": not special, "special": special}
+    e.update(flags)
+    return e
+
+
+def tj(model, added_tokens=(), padding=None):
+    return {"version": "1.0", "truncation": None, "padding": padding, "added_tokens": list(added_tokens),
+            "normalizer": None, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False},
+            "post_processor": None, "decoder": None, "model": model}
+
+
+BPE = {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+       "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+       "vocab": {"a": 0, "b": 1, "ab": 2, "c": 3, "abc": 4, "\u0120the": 5, "<|endoftext|>": 6},
+       "merges": ["a b", "ab c"]}
+
+
+def tokenizer_seeds():
+    s = "tokenizer"
+    eot = added(6, "<|endoftext|>")
+    chatml = [added(7, "<|im_start|>"), added(8, "<|im_end|>")]
+    dec = {str(e["id"]): {k: v for k, v in e.items() if k != "id"} for e in [eot] + chatml}
+    put(s, "bpe_gpt2", tok_folder(tj(BPE, [eot])))
+    put(s, "bpe_pairs_merges", tok_folder(tj(dict(BPE, merges=[["a", "b"], ["ab", "c"]]), [eot])))
+    put(s, "qwen_config_decoder", tok_folder(tj(BPE, [eot] + chatml), {
+        "added_tokens_decoder": dec, "bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+        "chat_template": "{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}", "model_max_length": 32768}))
+    put(s, "config_specials_new_tokens", tok_folder(tj(BPE, [eot]), {
+        "added_tokens_decoder": {"7": {"content": "<tool>", "special": False}}, "pad_token": "<pad>",
+        "image_token": "<image>", "extra_special_tokens": ["<e1>", {"__type": "AddedToken", "content": "<e2>"}],
+        "mask_token": {"__type": "AddedToken", "content": "<mask>", "lstrip": True, "normalized": False,
+                       "rstrip": False, "single_word": False, "special": True}}))
+    put(s, "legacy_files", tok_folder(tj(BPE, [eot]), {"additional_special_tokens": ["<x>"]},
+                                      {"pad_token": {"content": "<pad>", "lstrip": False, "normalized": True,
+                                                     "rstrip": False, "single_word": False}, "bos_token": "abc",
+                                       "additional_special_tokens": [{"content": "<z>"}]},
+                                      {"<x>": 7, "<y>": 8}, "{{ bos_token }}"))
+    put(s, "unigram", tok_folder(tj({"type": "Unigram", "unk_id": 0, "byte_fallback": False,
+                                     "vocab": [["<unk>", 0.0], ["\u2581a", -1.5], ["b", -2.25], ["<pad>", 0]]},
+                                    [added(0, "<unk>"), added(3, "<pad>")], {"pad_token": "<pad>", "pad_id": 3,
+                                                                               "strategy": "BatchLongest"})))
+    put(s, "wordpiece", tok_folder(tj({"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                                       "max_input_chars_per_word": 100,
+                                       "vocab": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "a": 4, "##b": 5}},
+                                      [added(i, t) for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"])]),
+                                   {"cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"}))
+    put(s, "wordlevel_gap", tok_folder(tj({"type": "WordLevel", "vocab": {"<unk>": 0, "b": 2}, "unk_token": "<unk>"})))
+    put(s, "chat_template_list", tok_folder(tj(BPE), {"chat_template": [{"name": "default", "template": "D"},
+                                                                        {"name": "tool_use", "template": "T"}]},
+                                            "", "", "{{ file wins }}"))
+    put(s, "bad_added_out_of_order", tok_folder(tj(BPE, [eot] + chatml[::-1])))
+    put(s, "bad_decoder_wrong_id", tok_folder(tj(BPE, [eot]), {"added_tokens_decoder": {"12": {"content": "x"}}}))
+    put(s, "bad_duplicate_token", tok_folder('{"added_tokens": [], "model": {"type": "BPE", "vocab": {"a": 0, "a": 1}, '
+                                             '"merges": []}}'))
+    put(s, "bad_nul_escape", tok_folder('{"added_tokens": [], "model": {"type": "WordLevel", "unk_token": "u", '
+                                        '"vocab": {"a\\u0000": 0}}}'))
+    put(s, "bad_merge", tok_folder(tj(dict(BPE, merges=["b c"]))))
+    for name, data in spm_cases().items():
+        if name.startswith("valid_"):
+            put(s, "spm_" + name[len("valid_"):], b"SPM:" + data)
+    put(s, "spm_with_config", b"SPM:" + spm_cases()["valid_user_unused"] + SEP.encode() + json.dumps(
+        {"added_tokens_decoder": {"12": {"content": "<|im_end|>", "special": True}}, "unk_token": "<unk>"}).encode())
+    for name, data in trained_models().items():
+        put(s, "spm_trained_" + name, b"SPM:" + data)
+
+
 if __name__ == "__main__":
     lora_seeds()
     arch_seeds()
@@ -575,3 +782,5 @@ if __name__ == "__main__":
     config_seeds()
     json_seeds()
     param_seeds()
+    spm_seeds()
+    tokenizer_seeds()

@@ -94,6 +94,12 @@ int main(void)
     CHECK(mm_err_set(&e, -22, "inner %d", 1) == -22);
     mm_err_prefix(&e, "outer");
     CHECK(strcmp(e.msg, "outer: inner 1") == 0);
+    /* names from files quoted for messages: escapes, whole UTF-8 characters, cut to fit */
+    char q[32];
+    CHECK(strcmp(mm_quote(q, sizeof q, "a'b\n\x01\xc3\xa9\xff", 8), "'a\\'b\\n\\x01\xc3\xa9\\xff'") == 0);
+    CHECK(strcmp(mm_quote(q, 16, "abcdefghijklmnopqrstuvwxyz", 26), "'abcdefghij...'") == 0);
+    CHECK(strcmp(mm_quote(q, 16, "\xe6\x97\xa5\xe6\x97\xa5\xe6\x97\xa5\xe6\x97\xa5", 12), "'\xe6\x97\xa5\xe6\x97\xa5\xe6\x97\xa5...'") == 0);
+    CHECK(strcmp(mm_quote(q, sizeof q, "", 0), "''") == 0);
     char *j = mm_path_join("/a/b/", "c");
     CHECK(strcmp(j, "/a/b/c") == 0);
     free(j);
