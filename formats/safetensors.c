@@ -19,6 +19,15 @@ uint64_t mm_st_numel(const mm_st_tensor *t)
     return n;
 }
 
+void mm_st_shape_text(const mm_st_tensor *t, char *buf, size_t len)
+{
+    size_t o = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < t->ndim && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%llu", i ? ", " : "", (unsigned long long)t->shape[i]);
+    if (o < len)
+        snprintf(buf + o, len - o, "]");
+}
+
 void mm_st_header_free(mm_st_header *h)
 {
     if (!h)

@@ -34,6 +34,9 @@ typedef struct mm_st_header {
 /* Number of elements of a tensor (product of the shape; 1 for a scalar). */
 uint64_t mm_st_numel(const mm_st_tensor *t);
 
+/* "[d0, d1, ...]" into buf (truncated to len), for messages. */
+void mm_st_shape_text(const mm_st_tensor *t, char *buf, size_t len);
+
 /* Parses and validates the JSON header `json` (json_len bytes, and json[json_len] a readable NUL as
  * mm_json_parse requires) of a file whose total size is file_size. Checks: UTF-8 text (as the reference
  * reader requires); a JSON object nested at most CJSON_NESTING_LIMIT deep; every entry but

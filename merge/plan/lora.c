@@ -284,15 +284,6 @@ void mm_lora_free(mm_lora *l)
     free(l);
 }
 
-static void shape_text(const mm_st_tensor *t, char *buf, size_t len)
-{
-    size_t o = (size_t)snprintf(buf, len, "[");
-    for (int i = 0; i < t->ndim && o < len; i++)
-        o += (size_t)snprintf(buf + o, len - o, "%s%llu", i ? ", " : "", (unsigned long long)t->shape[i]);
-    if (o < len)
-        snprintf(buf + o, len - o, "]");
-}
-
 int mm_lora_attach(mm_lora *l, mm_model *m, mm_err *err)
 {
     for (size_t i = 0; i < l->n; i++) {
@@ -305,9 +296,9 @@ int mm_lora_attach(mm_lora *l, mm_model *m, mm_err *err)
                             "it the adapter of another model?)",
                             l->file.path, name, m->path);
         } else if (t->st->ndim != 2 || t->st->shape[0] != d->rows || t->st->shape[1] != d->cols) {
-            shape_text(d->a, a, sizeof a);
-            shape_text(d->b, b, sizeof b);
-            shape_text(t->st, w, sizeof w);
+            mm_st_shape_text(d->a, a, sizeof a);
+            mm_st_shape_text(d->b, b, sizeof b);
+            mm_st_shape_text(t->st, w, sizeof w);
             rc = mm_err_set(err, -EINVAL,
                             "%s: the factors of '%s' (A %s, B %s) make a [%llu, %llu] change%s, but the base model's "
                             "'%s' is %s (is it the adapter of another model? is fan_in_fan_out right?)",

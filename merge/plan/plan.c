@@ -271,15 +271,6 @@ static int shapes_equal(const mm_st_tensor *a, const mm_st_tensor *b)
     return a->ndim == b->ndim && memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof a->shape[0]) == 0;
 }
 
-static void shape_str(const mm_st_tensor *t, char *buf, size_t len)
-{
-    size_t o = (size_t)snprintf(buf, len, "[");
-    for (int i = 0; i < t->ndim && o < len; i++)
-        o += (size_t)snprintf(buf + o, len - o, "%s%llu", i ? ", " : "", (unsigned long long)t->shape[i]);
-    if (o < len)
-        snprintf(buf + o, len - o, "]");
-}
-
 static int resolve_shape(mm_plan *p, mm_out_tensor *o, mm_err *err)
 {
     const mm_st_tensor *ref = o->inputs[o->base >= 0 ? o->base : 0].mt->st;
@@ -295,8 +286,8 @@ static int resolve_shape(mm_plan *p, mm_out_tensor *o, mm_err *err)
             crop = 0;
         if (!crop) {
             char a[128], b[128];
-            shape_str(ref, a, sizeof a);
-            shape_str(st, b, sizeof b);
+            mm_st_shape_text(ref, a, sizeof a);
+            mm_st_shape_text(st, b, sizeof b);
             return mm_err_set(err, -EINVAL,
                               "tensor '%s': shape %s in model '%s' but %s in model '%s' (%s) — the models must "
                               "have the same architecture and size",

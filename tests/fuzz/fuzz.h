@@ -9,6 +9,7 @@
 #define MM_FUZZ_H
 
 #include <sanitizer/common_interface_defs.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -46,6 +47,40 @@ static inline const char *fuzz_as_file(const uint8_t *data, size_t size)
         abort();
     }
     return path;
+}
+
+/* Runs a shell command made from fmt for a harness's one-time setup; a failure ends the process. */
+static inline void fuzz_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline void fuzz_sh(const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "fuzz setup failed: %s\n", cmd);
+        exit(1);
+    }
+}
+
+/* The mm-mkmodel to make source models with: $MM_MKMODEL_BIN, else the one of this build. */
+static inline const char *fuzz_mkmodel(void)
+{
+    const char *m = getenv("MM_MKMODEL_BIN");
+    return m && *m ? m : MM_FUZZ_MKMODEL;
+}
+
+/* A new folder $TMPDIR/mm-fuzz-<tag>-XXXXXX (tests/fuzz/run points TMPDIR at a folder it removes
+ * afterwards) into dir; a failure ends the process. */
+static inline void fuzz_tempdir(const char *tag, char *dir, size_t len)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, len, "%s/mm-fuzz-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", tag);
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        exit(1);
+    }
 }
 
 #endif

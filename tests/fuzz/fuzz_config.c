@@ -29,25 +29,11 @@
 
 static FILE *devnull;
 
-static void run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void run(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "fuzz_config: setup failed: %s\n", cmd);
-        exit(1);
-    }
-}
-
 /* models--org--NAME/snapshots/<commit>/ made by mm-mkmodel with `args`, and refs/main naming it. */
 static void hub_model(const char *mkmodel, const char *hub, const char *name, const char *args)
 {
     static const char commit[] = "0123456789abcdef0123456789abcdef01234567";
-    run("'%s' '%s/models--org--%s/snapshots/%s' --hidden 8 --intermediate 12 --vocab 16 --heads 2 --kv-heads 1 %s "
+    fuzz_sh("'%s' '%s/models--org--%s/snapshots/%s' --hidden 8 --intermediate 12 --vocab 16 --heads 2 --kv-heads 1 %s "
         ">/dev/null && mkdir -p '%s/models--org--%s/refs' && printf %s '%s' > '%s/models--org--%s/refs/main'",
         mkmodel, hub, name, commit, args, hub, name, "%s", commit, hub, name);
 }
@@ -56,17 +42,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    const char *mkmodel = getenv("MM_MKMODEL_BIN");
-    if (!mkmodel || !*mkmodel)
-        mkmodel = MM_FUZZ_MKMODEL;
-    /* Under $TMPDIR, which tests/fuzz/run points at a folder it removes afterwards. */
-    const char *tmp = getenv("TMPDIR");
+    const char *mkmodel = fuzz_mkmodel();
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s/mm-fuzz-config-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        exit(1);
-    }
+    fuzz_tempdir("config", dir, sizeof dir);
     char hub[sizeof dir + 8];
     snprintf(hub, sizeof hub, "%s/hub", dir);
     hub_model(mkmodel, hub, "a", "--seed 1");
@@ -79,7 +57,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     hub_model(mkmodel, hub, "deep", "--seed 8 --layers 4");
     hub_model(mkmodel, hub, "wide", "--seed 9 --vocab 20");
     hub_model(mkmodel, hub, "notok", "--seed 10 --no-tokenizer");
-    run("cp '%s/models--org--a/refs/main' '%s/models--org--a/refs/v1'", hub, hub);
+    fuzz_sh("cp '%s/models--org--a/refs/main' '%s/models--org--a/refs/v1'", hub, hub);
     setenv("HF_HUB_CACHE", hub, 1);
     devnull = fopen("/dev/null", "w");
     if (!devnull)

@@ -20,25 +20,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
-    const char *mkmodel = getenv("MM_MKMODEL_BIN");
-    if (!mkmodel || !*mkmodel)
-        mkmodel = MM_FUZZ_MKMODEL;
-    const char *tmp = getenv("TMPDIR");
     char dir[2048];
-    snprintf(dir, sizeof dir, "%s/mm-fuzz-lora-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        exit(1);
-    }
+    fuzz_tempdir("lora", dir, sizeof dir);
     snprintf(base, sizeof base, "%s/base", dir);
     snprintf(adapter, sizeof adapter, "%s/adapter", dir);
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "'%s' '%s' --hidden 8 --intermediate 12 --vocab 16 --heads 2 --kv-heads 1 --layers 1 "
-             "--dtype f32 >/dev/null", mkmodel, base);
-    if (system(cmd) != 0 || mkdir(adapter, 0755) != 0) {
-        fprintf(stderr, "fuzz_lora: setup failed: %s\n", cmd);
-        exit(1);
-    }
+    fuzz_sh("'%s' '%s' --hidden 8 --intermediate 12 --vocab 16 --heads 2 --kv-heads 1 --layers 1 --dtype f32 "
+            ">/dev/null && mkdir '%s'", fuzz_mkmodel(), base, adapter);
     return 0;
 }
 
