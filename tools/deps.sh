@@ -4,9 +4,12 @@
 # Sourced by tools/demo.sh and tests/run (one list, one place).
 
 # clang and its runtimes (libFuzzer, sanitizers) build the fuzz harnesses of tests/fuzz; groff-base
-# renders the man page in tests/integration/test_docs.py.
+# renders the man page in tests/integration/test_docs.py. python3-sentencepiece trains the
+# sentencepiece-only test models and checks the reference's tokenizer.model reader; python3-jinja2
+# renders chat templates (tests/reference/tokenizer_eval.py; those tests skip without them).
 MM_DEB_PACKAGES=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libyaml-dev libcjson-dev
-                 liblmdb-dev python3-pytest python3-numpy valgrind clang libclang-rt-dev groff-base)
+                 liblmdb-dev python3-pytest python3-numpy python3-sentencepiece python3-jinja2 valgrind clang
+                 libclang-rt-dev groff-base)
 
 mm_install_deps() {
   local missing=() p
