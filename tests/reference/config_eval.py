@@ -18,6 +18,12 @@ model has the base's config.json and the effective tensors of the pair.
     result.plan      # [Planned]: per output tensor the method, evaluated params and sources
     result.config    # the expected output config.json (dict)
     result.modules   # {module name: ModulePlan}: per module its slices, output layers, copied or not
+    result.vocab     # with tokenizer_source / tokenizer: tokenizer_eval.OutputVocab, else None
+
+With a tokenizer option (issue 12), the inputs of every embedding-like tensor (is_embed) are
+remapped to the output vocabulary before the method, as mergekit's PermutedEmbeddings does (only
+`is_embed` weights, plan.py); tokenizer_eval.py has the rules. config.json's vocab_size is then the
+output vocabulary's size, padded.
 
 Multi-module models (D18): the caller says what the modules of the family are, as a table
 {module name: Module(stack, members, count_key)} passed as `evaluate(cfg, modules=TABLE)`, e.g.
@@ -41,6 +47,7 @@ import lora_eval
 import methods
 import methods_gta
 import methods_stats
+import tokenizer_eval
 from safetensors_io import TORCH_NAME, config_dtype, read_folder
 
 
@@ -511,7 +518,8 @@ def evaluate(cfg, resolve=None, masks=None, modules=None):
     res.slices = text.slices if text else None
     res.num_layers = text.num_layers if text else None
     res.layer_origins = text.layer_origins if text else None
-    res.tensors = {p.name: compute(cfg, p, masks) for p in res.plan}
+    res.vocab = _output_vocab(cfg, models, resolve)
+    res.tensors = {p.name: compute(cfg, p, masks, res.vocab) for p in res.plan}
     res.config = expected_config(res) if all(v is not None for v in res.tensors.values()) else None
     return res
 
@@ -731,13 +739,50 @@ def _compute_stats(p, inputs, dtype, out_dtype):
     raise ConfigError(f"method {m!r} is not in the reference")
 
 
-def compute(cfg, p, masks=None):
+def _output_vocab(cfg, models, resolve):
+    """The output vocabulary of a config with a tokenizer option (tokenizer_eval.build_vocabulary over
+    the referenced models in config order), else None."""
+    try:
+        settings = tokenizer_eval.tokenizer_settings(cfg)
+        if settings is None:
+            return None
+        return tokenizer_eval.build_vocabulary(cfg, {ref: m.path for ref, m in models.items()},
+                                               settings=settings, resolve=resolve)
+    except tokenizer_eval.VocabError as e:
+        raise ConfigError(str(e))
+
+
+def remap_embedding_inputs(cfg, p, inputs, vocab):
+    """The hook on the inputs of an embedding-like tensor: one remapped [V_out, H] matrix per model
+    (a model given twice gets the same one), with the tensor's base, the config's dtype and the
+    `tokenizer:` block's tokens and pad_to_multiple_of. A 1-D input (PhiMoE's lm_head.bias) is
+    remapped as [V, 1]. Choice: mergekit's inferred architecture does not mark such a bias is_embed
+    and merges it unremapped, a bias no longer as long as lm_head; here it follows lm_head's rows."""
+    tensors = {}
+    flat = {}
+    for s, (dt, x) in zip(p.sources, inputs):
+        flat[s.ref] = x.ndim == 1
+        tensors.setdefault(s.ref, (dt, x[:, None] if x.ndim == 1 else x))
+    try:
+        out = tokenizer_eval.remap_embedding(tensors, vocab.perms, vocab.vocab, vocab.settings.tokens,
+                                             vocab.settings.pad_to_multiple_of, p.base_ref,
+                                             original_vocabs=vocab.original_vocabs,
+                                             dtype=config_dtype(cfg.get("dtype")))
+    except tokenizer_eval.VocabError as e:
+        raise ConfigError(f"{p.name}: {e}")
+    return [(out[s.ref][0], out[s.ref][1][:, 0] if flat[s.ref] else out[s.ref][1]) for s in p.sources]
+
+
+def compute(cfg, p, masks=None, vocab=None):
     """The expected stored tensor (dtype, values) of one planned output tensor (None for a random
-    method without masks)."""
+    method without masks). vocab: the output vocabulary (tokenizer option), whose remap is applied to
+    the inputs of embedding-like tensors."""
     dtype = config_dtype(cfg.get("dtype"))
     out_dtype = config_dtype(cfg.get("out_dtype"))
     inputs = [s.model.tensor(s.tensor) for s in p.sources]
     embed = is_embed(p.name)
+    if vocab is not None and embed:
+        inputs = remap_embedding_inputs(cfg, p, inputs, vocab)
 
     if p.method == "passthrough":
         if len(inputs) != 1:
@@ -869,4 +914,6 @@ def expected_config(res):
             # config lives (text_config when there is one)
             target = cfg["text_config"] if isinstance(cfg.get("text_config"), dict) else cfg
             target["num_hidden_layers"] = mp.num_layers
+    if getattr(res, "vocab", None) is not None:
+        tokenizer_eval.set_config_vocab_size(cfg, tokenizer_eval.expected_vocab_size(res.vocab))
     return cfg
