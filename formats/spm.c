@@ -3,32 +3,13 @@
 #include "pbwire.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Field numbers of src/sentencepiece_model.proto. */
+/* Field numbers of src/sentencepiece_model.proto's ModelProto (those of its messages are in the tables). */
 enum { MODEL_PIECES = 1, MODEL_TRAINER_SPEC = 2, MODEL_NORMALIZER_SPEC = 3 };
-enum { PIECE_PIECE = 1, PIECE_SCORE = 2, PIECE_TYPE = 3 };
-enum {
-    TRAINER_MODEL_TYPE = 3,
-    TRAINER_VOCAB_SIZE = 4,
-    TRAINER_BYTE_FALLBACK = 35,
-    TRAINER_UNK_ID = 40,
-    TRAINER_BOS_ID = 41,
-    TRAINER_EOS_ID = 42,
-    TRAINER_PAD_ID = 43,
-    TRAINER_UNK_PIECE = 45,
-    TRAINER_BOS_PIECE = 46,
-    TRAINER_EOS_PIECE = 47,
-    TRAINER_PAD_PIECE = 48
-};
-enum {
-    NORM_NAME = 1,
-    NORM_CHARSMAP = 2,
-    NORM_ADD_DUMMY_PREFIX = 3,
-    NORM_REMOVE_EXTRA_WHITESPACES = 4,
-    NORM_ESCAPE_WHITESPACES = 5
-};
 
 const char *mm_spm_type_name(mm_spm_type t)
 {
@@ -59,7 +40,7 @@ typedef struct parse {
     mm_spm_model *m;
     raw_piece *pieces;
     size_t npieces, cap;
-    span unk_piece, bos_piece, eos_piece, pad_piece, normalizer_name;
+    span unk_piece, bos_piece, eos_piece, pad_piece, normalizer_name, charsmap;
     mm_pb whole;
 } parse;
 
@@ -79,29 +60,43 @@ static const char *place_str(const place *pl, char *buf, size_t size)
     return buf;
 }
 
-static int wrong_wtype(const place *pl, size_t at, int got, int want, mm_err *err)
+/* A refusal of a field's value: "<place> (byte <at>): <what>". */
+__attribute__((format(printf, 4, 5))) static int field_err(mm_err *err, const place *pl, size_t at, const char *fmt,
+                                                           ...)
 {
-    char where[96];
-    return mm_err_set(err, -EINVAL, "%s (byte %zu): written as %s, but the field is %s",
-                      place_str(pl, where, sizeof where), at, mm_pb_wtype_name(got), mm_pb_wtype_name(want));
+    char where[96], what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return mm_err_set(err, -EINVAL, "%s (byte %zu): %s", place_str(pl, where, sizeof where), at, what);
 }
 
-/* The value of a known field whose key (wire type `wtype`, at byte `at`) was just read. */
-static int read_int32(mm_pb *r, const place *pl, size_t at, int wtype, int32_t *out, mm_err *err)
+static int wrong_wtype(const place *pl, size_t at, int got, int want, mm_err *err)
 {
+    return field_err(err, pl, at, "written as %s, but the field is %s", mm_pb_wtype_name(got), mm_pb_wtype_name(want));
+}
+
+/* The value of a known field whose key (wire type `wtype`, at byte `at`) was just read: a varint,
+ * starting at byte *vat. */
+static int read_varint(mm_pb *r, const place *pl, size_t at, int wtype, size_t *vat, uint64_t *v, mm_err *err)
+{
+    *vat = mm_pb_offset(r);
     if (wtype != MM_PB_VARINT)
         return wrong_wtype(pl, at, wtype, MM_PB_VARINT, err);
-    size_t vat = mm_pb_offset(r);
+    return mm_pb_varint(r, v, err);
+}
+
+static int read_int32(mm_pb *r, const place *pl, size_t at, int wtype, int32_t *out, mm_err *err)
+{
+    size_t vat;
     uint64_t v;
-    int rc = mm_pb_varint(r, &v, err);
+    int rc = read_varint(r, pl, at, wtype, &vat, &v, err);
     if (rc < 0)
         return rc;
     /* An int32 is written as its sign extension to 64 bits: negatives take ten bytes. */
-    if (v > INT32_MAX && v < (uint64_t)0 - ((uint64_t)1 << 31)) {
-        char where[96];
-        return mm_err_set(err, -EINVAL, "%s (byte %zu): %llu does not fit the field's int32",
-                          place_str(pl, where, sizeof where), vat, (unsigned long long)v);
-    }
+    if (v > INT32_MAX && v < (uint64_t)0 - ((uint64_t)1 << 31))
+        return field_err(err, pl, vat, "%llu does not fit the field's int32", (unsigned long long)v);
     *out = (int32_t)(int64_t)v;
     return 0;
 }
@@ -113,29 +108,21 @@ static int read_enum(mm_pb *r, const place *pl, size_t at, int wtype, int lo, in
     int rc = read_int32(r, pl, at, wtype, &v, err);
     if (rc < 0)
         return rc;
-    if (v < lo || v > hi) {
-        char where[96];
-        return mm_err_set(err, -EINVAL, "%s (byte %zu): %d is not one of the .proto's values (%d to %d)",
-                          place_str(pl, where, sizeof where), vat, v, lo, hi);
-    }
+    if (v < lo || v > hi)
+        return field_err(err, pl, vat, "%d is not one of the .proto's values (%d to %d)", v, lo, hi);
     *out = v;
     return 0;
 }
 
 static int read_bool(mm_pb *r, const place *pl, size_t at, int wtype, int *out, mm_err *err)
 {
-    if (wtype != MM_PB_VARINT)
-        return wrong_wtype(pl, at, wtype, MM_PB_VARINT, err);
-    size_t vat = mm_pb_offset(r);
+    size_t vat;
     uint64_t v;
-    int rc = mm_pb_varint(r, &v, err);
+    int rc = read_varint(r, pl, at, wtype, &vat, &v, err);
     if (rc < 0)
         return rc;
-    if (v > 1) {
-        char where[96];
-        return mm_err_set(err, -EINVAL, "%s (byte %zu): %llu for a bool (0 or 1)", place_str(pl, where, sizeof where),
-                          vat, (unsigned long long)v);
-    }
+    if (v > 1)
+        return field_err(err, pl, vat, "%llu for a bool (0 or 1)", (unsigned long long)v);
     *out = (int)v;
     return 0;
 }
@@ -152,147 +139,118 @@ static int read_span(mm_pb *r, const place *pl, size_t at, int wtype, int utf8, 
     if (rc < 0)
         return rc;
     size_t valid = utf8 ? mm_utf8_valid_len((const char *)d, n) : n;
-    if (valid < n) {
-        char where[96];
-        return mm_err_set(err, -EINVAL, "%s (byte %zu): not valid UTF-8 (at byte %zu of the string)",
-                          place_str(pl, where, sizeof where), vat, valid);
-    }
+    if (valid < n)
+        return field_err(err, pl, vat, "not valid UTF-8 (at byte %zu of the string)", valid);
     *out = (span){(size_t)(d - r->base), n, 1};
     return 0;
 }
 
-static int parse_piece(mm_pb *r, raw_piece *p, size_t index, mm_err *err)
+/* How a field of a message is read, and what it is stored as. */
+typedef enum field_kind {
+    K_INT32,   /* int32_t */
+    K_BOOL,    /* int, 0 or 1 */
+    K_ENUM,    /* an enum of int's size, lo to hi */
+    K_STRING,  /* span; UTF-8 */
+    K_BYTES,   /* span */
+    K_FIXED32, /* float */
+} field_kind;
+
+typedef struct field {
+    uint32_t number; /* the .proto's */
+    const char *name;
+    field_kind kind;
+    int lo, hi;   /* K_ENUM: the .proto's values */
+    int in_parse; /* the value goes into the parse state; else into the struct the message fills */
+    size_t off;   /* offsetof in that struct */
+} field;
+
+typedef struct message {
+    const char *name; /* for the place in messages */
+    const field *fields;
+    size_t nfields;
+} message;
+
+#define IN_PIECE(member) 0, offsetof(raw_piece, member)
+#define IN_MODEL(member) 0, offsetof(mm_spm_model, member)
+#define IN_PARSE(member) 1, offsetof(parse, member)
+
+static const field piece_fields[] = {
+    {1, "piece", K_STRING, 0, 0, IN_PIECE(text)},
+    {2, "score", K_FIXED32, 0, 0, IN_PIECE(score)},
+    {3, "type", K_ENUM, MM_SPM_NORMAL, MM_SPM_BYTE, IN_PIECE(type)},
+};
+static const field trainer_fields[] = {
+    {3, "model_type", K_ENUM, MM_SPM_UNIGRAM, MM_SPM_CHAR, IN_MODEL(model_type)},
+    {4, "vocab_size", K_INT32, 0, 0, IN_MODEL(vocab_size)},
+    {35, "byte_fallback", K_BOOL, 0, 0, IN_MODEL(byte_fallback)},
+    {40, "unk_id", K_INT32, 0, 0, IN_MODEL(unk_id)},
+    {41, "bos_id", K_INT32, 0, 0, IN_MODEL(bos_id)},
+    {42, "eos_id", K_INT32, 0, 0, IN_MODEL(eos_id)},
+    {43, "pad_id", K_INT32, 0, 0, IN_MODEL(pad_id)},
+    {45, "unk_piece", K_STRING, 0, 0, IN_PARSE(unk_piece)},
+    {46, "bos_piece", K_STRING, 0, 0, IN_PARSE(bos_piece)},
+    {47, "eos_piece", K_STRING, 0, 0, IN_PARSE(eos_piece)},
+    {48, "pad_piece", K_STRING, 0, 0, IN_PARSE(pad_piece)},
+};
+static const field normalizer_fields[] = {
+    {1, "name", K_STRING, 0, 0, IN_PARSE(normalizer_name)},
+    {2, "precompiled_charsmap", K_BYTES, 0, 0, IN_PARSE(charsmap)},
+    {3, "add_dummy_prefix", K_BOOL, 0, 0, IN_MODEL(add_dummy_prefix)},
+    {4, "remove_extra_whitespaces", K_BOOL, 0, 0, IN_MODEL(remove_extra_whitespaces)},
+    {5, "escape_whitespaces", K_BOOL, 0, 0, IN_MODEL(escape_whitespaces)},
+};
+
+static const message piece_msg = {"pieces", piece_fields, MM_COUNT(piece_fields)};
+static const message trainer_msg = {"trainer_spec", trainer_fields, MM_COUNT(trainer_fields)};
+static const message normalizer_msg = {"normalizer_spec", normalizer_fields, MM_COUNT(normalizer_fields)};
+
+/* K_ENUM stores an int into the enum members above (model_type) and raw_piece.type. */
+_Static_assert(sizeof(mm_spm_model_type) == sizeof(int), "mm_spm_model_type is not int-sized");
+
+/* The value of the known field `fd` into `dst`. */
+static int read_field(mm_pb *r, const field *fd, const place *pl, size_t at, int wtype, void *dst, mm_err *err)
 {
-    uint32_t f;
-    int w, rc;
-    size_t at = mm_pb_offset(r);
-    while ((rc = mm_pb_next(r, &f, &w, err)) == 1) {
-        place pl = {"pieces", index, "?"};
-        switch (f) {
-        case PIECE_PIECE:
-            pl.field = "piece";
-            rc = read_span(r, &pl, at, w, 1, &p->text, err);
-            break;
-        case PIECE_SCORE: {
-            pl.field = "score";
-            uint32_t bits;
-            if (w != MM_PB_FIXED32)
-                return wrong_wtype(&pl, at, w, MM_PB_FIXED32, err);
-            if ((rc = mm_pb_fixed32(r, &bits, err)) == 0)
-                memcpy(&p->score, &bits, sizeof bits);
-            break;
-        }
-        case PIECE_TYPE:
-            pl.field = "type";
-            rc = read_enum(r, &pl, at, w, MM_SPM_NORMAL, MM_SPM_BYTE, &p->type, err);
-            break;
-        default: rc = mm_pb_skip(r, w, err);
-        }
-        if (rc < 0)
-            return rc;
-        at = mm_pb_offset(r);
+    int rc;
+    switch (fd->kind) {
+    case K_INT32: return read_int32(r, pl, at, wtype, dst, err);
+    case K_BOOL: return read_bool(r, pl, at, wtype, dst, err);
+    case K_ENUM: {
+        int v = 0;
+        if ((rc = read_enum(r, pl, at, wtype, fd->lo, fd->hi, &v, err)) == 0)
+            memcpy(dst, &v, sizeof v);
+        return rc;
     }
-    return rc;
+    case K_STRING:
+    case K_BYTES: return read_span(r, pl, at, wtype, fd->kind == K_STRING, dst, err);
+    case K_FIXED32: {
+        uint32_t bits;
+        if (wtype != MM_PB_FIXED32)
+            return wrong_wtype(pl, at, wtype, MM_PB_FIXED32, err);
+        if ((rc = mm_pb_fixed32(r, &bits, err)) == 0)
+            memcpy(dst, &bits, sizeof bits);
+        return rc;
+    }
+    }
+    return mm_err_set(err, -EINVAL, "%s.%s: no reader for the field", pl->msg, pl->field); /* not reached */
 }
 
-static int parse_trainer(parse *ps, mm_pb *r, mm_err *err)
+/* Reads the message `msg` from r: its fields into obj (the struct it fills) or ps, the others skipped.
+ * `index`: the piece's, for messages; SIZE_MAX for the others. */
+static int parse_message(parse *ps, mm_pb *r, const message *msg, size_t index, void *obj, mm_err *err)
 {
-    mm_spm_model *m = ps->m;
     uint32_t f;
     int w, rc;
     size_t at = mm_pb_offset(r);
     while ((rc = mm_pb_next(r, &f, &w, err)) == 1) {
-        place pl = {"trainer_spec", SIZE_MAX, "?"};
-        int v;
-        switch (f) {
-        case TRAINER_MODEL_TYPE:
-            pl.field = "model_type";
-            if ((rc = read_enum(r, &pl, at, w, MM_SPM_UNIGRAM, MM_SPM_CHAR, &v, err)) == 0)
-                m->model_type = (mm_spm_model_type)v;
-            break;
-        case TRAINER_VOCAB_SIZE:
-            pl.field = "vocab_size";
-            rc = read_int32(r, &pl, at, w, &m->vocab_size, err);
-            break;
-        case TRAINER_BYTE_FALLBACK:
-            pl.field = "byte_fallback";
-            rc = read_bool(r, &pl, at, w, &m->byte_fallback, err);
-            break;
-        case TRAINER_UNK_ID:
-            pl.field = "unk_id";
-            rc = read_int32(r, &pl, at, w, &m->unk_id, err);
-            break;
-        case TRAINER_BOS_ID:
-            pl.field = "bos_id";
-            rc = read_int32(r, &pl, at, w, &m->bos_id, err);
-            break;
-        case TRAINER_EOS_ID:
-            pl.field = "eos_id";
-            rc = read_int32(r, &pl, at, w, &m->eos_id, err);
-            break;
-        case TRAINER_PAD_ID:
-            pl.field = "pad_id";
-            rc = read_int32(r, &pl, at, w, &m->pad_id, err);
-            break;
-        case TRAINER_UNK_PIECE:
-            pl.field = "unk_piece";
-            rc = read_span(r, &pl, at, w, 1, &ps->unk_piece, err);
-            break;
-        case TRAINER_BOS_PIECE:
-            pl.field = "bos_piece";
-            rc = read_span(r, &pl, at, w, 1, &ps->bos_piece, err);
-            break;
-        case TRAINER_EOS_PIECE:
-            pl.field = "eos_piece";
-            rc = read_span(r, &pl, at, w, 1, &ps->eos_piece, err);
-            break;
-        case TRAINER_PAD_PIECE:
-            pl.field = "pad_piece";
-            rc = read_span(r, &pl, at, w, 1, &ps->pad_piece, err);
-            break;
-        default: rc = mm_pb_skip(r, w, err);
-        }
-        if (rc < 0)
-            return rc;
-        at = mm_pb_offset(r);
-    }
-    return rc;
-}
-
-static int parse_normalizer(parse *ps, mm_pb *r, mm_err *err)
-{
-    mm_spm_model *m = ps->m;
-    uint32_t f;
-    int w, rc;
-    size_t at = mm_pb_offset(r);
-    while ((rc = mm_pb_next(r, &f, &w, err)) == 1) {
-        place pl = {"normalizer_spec", SIZE_MAX, "?"};
-        span charsmap;
-        switch (f) {
-        case NORM_NAME:
-            pl.field = "name";
-            rc = read_span(r, &pl, at, w, 1, &ps->normalizer_name, err);
-            break;
-        case NORM_CHARSMAP:
-            pl.field = "precompiled_charsmap";
-            if ((rc = read_span(r, &pl, at, w, 0, &charsmap, err)) == 0) {
-                m->precompiled_charsmap = m->raw + charsmap.off;
-                m->precompiled_charsmap_len = charsmap.len;
-            }
-            break;
-        case NORM_ADD_DUMMY_PREFIX:
-            pl.field = "add_dummy_prefix";
-            rc = read_bool(r, &pl, at, w, &m->add_dummy_prefix, err);
-            break;
-        case NORM_REMOVE_EXTRA_WHITESPACES:
-            pl.field = "remove_extra_whitespaces";
-            rc = read_bool(r, &pl, at, w, &m->remove_extra_whitespaces, err);
-            break;
-        case NORM_ESCAPE_WHITESPACES:
-            pl.field = "escape_whitespaces";
-            rc = read_bool(r, &pl, at, w, &m->escape_whitespaces, err);
-            break;
-        default: rc = mm_pb_skip(r, w, err);
+        const field *fd = NULL;
+        for (size_t i = 0; i < msg->nfields && !fd; i++)
+            if (msg->fields[i].number == f)
+                fd = &msg->fields[i];
+        if (fd) {
+            place pl = {msg->name, index, fd->name};
+            rc = read_field(r, fd, &pl, at, w, (char *)(fd->in_parse ? (void *)ps : obj) + fd->off, err);
+        } else {
+            rc = mm_pb_skip(r, w, err);
         }
         if (rc < 0)
             return rc;
@@ -326,11 +284,11 @@ static int parse_model(parse *ps, mm_err *err)
                 ps->pieces = mm_xrealloc(ps->pieces, ps->cap * sizeof *ps->pieces);
             }
             ps->pieces[ps->npieces] = (raw_piece){{0, 0, 0}, 0.0f, MM_SPM_NORMAL};
-            rc = parse_piece(&sub, &ps->pieces[ps->npieces], ps->npieces, err);
+            rc = parse_message(ps, &sub, &piece_msg, ps->npieces, &ps->pieces[ps->npieces], err);
             ps->npieces++;
             break;
-        case MODEL_TRAINER_SPEC: rc = parse_trainer(ps, &sub, err); break;
-        case MODEL_NORMALIZER_SPEC: rc = parse_normalizer(ps, &sub, err); break;
+        case MODEL_TRAINER_SPEC: rc = parse_message(ps, &sub, &trainer_msg, SIZE_MAX, ps->m, err); break;
+        case MODEL_NORMALIZER_SPEC: rc = parse_message(ps, &sub, &normalizer_msg, SIZE_MAX, ps->m, err); break;
         default: rc = mm_pb_skip(r, w, err);
         }
         if (rc < 0)
@@ -340,7 +298,7 @@ static int parse_model(parse *ps, mm_err *err)
     return rc;
 }
 
-/* Copies every string into one allocation and points the model at it. */
+/* Copies every string into one allocation and points the model at it (and at the charsmap, in raw). */
 static void copy_strings(parse *ps)
 {
     mm_spm_model *m = ps->m;
@@ -354,6 +312,10 @@ static void copy_strings(parse *ps)
         {"<pad>", offsetof(parse, pad_piece), offsetof(mm_spm_model, pad_piece)},
         {"", offsetof(parse, normalizer_name), offsetof(mm_spm_model, normalizer_name)},
     };
+    if (ps->charsmap.set) { /* bytes, kept where they are */
+        m->precompiled_charsmap = m->raw + ps->charsmap.off;
+        m->precompiled_charsmap_len = ps->charsmap.len;
+    }
     size_t total = 0;
     for (size_t i = 0; i < ps->npieces; i++)
         total += ps->pieces[i].text.len + 1;

@@ -221,6 +221,26 @@ static int same_tokval(const tokval *a, const tokval *b)
                          a->spec.normalized == b->spec.normalized);
 }
 
+/* An object of named model-specific tokens (extra_special_tokens written as an object; its place
+ * `where`): each a special token, not null, into the explicit names. */
+static int named_object(const cJSON *obj, const char *where, specials *s, mm_err *err)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, obj)
+    {
+        char w[PLACE];
+        mm_tok_at(w, "%s['%.60s']", where, e->string);
+        tokval tv;
+        int set, rc;
+        if ((rc = mm_tok_config_token(e, w, &tv, &set, err)) < 0)
+            return rc;
+        if (!set)
+            return mm_err_set(err, -EINVAL, "%s: null is no special token", w);
+        named_put(&s->explicit_, &s->nexplicit, e->string, &tv);
+    }
+    return 0;
+}
+
 /* The special-token kwargs of tokenizer_config.json, as _from_pretrained and __init__ sort them:
  * additional_special_tokens becomes extra_special_tokens unless that is given; string-valued keys
  * ending in "_token" (not the seven) are model-specific ("explicit"), as are the entries of an
@@ -270,18 +290,8 @@ static int config_specials(loader *L, const cJSON *cfg, specials *s, mm_err *err
         s->extra_given = !cJSON_IsObject(extra); /* an object is popped into the model-specific tokens */
         mm_tok_at(where, "%s: %s", L->config_path, extra->string);
         if (cJSON_IsObject(extra)) { /* named model-specific tokens */
-            cJSON_ArrayForEach(e, extra)
-            {
-                char w[PLACE];
-                mm_tok_at(w, "%s['%.60s']", where, e->string);
-                tokval tv;
-                int set;
-                if ((rc = mm_tok_config_token(e, w, &tv, &set, err)) < 0)
-                    return rc;
-                if (!set)
-                    return mm_err_set(err, -EINVAL, "%s: null is no special token", w);
-                named_put(&s->explicit_, &s->nexplicit, e->string, &tv);
-            }
+            if ((rc = named_object(extra, where, s, err)) < 0)
+                return rc;
         } else if ((rc = token_list(extra, where, 0, &s->extra, &s->nextra, err)) < 0) {
             return rc;
         }
@@ -335,19 +345,8 @@ static int stm_specials(loader *L, const cJSON *stm, specials *s, mm_err *err)
                 s->extra = NULL;
                 s->nextra = 0;
                 s->extra_given = 0;
-                const cJSON *f;
-                cJSON_ArrayForEach(f, e)
-                {
-                    char w[PLACE];
-                    mm_tok_at(w, "%s['%.60s']", where, f->string);
-                    tokval tv;
-                    int set;
-                    if ((rc = mm_tok_config_token(f, w, &tv, &set, err)) < 0)
-                        return rc;
-                    if (!set)
-                        return mm_err_set(err, -EINVAL, "%s: null is no special token", w);
-                    named_put(&s->explicit_, &s->nexplicit, f->string, &tv);
-                }
+                if ((rc = named_object(e, where, s, err)) < 0)
+                    return rc;
             } else if (cJSON_IsNull(e)) {
                 free(s->extra);
                 s->extra = NULL;

@@ -13,6 +13,7 @@
 #include "base/util.h"
 #include "formats/pbwire.h"
 #include "formats/spm.h"
+#include "tests/pbwrite.h"
 
 static void check_model(const mm_spm_model *m, const uint8_t *data, size_t size)
 {
@@ -54,69 +55,37 @@ static void check_model(const mm_spm_model *m, const uint8_t *data, size_t size)
         FUZZ_CHECK(names[i] && mm_utf8_valid_len(names[i], strlen(names[i])) == strlen(names[i]));
 }
 
-/* ---- a protobuf writer for the round trip ---- */
-
-static void varint(mm_buf *b, uint64_t v)
-{
-    do {
-        unsigned char c = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-        mm_buf_append(b, &c, 1);
-        v >>= 7;
-    } while (v);
-}
-
-static void key(mm_buf *b, unsigned f, int w)
-{
-    varint(b, ((uint64_t)f << 3) | (unsigned)w);
-}
-
-static void bytes_field(mm_buf *b, unsigned f, const void *p, size_t n)
-{
-    key(b, f, MM_PB_LEN);
-    varint(b, n);
-    mm_buf_append(b, p, n);
-}
-
-static void int_field(mm_buf *b, unsigned f, int64_t v)
-{
-    key(b, f, MM_PB_VARINT);
-    varint(b, (uint64_t)v);
-}
+/* ---- the round trip ---- */
 
 static void write_model(const mm_spm_model *m, mm_buf *out)
 {
     mm_buf ts = {0}, ns = {0};
     /* trainer_spec and normalizer_spec first (the reader must not care), every field written */
-    int_field(&ts, 3, m->model_type);
-    int_field(&ts, 4, m->vocab_size);
-    int_field(&ts, 35, m->byte_fallback);
-    int_field(&ts, 40, m->unk_id);
-    int_field(&ts, 41, m->bos_id);
-    int_field(&ts, 42, m->eos_id);
-    int_field(&ts, 43, m->pad_id);
-    bytes_field(&ts, 45, m->unk_piece, strlen(m->unk_piece));
-    bytes_field(&ts, 46, m->bos_piece, strlen(m->bos_piece));
-    bytes_field(&ts, 47, m->eos_piece, strlen(m->eos_piece));
-    bytes_field(&ts, 48, m->pad_piece, strlen(m->pad_piece));
-    bytes_field(out, 2, ts.data ? ts.data : "", ts.len);
-    bytes_field(&ns, 1, m->normalizer_name, strlen(m->normalizer_name));
+    pb_int(&ts, 3, m->model_type);
+    pb_int(&ts, 4, m->vocab_size);
+    pb_int(&ts, 35, m->byte_fallback);
+    pb_int(&ts, 40, m->unk_id);
+    pb_int(&ts, 41, m->bos_id);
+    pb_int(&ts, 42, m->eos_id);
+    pb_int(&ts, 43, m->pad_id);
+    pb_str(&ts, 45, m->unk_piece);
+    pb_str(&ts, 46, m->bos_piece);
+    pb_str(&ts, 47, m->eos_piece);
+    pb_str(&ts, 48, m->pad_piece);
+    pb_len(out, 2, ts.data ? ts.data : "", ts.len);
+    pb_str(&ns, 1, m->normalizer_name);
     if (m->precompiled_charsmap)
-        bytes_field(&ns, 2, m->precompiled_charsmap, m->precompiled_charsmap_len);
-    int_field(&ns, 3, m->add_dummy_prefix);
-    int_field(&ns, 4, m->remove_extra_whitespaces);
-    int_field(&ns, 5, m->escape_whitespaces);
-    bytes_field(out, 3, ns.data ? ns.data : "", ns.len);
+        pb_len(&ns, 2, m->precompiled_charsmap, m->precompiled_charsmap_len);
+    pb_int(&ns, 3, m->add_dummy_prefix);
+    pb_int(&ns, 4, m->remove_extra_whitespaces);
+    pb_int(&ns, 5, m->escape_whitespaces);
+    pb_len(out, 3, ns.data ? ns.data : "", ns.len);
     for (size_t i = 0; i < m->npieces; i++) {
         mm_buf p = {0};
-        int_field(&p, 3, m->pieces[i].type);
-        uint32_t u;
-        memcpy(&u, &m->pieces[i].score, 4);
-        key(&p, 2, MM_PB_FIXED32);
-        unsigned char le[4] = {(unsigned char)u, (unsigned char)(u >> 8), (unsigned char)(u >> 16),
-                               (unsigned char)(u >> 24)};
-        mm_buf_append(&p, le, 4);
-        bytes_field(&p, 1, m->pieces[i].piece, m->pieces[i].len);
-        bytes_field(out, 1, p.data, p.len);
+        pb_int(&p, 3, m->pieces[i].type);
+        pb_float(&p, 2, &m->pieces[i].score);
+        pb_len(&p, 1, m->pieces[i].piece, m->pieces[i].len);
+        pb_len(out, 1, p.data, p.len);
         mm_buf_free(&p);
     }
     mm_buf_free(&ts);

@@ -92,6 +92,20 @@ def models():
     return {name: train(**kw) for name, kw in MODELS.items()}
 
 
+def processor(data):
+    """sentencepiece's processor with the model loaded."""
+    sp = spm.SentencePieceProcessor()
+    assert sp.LoadFromSerializedProto(data)
+    return sp
+
+
+def parsed(data):
+    """The ModelProto as protobuf reads it."""
+    proto = pb.ModelProto()
+    proto.ParseFromString(data)
+    return proto
+
+
 def write_model(tmp_path, data, name="m"):
     folder = tmp_path / name
     folder.mkdir()
@@ -105,10 +119,7 @@ def test_pieces_and_specs_as_sentencepiece_reads_them(models, tmp_path, name):
     folder = write_model(tmp_path, data)
     rc, got, err = dump("--spm", str(folder / "tokenizer.model"))
     assert rc == 0, err
-    sp = spm.SentencePieceProcessor()
-    assert sp.LoadFromSerializedProto(data)
-    proto = pb.ModelProto()
-    proto.ParseFromString(data)
+    sp, proto = processor(data), parsed(data)
     n = sp.get_piece_size()
     assert len(got["pieces"]) == n == len(proto.pieces)
     for i, (piece, score, typ) in enumerate(got["pieces"]):
@@ -144,10 +155,7 @@ def test_folder_view_is_transformers_view_of_the_pieces(models, tmp_path, name):
     folder = write_model(tmp_path, data)
     rc, got, err = dump(str(folder))
     assert rc == 0, err
-    sp = spm.SentencePieceProcessor()
-    assert sp.LoadFromSerializedProto(data)
-    proto = pb.ModelProto()
-    proto.ParseFromString(data)
+    sp, proto = processor(data), parsed(data)
     n = sp.get_piece_size()
     assert got["kind"] == "spm"
     assert got["model_type"] == ("Unigram" if proto.trainer_spec.model_type == 1 else "BPE")
@@ -178,8 +186,7 @@ def loads(data):
 
 
 def edited(data, edit):
-    proto = pb.ModelProto()
-    proto.ParseFromString(data)
+    proto = parsed(data)
     edit(proto)
     return proto.SerializeToString()
 
@@ -224,8 +231,7 @@ def test_edited_models_accepted_exactly_when_sentencepiece_loads_them(models, tm
     rc, got, err = dump("--spm", str(folder / "tokenizer.model"))
     assert (rc == 0) == loads(data), err
     if rc == 0:
-        sp = spm.SentencePieceProcessor()
-        sp.LoadFromSerializedProto(data)
+        sp = processor(data)
         assert [p[0] for p in got["pieces"]] == [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     else:
         assert err.startswith(str(folder / "tokenizer.model") + ": ")

@@ -8,52 +8,9 @@
 #include "check.h"
 #include "formats/pbwire.h"
 #include "formats/tokenizer.h"
+#include "tests/pbwrite.h"
 
-/* ---- building protobuf bytes ---------------------------------------------------------------------------- */
-
-static void pb_varint(mm_buf *b, uint64_t v)
-{
-    do {
-        unsigned char c = (unsigned char)(v & 0x7f);
-        v >>= 7;
-        if (v)
-            c |= 0x80;
-        mm_buf_append(b, &c, 1);
-    } while (v);
-}
-
-static void pb_key(mm_buf *b, unsigned field, int wtype)
-{
-    pb_varint(b, ((uint64_t)field << 3) | (unsigned)wtype);
-}
-
-static void pb_len(mm_buf *b, unsigned field, const void *data, size_t len)
-{
-    pb_key(b, field, MM_PB_LEN);
-    pb_varint(b, len);
-    mm_buf_append(b, data, len);
-}
-
-static void pb_str(mm_buf *b, unsigned field, const char *s)
-{
-    pb_len(b, field, s, strlen(s));
-}
-
-static void pb_int(mm_buf *b, unsigned field, int64_t v)
-{
-    pb_key(b, field, MM_PB_VARINT);
-    pb_varint(b, (uint64_t)v); /* negatives as their 64-bit sign extension, as protobuf writes int32 */
-}
-
-static void pb_float(mm_buf *b, unsigned field, float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    unsigned char le[4] = {(unsigned char)u, (unsigned char)(u >> 8), (unsigned char)(u >> 16),
-                           (unsigned char)(u >> 24)};
-    pb_key(b, field, MM_PB_FIXED32);
-    mm_buf_append(b, le, 4);
-}
+/* ---- building protobuf bytes (with tests/pbwrite.h) ------------------------------------------------------ */
 
 /* A piece message as ModelProto field 1. type 0: not written (NORMAL). */
 static void spm_piece(mm_buf *m, const char *piece, float score, int type)
@@ -61,7 +18,7 @@ static void spm_piece(mm_buf *m, const char *piece, float score, int type)
     mm_buf p = {0};
     if (piece)
         pb_str(&p, 1, piece);
-    pb_float(&p, 2, score);
+    pb_float(&p, 2, &score);
     if (type)
         pb_int(&p, 3, type);
     pb_len(m, 1, p.data, p.len);
@@ -79,6 +36,21 @@ static void spm_basic(mm_buf *m, int n)
         snprintf(s, sizeof s, "p%d", i);
         spm_piece(m, s, -(float)i, 0);
     }
+}
+
+/* spm_basic(0), the byte pieces <0x00> to <0x(n-1)> and trainer_spec.byte_fallback true. */
+static void spm_byte_fallback(mm_buf *m, int n)
+{
+    spm_basic(m, 0);
+    for (int i = 0; i < n; i++) {
+        char s[8];
+        snprintf(s, sizeof s, "<0x%02X>", i);
+        spm_piece(m, s, 0, MM_SPM_BYTE);
+    }
+    mm_buf t = {0};
+    pb_int(&t, 35, 1);
+    pb_len(m, 2, t.data, t.len);
+    mm_buf_free(&t);
 }
 
 static int spm_parse(const mm_buf *b, mm_spm_model **m, mm_err *err)
@@ -250,68 +222,43 @@ static void test_spm_refusals(void)
     pb_int(&b, 1, 3);
     spm_bad(&b, "pieces (byte 56): written as varint, but the field is a message");
     mm_buf_free(&b);
-    spm_basic(&b, 1);
-    pb_key(&t, 2, MM_PB_VARINT); /* piece.score as a varint */
-    pb_varint(&t, 1);
-    pb_len(&b, 1, t.data, t.len);
-    mm_buf_free(&t);
-    spm_bad(&b, "pieces[4].score (byte 58): written as varint, but the field is fixed32");
-    mm_buf_free(&b);
-    spm_basic(&b, 1);
-    pb_int(&t, 3, 7); /* type 7 */
-    pb_len(&b, 1, t.data, t.len);
-    mm_buf_free(&t);
-    spm_bad(&b, "pieces[4].type (byte 59): 7 is not one of the .proto's values (1 to 6)");
-    mm_buf_free(&b);
-    spm_basic(&b, 1);
-    pb_str(&t, 3, "x"); /* type as a string */
-    pb_len(&b, 1, t.data, t.len);
-    mm_buf_free(&t);
-    spm_bad(&b, "pieces[4].type (byte 58): written as length-delimited, but the field is varint");
-    mm_buf_free(&b);
-    spm_basic(&b, 1);
-    pb_str(&t, 1, "ab\xc3");
-    pb_len(&b, 1, t.data, t.len);
-    mm_buf_free(&t);
-    spm_bad(&b, "pieces[4].piece (byte 59): not valid UTF-8 (at byte 2 of the string)");
-    mm_buf_free(&b);
-    spm_basic(&b, 1);
-    pb_int(&t, 3, 9);
-    pb_len(&b, 2, t.data, t.len);
-    mm_buf_free(&t);
-    spm_bad(&b, "trainer_spec.model_type (byte 59): 9 is not one of the .proto's values (1 to 4)");
-    mm_buf_free(&b);
-    spm_basic(&b, 1);
-    pb_int(&t, 40, (int64_t)1 << 40);
-    pb_len(&b, 2, t.data, t.len);
-    mm_buf_free(&t);
-    spm_bad(&b, "trainer_spec.unk_id (byte 60): 1099511627776 does not fit the field's int32");
-    mm_buf_free(&b);
-    spm_basic(&b, 1);
-    pb_int(&t, 35, 2);
-    pb_len(&b, 2, t.data, t.len);
-    mm_buf_free(&t);
-    spm_bad(&b, "trainer_spec.byte_fallback (byte 60): 2 for a bool");
-    mm_buf_free(&b);
-    spm_basic(&b, 1);
-    pb_int(&t, 4, 1); /* add_dummy_prefix as... fine; name as a varint is not */
-    pb_int(&t, 1, 1);
-    pb_len(&b, 3, t.data, t.len);
-    mm_buf_free(&t);
-    spm_bad(&b, "normalizer_spec.name (byte 60): written as varint");
-    mm_buf_free(&b);
-    spm_basic(&b, 1);
-    pb_int(&t, 41, 4); /* bos_id beyond the 4 pieces */
-    pb_len(&b, 2, t.data, t.len);
-    mm_buf_free(&t);
-    spm_bad(&b, "trainer_spec.bos_id is 4, beyond the 4 pieces");
-    mm_buf_free(&b);
-    spm_basic(&b, 1);
-    pb_int(&t, 43, -2);
-    pb_len(&b, 2, t.data, t.len);
-    mm_buf_free(&t);
-    spm_bad(&b, "trainer_spec.pad_id is -2");
-    mm_buf_free(&b);
+    /* a field's value: one or two varint or string fields in a message after spm_basic(1)'s pieces */
+    static const struct {
+        unsigned msg; /* the ModelProto field: 1 pieces, 2 trainer_spec, 3 normalizer_spec */
+        struct {
+            unsigned field; /* 0: none */
+            int64_t v;
+            const char *s; /* a string field; NULL: the varint v */
+        } f[2];
+        const char *want;
+    } fields[] = {
+        {1, {{2, 1, NULL}}, "pieces[4].score (byte 58): written as varint, but the field is fixed32"},
+        {1, {{3, 7, NULL}}, "pieces[4].type (byte 59): 7 is not one of the .proto's values (1 to 6)"},
+        {1, {{3, 0, "x"}}, "pieces[4].type (byte 58): written as length-delimited, but the field is varint"},
+        {1, {{1, 0, "ab\xc3"}}, "pieces[4].piece (byte 59): not valid UTF-8 (at byte 2 of the string)"},
+        {2, {{3, 9, NULL}}, "trainer_spec.model_type (byte 59): 9 is not one of the .proto's values (1 to 4)"},
+        {2,
+         {{40, (int64_t)1 << 40, NULL}},
+         "trainer_spec.unk_id (byte 60): 1099511627776 does not fit the field's int32"},
+        {2, {{35, 2, NULL}}, "trainer_spec.byte_fallback (byte 60): 2 for a bool"},
+        /* add_dummy_prefix as a varint is fine; name as one is not */
+        {3, {{4, 1, NULL}, {1, 1, NULL}}, "normalizer_spec.name (byte 60): written as varint"},
+        {2, {{41, 4, NULL}}, "trainer_spec.bos_id is 4, beyond the 4 pieces"},
+        {2, {{43, -2, NULL}}, "trainer_spec.pad_id is -2"},
+    };
+    for (size_t i = 0; i < MM_COUNT(fields); i++) {
+        spm_basic(&b, 1);
+        for (size_t k = 0; k < 2 && fields[i].f[k].field; k++) {
+            if (fields[i].f[k].s)
+                pb_str(&t, fields[i].f[k].field, fields[i].f[k].s);
+            else
+                pb_int(&t, fields[i].f[k].field, fields[i].f[k].v);
+        }
+        pb_len(&b, fields[i].msg, t.data, t.len);
+        mm_buf_free(&t);
+        spm_bad(&b, fields[i].want);
+        mm_buf_free(&b);
+    }
     spm_basic(&b, 1);
     mm_buf_append(&b, "\x0b", 1); /* a group */
     spm_bad(&b, "is a group");
@@ -342,35 +289,16 @@ static void test_spm_refusals(void)
     spm_bad(&b, "byte piece '<0x41>' although trainer_spec.byte_fallback is false");
     mm_buf_free(&b);
     /* byte_fallback: all 256 "<0xHH>" pieces, upper-case */
-    spm_basic(&b, 0);
-    for (int i = 0; i < 256; i++) {
-        char s[8];
-        snprintf(s, sizeof s, "<0x%02X>", i);
-        spm_piece(&b, s, 0, MM_SPM_BYTE);
-    }
-    pb_int(&t, 35, 1);
-    pb_len(&b, 2, t.data, t.len);
-    mm_buf_free(&t);
+    spm_byte_fallback(&b, 256);
     m = NULL;
     CHECK(spm_parse(&b, &m, &err) == 0 && m && m->byte_fallback && m->npieces == 259);
     mm_spm_free(m);
     mm_buf_free(&b);
-    spm_basic(&b, 0);
-    for (int i = 0; i < 255; i++) {
-        char s[8];
-        snprintf(s, sizeof s, "<0x%02X>", i);
-        spm_piece(&b, s, 0, MM_SPM_BYTE);
-    }
-    pb_int(&t, 35, 1);
-    pb_len(&b, 2, t.data, t.len);
-    mm_buf_free(&t);
+    spm_byte_fallback(&b, 255);
     spm_bad(&b, "no byte piece <0xFF>");
     mm_buf_free(&b);
-    spm_basic(&b, 0);
+    spm_byte_fallback(&b, 0);
     spm_piece(&b, "<0xff>", 0, MM_SPM_BYTE);
-    pb_int(&t, 35, 1);
-    pb_len(&b, 2, t.data, t.len);
-    mm_buf_free(&t);
     spm_bad(&b, "byte piece '<0xff>' is not <0xHH>");
     mm_buf_free(&b);
     /* not a model at all */
@@ -472,8 +400,31 @@ static char *added_entry(int id, const char *content, int special)
              special ? "false" : "true", special ? "true" : "false");
 }
 
-static const char *VOCAB6 = "'a': 0, 'b': 1, 'ab': 2, 'c': 3, 'abc': 4, '<|endoftext|>': 5";
-static const char *MERGES6 = "'a b', 'ab c'";
+static const char VOCAB6[] = "'a': 0, 'b': 1, 'ab': 2, 'c': 3, 'abc': 4, '<|endoftext|>': 5";
+static const char MERGES6[] = "'a b', 'ab c'";
+
+/* A refusal: a folder of tokenizer.json and maybe one more file, and what the message must contain.
+ * Texts are J's (' for "). */
+typedef struct bad_case {
+    const char *json;                   /* tokenizer.json; NULL: bpe_json(...) of the next three, else the default */
+    const char *vocab, *merges, *added; /* bpe_json's; NULL: VOCAB6, "", "" */
+    const char *file, *text;            /* the other file (NULL: bad_cases' default, maybe none) and its text */
+    const char *want;
+} bad_case;
+
+/* bad() for each case, each in a folder of its own; json and file: the defaults of the cases. */
+static void bad_cases(const char *json, const char *file, const bad_case *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *tj = c[i].json                                ? J("%s", c[i].json)
+                   : c[i].vocab || c[i].merges || c[i].added ? bpe_json(c[i].vocab ? c[i].vocab : VOCAB6,
+                                                                        c[i].merges ? c[i].merges : "",
+                                                                        c[i].added ? c[i].added : "")
+                                                             : J("%s", json);
+        const char *name = c[i].file ? c[i].file : file;
+        bad(folder("tokenizer.json", tj, name, name ? J("%s", c[i].text) : NULL, NULL), c[i].want);
+    }
+}
 
 static int is_added(const mm_tokenizer *t, int id, const char *content, int special, int normalized)
 {
@@ -522,22 +473,20 @@ static void test_merges(void)
     t = load(folder("tokenizer.json", text, NULL), &err);
     CHECK(t && t->nmerges == 1);
     mm_tokenizer_free(t);
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, "'a b', ['ab', 'c']", ""), NULL),
-        "tokenizer.json: model.merges[1]: a list among strings");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, "'a  b'", ""), NULL),
-        "model.merges[0]: \"a  b\" is not two tokens split by one space");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, "'a b c'", ""), NULL), "is not two tokens");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, "'a x'", ""), NULL), "model.merges[0]: 'x' is not in model.vocab");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, "'b c'", ""), NULL),
-        "model.merges[0]: the merged token 'bc' is not in model.vocab");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, "['a']", ""), NULL), "a merge is a string \"a b\" or a pair");
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'BPE', 'vocab': {'a': 0}}}"), NULL),
-        "BPE needs \"merges\", a list, not nothing");
-    bad(folder("tokenizer.json",
-               J("{'added_tokens': [], 'model': {'type': 'BPE', 'continuing_subword_prefix': '###', 'vocab': {'a': 0, "
-                 "'#': 1}, 'merges': ['a #']}}"),
-               NULL),
-        "'#' is shorter than continuing_subword_prefix");
+    static const bad_case cases[] = {
+        {.merges = "'a b', ['ab', 'c']", .want = "tokenizer.json: model.merges[1]: a list among strings"},
+        {.merges = "'a  b'", .want = "model.merges[0]: \"a  b\" is not two tokens split by one space"},
+        {.merges = "'a b c'", .want = "is not two tokens"},
+        {.merges = "'a x'", .want = "model.merges[0]: 'x' is not in model.vocab"},
+        {.merges = "'b c'", .want = "model.merges[0]: the merged token 'bc' is not in model.vocab"},
+        {.merges = "['a']", .want = "a merge is a string \"a b\" or a pair"},
+        {.json = "{'added_tokens': [], 'model': {'type': 'BPE', 'vocab': {'a': 0}}}",
+         .want = "BPE needs \"merges\", a list, not nothing"},
+        {.json = "{'added_tokens': [], 'model': {'type': 'BPE', 'continuing_subword_prefix': '###', 'vocab': {'a': 0, "
+                 "'#': 1}, 'merges': ['a #']}}",
+         .want = "'#' is shorter than continuing_subword_prefix"},
+    };
+    bad_cases(NULL, NULL, cases, MM_COUNT(cases));
 }
 
 static void test_added_token_ids(void)
@@ -590,71 +539,50 @@ static void test_added_token_ids(void)
 
 static void test_vocab_refusals(void)
 {
-    char *e = added_entry(6, "x", 1);
-    bad(folder("tokenizer.json", bpe_json("'a': 0, 'b': 1, 'a': 2", "", ""), NULL),
-        "tokenizer.json: model.vocab: 'a' appears twice (ids 0 and 2)");
-    bad(folder("tokenizer.json", bpe_json("'a': 0, 'b': 0", "", ""), NULL),
-        "model.vocab: 'b' has id 0, which 'a' has already");
-    bad(folder("tokenizer.json", bpe_json("'a': 1.0", "", ""), NULL), "the id of 'a' is a number, not an integer");
-    bad(folder("tokenizer.json", bpe_json("'a': -1", "", ""), NULL), "not an integer from 0 to 2^32 - 1");
-    bad(folder("tokenizer.json", bpe_json("'a': 1e3", "", ""), NULL), "not an integer");
-    bad(folder("tokenizer.json", bpe_json("'a': '3'", "", ""), NULL), "the id of 'a' is a string");
-    bad(folder("tokenizer.json", bpe_json("'a': 4294967296", "", ""), NULL), "not an integer");
-    bad(folder("tokenizer.json", bpe_json("'a': 4294967295", "", ""), NULL),
-        "'a' has id 4294967295, beyond what a vocabulary of this size can span");
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'BPE', 'vocab': ['a'], 'merges': []}}"),
-               NULL),
-        "model.vocab: the vocabulary is an object of token: id, not a list");
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'vocab': {}, 'merges': []}}"), NULL),
-        "model: \"type\" must name the model");
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'Tiktoken', 'vocab': {}}}"), NULL),
-        "unknown model type \"Tiktoken\"");
-    bad(folder("tokenizer.json", J("{'added_tokens': []}"), NULL),
-        "tokenizer.json: model: needs an object, not nothing");
-    bad(folder("tokenizer.json", J("{'model': {'type': 'WordLevel', 'vocab': {}, 'unk_token': 'u'}}"), NULL),
-        "added_tokens: needs a list");
-    bad(folder("tokenizer.json",
-               J("{'added_tokens': [], 'model': {'type': 'WordLevel', 'vocab': {}, 'unk_token': 'u'}, "
-                 "'model': {'type': 'WordLevel', 'vocab': {}, 'unk_token': 'u'}}"),
-               NULL),
-        "\"model\" is written twice");
-    bad(folder("tokenizer.json", J("{'version': '2.0', 'added_tokens': []}"), NULL), "\"version\" must be \"1.0\"");
-    bad(folder("tokenizer.json", J("[1, 2]"), NULL), "tokenizer.json: the file holds an object, not a list");
-    bad(folder("tokenizer.json", J("{'added_tokens': [}"), NULL),
-        "tokenizer.json: not valid JSON (syntax error at byte");
-    bad(folder("tokenizer.json",
-               J("{'added_tokens': [], 'model': {'type': 'BPE', 'vocab': {'a\\u0000b': 0}, "
-                 "'merges': []}}"),
-               NULL),
-        "a string holds \\u0000 (at byte 58)");
-    bad(folder("tokenizer.json", mm_xstrdup("{\"added_tokens\": [], \"x\": \"\xc3\x28\"}"), NULL),
-        "tokenizer.json: not valid UTF-8 (at byte 27)");
-    /* added_tokens entries: every field, of its type */
-    char *noflag =
-        J("{'id': 6, 'content': 'x', 'single_word': false, 'lstrip': false, 'rstrip': false, 'normalized': false}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, "", noflag), NULL),
-        "tokenizer.json: added_tokens[0]: \"special\" must be a bool, not nothing");
-    free(noflag);
-    noflag = J("{'id': 6, 'content': 'x', 'single_word': 0, 'lstrip': false, 'rstrip': false, 'normalized': false, "
-               "'special': true}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, "", noflag), NULL), "\"single_word\" must be a bool, not a number");
-    free(noflag);
-    noflag = J("{'id': 6.5, 'content': 'x'}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, "", noflag), NULL), "added_tokens[0]: \"id\" must be an integer");
-    free(noflag);
-    noflag = J("{'id': 6, 'content': 7}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, "", noflag), NULL), "\"content\" must be a string, not a number");
-    free(noflag);
-    noflag = J("{'id': 6, 'id': 7, 'content': 'x'}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, "", noflag), NULL), "added_tokens[0]: \"id\" is written twice");
-    free(noflag);
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, "", "3"), NULL),
-        "added_tokens[0]: an added token is an object, not a number");
-    /* padding: an object needs its pad_token */
-    char *text = J("{'added_tokens': [], 'padding': {'strategy': 'BatchLongest'}, 'model': {'type': 'WordLevel', "
-                   "'vocab': {}, 'unk_token': 'u'}}");
-    bad(folder("tokenizer.json", text, NULL), "tokenizer.json: padding: needs \"pad_token\", a string");
-    free(e);
+    static const bad_case cases[] = {
+        {.vocab = "'a': 0, 'b': 1, 'a': 2", .want = "tokenizer.json: model.vocab: 'a' appears twice (ids 0 and 2)"},
+        {.vocab = "'a': 0, 'b': 0", .want = "model.vocab: 'b' has id 0, which 'a' has already"},
+        {.vocab = "'a': 1.0", .want = "the id of 'a' is a number, not an integer"},
+        {.vocab = "'a': -1", .want = "not an integer from 0 to 2^32 - 1"},
+        {.vocab = "'a': 1e3", .want = "not an integer"},
+        {.vocab = "'a': '3'", .want = "the id of 'a' is a string"},
+        {.vocab = "'a': 4294967296", .want = "not an integer"},
+        {.vocab = "'a': 4294967295", .want = "'a' has id 4294967295, beyond what a vocabulary of this size can span"},
+        {.json = "{'added_tokens': [], 'model': {'type': 'BPE', 'vocab': ['a'], 'merges': []}}",
+         .want = "model.vocab: the vocabulary is an object of token: id, not a list"},
+        {.json = "{'added_tokens': [], 'model': {'vocab': {}, 'merges': []}}",
+         .want = "model: \"type\" must name the model"},
+        {.json = "{'added_tokens': [], 'model': {'type': 'Tiktoken', 'vocab': {}}}",
+         .want = "unknown model type \"Tiktoken\""},
+        {.json = "{'added_tokens': []}", .want = "tokenizer.json: model: needs an object, not nothing"},
+        {.json = "{'model': {'type': 'WordLevel', 'vocab': {}, 'unk_token': 'u'}}",
+         .want = "added_tokens: needs a list"},
+        {.json = "{'added_tokens': [], 'model': {'type': 'WordLevel', 'vocab': {}, 'unk_token': 'u'}, "
+                 "'model': {'type': 'WordLevel', 'vocab': {}, 'unk_token': 'u'}}",
+         .want = "\"model\" is written twice"},
+        {.json = "{'version': '2.0', 'added_tokens': []}", .want = "\"version\" must be \"1.0\""},
+        {.json = "[1, 2]", .want = "tokenizer.json: the file holds an object, not a list"},
+        {.json = "{'added_tokens': [}", .want = "tokenizer.json: not valid JSON (syntax error at byte"},
+        {.json = "{'added_tokens': [], 'model': {'type': 'BPE', 'vocab': {'a\\u0000b': 0}, 'merges': []}}",
+         .want = "a string holds \\u0000 (at byte 58)"},
+        {.json = "{\"added_tokens\": [], \"x\": \"\xc3\x28\"}", .want = "tokenizer.json: not valid UTF-8 (at byte 27)"},
+        /* added_tokens entries: every field, of its type */
+        {.added = "{'id': 6, 'content': 'x', 'single_word': false, 'lstrip': false, 'rstrip': false, "
+                  "'normalized': false}",
+         .want = "tokenizer.json: added_tokens[0]: \"special\" must be a bool, not nothing"},
+        {.added = "{'id': 6, 'content': 'x', 'single_word': 0, 'lstrip': false, 'rstrip': false, 'normalized': false, "
+                  "'special': true}",
+         .want = "\"single_word\" must be a bool, not a number"},
+        {.added = "{'id': 6.5, 'content': 'x'}", .want = "added_tokens[0]: \"id\" must be an integer"},
+        {.added = "{'id': 6, 'content': 7}", .want = "\"content\" must be a string, not a number"},
+        {.added = "{'id': 6, 'id': 7, 'content': 'x'}", .want = "added_tokens[0]: \"id\" is written twice"},
+        {.added = "3", .want = "added_tokens[0]: an added token is an object, not a number"},
+        /* padding: an object needs its pad_token */
+        {.json = "{'added_tokens': [], 'padding': {'strategy': 'BatchLongest'}, 'model': {'type': 'WordLevel', "
+                 "'vocab': {}, 'unk_token': 'u'}}",
+         .want = "tokenizer.json: padding: needs \"pad_token\", a string"},
+    };
+    bad_cases(NULL, NULL, cases, MM_COUNT(cases));
 }
 
 static void test_gaps(void)
@@ -702,19 +630,21 @@ static void test_unigram_wordpiece(void)
     }
     mm_tokenizer_free(t);
     free(e);
-    bad(folder("tokenizer.json",
-               J("{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': [['a', 0], ['a', -1]]}}"), NULL),
-        "model.vocab: 'a' appears twice (ids 0 and 1)");
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': [['a', 0], ['b']]}}"),
-               NULL),
-        "model.vocab[1]: an entry is [piece, score]");
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': [['a', '0']]}}"), NULL),
-        "model.vocab[0]: an entry is [piece, score]");
-    bad(folder("tokenizer.json",
-               J("{'added_tokens': [], 'model': {'type': 'Unigram', 'unk_id': 2, 'vocab': [['a', 0]]}}"), NULL),
-        "\"unk_id\" must be null or the index of a vocabulary entry (0 to 0)");
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': {'a': 0}}}"), NULL),
-        "a Unigram vocabulary is a list of [piece, score], not an object");
+    static const bad_case cases[] = {
+        {.json = "{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': [['a', 0], ['a', -1]]}}",
+         .want = "model.vocab: 'a' appears twice (ids 0 and 1)"},
+        {.json = "{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': [['a', 0], ['b']]}}",
+         .want = "model.vocab[1]: an entry is [piece, score]"},
+        {.json = "{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': [['a', '0']]}}",
+         .want = "model.vocab[0]: an entry is [piece, score]"},
+        {.json = "{'added_tokens': [], 'model': {'type': 'Unigram', 'unk_id': 2, 'vocab': [['a', 0]]}}",
+         .want = "\"unk_id\" must be null or the index of a vocabulary entry (0 to 0)"},
+        {.json = "{'added_tokens': [], 'model': {'type': 'Unigram', 'vocab': {'a': 0}}}",
+         .want = "a Unigram vocabulary is a list of [piece, score], not an object"},
+        {.json = "{'added_tokens': [], 'model': {'type': 'WordPiece', 'vocab': {'a': 0}}}",
+         .want = "model: needs \"unk_token\", a string, not nothing"},
+    };
+    bad_cases(NULL, NULL, cases, MM_COUNT(cases));
     text = J("{'added_tokens': [], 'model': {'type': 'WordPiece', 'unk_token': '[UNK]', 'continuing_subword_prefix': "
              "'##', 'vocab': {'[UNK]': 0, 'a': 1, '##b': 2}}}");
     t = load(folder("tokenizer.json", text, NULL), &err);
@@ -722,8 +652,6 @@ static void test_unigram_wordpiece(void)
     if (t)
         CHECK_STR_EQ(t->model_type, "WordPiece");
     mm_tokenizer_free(t);
-    bad(folder("tokenizer.json", J("{'added_tokens': [], 'model': {'type': 'WordPiece', 'vocab': {'a': 0}}}"), NULL),
-        "model: needs \"unk_token\", a string, not nothing");
 }
 
 /* tokenizer_config.json: added_tokens_decoder, the special tokens, and how they join the backend's. */
@@ -783,49 +711,38 @@ static void test_config(void)
     t = load(folder("tokenizer.json", tj, "tokenizer_config.json", cfg, NULL), &err);
     CHECK(t && t->nadded == 2 && is_added(t, 2, "[PAD]", 1, 0) && is_added(t, 3, "<a1>", 1, 0));
     mm_tokenizer_free(t);
-    /* the declared ids of the decoder */
-    cfg = J("{'added_tokens_decoder': {'9': {'content': '<tool>'}}}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL),
-        "tokenizer_config.json: added_tokens_decoder['9']: '<tool>' is declared at id 9 but transformers gives it id 6 "
-        "(id 9 holds nothing)");
-    cfg = J("{'added_tokens_decoder': {'2': {'content': '<tool>'}}}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL),
-        "declared at id 2 but transformers gives it id 6 (id 2 holds 'ab')");
-    cfg = J("{'added_tokens_decoder': {'6': {'content': 'x'}, '06': {'content': 'y'}}}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL),
-        "added_tokens_decoder['06']: id 6 is given twice ('x' and 'y')");
-    cfg = J("{'added_tokens_decoder': {'-6': {'content': 'x'}}}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL),
-        "added_tokens_decoder['-6']: the key must be an id");
-    cfg = J("{'added_tokens_decoder': {'6': {'content': 'x', 'bold': true}}}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL),
-        "added_tokens_decoder['6']: unknown key \"bold\" for an AddedToken");
-    cfg = J("{'added_tokens_decoder': {'6': {'special': true}}}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL),
-        "an AddedToken needs \"content\" (a string), not nothing");
-    cfg = J("{'added_tokens_decoder': {'6': 'x'}}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL),
-        "added_tokens_decoder['6']: an added token is an object, not a string");
-    cfg = J("{'added_tokens_decoder': [1]}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL),
-        "added_tokens_decoder: is an object of id: AddedToken, not a list");
-    cfg = J("{'added_tokens_decoder': {}, 'bos_token': {'content': '<s>'}}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL),
-        "tokenizer_config.json: bos_token: a special token must be a string or an object with \"__type\"");
-    cfg = J("{'added_tokens_decoder': {}, 'bos_token': 3}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL),
-        "bos_token: a special token must be a string");
-    cfg = J("{'added_tokens_decoder': {}, 'extra_special_tokens': ['a', null]}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL),
-        "extra_special_tokens[1]: null is no special token");
-    cfg = J("{'added_tokens_decoder': {}, 'eos_token': 'a', 'eos_token': 'b'}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL),
-        "tokenizer_config.json: \"eos_token\" is written twice");
-    cfg = J("{'fast_tokenizer_files': ['tokenizer.4.json']}");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL),
-        "\"fast_tokenizer_files\"");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", J("['a']"), NULL),
-        "tokenizer_config.json: the file holds an object, not a list");
+    /* the declared ids of the decoder; refusals */
+    static const bad_case cases[] = {
+        {.text = "{'added_tokens_decoder': {'9': {'content': '<tool>'}}}",
+         .want = "tokenizer_config.json: added_tokens_decoder['9']: '<tool>' is declared at id 9 but transformers "
+                 "gives it id 6 (id 9 holds nothing)"},
+        {.text = "{'added_tokens_decoder': {'2': {'content': '<tool>'}}}",
+         .want = "declared at id 2 but transformers gives it id 6 (id 2 holds 'ab')"},
+        {.text = "{'added_tokens_decoder': {'6': {'content': 'x'}, '06': {'content': 'y'}}}",
+         .want = "added_tokens_decoder['06']: id 6 is given twice ('x' and 'y')"},
+        {.text = "{'added_tokens_decoder': {'-6': {'content': 'x'}}}",
+         .want = "added_tokens_decoder['-6']: the key must be an id"},
+        {.text = "{'added_tokens_decoder': {'6': {'content': 'x', 'bold': true}}}",
+         .want = "added_tokens_decoder['6']: unknown key \"bold\" for an AddedToken"},
+        {.text = "{'added_tokens_decoder': {'6': {'special': true}}}",
+         .want = "an AddedToken needs \"content\" (a string), not nothing"},
+        {.text = "{'added_tokens_decoder': {'6': 'x'}}",
+         .want = "added_tokens_decoder['6']: an added token is an object, not a string"},
+        {.text = "{'added_tokens_decoder': [1]}",
+         .want = "added_tokens_decoder: is an object of id: AddedToken, not a list"},
+        {.text = "{'added_tokens_decoder': {}, 'bos_token': {'content': '<s>'}}",
+         .want = "tokenizer_config.json: bos_token: a special token must be a string or an object with \"__type\""},
+        {.text = "{'added_tokens_decoder': {}, 'bos_token': 3}", .want = "bos_token: a special token must be a string"},
+        {.text = "{'added_tokens_decoder': {}, 'extra_special_tokens': ['a', null]}",
+         .want = "extra_special_tokens[1]: null is no special token"},
+        {.text = "{'added_tokens_decoder': {}, 'eos_token': 'a', 'eos_token': 'b'}",
+         .want = "tokenizer_config.json: \"eos_token\" is written twice"},
+        {.text = "{'fast_tokenizer_files': ['tokenizer.4.json']}", .want = "\"fast_tokenizer_files\""},
+        {.text = "['a']", .want = "tokenizer_config.json: the file holds an object, not a list"},
+    };
+    char *tj5 = bpe_json(VOCAB6, MERGES6, e5);
+    bad_cases(tj5, "tokenizer_config.json", cases, MM_COUNT(cases));
+    free(tj5);
     /* an empty named token is ignored, as the library ignores empty tokens */
     cfg = J("{'added_tokens_decoder': {}, 'pad_token': ''}");
     t = load(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "tokenizer_config.json", cfg, NULL), &err);
@@ -866,18 +783,21 @@ static void test_legacy(void)
              &err);
     CHECK(t && t->n_ids == 6 && t->nadded == 1);
     mm_tokenizer_free(t);
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "added_tokens.json", J("{'<x>': 9}"), NULL),
-        "added_tokens.json: '<x>': '<x>' is declared at id 9 but transformers gives it id 6");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "added_tokens.json", J("{'<x>': 5}"), NULL),
-        "tokenizer.json: added_tokens[0]: '<|endoftext|>' at id 5, where");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "added_tokens.json", J("{'<x>': 6, '<y>': 6}"), NULL),
-        "id 6 is given twice ('<x>' and '<y>')");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "added_tokens.json", J("{'<x>': '6'}"), NULL),
-        "added_tokens.json: '<x>': the id must be an integer from 0 to 2^32 - 1, not a string");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "added_tokens.json", J("['<x>']"), NULL),
-        "added_tokens.json: the file holds an object of token: id, not a list");
-    bad(folder("tokenizer.json", bpe_json(VOCAB6, MERGES6, e5), "special_tokens_map.json", J("{'bos_token': 1}"), NULL),
-        "special_tokens_map.json: bos_token: a special token is a string or an object, not a number");
+    static const bad_case cases[] = {
+        {.text = "{'<x>': 9}",
+         .want = "added_tokens.json: '<x>': '<x>' is declared at id 9 but transformers gives it id 6"},
+        {.text = "{'<x>': 5}", .want = "tokenizer.json: added_tokens[0]: '<|endoftext|>' at id 5, where"},
+        {.text = "{'<x>': 6, '<y>': 6}", .want = "id 6 is given twice ('<x>' and '<y>')"},
+        {.text = "{'<x>': '6'}",
+         .want = "added_tokens.json: '<x>': the id must be an integer from 0 to 2^32 - 1, not a string"},
+        {.text = "['<x>']", .want = "added_tokens.json: the file holds an object of token: id, not a list"},
+        {.file = "special_tokens_map.json",
+         .text = "{'bos_token': 1}",
+         .want = "special_tokens_map.json: bos_token: a special token is a string or an object, not a number"},
+    };
+    char *tj5 = bpe_json(VOCAB6, MERGES6, e5);
+    bad_cases(tj5, "added_tokens.json", cases, MM_COUNT(cases));
+    free(tj5);
     free(e5);
 }
 
@@ -980,16 +900,16 @@ static void test_chat_template(void)
              &err);
     CHECK(t && t->chat_template == NULL);
     mm_tokenizer_free(t);
-    bad(folder("tokenizer.json", J("%s", tj), "tokenizer_config.json", J("{'chat_template': 7}"), NULL),
-        "tokenizer_config.json: chat_template: is a string or a list of {name, template}, not a number");
-    bad(folder("tokenizer.json", J("%s", tj), "tokenizer_config.json", J("{'chat_template': [{'name': 'default'}]}"),
-               NULL),
-        "chat_template[0]: needs \"name\" and \"template\", both strings");
-    bad(folder("tokenizer.json", J("%s", tj), "tokenizer_config.json",
-               J("{'chat_template': [{'name': 'a', 'template': '1'}, {'name': 'a', 'template': '2'}]}"), NULL),
-        "chat_template[1]: a second template named \"a\"");
-    bad(folder("tokenizer.json", J("%s", tj), "chat_template.jinja", mm_xstrdup("\xff"), NULL),
-        "chat_template.jinja: not UTF-8 text");
+    static const bad_case cases[] = {
+        {.text = "{'chat_template': 7}",
+         .want = "tokenizer_config.json: chat_template: is a string or a list of {name, template}, not a number"},
+        {.text = "{'chat_template': [{'name': 'default'}]}",
+         .want = "chat_template[0]: needs \"name\" and \"template\", both strings"},
+        {.text = "{'chat_template': [{'name': 'a', 'template': '1'}, {'name': 'a', 'template': '2'}]}",
+         .want = "chat_template[1]: a second template named \"a\""},
+        {.file = "chat_template.jinja", .text = "\xff", .want = "chat_template.jinja: not UTF-8 text"},
+    };
+    bad_cases(tj, "tokenizer_config.json", cases, MM_COUNT(cases));
 }
 
 static void test_missing_and_large(void)
