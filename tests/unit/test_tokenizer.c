@@ -43,7 +43,7 @@ static void spm_byte_fallback(mm_buf *m, int n)
 {
     spm_basic(m, 0);
     for (int i = 0; i < n; i++) {
-        char s[8];
+        char s[16]; /* "<0xNN>" for n <= 256; room for any int keeps -Wformat-truncation quiet */
         snprintf(s, sizeof s, "<0x%02X>", i);
         spm_piece(m, s, 0, MM_SPM_BYTE);
     }
