@@ -338,8 +338,8 @@ static int read_factor(mm_lora *l, const mm_st_tensor *t, float **out)
     return 0;
 }
 
-/* L [rows][rank] and R [rank][cols] from A and B (see mm_lora_delta). */
-static int load_factors(mm_lora_delta *d)
+/* L [rows][rank] and R [rank][cols] from A and B (see mm_lora_delta), into *lo and *ro. */
+static int load_factors(const mm_lora_delta *d, float **lo, float **ro)
 {
     float *a, *b;
     int rc = read_factor(d->owner, d->a, &a);
@@ -351,8 +351,8 @@ static int load_factors(mm_lora_delta *d)
     }
     const uint64_t r = (uint64_t)d->rank;
     if (!d->transposed) {
-        d->l = b; /* B [rows][r] */
-        d->r = a; /* A [r][cols] */
+        *lo = b; /* B [rows][r] */
+        *ro = a; /* A [r][cols] */
         return 0;
     }
     /* transposed: L[i][k] = A[k][i] (A is [r][rows]); R[k][j] = B[j][k] (B is [cols][r]) */
@@ -372,18 +372,25 @@ static int load_factors(mm_lora_delta *d)
     }
     free(a);
     free(b);
-    d->l = l;
-    d->r = rr;
+    *lo = l;
+    *ro = rr;
     return 0;
 }
 
 int mm_lora_apply(mm_lora_delta *d, uint64_t e, size_t n, uint64_t out_cols, float *vals)
 {
+    /* Published once: l is written before r is stored with release, and read after r is loaded with
+     * acquire, so a reader that sees r sees l. */
     if (!__atomic_load_n(&d->r, __ATOMIC_ACQUIRE)) {
         pthread_mutex_lock(&d->owner->lock);
-        int rc = d->r ? 0 : load_factors(d);
-        if (rc == 0)
-            __atomic_store_n(&d->r, d->r, __ATOMIC_RELEASE);
+        int rc = 0;
+        if (!d->r) {
+            float *l, *r;
+            if ((rc = load_factors(d, &l, &r)) == 0) {
+                d->l = l;
+                __atomic_store_n(&d->r, r, __ATOMIC_RELEASE);
+            }
+        }
         pthread_mutex_unlock(&d->owner->lock);
         if (rc < 0)
             return rc;
