@@ -14,6 +14,7 @@ names what is wrong.
 import json
 import os
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -154,6 +155,39 @@ def test_passthrough_string_form_mounted(tmp_path, mount, llama, adapter):
     for name in (Q0 + ".weight", "model.layers.1.self_attn.v_proj.weight"):
         dtype, want = direct_effective(base, ad, name)
         assert got[name].raw == st.encode(dtype, want), name
+
+
+def test_concurrent_first_reads(tmp_path, mount, llama, adapter):
+    """Eight readers at once on a cold, uncached mount: the factors of each changed tensor are loaded by
+    whichever read comes first while others wait or compute (the ThreadSanitizer run includes this
+    test); every byte equals `mergemount build`'s."""
+    base = llama()
+    ad = adapter(base, ["q_proj", "k_proj", "v_proj", "o_proj", "embed_tokens"], r=4, alpha=8)
+    path = mmtest.write_config(tmp_path, passthrough(plus(base, ad)))
+    want = st.read_folder(mmtest.build(path, tmp_path / "out"))
+    files = {n: mmtest.read_file(os.path.join(tmp_path, "out", n)) for n in os.listdir(tmp_path / "out")
+             if n.endswith(".safetensors")}
+    errors = []
+    with mount(path, "--no-cache") as m:
+        def reader(seed):
+            try:
+                names = sorted(files)[seed % len(files):] + sorted(files)[:seed % len(files)]
+                for name in names:
+                    data, step = files[name], 4096 + 512 * seed
+                    with open(os.path.join(m.path, name), "rb") as f:
+                        got = b"".join(os.pread(f.fileno(), step, off) for off in range(0, len(data), step))
+                    if got != data:
+                        errors.append(name)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:10]
+    assert want, "the build wrote no tensors"
 
 
 @pytest.mark.parametrize("form", ["strings", "paths"])
