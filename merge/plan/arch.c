@@ -69,6 +69,7 @@ typedef struct stack {
     char *prefix;
     int n;          /* highest index + 1 */
     int valid;      /* indices 0..n-1 all present */
+    mm_module_kind kind; /* from the words of its prefix (stack_kind) */
     int module;
     size_t root;    /* length of the prefix of `prefix` that tells this stack from the others */
 } stack;
@@ -118,7 +119,8 @@ static stack *find_stacks(mm_model_tensor *t, size_t n, int *tstack, size_t *nst
             tstack[e[j].tensor] = (int)ns;
         }
         s = mm_xrealloc(s, (ns + 1) * sizeof *s);
-        s[ns] = (stack){mm_xstrndup(e[i].prefix, e[i].len), e[j - 1].layer + 1, gapless, -1, 0};
+        char *prefix = mm_xstrndup(e[i].prefix, e[i].len);
+        s[ns] = (stack){prefix, e[j - 1].layer + 1, gapless, stack_kind(prefix), -1, 0};
         ns++;
         i = j;
     }
@@ -238,7 +240,7 @@ static int name_kind(mm_arch *a, stack *s, size_t ns, mm_module_kind kind, const
     size_t count = 0, matched = 0, pick = 0;
     const char *h, *k;
     for (size_t i = 0; i < ns; i++)
-        if (s[i].valid && stack_kind(s[i].prefix) == kind) {
+        if (s[i].valid && s[i].kind == kind) {
             count++;
             if (find_count(kind, cfg, s[i].n, &h, &k)) {
                 matched++;
@@ -251,7 +253,7 @@ static int name_kind(mm_arch *a, stack *s, size_t ns, mm_module_kind kind, const
     if (count == 1 || matched == 1)
         named = s[pick].module = add_module(a, name, kind, &s[pick]);
     for (size_t i = 0; i < ns; i++)
-        if (s[i].valid && s[i].module < 0 && stack_kind(s[i].prefix) == kind)
+        if (s[i].valid && s[i].module < 0 && s[i].kind == kind)
             s[i].module = add_module(a, s[i].prefix, MM_MOD_OTHER, &s[i]);
     return named;
 }
@@ -261,13 +263,16 @@ static int name_kind(mm_arch *a, stack *s, size_t ns, mm_module_kind kind, const
  * Projector stacks take no part: their tensors are told by name (nonlayer_module), and one nested in
  * the vision tower (`model.visual.deepstack_merger_list`) must not push the tower's root down to its
  * stack. */
+/* Whether stack s is one whose prefix makes a root: a stack, and not a projector's. */
+static int rooted(const stack *s)
+{
+    return s->valid && s->kind != MM_MOD_PROJECTOR;
+}
+
 static void set_roots(stack *s, size_t ns)
 {
-    for (size_t i = 0; i < ns; i++)
-        if (s[i].valid && stack_kind(s[i].prefix) == MM_MOD_PROJECTOR)
-            s[i].valid = -1; /* still a stack, not a root */
     for (size_t i = 0; i < ns; i++) {
-        if (s[i].valid != 1)
+        if (!rooted(&s[i]))
             continue;
         size_t len = strlen(s[i].prefix);
         s[i].root = len;
@@ -277,7 +282,7 @@ static void set_roots(stack *s, size_t ns)
                 continue;
             int shared = 0;
             for (size_t j = 0; j < ns && !shared; j++)
-                shared = j != i && s[j].valid == 1 && starts_component(s[j].prefix, s[i].prefix, l);
+                shared = j != i && rooted(&s[j]) && starts_component(s[j].prefix, s[i].prefix, l);
             if (!shared) {
                 s[i].root = l;
                 break;
@@ -291,7 +296,7 @@ static int nonlayer_module(mm_arch *a, const stack *s, size_t ns, const char *na
     if (names_projector(name))
         return module_named(a, MM_MODULE_PROJECTOR, MM_MOD_PROJECTOR);
     for (size_t i = 0; i < ns; i++)
-        if (s[i].valid == 1 && starts_component(name, s[i].prefix, s[i].root))
+        if (rooted(&s[i]) && starts_component(name, s[i].prefix, s[i].root))
             return s[i].module;
     return a->text >= 0 ? a->text : module_named(a, MM_MODULE_DEFAULT, MM_MOD_OTHER);
 }
@@ -324,7 +329,7 @@ void mm_arch_infer(mm_arch *a, mm_model_tensor *t, size_t n, const cJSON *cfg)
         set_roots(s, ns);
     }
     for (size_t i = 0; i < n; i++) {
-        if (tstack[i] >= 0 && s[tstack[i]].valid) { /* 1 or -1 (a projector's) */
+        if (tstack[i] >= 0 && s[tstack[i]].valid) {
             t[i].module = s[tstack[i]].module;
             continue;
         }

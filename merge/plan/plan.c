@@ -584,8 +584,9 @@ static int plan_layers(mm_plan *p, const slice_ctx *sl, mm_plan_module *mod, mm_
 static int plan_module(mm_plan *p, const module_recipe *r, mm_plan_module *mod, mm_err *err)
 {
     const mm_model *donor = p->models[p->donor];
+    mod->module = &donor->arch.mods[r->module];
     mod->name = mm_xstrdup(r->name);
-    mod->in_layers = donor->arch.mods[r->module].num_layers;
+    mod->in_layers = mod->module->num_layers;
     mod->copied = r->copy;
     slice_ctx *sl = mm_xcalloc(r->nslices, sizeof *sl);
     int rc = 0;

@@ -77,6 +77,7 @@ typedef struct mm_out_file {
 
 /* One module of the output (D18): how many layers it has and where each comes from. */
 typedef struct mm_plan_module {
+    const mm_module *module;        /* the donor's (mm_plan.models[donor]->arch) */
     char *name;
     int in_layers;                  /* the donor's layer count for it */
     int out_layers;

@@ -182,7 +182,7 @@ static mm_dtype main_dtype(const mm_plan *p)
 static int set_module_layers(const mm_plan *p, cJSON *cfg, const mm_plan_module *mod, mm_err *err)
 {
     const mm_model *donor = p->models[p->donor];
-    const mm_module *dm = &donor->arch.mods[mm_arch_find(&donor->arch, mod->name)];
+    const mm_module *dm = mod->module;
     cJSON *dkey, *key;
     const cJSON *dholder = mm_arch_count_holder(dm, donor->config, &dkey);
     cJSON *holder = mm_arch_count_holder(dm, cfg, &key);

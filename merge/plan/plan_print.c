@@ -59,10 +59,9 @@ static cJSON *shape_json(int ndim, const uint64_t *shape)
 }
 
 /* Where config.json records module mod's layer count ("text_config.num_hidden_layers"), or NULL. Heap. */
-static char *count_path(const mm_plan *p, const mm_plan_module *mod)
+static char *count_path(const mm_plan_module *mod)
 {
-    const mm_arch *a = &p->models[p->donor]->arch;
-    const mm_module *m = &a->mods[mm_arch_find(a, mod->name)];
+    const mm_module *m = mod->module;
     if (!m->count_holder)
         return NULL;
     return mm_xasprintf("%s%s%s", m->count_holder, m->count_holder[0] ? "." : "", m->count_key);
@@ -73,7 +72,7 @@ static void print_modules(const mm_plan *p, FILE *f)
     fprintf(f, "modules:\n");
     for (size_t i = 0; i < p->nmodules; i++) {
         const mm_plan_module *mod = &p->modules[i];
-        char *key = count_path(p, mod);
+        char *key = count_path(mod);
         fprintf(f, "  %-24s %4d -> %4d layers  %s%s", mod->name, mod->in_layers, mod->out_layers,
                 mod->copied ? "copied from " : "merged", mod->copied ? p->model_refs[p->donor] : "");
         if (key)
@@ -98,7 +97,7 @@ static void print_json(const mm_plan *p, FILE *f)
             cJSON_AddStringToObject(o, "copied_from", p->model_refs[p->donor]);
         else
             cJSON_AddNullToObject(o, "copied_from");
-        char *key = count_path(p, mod);
+        char *key = count_path(mod);
         if (key)
             cJSON_AddStringToObject(o, "config_key", key);
         else

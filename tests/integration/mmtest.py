@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -305,6 +306,25 @@ def tensor_bytes(t):
 
 def files_of(folder):
     return sorted(os.listdir(folder))
+
+
+def in_threads(n, fn):
+    """Runs fn(i) for i < n on n threads at once; returns what they found wrong: the items of the lists
+    fn returns, and the repr of anything fn raised."""
+    errors = []
+
+    def run(i):
+        try:
+            errors.extend(fn(i) or [])
+        except Exception as e:  # noqa: BLE001 - reported to the caller
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 def wait_for(cond, timeout=10.0):

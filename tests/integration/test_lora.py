@@ -14,7 +14,6 @@ names what is wrong.
 import json
 import os
 import re
-import threading
 
 import numpy as np
 import pytest
@@ -167,25 +166,19 @@ def test_concurrent_first_reads(tmp_path, mount, llama, adapter):
     want = st.read_folder(mmtest.build(path, tmp_path / "out"))
     files = {n: mmtest.read_file(os.path.join(tmp_path, "out", n)) for n in os.listdir(tmp_path / "out")
              if n.endswith(".safetensors")}
-    errors = []
     with mount(path, "--no-cache") as m:
         def reader(seed):
-            try:
-                names = sorted(files)[seed % len(files):] + sorted(files)[:seed % len(files)]
-                for name in names:
-                    data, step = files[name], 4096 + 512 * seed
-                    with open(os.path.join(m.path, name), "rb") as f:
-                        got = b"".join(os.pread(f.fileno(), step, off) for off in range(0, len(data), step))
-                    if got != data:
-                        errors.append(name)
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(repr(e))
+            names = sorted(files)[seed % len(files):] + sorted(files)[:seed % len(files)]
+            errors = []
+            for name in names:
+                data, step = files[name], 4096 + 512 * seed
+                with open(os.path.join(m.path, name), "rb") as f:
+                    got = b"".join(os.pread(f.fileno(), step, off) for off in range(0, len(data), step))
+                if got != data:
+                    errors.append(name)
+            return errors
 
-        threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = mmtest.in_threads(8, reader)
     assert not errors, errors[:10]
     assert want, "the build wrote no tensors"
 

@@ -9,7 +9,6 @@ import os
 import random
 import struct
 import subprocess
-import threading
 
 import numpy as np
 import pytest
@@ -189,34 +188,28 @@ def test_numpy_memmap(mount, merge_case):
 
 
 def test_many_threads(mount, merge_case):
-    errors = []
     files = merge_case["files"]
     names = sorted(files)
 
     with mount(merge_case["config"], *merge_case["args"]) as m:
         def reader(seed):
             rnd = random.Random(seed)
-            try:
-                for _ in range(60):
-                    name = rnd.choice(names)
-                    data = files[name]
-                    off = rnd.randrange(0, len(data) + 1)
-                    length = rnd.choice([1, 4096, 100000, 1 << 20])
-                    got = pread(os.path.join(m.path, name), off, length)
-                    if got != data[off:off + length]:
-                        errors.append((name, off, length))
-                # and one whole sequential pass
-                name = names[seed % len(names)]
-                if mmtest.read_file(os.path.join(m.path, name)) != files[name]:
-                    errors.append((name, "whole"))
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(repr(e))
+            errors = []
+            for _ in range(60):
+                name = rnd.choice(names)
+                data = files[name]
+                off = rnd.randrange(0, len(data) + 1)
+                length = rnd.choice([1, 4096, 100000, 1 << 20])
+                got = pread(os.path.join(m.path, name), off, length)
+                if got != data[off:off + length]:
+                    errors.append((name, off, length))
+            # and one whole sequential pass
+            name = names[seed % len(names)]
+            if mmtest.read_file(os.path.join(m.path, name)) != files[name]:
+                errors.append((name, "whole"))
+            return errors
 
-        threads = [threading.Thread(target=reader, args=(i,)) for i in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = mmtest.in_threads(16, reader)
     assert not errors, errors[:10]
 
 
