@@ -616,8 +616,6 @@ static int refuse_unsupported(const ctx *x, const mm_ynode *root)
     static const struct {
         const char *key, *fix;
     } keys[] = {
-        {"tokenizer", "use tokenizer_source: base or a model, or leave it out to copy the donor's tokenizer"},
-        {"chat_template", "remove it; the donor's tokenizer files, chat template included, are served as they are"},
         /* mergekit-evolve's search space is not a merge; its best genome, written out by mergekit-evolve as a
          * mergekit-yaml config, is. */
         {"genome", "this is a mergekit-evolve configuration; mount the merge config that mergekit-evolve wrote "
@@ -661,22 +659,168 @@ static int load_dtype(const ctx *x, const mm_ynode *root, const char *key, mm_dt
     return 0;
 }
 
-static int load_tokenizer_source(const ctx *x, const mm_ynode *root)
+/* base, union or a model reference: the tokenizer the output's starts from. */
+static int load_tok_source(const ctx *x, const mm_ynode *v, const char *key)
 {
     mm_config *c = x->c;
-    const mm_ynode *v = mm_ymap_get(root, "tokenizer_source", NULL);
-    if (!is_given(v))
-        return 0;
     if (mm_ynode_is_str(v) && strcmp(v->text, "base") == 0) {
         c->tokenizer_source = MM_TOK_BASE;
         return 0;
     }
-    if (mm_ynode_is_str(v) && strcmp(v->text, "union") == 0)
-        return fail(x, v, -ENOTSUP, "tokenizer_source: union is not supported yet (use tokenizer_source: base or a "
-                    "model, or leave it out to copy the donor's tokenizer)");
+    if (mm_ynode_is_str(v) && strcmp(v->text, "union") == 0) {
+        c->tokenizer_source = MM_TOK_UNION;
+        return 0;
+    }
     c->tokenizer_source = MM_TOK_MODEL;
     c->tokenizer_model = mm_xcalloc(1, sizeof *c->tokenizer_model);
-    return load_ref(x, v, "tokenizer_source", 0, c->tokenizer_model);
+    return load_ref(x, v, key, 0, c->tokenizer_model);
+}
+
+static const char *const token_src_fix =
+    "write source: a model, {kind: zero}, or {kind: model_token, model: <model>, token_id: <id>} (or token: <text> "
+    "in place of token_id)";
+
+/* The source of one `tokens:` entry (mergekit's tokenizer/config.py: a model reference, ZeroEmbedding or
+ * ModelTokenEmbedding). */
+static int load_token_source(const ctx *x, const mm_ynode *v, mm_tok_entry *e)
+{
+    char buf[256];
+    if (!is_given(v))
+        return fail(x, v, -EINVAL, "tokenizer.tokens['%.200s'] has no source (%s)", e->token, token_src_fix);
+    if (v->kind != MM_YN_MAP) {
+        e->kind = MM_TSRC_MODEL;
+        return load_ref(x, v, "source", 0, &e->model);
+    }
+    const mm_ynode *kind = mm_ymap_get(v, "kind", NULL);
+    if (!mm_ynode_is_str(kind) || (strcmp(kind->text, "zero") && strcmp(kind->text, "model_token")))
+        return fail(x, kind ? kind : v, -EINVAL, "tokenizer.tokens['%.200s'].source: kind must be zero or "
+                    "model_token, found %s (%s)", e->token, shown(kind, buf, sizeof buf), token_src_fix);
+    for (size_t i = 0; i < v->npairs; i++) {
+        const char *k = v->pairs[i].key->text;
+        int ok = !strcmp(k, "kind") || (kind->text[0] == 'm' && (!strcmp(k, "model") || !strcmp(k, "token_id") ||
+                                                                 !strcmp(k, "token")));
+        if (!ok)
+            return fail(x, v->pairs[i].key, -EINVAL, "tokenizer.tokens['%.200s'].source: a %s source has no key "
+                        "'%.100s' (%s)", e->token, kind->text, k, token_src_fix);
+    }
+    if (kind->text[0] == 'z') {
+        e->kind = MM_TSRC_ZERO;
+        return 0;
+    }
+    e->kind = MM_TSRC_MODEL_TOKEN;
+    const mm_ynode *model = mm_ymap_get(v, "model", NULL), *id = mm_ymap_get(v, "token_id", NULL),
+                   *tok = mm_ymap_get(v, "token", NULL);
+    if (!is_given(model))
+        return fail(x, v, -EINVAL, "tokenizer.tokens['%.200s'].source: model_token needs model: (%s)", e->token,
+                    token_src_fix);
+    if (is_given(id) == is_given(tok))
+        return fail(x, v, -EINVAL, "tokenizer.tokens['%.200s'].source: model_token needs exactly one of token_id "
+                    "and token (%s)", e->token, token_src_fix);
+    e->token_id = -1;
+    if (is_given(id)) {
+        if (id->kind != MM_YN_SCALAR || id->type != MM_YS_INT || !id->ival_ok || id->ival < 0)
+            return fail(x, id, -EINVAL, "tokenizer.tokens['%.200s'].source.token_id must be a row number (an "
+                        "integer >= 0), found %s", e->token, shown(id, buf, sizeof buf));
+        e->token_id = id->ival;
+    } else {
+        if (!mm_ynode_is_str(tok))
+            return fail(x, tok, -EINVAL, "tokenizer.tokens['%.200s'].source.token must be a token's text, found %s "
+                        "(quote it)", e->token, mm_ynode_describe(tok));
+        e->token_text = mm_xstrdup(tok->text);
+    }
+    return load_ref(x, model, "model", 0, &e->model);
+}
+
+static int load_token_entry(const ctx *x, const mm_ypair *pr, mm_tok_entry *e)
+{
+    e->token = mm_xstrdup(pr->key->text);
+    e->pos = pos_of(x, pr->key);
+    const mm_ynode *v = pr->value;
+    if (!is_given(v) || v->kind != MM_YN_MAP)
+        return fail(x, pr->key, -EINVAL, "tokenizer.tokens['%.200s'] must be a mapping with source: and optionally "
+                    "force: (%s)", e->token, token_src_fix);
+    for (size_t i = 0; i < v->npairs; i++)
+        if (strcmp(v->pairs[i].key->text, "source") && strcmp(v->pairs[i].key->text, "force"))
+            return fail(x, v->pairs[i].key, -EINVAL, "tokenizer.tokens['%.200s'] has no key '%.100s' (its keys "
+                        "are source and force)", e->token, v->pairs[i].key->text);
+    const mm_ynode *force = mm_ymap_get(v, "force", NULL);
+    if (is_given(force)) {
+        if (force->kind != MM_YN_SCALAR || force->type != MM_YS_BOOL)
+            return fail(x, force, -EINVAL, "tokenizer.tokens['%.200s'].force must be true or false, found %s",
+                        e->token, mm_ynode_describe(force));
+        e->force = force->b;
+    }
+    return load_token_source(x, mm_ymap_get(v, "source", NULL), e);
+}
+
+/* The `tokenizer:` block (mergekit's TokenizerConfig): source (default union), tokens, pad_to_multiple_of. */
+static int load_tokenizer_block(const ctx *x, const mm_ynode *v)
+{
+    mm_config *c = x->c;
+    if (v->kind != MM_YN_MAP)
+        return fail(x, v, -EINVAL, "tokenizer: must be a mapping with source:, tokens: and pad_to_multiple_of:, "
+                    "found %s (write e.g. 'tokenizer: {source: union}')", mm_ynode_describe(v));
+    for (size_t i = 0; i < v->npairs; i++) {
+        const char *k = v->pairs[i].key->text;
+        if (strcmp(k, "source") && strcmp(k, "tokens") && strcmp(k, "pad_to_multiple_of"))
+            return fail(x, v->pairs[i].key, -EINVAL, "tokenizer: has no key '%.100s' (its keys are source, tokens "
+                        "and pad_to_multiple_of)", k);
+    }
+    const mm_ynode *src = mm_ymap_get(v, "source", NULL), *toks = mm_ymap_get(v, "tokens", NULL),
+                   *pad = mm_ymap_get(v, "pad_to_multiple_of", NULL);
+    int rc = 0;
+    if (is_given(src))
+        rc = load_tok_source(x, src, "tokenizer.source");
+    else
+        c->tokenizer_source = MM_TOK_UNION;
+    if (rc < 0)
+        return rc;
+    if (is_given(pad)) {
+        if (pad->kind != MM_YN_SCALAR || pad->type != MM_YS_INT || !pad->ival_ok || pad->ival <= 0 ||
+            pad->ival > (1 << 20))
+            return fail(x, pad, -EINVAL, "tokenizer.pad_to_multiple_of must be a positive integer (at most 1048576), "
+                        "found %s (e.g. 64)", mm_ynode_describe(pad));
+        c->pad_to_multiple_of = (long)pad->ival;
+    }
+    if (!is_given(toks))
+        return 0;
+    if (toks->kind != MM_YN_MAP)
+        return fail(x, toks, -EINVAL, "tokenizer.tokens must map tokens to {source, force}, found %s (write e.g. "
+                    "'tokens: {\"<|im_end|>\": {source: org/chat-model}}')", mm_ynode_describe(toks));
+    c->tokens = mm_xcalloc(toks->npairs ? toks->npairs : 1, sizeof *c->tokens);
+    for (size_t i = 0; i < toks->npairs; i++) {
+        c->ntokens = i + 1;
+        if ((rc = load_token_entry(x, &toks->pairs[i], &c->tokens[i])) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int load_tokenizer(const ctx *x, const mm_ynode *root)
+{
+    mm_config *c = x->c;
+    const mm_ynode *ks, *kb, *kc;
+    const mm_ynode *ts = mm_ymap_get(root, "tokenizer_source", &ks), *tb = mm_ymap_get(root, "tokenizer", &kb);
+    const mm_ynode *ct = mm_ymap_get(root, "chat_template", &kc);
+    if (is_given(ct)) {
+        if (!mm_ynode_is_str(ct))
+            return fail(x, ct, -EINVAL, "chat_template must be text: auto, a built-in name (alpaca, chatml, exaone, "
+                        "llama3, mistral) or a Jinja template, found %s", mm_ynode_describe(ct));
+        c->chat_template = mm_xstrdup(ct->text);
+        c->chat_template_pos = pos_of(x, ct);
+    }
+    if (is_given(ts) && is_given(tb))
+        return fail(x, kb, -EINVAL, "tokenizer: and tokenizer_source: are both given (keep one: tokenizer_source: X "
+                    "is tokenizer: {source: X})");
+    if (is_given(ts)) {
+        c->tokenizer_pos = pos_of(x, ks);
+        return load_tok_source(x, ts, "tokenizer_source");
+    }
+    if (is_given(tb)) {
+        c->tokenizer_pos = pos_of(x, kb);
+        return load_tokenizer_block(x, tb);
+    }
+    return 0;
 }
 
 /* mergekit wants exactly one of models:, slices: and modules:. */
@@ -715,7 +859,7 @@ static int load_root(const ctx *x, const mm_ynode *root)
         (rc = load_optional_ref(x, root, "base_model", &c->base_model)) < 0)
         return rc;
     rc = is_given(modules) ? load_modules(x, modules) : load_recipe(x, root, &c->models_syntax, &c->slices, &c->nslices);
-    return rc < 0 ? rc : load_tokenizer_source(x, root);
+    return rc < 0 ? rc : load_tokenizer(x, root);
 }
 
 int mm_config_load(const char *path, mm_config **out, mm_err *err)
@@ -814,6 +958,13 @@ void mm_config_free(mm_config *c)
     free(c->base_model);
     free_ref(c->tokenizer_model);
     free(c->tokenizer_model);
+    for (size_t i = 0; i < c->ntokens; i++) {
+        free(c->tokens[i].token);
+        free(c->tokens[i].token_text);
+        free_ref(&c->tokens[i].model);
+    }
+    free(c->tokens);
+    free(c->chat_template);
     mm_params_free(&c->params);
     free(c->merge_method);
     free(c->text);

@@ -122,11 +122,32 @@ typedef struct mm_module_def {
     mm_params params;        /* module parameters (precedence level 3) */
 } mm_module_def;
 
+/* The tokenizer option (D19): none (the donor's files are served as they are), or an output vocabulary
+ * built from `tokenizer_source:` or the `tokenizer:` block (merge/plan/vocab.h). */
 typedef enum {
-    MM_TOK_DONOR = 0, /* no tokenizer_source: copy the donor's files (D2) */
-    MM_TOK_BASE,      /* tokenizer_source: base */
-    MM_TOK_MODEL,     /* tokenizer_source: <model ref> */
+    MM_TOK_DONOR = 0, /* no tokenizer option: copy the donor's files (D2) */
+    MM_TOK_BASE,      /* source base */
+    MM_TOK_UNION,     /* source union */
+    MM_TOK_MODEL,     /* source <model ref> */
 } mm_tok_source;
+
+/* Where an entry of `tokenizer: tokens:` takes its embedding row from. */
+typedef enum {
+    MM_TSRC_MODEL,       /* source: <model>: that model's row of the token */
+    MM_TSRC_ZERO,        /* source: {kind: zero} */
+    MM_TSRC_MODEL_TOKEN, /* source: {kind: model_token, model, token_id | token} */
+} mm_tok_src_kind;
+
+typedef struct mm_tok_entry {
+    char *token;          /* the key: the token's text */
+    mm_srcpos pos;        /* position of the key */
+    mm_tok_src_kind kind;
+    mm_modelref model;    /* MM_TSRC_MODEL, MM_TSRC_MODEL_TOKEN (resolved; need not hold weights here:
+                             the planner checks that it is one of the merged models) */
+    long long token_id;   /* MM_TSRC_MODEL_TOKEN by id (>= 0), else -1 */
+    char *token_text;     /* MM_TSRC_MODEL_TOKEN by token text, else NULL */
+    int force;            /* force: true: the row replaces every model's own row */
+} mm_tok_entry;
 
 typedef struct mm_config {
     char *path;              /* the config file as given on the command line */
@@ -152,6 +173,13 @@ typedef struct mm_config {
 
     mm_tok_source tokenizer_source;
     mm_modelref *tokenizer_model; /* MM_TOK_MODEL only */
+    mm_srcpos tokenizer_pos;      /* of the tokenizer_source or tokenizer key */
+    mm_tok_entry *tokens;         /* `tokenizer: tokens:` in file order */
+    size_t ntokens;
+    long pad_to_multiple_of;      /* `tokenizer: pad_to_multiple_of:`, 0 when not set */
+    char *chat_template;          /* the `chat_template:` value as written, NULL when not set (checked by
+                                     the planner: merge/plan/chat.h) */
+    mm_srcpos chat_template_pos;
 } mm_config;
 
 /* Reads, parses and validates `path`, resolves every model reference, and returns a config.

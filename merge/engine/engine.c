@@ -8,6 +8,8 @@
 
 #include "formats/numeric.h"
 #include "merge/plan/lora.h"
+#include "merge/plan/rowmap.h"
+#include "rows.h"
 
 /* Elements per step: inputs and output of one step stay in L2 cache. */
 #define CHUNK 8192
@@ -52,7 +54,8 @@ void mm_engine_prefetch(const mm_out_tensor *t, uint64_t e0, uint64_t e1)
 {
     if (e1 > t->numel)
         e1 = t->numel;
-    if (e1 <= e0)
+    /* A remapped embedding's rows are scattered over its inputs: nothing contiguous to announce. */
+    if (e1 <= e0 || t->rowmap)
         return;
     for (size_t i = 0; i < t->ninputs; i++) {
         const mm_input *in = &t->inputs[i];
@@ -72,10 +75,16 @@ void mm_engine_prefetch(const mm_out_tensor *t, uint64_t e0, uint64_t e1)
 
 /* Input values cast to the computation dtype on load, as mergekit's loader does (B3.1). A tensor a
  * LoRA adapter changes is first made what the merged checkpoint would store: base + delta rounded once
- * into the base's dtype (D19). */
+ * into the base's dtype (D19). A remapped embedding's rows come from merge/engine/rows.c. */
 static int load_input(const mm_out_tensor *t, const mm_input *in, uint64_t e, size_t n, unsigned char *raw,
                       float *dst)
 {
+    if (t->rowmap) {
+        int rc = mm_rows_load(t, (size_t)(in - t->inputs), e, n, raw, dst);
+        if (rc == 0 && t->rowmap->dtype != t->comp)
+            mm_vround(t->comp, dst, n);
+        return rc;
+    }
     int rc = read_raw(t, in, e, n, raw);
     if (rc < 0)
         return rc;
@@ -190,7 +199,7 @@ int mm_engine_stream(const mm_out_tensor *t, mm_stream_fn fn, void *ctx)
 static int is_copy(const mm_out_tensor *t)
 {
     const mm_input *in = &t->inputs[0];
-    if (!t->method->single_input || in->src_cols || in->mt->lora || in->mt->st->dtype != t->dtype)
+    if (!t->method->single_input || t->rowmap || in->src_cols || in->mt->lora || in->mt->st->dtype != t->dtype)
         return 0;
     if (t->comp == MM_DT_NONE)
         return 1;

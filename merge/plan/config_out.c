@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "formats/jsonpy.h"
 
 static void set_string(cJSON *obj, const char *key, const char *value)
 {
@@ -145,4 +146,35 @@ void mm_config_write_layer_types(cJSON *out_obj, const cJSON *donor_obj, int don
         cJSON_AddItemToArray(list, cJSON_CreateString(t));
     }
     cJSON_AddItemToObject(out_obj, "layer_types", list);
+}
+
+static int int_item(const cJSON *v)
+{
+    return cJSON_IsNumber(v) && !mm_json_is_float(v) && v->valuedouble == (double)(long)v->valuedouble;
+}
+
+cJSON *mm_config_vocab_holder(const cJSON *cfg)
+{
+    if (int_item(cJSON_GetObjectItemCaseSensitive(cfg, "vocab_size")))
+        return (cJSON *)cfg;
+    cJSON *text = cJSON_GetObjectItemCaseSensitive(cfg, "text_config");
+    return cJSON_IsObject(text) && int_item(cJSON_GetObjectItemCaseSensitive(text, "vocab_size")) ? text : NULL;
+}
+
+long mm_config_vocab_size(const cJSON *cfg)
+{
+    const cJSON *h = cfg ? mm_config_vocab_holder(cfg) : NULL;
+    return h ? (long)cJSON_GetObjectItemCaseSensitive(h, "vocab_size")->valuedouble : -1;
+}
+
+void mm_config_set_vocab_size(cJSON *cfg, long n)
+{
+    cJSON *h = mm_config_vocab_holder(cfg);
+    if (!h)
+        h = cfg;
+    cJSON *old = cJSON_GetObjectItemCaseSensitive(h, "vocab_size");
+    if (old)
+        cJSON_SetNumberValue(old, (double)n);
+    else
+        cJSON_AddNumberToObject(h, "vocab_size", (double)n);
 }

@@ -44,4 +44,15 @@ void mm_config_slice_layer_lists(cJSON *out_obj, const cJSON *donor_obj, int don
 void mm_config_write_layer_types(cJSON *out_obj, const cJSON *donor_obj, int donor_n, const mm_layer_origin *origin,
                                  int n);
 
+/* The object of config.json that holds the vocabulary size (mergekit's vocab_size_config_key): the top
+ * level when it has an integer `vocab_size`, else `text_config` when that has one (vision-language
+ * models), else NULL. */
+cJSON *mm_config_vocab_holder(const cJSON *cfg);
+
+/* That vocabulary size, or -1 when config.json has none. */
+long mm_config_vocab_size(const cJSON *cfg);
+
+/* Sets the vocabulary size to n where mm_config_vocab_holder says, else at the top level. */
+void mm_config_set_vocab_size(cJSON *cfg, long n);
+
 #endif

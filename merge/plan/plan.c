@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "merge/plan/rowmap.h"
+#include "merge/plan/vocab.h"
 #include "plan_internal.h"
 
 void mm_plan_options_default(mm_plan_options *o)
@@ -21,9 +23,14 @@ static const char *const embed_names[] = {"embed_tokens", "lm_head", "wte", "wor
 
 int mm_is_embed_name(const char *name)
 {
-    for (size_t i = 0; i < MM_COUNT(embed_names); i++)
-        if (strstr(name, embed_names[i]))
-            return 1;
+    /* Whole dot-separated components, as mergekit's architecture files name these weights:
+     * `embed_tokens_per_layer` (Gemma 3n) is no vocabulary embedding. */
+    for (const char *c = name; c; c = strchr(c, '.') ? strchr(c, '.') + 1 : NULL) {
+        size_t len = strcspn(c, ".");
+        for (size_t i = 0; i < MM_COUNT(embed_names); i++)
+            if (strlen(embed_names[i]) == len && strncmp(c, embed_names[i], len) == 0)
+                return 1;
+    }
     return 0;
 }
 
@@ -426,7 +433,9 @@ static int add_tensor(mm_plan *p, const slice_ctx *sl, const char *name, char *c
                               pos, m->name, m->gparams[k].name);
         }
     }
-    int rc = resolve_shape(p, o, err);
+    /* With a tokenizer option every embedding-like tensor is read remapped to the output vocabulary
+     * (D19), which also gives it its shape. */
+    int rc = p->vocab && mm_is_embed_name(name) ? mm_rowmap_build(p, o, err) : resolve_shape(p, o, err);
     if (rc == 0)
         rc = resolve_dtype(p, o, err);
     if (rc == 0 && m->prepare && o->comp != MM_DT_NONE)
@@ -727,6 +736,8 @@ static void warn_config_params(const mm_plan *p)
 int mm_plan_tensors(mm_plan *p, mm_err *err)
 {
     int rc = open_models(p, err);
+    if (rc == 0)
+        rc = mm_plan_tokenizer_setup(p, err);
     if (rc < 0)
         return rc;
     const mm_arch *a = &p->models[p->donor]->arch;

@@ -60,6 +60,8 @@ typedef struct mm_out_tensor {
     uint64_t block_elems;  /* elements per cache block (about 1 MiB of output) */
     size_t file_idx;       /* into mm_plan.files */
     uint64_t file_offset;  /* absolute byte offset of the data in its shard */
+    struct mm_rowmap *rowmap; /* embedding rows remapped to the output vocabulary (merge/plan/rowmap.h),
+                                 or NULL */
 } mm_out_tensor;
 
 typedef enum { MM_FILE_STATIC, MM_FILE_SOURCE, MM_FILE_SHARD } mm_file_kind;
@@ -100,6 +102,8 @@ typedef struct mm_plan {
     mm_out_file *files;    /* sorted by name */
     size_t nfiles;
     int64_t mtime_ns;      /* latest mtime of the config and the sources */
+    struct mm_vocab *vocab; /* the output vocabulary with a tokenizer option (merge/plan/vocab.h), else NULL */
+    char *chat_template;   /* the chat template the chat_template option chose (merge/plan/chat.h), or NULL */
 } mm_plan;
 
 /* Builds the plan. Every problem with the config or the models (unknown or unimplemented method,

@@ -11,6 +11,8 @@
 #include "formats/jsonpy.h"
 #include "merge/plan/config_out.h"
 #include "merge/plan/lora.h"
+#include "merge/plan/rowmap.h"
+#include "merge/plan/vocab.h"
 #include "plan_internal.h"
 #include "recipe.h"
 
@@ -224,6 +226,9 @@ static int plan_config_json(mm_plan *p, mm_err *err)
     int rc = 0;
     for (size_t i = 0; i < p->nmodules && rc == 0; i++)
         rc = set_module_layers(p, cfg, &p->modules[i], err);
+    /* mergekit's _update_config_vocab: the output vocabulary's length, padded */
+    if (rc == 0 && p->vocab)
+        mm_config_set_vocab_size(cfg, (long)mm_rowmap_rows(p));
     if (rc == 0) {
         mm_buf b = {0};
         mm_json_write_py(cfg, &b);
@@ -265,30 +270,69 @@ static int donor_file_allowed(const char *folder, const char *path)
     return ok;
 }
 
+/* Serves a donor file as it is, unless it links outside its model folder. */
+static void add_donor_file(mm_plan *p, const char *folder, const char *name, char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+        free(path);
+        return;
+    }
+    if (!donor_file_allowed(folder, path)) {
+        mm_log_warn("%s is a link to a file outside the model folder; it is not served (copy the file into the "
+                    "folder to use it)",
+                    path);
+        free(path);
+        return;
+    }
+    mm_out_file *f = add_file(p, name, MM_FILE_SOURCE);
+    f->source_path = path;
+    f->size = (uint64_t)st.st_size;
+}
+
+/* Whether the plan writes `name` itself: the tokenizer files of an output vocabulary, or those that hold
+ * the chosen chat template; the donor's would contradict them. The slow-tokenizer files (vocab.json,
+ * merges.txt, ...) are not written but go too with a new vocabulary: they would describe the old one. */
+static int replaced(const mm_plan *p, const char *name)
+{
+    static const char *const chat[] = {"tokenizer_config.json", "chat_template.jinja", "chat_template.json"};
+    static const char *const kept[] = {"generation_config.json", "preprocessor_config.json", "processor_config.json"};
+    if (p->vocab) {
+        for (size_t i = 0; i < MM_COUNT(kept); i++)
+            if (strcmp(name, kept[i]) == 0)
+                return 0;
+        return 1;
+    }
+    for (size_t i = 0; p->chat_template && i < MM_COUNT(chat); i++)
+        if (strcmp(name, chat[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static int plan_tokenizer(mm_plan *p, mm_err *err)
 {
     const mm_config *cfg = p->cfg;
     const mm_modelref *ref = cfg->tokenizer_source == MM_TOK_MODEL ? cfg->tokenizer_model : mm_config_donor(cfg);
-    for (size_t i = 0; i < MM_COUNT(tokenizer_files); i++) {
-        char *path = mm_path_join(ref->path, tokenizer_files[i]);
-        struct stat st;
-        if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
-            if (!donor_file_allowed(ref->path, path)) {
-                mm_log_warn("%s is a link to a file outside the model folder; it is not served (copy the file "
-                            "into the folder to use it)",
-                            path);
-                free(path);
-                continue;
-            }
-            mm_out_file *f = add_file(p, tokenizer_files[i], MM_FILE_SOURCE);
-            f->source_path = path;
-            f->size = (uint64_t)st.st_size;
-            continue;
+    mm_vocab_file *files = NULL;
+    size_t n = 0;
+    int rc = 0;
+    if (p->vocab)
+        rc = mm_vocab_files(p->vocab, p->chat_template, &files, &n, err);
+    else if (p->chat_template)
+        rc = mm_tokenizer_config_files(ref->path, p->chat_template, &files, &n, err);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (files[i].source_path)
+            add_donor_file(p, ref->path, files[i].name, mm_xstrdup(files[i].source_path));
+        else {
+            add_static(p, files[i].name, files[i].data, files[i].len);
+            files[i].data = NULL;
         }
-        free(path);
     }
-    (void)err;
-    return 0;
+    mm_vocab_files_free(files, n);
+    for (size_t i = 0; i < MM_COUNT(tokenizer_files) && rc == 0; i++)
+        if (!replaced(p, tokenizer_files[i]))
+            add_donor_file(p, ref->path, tokenizer_files[i], mm_path_join(ref->path, tokenizer_files[i]));
+    return rc;
 }
 
 static int cmp_file(const void *a, const void *b)
@@ -392,6 +436,7 @@ void mm_plan_free(mm_plan *p)
         free(t->gvals);
         free(t->group_label);
         free(t->name);
+        mm_rowmap_free(t->rowmap);
     }
     free(p->tensors);
     for (size_t i = 0; i < p->nfiles; i++) {
@@ -412,5 +457,7 @@ void mm_plan_free(mm_plan *p)
         free(p->modules[i].origin);
     }
     free(p->modules);
+    mm_vocab_free(p->vocab);
+    free(p->chat_template);
     free(p);
 }

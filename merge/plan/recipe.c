@@ -4,6 +4,7 @@
 
 #include "base/sha256.h"
 #include "merge/plan/lora.h"
+#include "merge/plan/rowmap.h"
 
 /* Every field goes through mm_sha256_u64/_str (fixed width or length first), so two different recipes
  * can never serialise to the same byte string. */
@@ -84,5 +85,8 @@ void mm_recipe_hash(const mm_plan *p, const mm_out_tensor *t, unsigned char out[
         }
         put_params(&s, t->method->mparams, t->method->nmparams, in->mvals);
     }
+    mm_sha256_u64(&s, t->rowmap != NULL);
+    if (t->rowmap)
+        mm_rowmap_hash(&s, t->rowmap);
     mm_sha256_final(&s, out);
 }

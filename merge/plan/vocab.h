@@ -97,4 +97,10 @@ int mm_vocab_files(const mm_vocab *v, const char *chat_template, mm_vocab_file *
                    mm_err *err);
 void mm_vocab_files_free(mm_vocab_file *files, size_t n);
 
+/* Without an output vocabulary (no tokenizer option) but with a chat template: the folder's
+ * tokenizer_config.json with `chat_template` set (a new one holding only it when the folder has none),
+ * and chat_template.jinja; everything else of the folder's tokenizer is served as it is. */
+int mm_tokenizer_config_files(const char *folder, const char *chat_template, mm_vocab_file **files, size_t *nfiles,
+                              mm_err *err);
+
 #endif
