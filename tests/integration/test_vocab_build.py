@@ -18,6 +18,7 @@ the served files; every expected value comes from the reference:
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,9 @@ BUILD = os.environ.get("MM_BUILD_DIR", os.path.join(REPO, "build"))
 VOCAB_DUMP = os.path.join(BUILD, "tests", "vocab_dump")
 TOK_DUMP = os.path.join(BUILD, "tests", "tok_dump")
 LLAMA = os.path.join(REPO, "tests", "fixtures", "archs", "llama3")
+# a command to run vocab_dump under, e.g. valgrind as tests/run gives the unit programs (it must exit
+# non-zero when it finds a problem)
+WRAPPER = shlex.split(os.environ.get("MM_UNIT_WRAPPER", ""))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +82,7 @@ def run(tmp_path, folders, base, source, tokens=(), name="out", chat=None):
     spec_path = outdir + ".json"
     with open(spec_path, "w") as f:
         json.dump(spec, f)
-    r = subprocess.run([VOCAB_DUMP, spec_path, outdir], capture_output=True, timeout=120)
+    r = subprocess.run(WRAPPER + [VOCAB_DUMP, spec_path, outdir], capture_output=True, timeout=300)
     got = json.loads(r.stdout) if r.returncode == 0 else None
     return r.returncode, got, r.stderr.decode(errors="replace"), outdir
 

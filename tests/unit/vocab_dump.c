@@ -85,8 +85,12 @@ int main(int argc, char **argv)
     size_t base = (size_t)cJSON_GetObjectItemCaseSensitive(spec, "base")->valuedouble;
 
     mm_vocab *v;
-    if (mm_vocab_build(models, n, base, &vs, &v, &err) < 0)
+    if (mm_vocab_build(models, n, base, &vs, &v, &err) < 0) {
+        free(models);
+        free(tv);
+        cJSON_Delete(spec);
         return fail(err.msg);
+    }
     mm_vocab_file *files = NULL;
     size_t nfiles = 0;
     int files_rc = mm_vocab_files(v, str_of(spec, "chat_template"), &files, &nfiles, &err);
@@ -117,8 +121,9 @@ int main(int argc, char **argv)
         char *data = files[k].data;
         size_t dlen = files[k].len;
         if (files[k].source_path && mm_file_read_all(files[k].source_path, 1u << 30, &data, &dlen, &err) < 0)
-            return fail(err.msg);
-        rc = write_file(argv[2], files[k].name, data, dlen);
+            rc = fail(err.msg);
+        else
+            rc = write_file(argv[2], files[k].name, data, dlen);
         if (data != files[k].data)
             free(data);
     }
