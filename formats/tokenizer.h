@@ -83,6 +83,8 @@ typedef struct mm_tokenizer {
     /* private (formats/tokvocab.c) */
     int32_t *added_of; /* [id_end]: index into added, or -1 */
     size_t ids_cap, added_cap;
+    size_t added_end; /* 1 + the largest added id, 0 when none: add_tokens' next id in O(1), so a union
+                         adding tokens one call at a time stays linear */
     int32_t *slots; /* open-addressing hash of token -> id: ids, -1 for empty */
     size_t nslots;
     size_t model_count, model_limit;

@@ -1,5 +1,6 @@
 #include "tokvocab.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,16 +162,13 @@ static int same_flags(const mm_tok_added *a, const mm_tok_spec *s)
 int mm_tokv_add_tokens(mm_tokenizer *t, const mm_tok_spec *toks, size_t n, long *ids, const char *where, mm_err *err)
 {
     char q[160], q2[160];
-    /* next_id, as AddedVocabulary::add_tokens computes it once per call */
+    /* next_id, as AddedVocabulary::add_tokens computes it once per call: 1 + the largest added id
+     * (added_end) if that id is at least the model's size (or the model is empty), else the size */
     size_t next;
-    long max_added = -1;
-    for (size_t i = 0; i < t->nadded; i++)
-        if (t->added[i].id > max_added)
-            max_added = t->added[i].id;
-    if (max_added < 0)
+    if (t->added_end == 0)
         next = t->base_size;
-    else if ((size_t)max_added >= t->base_size || t->base_size == 0)
-        next = (size_t)max_added + 1;
+    else if (t->added_end - 1 >= t->base_size || t->base_size == 0)
+        next = t->added_end;
     else
         next = t->base_size;
     for (size_t i = 0; i < n; i++) {
@@ -209,6 +207,8 @@ int mm_tokv_add_tokens(mm_tokenizer *t, const mm_tok_spec *toks, size_t n, long 
                 t->added = mm_xrealloc(t->added, t->added_cap * sizeof *t->added);
             }
             t->added_of[id] = (int32_t)t->nadded++;
+            if ((size_t)id + 1 > t->added_end)
+                t->added_end = (size_t)id + 1;
         }
         mm_tok_added *a = &t->added[t->added_of[id]];
         *a = (mm_tok_added){t->tokens[id],  t->token_lens[id], id,        s->special,
@@ -248,4 +248,67 @@ void mm_tokv_free(mm_tokenizer *t)
     free(t->added_of);
     free(t->added);
     free(t->slots);
+}
+
+int mm_tokv_copy(const mm_tokenizer *src, mm_tokenizer **out, mm_err *err)
+{
+    mm_tokenizer *t = mm_xcalloc(1, sizeof *t);
+    t->kind = src->kind;
+    t->model_type = src->model_type ? mm_xstrdup(src->model_type) : NULL;
+    ids_reserve(t, src->id_end);
+    for (size_t id = 0; id < src->id_end; id++) {
+        if (src->tokens[id])
+            t->tokens[id] = arena_copy(t, src->tokens[id], src->token_lens[id]);
+        t->token_lens[id] = src->token_lens[id];
+        t->added_of[id] = src->added_of[id];
+    }
+    t->nadded = t->added_cap = src->nadded;
+    t->added = mm_xmalloc((src->nadded ? src->nadded : 1) * sizeof *t->added);
+    for (size_t i = 0; i < src->nadded; i++) {
+        t->added[i] = src->added[i];
+        t->added[i].content = t->tokens[src->added[i].id]; /* the copy's own storage */
+    }
+    /* the hash holds ids, which are the same: its table is valid as it is */
+    t->nslots = src->nslots;
+    t->slots = mm_xmalloc((src->nslots ? src->nslots : 1) * sizeof *t->slots);
+    if (src->nslots)
+        memcpy(t->slots, src->slots, src->nslots * sizeof *t->slots);
+    t->n_ids = src->n_ids;
+    t->base_size = src->base_size;
+    t->nmerges = src->nmerges;
+    t->model_count = src->model_count;
+    t->model_limit = src->model_limit;
+    t->added_end = src->added_end;
+    t->chat_template = src->chat_template ? mm_xstrdup(src->chat_template) : NULL;
+    t->tokenizer_json = src->tokenizer_json ? cJSON_Duplicate(src->tokenizer_json, 1) : NULL;
+    t->tokenizer_config = src->tokenizer_config ? cJSON_Duplicate(src->tokenizer_config, 1) : NULL;
+    if ((src->tokenizer_json && !t->tokenizer_json) || (src->tokenizer_config && !t->tokenizer_config)) {
+        mm_tokenizer_free(t);
+        return mm_err_set(err, -ENOMEM, "out of memory copying a tokenizer");
+    }
+    int rc = src->spm ? mm_spm_parse(src->spm->raw, src->spm->raw_len, &t->spm, err) : 0;
+    if (rc < 0) {
+        mm_tokenizer_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+cJSON *mm_tokv_added_json(const mm_tokenizer *t)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < t->nadded; i++) {
+        const mm_tok_added *a = &t->added[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", a->id);
+        cJSON_AddStringToObject(o, "content", a->content);
+        cJSON_AddBoolToObject(o, "single_word", a->single_word);
+        cJSON_AddBoolToObject(o, "lstrip", a->lstrip);
+        cJSON_AddBoolToObject(o, "rstrip", a->rstrip);
+        cJSON_AddBoolToObject(o, "normalized", a->normalized);
+        cJSON_AddBoolToObject(o, "special", a->special);
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
 }

@@ -1,7 +1,8 @@
 /* The vocabulary of a `tokenizers` library Tokenizer (Rust, tokenizers/src/tokenizer/): the model's
  * token -> id map, and the AddedVocabulary on top with the library's rule for the ids of added tokens.
  * Builds the id table, hash and added tokens of an mm_tokenizer; formats/tokenizer.c decides what goes
- * in, in transformers' order. Internal to formats/ and its tests.
+ * in, in transformers' order. For formats/, its tests, and merge/plan/vocab.c, which builds the output
+ * tokenizer of a merge and the stripped base with the same id rule.
  *
  * Every `where` is the file and place for messages ("DIR/tokenizer.json: model.vocab"). */
 #ifndef MM_TOKVOCAB_H
@@ -39,6 +40,15 @@ int mm_tokv_add_tokens(mm_tokenizer *t, const mm_tok_spec *toks, size_t n, long 
 
 /* Sorts `added` by id (added_tokens_decoder's order) and fills n_ids. */
 void mm_tokv_finish(mm_tokenizer *t);
+
+/* A deep copy of a loaded (finished) tokenizer: vocabulary, added tokens, parsed files, chat template,
+ * sentencepiece model. Adding tokens to the copy leaves `src` as it is. 0 with *out, or the error of
+ * re-parsing src's tokenizer.model bytes (not expected: they parsed before). */
+int mm_tokv_copy(const mm_tokenizer *src, mm_tokenizer **out, mm_err *err);
+
+/* tokenizer.json's "added_tokens" for t (AddedVocabulary's Serialize): every added token sorted by id,
+ * as {id, content, single_word, lstrip, rstrip, normalized, special}. t must be finished. */
+cJSON *mm_tokv_added_json(const mm_tokenizer *t);
 
 /* Frees what the functions above allocated. */
 void mm_tokv_free(mm_tokenizer *t);
