@@ -83,6 +83,57 @@ static int same_added(const mm_tokenizer *a, const mm_tokenizer *b)
     return 1;
 }
 
+/* tokenizer_config.json: `donor` (NULL: none) with every other key kept, added_tokens_decoder set to
+ * decoder_of's added tokens (unless NULL) and chat_template set (unless NULL); then chat_template.jinja,
+ * which transformers >= 4.43 reads before the config's key. Nothing is written when all three are NULL. */
+static void add_config(files *fs, const cJSON *donor, const mm_tokenizer *decoder_of, const char *chat_template)
+{
+    if (donor || decoder_of || chat_template) {
+        cJSON *c = donor ? cJSON_Duplicate(donor, 1) : cJSON_CreateObject();
+        if (decoder_of) {
+            cJSON_DeleteItemFromObjectCaseSensitive(c, "added_tokens_decoder");
+            cJSON_AddItemToObject(c, "added_tokens_decoder", decoder_json(decoder_of));
+        }
+        if (chat_template) {
+            cJSON_DeleteItemFromObjectCaseSensitive(c, "chat_template");
+            cJSON_AddStringToObject(c, "chat_template", chat_template);
+        }
+        add_json(fs, "tokenizer_config.json", c);
+        cJSON_Delete(c);
+    }
+    if (chat_template) {
+        mm_vocab_file *f = add(fs, "chat_template.jinja");
+        f->data = mm_xstrdup(chat_template);
+        f->len = strlen(chat_template);
+    }
+}
+
+int mm_tokenizer_config_files(const char *folder, const char *chat_template, mm_vocab_file **out, size_t *nout,
+                              mm_err *err)
+{
+    char *path = mm_path_join(folder, "tokenizer_config.json"), *text = NULL;
+    size_t len = 0;
+    cJSON *donor = NULL;
+    struct stat st;
+    int rc = 0;
+    if (stat(path, &st) == 0) {
+        rc = mm_file_read_all(path, MM_TOK_MAX_JSON, &text, &len, err);
+        if (rc == 0 && (rc = mm_json_parse(text, len, &donor, err)) < 0)
+            mm_err_prefix(err, "%s", path);
+        if (rc == 0 && !cJSON_IsObject(donor))
+            rc = mm_err_set(err, -EINVAL, "%s: not a JSON object (fix or remove the file)", path);
+    }
+    files fs = {0};
+    if (rc == 0)
+        add_config(&fs, donor, NULL, chat_template);
+    cJSON_Delete(donor);
+    free(text);
+    free(path);
+    *out = fs.f;
+    *nout = fs.n;
+    return rc;
+}
+
 void mm_vocab_files_free(mm_vocab_file *files, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -123,26 +174,8 @@ int mm_vocab_files(const mm_vocab *v, const char *chat_template, mm_vocab_file *
             decoder = o->tokenizer_config && cJSON_HasObjectItem(o->tokenizer_config, "added_tokens_decoder");
         }
     }
-    /* tokenizer_config.json: the donor's, every other key kept */
-    if (o->tokenizer_config || decoder || chat_template) {
-        cJSON *c = o->tokenizer_config ? cJSON_Duplicate(o->tokenizer_config, 1) : cJSON_CreateObject();
-        if (decoder) {
-            cJSON_DeleteItemFromObjectCaseSensitive(c, "added_tokens_decoder");
-            cJSON_AddItemToObject(c, "added_tokens_decoder", decoder_json(o));
-        }
-        if (chat_template) {
-            cJSON_DeleteItemFromObjectCaseSensitive(c, "chat_template");
-            cJSON_AddStringToObject(c, "chat_template", chat_template);
-        }
-        add_json(&fs, "tokenizer_config.json", c);
-        cJSON_Delete(c);
-    }
+    add_config(&fs, o->tokenizer_config, decoder ? o : NULL, chat_template);
     add_source(&fs, v->donor_folder, "special_tokens_map.json");
-    if (chat_template) {
-        mm_vocab_file *f = add(&fs, "chat_template.jinja");
-        f->data = mm_xstrdup(chat_template);
-        f->len = strlen(chat_template);
-    }
     *out = fs.f;
     *nout = fs.n;
     return 0;

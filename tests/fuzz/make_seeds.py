@@ -446,6 +446,31 @@ models:
 tokenizer_source: union
 chat_template: chatml
 """,
+    "tokenizer_block": """merge_method: linear
+base_model: org/a
+models:
+  - model: org/a
+    parameters: {weight: 0.5}
+  - model: org/b
+    parameters: {weight: 0.5}
+tokenizer:
+  source: union
+  pad_to_multiple_of: 8
+  tokens:
+    "<|im_end|>": {source: org/b}
+    "<x>": {source: {kind: zero}}
+    "<y>": {source: {kind: model_token, model: org/a, token_id: 3}, force: true}
+    "<z>": {source: {kind: model_token, model: org/b, token: "<s>"}}
+chat_template: auto
+""",
+    "tokenizer_model_source": """merge_method: task_arithmetic
+base_model: org/base
+models:
+  - model: org/a
+    parameters: {weight: 0.5}
+tokenizer_source: org/b
+chat_template: "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+""",
     "bad_tab_indent": "merge_method: linear\nmodels:\n\t- model: org/a\n",
     "bad_two_documents": "merge_method: linear\n---\nmerge_method: ties\n",
     "bad_alias_bomb": "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"

@@ -140,12 +140,13 @@ def test_union_mounted_rows_follow_tokens(tmp_path, mount, model):
             row = got[name].f32()[i]
             if tok not in vb:
                 # linear over remapped inputs: the base's row is the fine-tune's own (the only model
-                # with the token), so the merge gives that row back (0.6 x + 0.4 x, normalized)
-                assert np.array_equal(row, src_c[name].f32()[vc[tok]]), (tok, name)
+                # with the token), so the merge gives that row back (0.6 x + 0.4 x, up to rounding)
+                want = src_c[name].f32()[vc[tok]]
+                assert np.allclose(row, want, rtol=1e-2, atol=1e-3) and not np.allclose(row, 0), (tok, name)
             else:
                 want = st.round_to("BF16", (np.float32(0.6) * src_b[name].f32()[vb[tok]] +
                                             np.float32(0.4) * src_c[name].f32()[vc[tok]]) / np.float32(1.0))
-                assert np.allclose(row, want, rtol=1e-2, atol=1e-2), (tok, name)
+                assert np.allclose(row, want, rtol=1e-2, atol=1e-3), (tok, name)
 
 
 def test_encoding_with_served_tokenizer_gives_rows_of_same_tokens(tmp_path, mount, model):
@@ -214,7 +215,7 @@ def test_tokens_block_sources_and_force(tmp_path, mount, model):
             "<|im_start|>": {"source": chat},
             "<|im_end|>": {"source": {"kind": "model_token", "model": chat, "token_id": 2}},
             "<new>": {"source": {"kind": "zero"}},
-            "<s>": {"source": {"kind": "model_token", "model": reo, "token": "</s>"}, "force": True},
+            "c": {"source": {"kind": "model_token", "model": reo, "token": "</s>"}, "force": True},
             "a": {"source": reo, "force": True},
         }})
     expected, got, folder = check(tmp_path, mount, cfg)
@@ -256,7 +257,7 @@ FAMILY_CASES = {
 def test_methods_on_remapped_embeddings(tmp_path, mount, model, method):
     per_model, top, exact = FAMILY_CASES[method]
     base, chat, reo = model("base", 0), model("chatml", 1), model("reordered", 2)
-    others = [chat] if method in ("slerp", "nuslerp") else [chat, reo]
+    others = [chat] if method == "slerp" else [chat, reo]
     entries = [(base, None)] + [(m, per_model) for m in others]
     if method == "model_stock":
         entries = [(base, None), (chat, None), (reo, None)]
@@ -265,8 +266,10 @@ def test_methods_on_remapped_embeddings(tmp_path, mount, model, method):
 
 
 def test_frankenmerge_passthrough_union(tmp_path, mount, model):
+    # no base_model: lm_head comes from b alone, and a base that is not among a tensor's inputs is
+    # mergekit's KeyError (the tokenizer base is then the first model, a)
     a, b = model("chatml", 1), model("reordered", 2)
-    cfg = {"merge_method": "passthrough", "base_model": a, "tokenizer_source": "union",
+    cfg = {"merge_method": "passthrough", "tokenizer_source": "union",
            "slices": [{"sources": [{"model": a, "layer_range": [0, 2]}]},
                       {"sources": [{"model": b, "layer_range": [1, 2]}]}]}
     check(tmp_path, mount, cfg)
