@@ -568,13 +568,43 @@ static void test_errors(void)
     EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\n    parameters: 0.5\n", -EINVAL,
                "cfg.yml:4:17: parameters must be a mapping of name: value, found a number (");
 
+    /* the tokenizer option (D19) */
+#define TOK_HEAD "merge_method: linear\nmodels:\n  - model: a\n"
+    EXPECT_ERR(TOK_HEAD "tokenizer_source: union\ntokenizer: {source: base}\n", -EINVAL,
+               "cfg.yml:5:1: tokenizer: and tokenizer_source: are both given (");
+    EXPECT_ERR(TOK_HEAD "tokenizer: union\n", -EINVAL, "cfg.yml:4:12: tokenizer: must be a mapping with source:");
+    EXPECT_ERR(TOK_HEAD "tokenizer: {sauce: union}\n", -EINVAL, "cfg.yml:4:13: tokenizer: has no key 'sauce' (");
+    EXPECT_ERR(TOK_HEAD "tokenizer: {pad_to_multiple_of: 0}\n", -EINVAL,
+               "cfg.yml:4:33: tokenizer.pad_to_multiple_of must be a positive integer");
+    EXPECT_ERR(TOK_HEAD "tokenizer: {pad_to_multiple_of: 1.5}\n", -EINVAL,
+               "tokenizer.pad_to_multiple_of must be a positive integer");
+    EXPECT_ERR(TOK_HEAD "tokenizer: {tokens: [x]}\n", -EINVAL, "cfg.yml:4:21: tokenizer.tokens must map tokens to");
+    EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: b\n", -EINVAL,
+               "cfg.yml:6:5: tokenizer.tokens['x'] must be a mapping with source: and optionally force:");
+    EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {force: true}\n", -EINVAL,
+               "tokenizer.tokens['x'] has no source (");
+    EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: b, force: 1}\n", -EINVAL,
+               "tokenizer.tokens['x'].force must be true or false");
+    EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: b, weight: 1}\n", -EINVAL,
+               "tokenizer.tokens['x'] has no key 'weight' (its keys are source and force)");
+    EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: {kind: one}}\n", -EINVAL,
+               "tokenizer.tokens['x'].source: kind must be zero or model_token, found 'one'");
+    EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: {kind: zero, model: a}}\n", -EINVAL,
+               "tokenizer.tokens['x'].source: a zero source has no key 'model'");
+    EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: {kind: model_token, token_id: 1}}\n", -EINVAL,
+               "model_token needs model:");
+    EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: {kind: model_token, model: a}}\n", -EINVAL,
+               "model_token needs exactly one of token_id and token");
+    EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: {kind: model_token, model: a, token_id: 1, token: y}}\n",
+               -EINVAL, "model_token needs exactly one of token_id and token");
+    EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: {kind: model_token, model: a, token_id: -1}}\n",
+               -EINVAL, "tokenizer.tokens['x'].source.token_id must be a row number (an integer >= 0), found '-1'");
+    EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: {kind: model_token, model: a, token: [y]}}\n",
+               -EINVAL, "tokenizer.tokens['x'].source.token must be a token's text, found a list");
+    EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: {kind: model_token, model: nowhere, token: y}}\n",
+               -ENOENT, "nowhere");
+    EXPECT_ERR(TOK_HEAD "chat_template: [chatml]\n", -EINVAL, "cfg.yml:4:16: chat_template must be text: auto, a built-in");
     /* not supported yet (D17) */
-    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\ntokenizer_source: union\n", -ENOTSUP,
-               "cfg.yml:4:19: tokenizer_source: union is not supported yet (");
-    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\ntokenizer:\n  source: union\n", -ENOTSUP,
-               "cfg.yml:4:1: tokenizer: is not supported yet (");
-    EXPECT_ERR("merge_method: linear\nmodels:\n  - model: a\nchat_template: chatml\n", -ENOTSUP,
-               "cfg.yml:4:1: chat_template: is not supported yet (");
     EXPECT_ERR("genome:\n  models: [a, b]\n  merge_method: ties\ntasks:\n  - name: x\n", -ENOTSUP,
                "cfg.yml:1:1: genome: is not supported yet (this is a mergekit-evolve configuration");
     EXPECT_ERR("name: stage1\nmerge_method: linear\nmodels: [{model: a}]\n---\nname: final\nmerge_method: linear\n",
@@ -657,6 +687,57 @@ static void test_null_options(void)
     mm_config_free(c);
 }
 
+/* The tokenizer: block and chat_template as the planner receives them (D19). */
+static void test_tokenizer_block(void)
+{
+    const char *yaml = "merge_method: linear\n"
+                       "models:\n"
+                       "  - model: a\n"
+                       "  - model: b\n"
+                       "tokenizer:\n"
+                       "  pad_to_multiple_of: 64\n"
+                       "  tokens:\n"
+                       "    \"<|im_end|>\": {source: b}\n"
+                       "    \"<x>\": {source: {kind: zero}, force: true}\n"
+                       "    \"<y>\": {source: {kind: model_token, model: a, token_id: 7}}\n"
+                       "    \"<z>\":\n"
+                       "      source: {kind: model_token, model: {path: b}, token: \"<s>\"}\n"
+                       "chat_template: \"{% for m in messages %}{{ m.content }}{% endfor %}\"\n";
+    mm_config *c;
+    mm_err err;
+    int rc = load(yaml, &c, &err);
+    CHECK(rc == 0);
+    if (rc != 0) {
+        fprintf(stderr, "  %s\n", err.msg);
+        return;
+    }
+    CHECK(c->tokenizer_source == MM_TOK_UNION && c->tokenizer_model == NULL); /* source defaults to union */
+    CHECK(c->tokenizer_pos.line == 5 && c->tokenizer_pos.col == 1);
+    CHECK(c->pad_to_multiple_of == 64 && c->ntokens == 4);
+    const mm_tok_entry *t = c->tokens;
+    CHECK(strcmp(t[0].token, "<|im_end|>") == 0 && t[0].kind == MM_TSRC_MODEL && path_is(t[0].model.path, "b") &&
+          !t[0].force && t[0].pos.line == 8 && t[0].pos.col == 5);
+    CHECK(strcmp(t[1].token, "<x>") == 0 && t[1].kind == MM_TSRC_ZERO && t[1].force);
+    CHECK(t[2].kind == MM_TSRC_MODEL_TOKEN && path_is(t[2].model.path, "a") && t[2].token_id == 7 && !t[2].token_text);
+    CHECK(t[3].kind == MM_TSRC_MODEL_TOKEN && path_is(t[3].model.path, "b") && t[3].token_id == -1 &&
+          t[3].token_text && strcmp(t[3].token_text, "<s>") == 0);
+    CHECK(c->chat_template && strcmp(c->chat_template, "{% for m in messages %}{{ m.content }}{% endfor %}") == 0);
+    CHECK(c->chat_template_pos.line == 13);
+    mm_config_free(c);
+
+    rc = load("merge_method: linear\nmodels:\n  - model: a\ntokenizer: {source: base}\nchat_template: auto\n", &c,
+              &err);
+    CHECK(rc == 0 && c->tokenizer_source == MM_TOK_BASE && c->ntokens == 0 && c->pad_to_multiple_of == 0);
+    CHECK(rc == 0 && strcmp(c->chat_template, "auto") == 0);
+    mm_config_free(rc == 0 ? c : NULL);
+    rc = load("merge_method: linear\nmodels:\n  - model: a\ntokenizer_source: union\n", &c, &err);
+    CHECK(rc == 0 && c->tokenizer_source == MM_TOK_UNION && c->tokenizer_pos.line == 4);
+    mm_config_free(rc == 0 ? c : NULL);
+    rc = load("merge_method: linear\nmodels:\n  - model: a\ntokenizer: {source: c}\n", &c, &err);
+    CHECK(rc == 0 && c->tokenizer_source == MM_TOK_MODEL && path_is(c->tokenizer_model->path, "c"));
+    mm_config_free(rc == 0 ? c : NULL);
+}
+
 int main(void)
 {
     char *old_cwd;
@@ -682,6 +763,7 @@ int main(void)
     test_warnings();
     test_errors();
     test_null_options();
+    test_tokenizer_block();
 
     if (chdir(old_cwd) != 0)
         perror("chdir");
