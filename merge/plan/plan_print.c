@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "merge/plan/lora.h"
+#include "merge/plan/rowmap.h"
+#include "merge/plan/vocab.h"
 #include "plan.h"
 
 static void print_value(FILE *f, const mm_param_def *d, double v)
@@ -83,9 +85,52 @@ static void print_modules(const mm_plan *p, FILE *f)
     fprintf(f, "\n");
 }
 
+/* The tokenizer option as a word: "union", "base", the source model's reference, or NULL (none). */
+static const char *vocab_source(const mm_plan *p)
+{
+    switch (p->cfg->tokenizer_source) {
+    case MM_TOK_BASE: return "base";
+    case MM_TOK_UNION: return "union";
+    case MM_TOK_MODEL: return p->cfg->tokenizer_model->ref;
+    default: return NULL;
+    }
+}
+
+static void print_vocab(const mm_plan *p, FILE *f)
+{
+    if (p->vocab)
+        fprintf(f, "tokenizer: %s, %zu tokens, %llu embedding rows (config.json vocab_size); embeddings remapped to "
+                   "it, %zu tokens stripped from the base\n",
+                vocab_source(p), p->vocab->n_tokens, (unsigned long long)mm_rowmap_rows(p), p->vocab->nstripped);
+    if (p->chat_template)
+        fprintf(f, "chat template: %s (%zu characters)\n", p->cfg->chat_template, strlen(p->chat_template));
+    if (p->vocab || p->chat_template)
+        fprintf(f, "\n");
+}
+
+static void vocab_json(const mm_plan *p, cJSON *root)
+{
+    if (!p->vocab) {
+        cJSON_AddNullToObject(root, "tokenizer");
+        return;
+    }
+    cJSON *o = cJSON_AddObjectToObject(root, "tokenizer");
+    cJSON_AddStringToObject(o, "source", vocab_source(p));
+    cJSON_AddNumberToObject(o, "tokens", (double)p->vocab->n_tokens);
+    cJSON_AddNumberToObject(o, "rows", (double)mm_rowmap_rows(p));
+    cJSON *st = cJSON_AddArrayToObject(o, "stripped");
+    for (size_t i = 0; i < p->vocab->nstripped; i++)
+        cJSON_AddItemToArray(st, cJSON_CreateString(p->vocab->stripped[i]));
+}
+
 static void print_json(const mm_plan *p, FILE *f)
 {
     cJSON *root = cJSON_CreateObject();
+    vocab_json(p, root);
+    if (p->chat_template)
+        cJSON_AddStringToObject(root, "chat_template", p->chat_template);
+    else
+        cJSON_AddNullToObject(root, "chat_template");
     cJSON *mods = cJSON_AddArrayToObject(root, "modules");
     for (size_t i = 0; i < p->nmodules; i++) {
         const mm_plan_module *mod = &p->modules[i];
@@ -124,6 +169,7 @@ static void print_json(const mm_plan *p, FILE *f)
             cJSON_AddNumberToObject(o, "offset", (double)t->file_offset);
             cJSON_AddStringToObject(o, "method", t->method->name);
             cJSON_AddStringToObject(o, "compute_dtype", t->comp == MM_DT_NONE ? "copy" : mm_dtype_name(t->comp));
+            cJSON_AddBoolToObject(o, "remapped", t->rowmap != NULL);
             add_params(cJSON_AddObjectToObject(o, "params"), t->method->gparams, t->method->ngparams, t->gvals);
             cJSON *srcs = cJSON_AddArrayToObject(o, "sources");
             for (size_t j = 0; j < t->ninputs; j++) {
@@ -158,6 +204,7 @@ void mm_plan_print(const mm_plan *p, FILE *f, int json)
     }
     uint64_t total = 0;
     print_modules(p, f);
+    print_vocab(p, f);
     fprintf(f, "files:\n");
     for (size_t i = 0; i < p->nfiles; i++) {
         fprintf(f, "  %-40s %15llu bytes\n", p->files[i].name, (unsigned long long)p->files[i].size);
@@ -175,7 +222,7 @@ void mm_plan_print(const mm_plan *p, FILE *f, int json)
             else
                 fprintf(f, " in %s", mm_dtype_name(t->comp));
             print_params(f, t->method->gparams, t->method->ngparams, t->gvals);
-            fprintf(f, "  (t=%g)\n", t->t);
+            fprintf(f, "  (t=%g)%s\n", t->t, t->rowmap ? "  rows remapped to the output vocabulary" : "");
             for (size_t j = 0; j < t->ninputs; j++) {
                 const mm_input *in = &t->inputs[j];
                 fprintf(f, "    <- %s%s: %s%s %s ", p->model_refs[in->model_idx], in->is_base ? " (base)" : "",

@@ -340,3 +340,24 @@ def test_error_invalid_inline_chat_template(tmp_path, model):
     r = mmtest.mergemount("plan", mmtest.write_config(tmp_path, linear(base, chat, base=base,
                                                                         chat_template="be nice")))
     assert r.returncode != 0 and "chat_template" in r.stderr and "merge.yml" in r.stderr
+
+
+# ---- what `mergemount plan` says -------------------------------------------------------------------
+
+def test_plan_shows_the_vocabulary(tmp_path, model):
+    base, chat = model("unused", 0), model("chatml", 1)
+    cfg = linear(base, chat, base=base, tokenizer={"source": "union", "pad_to_multiple_of": 64},
+                 chat_template="chatml")
+    expected = config_eval.evaluate(cfg)
+    path = mmtest.write_config(tmp_path, cfg)
+    r = mmtest.mergemount("plan", path, "--json", check=True)
+    plan = json.loads(r.stdout)
+    n = len(expected.vocab.vocab)
+    assert plan["tokenizer"] == {"source": "union", "tokens": n, "rows": te.padded_size(n, 64),
+                                 "stripped": list(expected.vocab.stripped)}
+    assert not te.check_builtin_template(plan["chat_template"], "chatml")
+    remapped = {t["name"] for t in plan["tensors"] if t["remapped"]}
+    assert remapped == {EMBED, HEAD}
+    text = mmtest.mergemount("plan", path, check=True).stdout
+    assert f"tokenizer: union, {n} tokens, {te.padded_size(n, 64)} embedding rows" in text
+    assert "rows remapped to the output vocabulary" in text
