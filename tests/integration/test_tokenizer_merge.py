@@ -361,3 +361,30 @@ def test_plan_shows_the_vocabulary(tmp_path, model):
     text = mmtest.mergemount("plan", path, check=True).stdout
     assert f"tokenizer: union, {n} tokens, {te.padded_size(n, 64)} embedding rows" in text
     assert "rows remapped to the output vocabulary" in text
+
+
+def test_concurrent_first_reads_of_padded_embeddings(tmp_path, mount, model):
+    """Eight readers at once on a cold, uncached mount of a padded union: the first read of a padding
+    row computes that input's column mean while others wait for it (the ThreadSanitizer run includes
+    this test); every byte equals `mergemount build`'s."""
+    base, padded, chat = model("base", 0), model("padded", 3), model("chatml", 1)
+    cfg = linear(base, padded, chat, base=base, tokenizer={"source": "union", "pad_to_multiple_of": 64})
+    path = mmtest.write_config(tmp_path, cfg)
+    mmtest.build(path, tmp_path / "out")
+    files = {n: mmtest.read_file(os.path.join(tmp_path, "out", n)) for n in os.listdir(tmp_path / "out")
+             if n.endswith(".safetensors")}
+    with mount(path, "--no-cache") as m:
+        def reader(seed):
+            errors = []
+            for name, data in files.items():
+                step = 1024 + 256 * seed
+                offs = list(range(0, len(data), step))
+                offs = offs[seed % len(offs):] + offs[:seed % len(offs)]   # start at different places
+                with open(os.path.join(m.path, name), "rb") as f:
+                    got = {off: os.pread(f.fileno(), step, off) for off in offs}
+                if b"".join(got[o] for o in sorted(got)) != data:
+                    errors.append(name)
+            return errors
+
+        errors = mmtest.in_threads(8, reader)
+    assert not errors, errors
