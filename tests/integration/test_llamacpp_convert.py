@@ -1,0 +1,99 @@
+"""llama.cpp's converter (convert_hf_to_gguf.py) accepts a merged folder whose vocabulary is a union
+(issue 12): a Llama whose tokenizer is a sentencepiece `tokenizer.model` merged with a fine-tune that
+added ChatML tokens in its tokenizer.json. The GGUF it writes must list, at every id, the token our
+served tokenizer has there (the union's new tokens included, read by llama.cpp from
+tokenizer_config.json's added_tokens_decoder), hold our embedding rows, and carry the chat template.
+
+Optional: runs when MM_LLAMACPP_SRC names a llama.cpp checkout (convert_hf_to_gguf.py, conversion/,
+gguf-py/) and MM_TRANSFORMERS_SRC a transformers src/ tree (the converter imports AutoConfig; the
+stand-ins of test_transformers_config.import_transformers apply), with torch and sentencepiece
+importable; skipped with the reason otherwise. The converter runs in a child process. Debian 12's torch
+(1.13) lacks the float8 and unsigned dtypes the converter names in a lookup table: the child gives
+torch placeholder attributes for them (never used for a bf16 model). For example:
+  apt-get install python3-torch python3-sentencepiece
+  MM_LLAMACPP_SRC=/tmp/llama.cpp MM_TRANSFORMERS_SRC=/tmp/tf/src MM_HF_HUB_SRC=/tmp/hfhub/src \\
+      pytest tests/integration/test_llamacpp_convert.py
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import arch_fixture
+import mmtest
+import safetensors_io as st
+import tok_fixture
+import tokenizer_eval as te
+
+LLAMA3 = os.path.join(mmtest.REPO, "tests", "fixtures", "archs", "llama3")
+HOW = ("set MM_LLAMACPP_SRC to a llama.cpp checkout and MM_TRANSFORMERS_SRC (and MM_HF_HUB_SRC) as for "
+       "test_transformers_config.py, with torch and sentencepiece installed")
+
+CHILD = textwrap.dedent("""
+    import os, runpy, sys
+    sys.path[:0] = [os.environ["MM_TESTS_INTEGRATION"], os.environ["MM_TESTS_REFERENCE"]]
+    import test_transformers_config as ttc
+    ttc.import_transformers(os.environ["MM_TRANSFORMERS_SRC"], sys.argv[1])
+    import torch
+    for name in ("float8_e4m3fn", "float8_e5m2", "uint16", "uint32", "uint64"):
+        if not hasattr(torch, name):
+            setattr(torch, name, object())
+    src = os.environ["MM_LLAMACPP_SRC"]
+    sys.path[:0] = [src, os.path.join(src, "gguf-py")]
+    sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[2:]
+    runpy.run_path(os.path.join(src, "convert_hf_to_gguf.py"), run_name="__main__")
+""")
+
+
+@pytest.fixture(scope="module")
+def llamacpp():
+    src, tf = os.environ.get("MM_LLAMACPP_SRC"), os.environ.get("MM_TRANSFORMERS_SRC")
+    if not src or not tf:
+        pytest.skip("llama.cpp converter check is optional: " + HOW)
+    if not os.path.isfile(os.path.join(src, "convert_hf_to_gguf.py")):
+        pytest.fail(f"MM_LLAMACPP_SRC={src} holds no convert_hf_to_gguf.py", pytrace=False)
+    for module in ("torch", "sentencepiece"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed: " + HOW)
+    sys.path.insert(0, os.path.join(src, "gguf-py"))
+    import gguf
+    return src, gguf
+
+
+def test_union_with_sentencepiece_base_converts(tmp_path, llamacpp):
+    src, gguf = llamacpp
+    base = arch_fixture.make(LLAMA3, str(tmp_path / "base"), seed=0, dtype="bf16", max_layers=2)
+    tok_fixture.apply_variant(base, "spm-bpe", 0)
+    chat = arch_fixture.make(LLAMA3, str(tmp_path / "chat"), seed=1, dtype="bf16", max_layers=2)
+    tok_fixture.apply_variant(chat, "chatml", 1)
+    cfg = {"merge_method": "linear", "base_model": base, "tokenizer_source": "union", "chat_template": "chatml",
+           "models": [{"model": base, "parameters": {"weight": 0.5}},
+                      {"model": chat, "parameters": {"weight": 0.5}}]}
+    out = mmtest.build(mmtest.write_config(tmp_path, cfg), tmp_path / "out")
+    gguf_path = str(tmp_path / "out.gguf")
+    env = dict(os.environ, MM_TESTS_INTEGRATION=os.path.dirname(__file__),
+               MM_TESTS_REFERENCE=os.path.join(mmtest.REPO, "tests", "reference"))
+    r = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "shim"), out, "--outfile", gguf_path,
+                        "--outtype", "f32"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    reader = gguf.GGUFReader(gguf_path)
+    field = reader.fields["tokenizer.ggml.tokens"]
+    tokens = [bytes(field.parts[i]).decode() for i in field.data]
+    view = te.vocab_view(out)
+    with open(os.path.join(out, "config.json")) as f:
+        assert len(tokens) == json.load(f)["vocab_size"] == len(view.vocab)
+    for tok, i in view.vocab.items():
+        assert tokens[i] in (tok, tok.replace("\u2581", " ")), (i, tok, tokens[i])
+    assert {"<|im_start|>", "<|im_end|>"} <= set(tokens)
+    emb = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    want = st.read_folder(out)["model.embed_tokens.weight"].f32()
+    assert np.array_equal(np.array(emb.data).reshape(want.shape), want)
+    tpl = reader.fields["tokenizer.chat_template"]
+    assert not te.check_builtin_template(bytes(tpl.parts[tpl.data[0]]).decode(), "chatml")
