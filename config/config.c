@@ -692,9 +692,12 @@ static int load_token_source(const ctx *x, const mm_ynode *v, mm_tok_entry *e)
         return load_ref(x, v, "source", 0, &e->model);
     }
     const mm_ynode *kind = mm_ymap_get(v, "kind", NULL);
+    if (!kind)
+        return fail(x, v, -EINVAL, "tokenizer.tokens['%.200s'].source: a mapping needs kind: zero or model_token (%s)",
+                    e->token, token_src_fix);
     if (!mm_ynode_is_str(kind) || (strcmp(kind->text, "zero") && strcmp(kind->text, "model_token")))
-        return fail(x, kind ? kind : v, -EINVAL, "tokenizer.tokens['%.200s'].source: kind must be zero or "
-                    "model_token, found %s (%s)", e->token, shown(kind, buf, sizeof buf), token_src_fix);
+        return fail(x, kind, -EINVAL, "tokenizer.tokens['%.200s'].source: kind must be zero or model_token, found %s "
+                    "(%s)", e->token, shown(kind, buf, sizeof buf), token_src_fix);
     for (size_t i = 0; i < v->npairs; i++) {
         const char *k = v->pairs[i].key->text;
         int ok = !strcmp(k, "kind") || (kind->text[0] == 'm' && (!strcmp(k, "model") || !strcmp(k, "token_id") ||

@@ -589,6 +589,8 @@ static void test_errors(void)
                "tokenizer.tokens['x'] has no key 'weight' (its keys are source and force)");
     EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: {kind: one}}\n", -EINVAL,
                "tokenizer.tokens['x'].source: kind must be zero or model_token, found 'one'");
+    EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: {model: a, token_id: 1}}\n", -EINVAL,
+               "cfg.yml:6:17: tokenizer.tokens['x'].source: a mapping needs kind: zero or model_token (");
     EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: {kind: zero, model: a}}\n", -EINVAL,
                "tokenizer.tokens['x'].source: a zero source has no key 'model'");
     EXPECT_ERR(TOK_HEAD "tokenizer:\n  tokens:\n    x: {source: {kind: model_token, token_id: 1}}\n", -EINVAL,
