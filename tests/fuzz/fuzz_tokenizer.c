@@ -8,13 +8,18 @@
  * what looking its token up gives; n_ids is the number of such ids, the largest below id_end); tokens are
  * UTF-8 and NUL-terminated; the added tokens are sorted by id, not empty, each the token of its id and
  * found by mm_tokenizer_added; base_size <= n_ids <= base_size + nadded; a sentencepiece folder's
- * first ids are its pieces, in order; loading the same folder again gives the same tokenizer. */
+ * first ids are its pieces, in order; loading the same folder again gives the same tokenizer.
+ * Then the folder is the base of output vocabularies (merge/plan/vocab.c): `base`, and a `union` of it
+ * with itself plus a `tokens:` entry, whose ids run without holes; every output token a model has maps
+ * to its own id in that model's permutation (or is marked beyond its vocab_size); the served files (vocab_files.c) are made without error for
+ * a tokenizer.json donor. */
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "fuzz.h"
 #include "formats/tokenizer.h"
+#include "merge/plan/vocab.h"
 
 static const char *const FILES[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                                     "added_tokens.json", "chat_template.jinja"};
@@ -85,6 +90,36 @@ static void check_same(const mm_tokenizer *a, const mm_tokenizer *b)
                (a->chat_template && b->chat_template && strcmp(a->chat_template, b->chat_template) == 0));
 }
 
+static void check_vocab(mm_vocab_source source)
+{
+    const mm_vocab_model models[2] = {{"base", dir, -1}, {"other", dir, -1}};
+    const char *tokens[] = {"<fuzz-token>"};
+    mm_vocab_spec spec = {.source = source, .source_model = -1, .tokens = tokens, .ntokens = 1};
+    mm_vocab *v = NULL;
+    mm_err err;
+    err.msg[0] = 0;
+    if (mm_vocab_build(models, 2, 0, &spec, &v, &err) < 0) {
+        FUZZ_CHECK(v == NULL && err.msg[0] != 0);
+        return;
+    }
+    const mm_tokenizer *o = v->out;
+    FUZZ_CHECK(v->n_tokens == o->n_ids && o->id_end == o->n_ids && mm_tokenizer_id(o, "<fuzz-token>", 12) >= 0);
+    for (size_t m = 0; m < 2; m++)
+        for (size_t t = 0; t < v->n_tokens; t++) {
+            size_t len;
+            const char *s = mm_tokenizer_token(o, (long)t, &len);
+            int own = mm_tokenizer_id(v->tok[m] ? v->tok[m] : v->tok[v->base], s, len);
+            FUZZ_CHECK(v->perm[m][t] == own || (own >= 0 && v->perm[m][t] == MM_VOCAB_BEYOND));
+        }
+    mm_vocab_file *files = NULL;
+    size_t n = 0;
+    err.msg[0] = 0;
+    int rc = mm_vocab_files(v, "{{ messages }} fuzz chat template", &files, &n, &err);
+    FUZZ_CHECK(rc == 0 || (o->kind == MM_TOK_SPM && err.msg[0] != 0));
+    mm_vocab_files_free(files, n);
+    mm_vocab_free(v);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -119,6 +154,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_same(t, again);
         mm_tokenizer_free(again);
         mm_tokenizer_free(t);
+        check_vocab(MM_VOCAB_BASE);
+        check_vocab(MM_VOCAB_UNION);
     } else {
         FUZZ_CHECK(t == NULL && err.msg[0] != 0 && strstr(err.msg, dir));
     }
