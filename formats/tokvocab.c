@@ -295,20 +295,24 @@ int mm_tokv_copy(const mm_tokenizer *src, mm_tokenizer **out, mm_err *err)
     return 0;
 }
 
+cJSON *mm_tokv_added_state(const mm_tok_added *a, int with_id)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (with_id)
+        cJSON_AddNumberToObject(o, "id", a->id);
+    cJSON_AddStringToObject(o, "content", a->content);
+    cJSON_AddBoolToObject(o, "single_word", a->single_word);
+    cJSON_AddBoolToObject(o, "lstrip", a->lstrip);
+    cJSON_AddBoolToObject(o, "rstrip", a->rstrip);
+    cJSON_AddBoolToObject(o, "normalized", a->normalized);
+    cJSON_AddBoolToObject(o, "special", a->special);
+    return o;
+}
+
 cJSON *mm_tokv_added_json(const mm_tokenizer *t)
 {
     cJSON *arr = cJSON_CreateArray();
-    for (size_t i = 0; i < t->nadded; i++) {
-        const mm_tok_added *a = &t->added[i];
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "id", a->id);
-        cJSON_AddStringToObject(o, "content", a->content);
-        cJSON_AddBoolToObject(o, "single_word", a->single_word);
-        cJSON_AddBoolToObject(o, "lstrip", a->lstrip);
-        cJSON_AddBoolToObject(o, "rstrip", a->rstrip);
-        cJSON_AddBoolToObject(o, "normalized", a->normalized);
-        cJSON_AddBoolToObject(o, "special", a->special);
-        cJSON_AddItemToArray(arr, o);
-    }
+    for (size_t i = 0; i < t->nadded; i++)
+        cJSON_AddItemToArray(arr, mm_tokv_added_state(&t->added[i], 1));
     return arr;
 }

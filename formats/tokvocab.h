@@ -50,6 +50,10 @@ int mm_tokv_copy(const mm_tokenizer *src, mm_tokenizer **out, mm_err *err);
  * as {id, content, single_word, lstrip, rstrip, normalized, special}. t must be finished. */
 cJSON *mm_tokv_added_json(const mm_tokenizer *t);
 
+/* One added token as those files write it: {id (when with_id), content, single_word, lstrip, rstrip,
+ * normalized, special}; tokenizer_config.json's added_tokens_decoder entries are the same without id. */
+cJSON *mm_tokv_added_state(const mm_tok_added *a, int with_id);
+
 /* Frees what the functions above allocated. */
 void mm_tokv_free(mm_tokenizer *t);
 

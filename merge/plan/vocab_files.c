@@ -58,13 +58,7 @@ static cJSON *decoder_json(const mm_tokenizer *t)
         const mm_tok_added *a = &t->added[i];
         char key[24];
         snprintf(key, sizeof key, "%d", a->id);
-        cJSON *o = cJSON_AddObjectToObject(d, key);
-        cJSON_AddStringToObject(o, "content", a->content);
-        cJSON_AddBoolToObject(o, "lstrip", a->lstrip);
-        cJSON_AddBoolToObject(o, "normalized", a->normalized);
-        cJSON_AddBoolToObject(o, "rstrip", a->rstrip);
-        cJSON_AddBoolToObject(o, "single_word", a->single_word);
-        cJSON_AddBoolToObject(o, "special", a->special);
+        cJSON_AddItemToObject(d, key, mm_tokv_added_state(a, 0));
     }
     return d;
 }

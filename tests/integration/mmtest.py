@@ -474,3 +474,26 @@ def run_merge(tmp_path, mount, cfg, *args, name="merge.yml"):
 def weights_of(folder):
     """{name: float32 values} of a model folder."""
     return {n: t.f32() for n, t in st.read_folder(folder).items()}
+
+
+def merge_folder(tmp_path, mount, cfg, via_mount=False, name="run"):
+    """Runs cfg in tmp_path/name through a real mount (the `mount` fixture) or `mergemount build`;
+    returns ({name: StTensor}, config.json as a dict, a folder with the output's other files: the build's
+    output, or a copy of the mount's files but its shards)."""
+    d = tmp_path / name
+    d.mkdir()
+    config = write_config(d, cfg)
+    if not via_mount:
+        out = build(config, d / "out")
+        with open(os.path.join(out, "config.json")) as f:
+            return read_weights(out), json.load(f), str(out)
+    copy = d / "copy"
+    copy.mkdir()
+    with mount(config) as m:
+        got = read_weights(m.path)
+        for f in os.listdir(m.path):
+            if not f.endswith(".safetensors") and os.path.isfile(os.path.join(m.path, f)):
+                with open(copy / f, "wb") as dst:
+                    dst.write(read_file(os.path.join(m.path, f)))
+    with open(copy / "config.json") as f:
+        return got, json.load(f), str(copy)

@@ -79,17 +79,7 @@ def passthrough(ref):
 def merge(tmp_path, mount, cfg, via_mount=False, name="run"):
     """Runs cfg through a real mount or `mergemount build` in tmp_path/name; returns ({name: StTensor},
     config.json)."""
-    d = tmp_path / name
-    d.mkdir()
-    config = mmtest.write_config(d, cfg)
-    if via_mount:
-        with mount(config) as m:
-            got = mmtest.read_weights(m.path)
-            with open(os.path.join(m.path, "config.json")) as f:
-                return got, json.load(f)
-    out = mmtest.build(config, d / "out")
-    with open(os.path.join(out, "config.json")) as f:
-        return mmtest.read_weights(out), json.load(f)
+    return mmtest.merge_folder(tmp_path, mount, cfg, via_mount, name)[:2]
 
 
 def check(tmp_path, mount, cfg, via_mount=False, exact=True, resolve=None, name="run"):

@@ -67,32 +67,11 @@ def untie(folder):
         json.dump(cfg, f, indent=2)
 
 
-def merge(tmp_path, mount, cfg, via_mount=False, name="run"):
-    """Runs cfg (a real mount, or `mergemount build`); returns (tensors, config.json, folder copy)."""
-    d = tmp_path / name
-    d.mkdir()
-    config = mmtest.write_config(d, cfg)
-    if via_mount:
-        with mount(config) as m:
-            got = mmtest.read_weights(m.path)
-            out = d / "copy"
-            out.mkdir()
-            for f in os.listdir(m.path):
-                if not f.endswith(".safetensors"):
-                    with open(os.path.join(m.path, f), "rb") as src, open(out / f, "wb") as dst:
-                        dst.write(src.read())
-            with open(os.path.join(m.path, "config.json")) as f:
-                return got, json.load(f), str(out)
-    out = mmtest.build(config, d / "out")
-    with open(os.path.join(out, "config.json")) as f:
-        return mmtest.read_weights(out), json.load(f), str(out)
-
-
 def check(tmp_path, mount, cfg, via_mount=False, exact=True, name="run"):
     """Merges cfg and compares every tensor and config.json with the reference, and the served tokenizer
     with the reference's output vocabulary; returns (reference result, tensors, output folder)."""
     expected = config_eval.evaluate(cfg)
-    got, out_cfg, folder = merge(tmp_path, mount, cfg, via_mount, name)
+    got, out_cfg, folder = mmtest.merge_folder(tmp_path, mount, cfg, via_mount, name)
     if exact:
         mmtest.assert_bitwise(got, expected.tensors)
     else:
