@@ -229,6 +229,11 @@ FAMILY_CASES = {
     "nuslerp": ({"weight": 0.5}, {}, False),
     "sce": ({"weight": 1.0}, {"parameters": {"select_topk": 0.5}}, False),
     "breadcrumbs": ({"weight": 0.5, "density": 0.8, "gamma": 0.05}, {}, True),
+    "multislerp": ({"weight": 0.5}, {}, False),
+    "nearswap": (None, {"parameters": {"t": 0.01}}, True),
+    "ram": (None, {}, True),
+    "arcee_fusion": (None, {}, False),
+    "ramplus_tl": (None, {}, False),
 }
 
 
@@ -236,7 +241,7 @@ FAMILY_CASES = {
 def test_methods_on_remapped_embeddings(tmp_path, mount, model, method):
     per_model, top, exact = FAMILY_CASES[method]
     base, chat, reo = model("base", 0), model("chatml", 1), model("reordered", 2)
-    others = [chat] if method == "slerp" else [chat, reo]
+    others = [chat] if method in ("slerp", "nearswap", "arcee_fusion") else [chat, reo]
     entries = [(base, None)] + [(m, per_model) for m in others]
     if method == "model_stock":
         entries = [(base, None), (chat, None), (reo, None)]
