@@ -6,10 +6,11 @@
 # clang and its runtimes (libFuzzer, sanitizers) build the fuzz harnesses of tests/fuzz; groff-base
 # renders the man page in tests/integration/test_docs.py; python3-sentencepiece (with python3-protobuf for
 # its model module) trains and edits the sentencepiece models the tokenizer tests read and checks the
-# reference's tokenizer.model reader; python3-jinja2 renders chat templates (tests/reference/tokenizer_eval.py).
+# reference's tokenizer.model reader; python3-jinja2 renders chat templates (tests/reference/tokenizer_eval.py);
+# python3-yaml reads the README's example config in tests/integration/test_tokenizer_merge.py.
 MM_DEB_PACKAGES=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libyaml-dev libcjson-dev
                  liblmdb-dev python3-pytest python3-numpy valgrind clang libclang-rt-dev groff-base
-                 python3-sentencepiece python3-protobuf python3-jinja2)
+                 python3-sentencepiece python3-protobuf python3-jinja2 python3-yaml)
 
 mm_install_deps() {
   local missing=() p

@@ -372,3 +372,19 @@ def test_concurrent_first_reads_of_padded_embeddings(tmp_path, mount, model):
 
         errors = mmtest.in_threads(8, reader)
     assert not errors, errors
+
+
+def test_readme_example(tmp_path, mount, model):
+    """The tokenizer example of README.md, with its two models replaced by the fixtures, merges as the
+    reference says."""
+    import re
+    import yaml
+    with open(os.path.join(mmtest.REPO, "README.md")) as f:
+        blocks = re.findall(r"```yaml\n(.*?)```", f.read(), re.S)
+    text = next(b for b in blocks if "tokenizer:" in b and "chat-finetune" in b)
+    base, chat = model("base", 0), model("chatml", 1)
+    cfg = yaml.safe_load(text.replace("./chat-finetune", chat).replace("./base", base))
+    expected, got, folder = check(tmp_path, mount, cfg, exact=False)
+    assert got[EMBED].shape[0] % 64 == 0
+    with open(os.path.join(folder, "chat_template.jinja")) as f:
+        assert not te.check_builtin_template(f.read(), "chatml")
