@@ -388,3 +388,27 @@ def test_readme_example(tmp_path, mount, model):
     assert got[EMBED].shape[0] % 64 == 0
     with open(os.path.join(folder, "chat_template.jinja")) as f:
         assert not te.check_builtin_template(f.read(), "chatml")
+
+
+def test_sentencepiece_encoding_finds_each_tokens_rows(tmp_path, mount, model):
+    """The issue's acceptance with a real tokenizer: the union over a sentencepiece base and a byte-level
+    BPE fine-tune, text encoded by sentencepiece itself with the served tokenizer.model; each id's merged
+    row is the linear merge of the rows that each source model has for that piece (a model without the
+    piece contributes the other's row, as D19's only-model rule gives)."""
+    import sentencepiece
+    base, chat = model("spm-bpe", 0), model("chatml", 1)
+    cfg = linear(base, chat, base=base, tokenizer_source="union")
+    _, got, folder = check(tmp_path, mount, cfg)
+    sp = sentencepiece.SentencePieceProcessor(model_file=os.path.join(folder, "tokenizer.model"))
+    ids = sp.encode(tok_fixture.TEXT[:300])
+    assert len(set(ids)) > 20
+    vb, vc = te.vocab_view(base).vocab, te.vocab_view(chat).vocab
+    src_b, src_c = st.read_folder(base), st.read_folder(chat)
+    for i in set(ids):
+        piece = sp.id_to_piece(i)
+        for name in (EMBED, HEAD):
+            rb = src_b[name].f32()[vb[piece]] if piece in vb else None
+            rc = src_c[name].f32()[vc[piece]] if piece in vc else None
+            rb, rc = (rb if rb is not None else rc), (rc if rc is not None else rb)
+            want = st.round_to("BF16", np.float32(0.6) * rb + np.float32(0.4) * rc)
+            assert np.allclose(got[name].f32()[i], want, rtol=1e-2, atol=1e-3), (i, piece, name)
