@@ -8,10 +8,12 @@
 #include "merge/plan/lora.h"
 #include "merge/plan/rowmap.h"
 
-/* Columns [c, c + n) of row `row` of input j's own tensor, as its model stores them (an adapter's change
- * included, rounded once into the tensor's dtype as in merge/engine/engine.c), in float32. */
+/* Elements [c, c + n) from the start of row `row` of input j's own tensor (n may span several rows), as
+ * its model stores them (an adapter's change included, rounded once into the tensor's dtype as in
+ * merge/engine/engine.c), in float32; with to_remapped, rounded to the remapped dtype too (a no-op, and
+ * skipped, when that is the tensor's own dtype). */
 static int source_row(const mm_out_tensor *t, size_t j, uint64_t row, uint64_t c, size_t n, unsigned char *raw,
-                      float *dst)
+                      float *dst, int to_remapped)
 {
     const mm_input *in = &t->inputs[j];
     const mm_dtype sd = in->mt->st->dtype;
@@ -26,6 +28,8 @@ static int source_row(const mm_out_tensor *t, size_t j, uint64_t row, uint64_t c
             return rc;
         mm_vround(sd, dst, n);
     }
+    if (to_remapped && sd != t->rowmap->dtype)
+        mm_vround(t->rowmap->dtype, dst, n);
     return 0;
 }
 
@@ -38,28 +42,26 @@ static int vocab_row(const mm_out_tensor *t, size_t i, uint64_t row, uint64_t c,
     int64_t own = rm->own[i][row];
     int rc = 0;
     if (own >= 0 && !d->force)
-        rc = source_row(t, i, (uint64_t)own, c, n, raw, dst);
-    else if (d->kind == MM_ROW_FROM)
-        rc = source_row(t, d->input, d->arg, c, n, raw, dst);
-    else if (d->kind == MM_ROW_ZERO)
-        memset(dst, 0, n * sizeof *dst);
-    else {
-        /* torch: acc = zeros; acc += row (rounded to the dtype each time); acc /= count */
-        size_t count = 0;
-        memset(dst, 0, n * sizeof *dst);
-        for (size_t j = 0; j < rm->ninputs && rc == 0; j++) {
-            if (!(d->arg >> j & 1))
-                continue;
-            if ((rc = source_row(t, j, (uint64_t)rm->own[j][row], c, n, raw, tmp)) < 0)
-                break;
-            for (size_t k = 0; k < n; k++)
-                dst[k] += tmp[k];
-            mm_vround(rm->dtype, dst, n);
-            count++;
-        }
+        return source_row(t, i, (uint64_t)own, c, n, raw, dst, 1);
+    if (d->kind == MM_ROW_FROM)
+        return source_row(t, d->input, d->arg, c, n, raw, dst, 1);
+    memset(dst, 0, n * sizeof *dst);
+    if (d->kind == MM_ROW_ZERO)
+        return 0;
+    /* torch: acc = zeros; acc += row (in float32, rounded to the dtype each time); acc /= count */
+    size_t count = 0;
+    for (size_t j = 0; j < rm->ninputs && rc == 0; j++) {
+        if (!(d->arg >> j & 1))
+            continue;
+        if ((rc = source_row(t, j, (uint64_t)rm->own[j][row], c, n, raw, tmp, 0)) < 0)
+            break;
         for (size_t k = 0; k < n; k++)
-            dst[k] /= (float)count;
+            dst[k] += tmp[k];
+        mm_vround(rm->dtype, dst, n);
+        count++;
     }
+    for (size_t k = 0; k < n; k++)
+        dst[k] /= (float)count;
     mm_vround(rm->dtype, dst, n);
     return rc;
 }
@@ -77,17 +79,20 @@ static int pad_row(const mm_out_tensor *t, size_t i, const float **out)
     pthread_mutex_lock(&rm->pad_lock);
     int rc = 0;
     if (!(p = atomic_load_explicit(&rm->pad[i], memory_order_acquire))) {
-        const size_t cols = (size_t)rm->cols;
+        /* rows in chunks of about 64K elements, read as any block reads them (own rows in runs) */
+        const size_t cols = (size_t)rm->cols, step = cols < 65536 ? 65536 / cols : 1;
         double *sum = calloc(cols, sizeof *sum);
-        float *row = malloc(2 * cols * sizeof *row);
-        unsigned char *raw = malloc(cols * 8);
+        float *rows = malloc(step * cols * sizeof *rows);
+        unsigned char *raw = malloc(step * cols * 8);
         p = malloc(cols * sizeof *p);
-        if (!sum || !row || !raw || !p)
+        if (!sum || !rows || !raw || !p)
             rc = -ENOMEM;
-        for (uint64_t r = 0; r < rm->n_vocab && rc == 0; r++) {
-            rc = vocab_row(t, i, r, 0, cols, raw, row, row + cols);
-            for (size_t k = 0; k < cols && rc == 0; k++)
-                sum[k] += row[k];
+        for (uint64_t r = 0; r < rm->n_vocab && rc == 0; r += step) {
+            size_t m = rm->n_vocab - r < step ? (size_t)(rm->n_vocab - r) : step;
+            rc = mm_rows_load(t, i, r * cols, m * cols, raw, rows);
+            for (size_t j = 0; j < m && rc == 0; j++)
+                for (size_t k = 0; k < cols; k++)
+                    sum[k] += rows[j * cols + k];
         }
         if (rc == 0)
             rc = mm_srcfile_verify_tensor(t);
@@ -101,12 +106,27 @@ static int pad_row(const mm_out_tensor *t, size_t i, const float **out)
             p = NULL;
         }
         free(sum);
-        free(row);
+        free(rows);
         free(raw);
     }
     pthread_mutex_unlock(&rm->pad_lock);
     *out = p;
     return rc;
+}
+
+/* The elements, from row r on (at column c, which must be 0), of the longest run of whole rows among the
+ * next n elements that input i reads from its own consecutive rows (own row, no `force`): vocabularies
+ * that keep most tokens in place, as a union does for its base, read such runs with one pread. 0 when
+ * row r is no such row or c is not 0. */
+static size_t own_run(const mm_rowmap *rm, size_t i, uint64_t r, uint64_t c, size_t n)
+{
+    const int64_t *own = rm->own[i];
+    if (c != 0 || own[r] < 0 || rm->def[r].force)
+        return 0;
+    uint64_t m = 1, max = n / rm->cols;
+    while (m < max && r + m < rm->n_vocab && own[r + m] == own[r] + (int64_t)m && !rm->def[r + m].force)
+        m++;
+    return m <= max ? (size_t)(m * rm->cols) : 0;
 }
 
 int mm_rows_load(const mm_out_tensor *t, size_t i, uint64_t e, size_t n, unsigned char *raw, float *dst)
@@ -120,7 +140,12 @@ int mm_rows_load(const mm_out_tensor *t, size_t i, uint64_t e, size_t n, unsigne
     while (n > 0 && rc == 0) {
         uint64_t r = e / cols, c = e % cols;
         size_t take = (size_t)(cols - c) < n ? (size_t)(cols - c) : n;
-        if (r < rm->n_vocab) {
+        size_t run = r < rm->n_vocab ? own_run(rm, i, r, c, n) : 0;
+        if (run) {
+            /* whole rows that are the model's own, in its order: one read */
+            take = run;
+            rc = source_row(t, i, (uint64_t)rm->own[i][r], 0, take, raw, dst, 1);
+        } else if (r < rm->n_vocab) {
             rc = vocab_row(t, i, r, c, take, raw, dst, tmp);
         } else {
             const float *pad;

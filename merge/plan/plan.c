@@ -322,6 +322,13 @@ static int resolve_shape(mm_plan *p, mm_out_tensor *o, mm_err *err)
     return 0;
 }
 
+/* The dtype in which input i reaches the method: its tensor's, or for remapped embeddings the
+ * remapped dtype (D19), which every input then shares. */
+static mm_dtype input_dtype(const mm_out_tensor *o, size_t i)
+{
+    return o->rowmap ? o->rowmap->dtype : o->inputs[i].mt->st->dtype;
+}
+
 static int resolve_dtype(mm_plan *p, mm_out_tensor *o, mm_err *err)
 {
     const mm_config *cfg = p->cfg;
@@ -329,15 +336,15 @@ static int resolve_dtype(mm_plan *p, mm_out_tensor *o, mm_err *err)
     if (comp == MM_DT_NONE) {
         switch (o->method->dtype_rule) {
         case MM_DTR_PROMOTE:
-            comp = o->inputs[0].mt->st->dtype;
+            comp = input_dtype(o, 0);
             for (size_t i = 1; i < o->ninputs; i++)
-                comp = mm_dtype_promote(comp, o->inputs[i].mt->st->dtype);
+                comp = mm_dtype_promote(comp, input_dtype(o, i));
             break;
         case MM_DTR_BASE:
-            comp = o->inputs[o->base].mt->st->dtype;
+            comp = input_dtype(o, (size_t)o->base);
             break;
         case MM_DTR_SOURCE:
-            comp = o->inputs[0].mt->st->dtype;
+            comp = input_dtype(o, 0);
             break;
         }
     }

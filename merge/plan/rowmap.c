@@ -226,10 +226,6 @@ void mm_rowmap_hash(mm_sha256 *s, const mm_rowmap *r)
     mm_sha256_u64(s, (uint64_t)r->dtype);
     for (size_t i = 0; i < r->ninputs; i++)
         mm_sha256_update(s, r->own[i], r->n_vocab * sizeof *r->own[i]);
-    for (uint64_t t = 0; t < r->n_vocab; t++) {
-        const mm_rowdef *d = &r->def[t];
-        mm_sha256_u64(s, (uint64_t)d->kind << 8 | d->force);
-        mm_sha256_u64(s, d->input);
-        mm_sha256_u64(s, d->arg);
-    }
+    /* The table as bytes: its padding is zero (the array is calloc'ed and filled field by field). */
+    mm_sha256_update(s, r->def, r->n_vocab * sizeof *r->def);
 }

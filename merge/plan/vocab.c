@@ -209,6 +209,12 @@ static int add_union(mm_tokenizer *res, mm_tokenizer *const *tok, const mm_vocab
     return rc;
 }
 
+static void drop_json(mm_tokenizer *t)
+{
+    cJSON_Delete(t->tokenizer_json);
+    t->tokenizer_json = NULL;
+}
+
 /* ---- the whole build --------------------------------------------------------------------------------- */
 
 void mm_vocab_free(mm_vocab *v)
@@ -255,8 +261,13 @@ int mm_vocab_build(const mm_vocab_model *models, size_t n, size_t base, const mm
     mm_tokenizer *loaded_base = NULL; /* the base as it loads, while the source may still need it */
     int rc = 0;
     char src_desc[512];
-    for (size_t i = 0; i < n && rc == 0; i++)
+    for (size_t i = 0; i < n && rc == 0; i++) {
         rc = load(models[i].ref, models[i].folder, &v->tok[i], err);
+        /* Only the base's and the source's files are written back (a 128K vocabulary is ~20 MB of
+         * cJSON nodes): the others' go at once, so that the peak holds at most those two. */
+        if (rc == 0 && v->tok[i] && i != base && (int)i != spec->source_model)
+            drop_json(v->tok[i]);
+    }
     if (rc == 0 && !v->tok[base])
         rc = mm_err_set(err, -ENOENT,
                         "base model %s (%s) has no tokenizer (tokenizer.json or tokenizer.model), which the "
@@ -342,6 +353,10 @@ int mm_vocab_build(const mm_vocab_model *models, size_t n, size_t base, const mm
         }
     }
     mm_tokenizer_free(loaded_base);
+    /* Only the output's own tokenizer.json is written back. */
+    for (size_t i = 0; i <= n; i++)
+        if (v->tok[i])
+            drop_json(v->tok[i]);
     *out = v;
     return 0;
 fail:

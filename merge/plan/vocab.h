@@ -55,7 +55,8 @@ typedef struct mm_vocab {
     size_t n_tokens;     /* len(get_vocab()) of the output: its ids are exactly 0..n_tokens-1 */
     size_t nmodels;
     mm_tokenizer **tok;  /* [nmodels]: each model's tokenizer as the permutation sees it (the base's
-                            stripped), NULL for a model without one (it uses the base's) */
+                            stripped), NULL for a model without one (it uses the base's); their
+                            tokenizer_json is freed once built (only `out`'s is written back) */
     int64_t **perm;      /* [nmodels][n_tokens]: see above */
     size_t base;         /* index of the tokenizer base */
     int donor;           /* index of the model whose tokenizer files the output's derive from (the base

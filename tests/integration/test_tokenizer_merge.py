@@ -38,11 +38,11 @@ def model(tmp_path_factory):
     root = tmp_path_factory.mktemp("tok-models")
     made = {}
 
-    def make(kind="base", seed=1, tied=False):
-        key = (kind, seed, tied)
+    def make(kind="base", seed=1, tied=False, dtype="bf16"):
+        key = (kind, seed, tied, dtype)
         if key not in made:
-            d = str(root / f"{kind}-s{seed}{'-tied' if tied else ''}")
-            arch_fixture.make(LLAMA3, d, seed=seed, dtype="bf16", max_layers=2)
+            d = str(root / f"{kind}-s{seed}{'-tied' if tied else ''}-{dtype}")
+            arch_fixture.make(LLAMA3, d, seed=seed, dtype=dtype, max_layers=2)
             if tied:
                 untie(d)
             made[key] = tok_fixture.apply_variant(d, kind, seed=seed)
@@ -177,6 +177,14 @@ def test_padded_vocabulary_and_pad_to_multiple_of(tmp_path, mount, model):
                  tokenizer={"source": "union", "pad_to_multiple_of": 64})
     expected, got, _ = check(tmp_path, mount, cfg, exact=False)
     assert got[EMBED].shape == (128, 32)
+
+
+@pytest.mark.parametrize("dtype", [None, "float32", "float16"])
+def test_mixed_input_dtypes(tmp_path, mount, model, dtype):
+    """A float16 fine-tune merged with bfloat16 models: remapped rows take the config's dtype, else the
+    first input's; averaged default rows add in float32 and round to it each time."""
+    base, chat, reo = model("base", 0), model("chatml", 1, dtype="f16"), model("reordered", 2)
+    check(tmp_path, mount, linear(base, chat, reo, base=base, tokenizer_source="union", dtype=dtype))
 
 
 def test_unused_tokens_of_the_base_are_stripped(tmp_path, mount, model):

@@ -896,13 +896,18 @@ def _derived_layer_types(holder, mp, res):
 
 
 def expected_config(res):
-    """The output config.json (D16, D18): the donor's, with dtype and torch_dtype = the stored dtype,
-    and per module with a count key: its per-layer lists following its output layers and the count
-    = its number of output layers."""
+    """The output config.json (D16, D18): the donor's, with dtype and torch_dtype = the dtype most of
+    the stored bytes are in (D8; with a tie, the first of F16, BF16, F32), and per module with a count
+    key: its per-layer lists following its output layers and the count = its number of output layers."""
     cfg = json.loads(json.dumps(res.donor.config))
-    dtypes = {d for d, _ in res.tensors.values()}
-    if len(dtypes) == 1:
-        _set_dtype(cfg, TORCH_NAME[dtypes.pop()], True)
+    size = {"BF16": 2, "F16": 2, "F32": 4}
+    nbytes = {}
+    for d, v in res.tensors.values():
+        if d in size:
+            nbytes[d] = nbytes.get(d, 0) + v.size * size[d]
+    if nbytes:
+        order = ("F16", "BF16", "F32")
+        _set_dtype(cfg, TORCH_NAME[max(nbytes, key=lambda d: (nbytes[d], -order.index(d)))], True)
     for mp in res.modules.values():
         holder, key = mp.module.count_holder(cfg)
         if holder is not None:
