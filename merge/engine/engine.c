@@ -198,8 +198,11 @@ int mm_engine_stream(const mm_out_tensor *t, mm_stream_fn fn, void *ctx)
 /* Output bytes equal the input bytes: passthrough without scale, nothing to convert or crop. */
 static int is_copy(const mm_out_tensor *t)
 {
+    /* (moe_expert is single-input too, but adds noise: a random method is never a copy) */
+    if (!t->method->single_input || t->method->random)
+        return 0;
     const mm_input *in = &t->inputs[0];
-    if (!t->method->single_input || t->rowmap || in->src_cols || in->mt->lora || in->mt->st->dtype != t->dtype)
+    if (t->rowmap || in->src_cols || in->mt->lora || in->mt->st->dtype != t->dtype)
         return 0;
     if (t->comp == MM_DT_NONE)
         return 1;

@@ -62,6 +62,7 @@ typedef struct mm_out_tensor {
     uint64_t file_offset;  /* absolute byte offset of the data in its shard */
     struct mm_rowmap *rowmap; /* embedding rows remapped to the output vocabulary (merge/plan/rowmap.h),
                                  or NULL */
+    const struct mm_router *router; /* a MoE router weight (merge/plan/moe.h), or NULL */
 } mm_out_tensor;
 
 typedef enum { MM_FILE_STATIC, MM_FILE_SOURCE, MM_FILE_SHARD } mm_file_kind;
@@ -104,6 +105,11 @@ typedef struct mm_plan {
     int64_t mtime_ns;      /* latest mtime of the config and the sources */
     struct mm_vocab *vocab; /* the output vocabulary with a tokenizer option (merge/plan/vocab.h), else NULL */
     char *chat_template;   /* the chat template the chat_template option chose (merge/plan/chat.h), or NULL */
+    char *moe_arch;        /* a mergekit-moe config (D20): the output architecture's name, else NULL */
+    char *moe_config;      /* its config.json text */
+    struct mm_moe_gates *moe_gates;
+    struct mm_router *routers;
+    size_t nrouters;
 } mm_plan;
 
 /* Builds the plan. Every problem with the config or the models (unknown or unimplemented method,

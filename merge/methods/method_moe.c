@@ -1,0 +1,60 @@
+/* The two internal methods of mergekit-moe outputs (D20; merge/plan/moe.h), not available as a
+ * merge_method: an expert's tensor with noise_scale (and residual_scale), and a router weight (or the
+ * zero biases Qwen2-MoE needs), whose values come from the plan rather than from an input. */
+#include "method_internal.h"
+#include "merge/plan/moe.h"
+#include "philox.h"
+
+/* ---- moe_expert: mergekit's noise_and_scale ---- */
+enum { EX_SCALE, EX_NOISE };
+static const mm_param_def expert_m[] = {{"scale", MM_PT_NUM, 0, NAN}, {"noise", MM_PT_NUM, 0, NAN}};
+
+/* tensor + randn_like(tensor) * noise_scale, then * residual_scale (down_proj): every operation in the
+ * tensor's dtype as torch does it. The normal values are our generator's (D6), not torch's. */
+static void expert_kernel(const mm_kernel_args *a)
+{
+    const mm_out_tensor *t = a->t;
+    const mm_dtype dt = t->comp;
+    const float noise = (float)t->inputs[0].mvals[EX_NOISE];
+    const double scale = t->inputs[0].mvals[EX_SCALE];
+    const uint64_t stream = mm_rng_stream(t->name, 0);
+    for (size_t k = 0; k < a->n; k++) {
+        float z = mm_round_to(dt, mm_rng_normal(t->seed, stream, a->e0 + k));
+        a->out[k] = mm_round_to(dt, a->in[0][k] + mm_round_to(dt, z * noise));
+    }
+    if (!isnan(scale)) {
+        for (size_t k = 0; k < a->n; k++)
+            a->out[k] *= (float)scale;
+        mm_vround(dt, a->out, a->n);
+    }
+}
+
+const mm_method mm_method_moe_expert = {
+    .name = "moe_expert", .implemented = 1, .mparams = expert_m, .nmparams = MM_COUNT(expert_m),
+    .single_input = 1, .random = 1, .dtype_rule = MM_DTR_SOURCE, .crop = MM_CROP_NONE, .kernel = expert_kernel};
+
+/* ---- moe_router: rows computed by the plan (merge/plan/moe_gates.c), or zeros ---- */
+
+static size_t router_stats_size(const mm_out_tensor *t)
+{
+    return t->router ? t->numel * sizeof(float) : 0;
+}
+
+static int router_prepass(const mm_out_tensor *t, void *stats)
+{
+    return mm_router_rows(t->router, stats);
+}
+
+static void router_kernel(const mm_kernel_args *a)
+{
+    if (!a->stats) {
+        memset(a->out, 0, a->n * sizeof *a->out);
+        return;
+    }
+    memcpy(a->out, (const float *)a->stats + a->e0, a->n * sizeof *a->out);
+    mm_vround(a->t->comp, a->out, a->n);
+}
+
+const mm_method mm_method_moe_router = {
+    .name = "moe_router", .implemented = 1, .dtype_rule = MM_DTR_SOURCE, .crop = MM_CROP_NONE,
+    .stats_size = router_stats_size, .prepass = router_prepass, .kernel = router_kernel};
