@@ -3,7 +3,7 @@
  * zero biases Qwen2-MoE needs), whose values come from the plan rather than from an input. */
 #include "method_internal.h"
 #include "merge/plan/moe.h"
-#include "philox.h"
+#include "base/philox.h"
 
 /* ---- moe_expert: mergekit's noise_and_scale ---- */
 enum { EX_SCALE, EX_NOISE };

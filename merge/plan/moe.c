@@ -165,9 +165,12 @@ static int add_copy(moe_ctx *c, const char *out_name, size_t model, const char *
         o->inputs[0].mvals[1] = e->noise_scale;
     o->group_label = mm_xstrdup(out_name);
     int rc = mm_plan_finish_tensor(c->p, o, err);
-    /* mergekit casts every tensor to the output dtype (select_dtype); other dtypes stay as they are */
-    if (rc == 0 && o->comp != MM_DT_NONE)
-        o->comp = o->dtype = c->dtype;
+    /* mergekit applies noise and residual_scale in the source's dtype and then casts every tensor to the
+     * output dtype (select_dtype); other dtypes stay as they are */
+    if (rc == 0 && o->comp != MM_DT_NONE) {
+        o->comp = mt->st->dtype;
+        o->dtype = c->dtype;
+    }
     return rc;
 }
 

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "merge/methods/philox.h"
+#include "base/philox.h"
 #include "moe.h"
 #include "plan_internal.h"
 

@@ -1,4 +1,4 @@
-#include "philox.h"
+#include "base/philox.h"
 
 #include <math.h>
 #include <string.h>

@@ -1,0 +1,207 @@
+"""mergekit-moe configs (issue 13, D20): a base model plus dense experts mounted as one mixture-of-experts
+checkpoint. Every tensor but the routers and noisy experts is compared bit for bit with the reference
+(tests/reference/moe_eval.py, written from mergekit/moe/*.py): base tensors, each expert's MLP under
+the output architecture's names (byte copies cast to the output dtype, residual_scale on down_proj),
+shared experts, Qwen2-MoE's zero attention biases, and config.json for each output architecture. The
+random router weights and noise come from our counter-based generator (D6): checked for shape,
+distribution, determinism and the seed. Models are tiny checkpoints with real tensor names and configs
+(mm-mkmodel's Llama, tests/fixtures/archs' Mistral, Qwen2.5 and Qwen3). The first test mounts for real.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import arch_fixture
+import mmtest
+import moe_eval
+import safetensors_io as st
+
+ARCHS = os.path.join(mmtest.REPO, "tests", "fixtures", "archs")
+
+
+@pytest.fixture(scope="session")
+def model(tmp_path_factory):
+    """model(family, seed) -> a 2-layer checkpoint: family "llama" (mm-mkmodel) or a fixture family."""
+    root = tmp_path_factory.mktemp("moe-models")
+    made = {}
+
+    def make(family="llama", seed=0, dtype="bf16"):
+        key = (family, seed, dtype)
+        if key not in made:
+            d = str(root / f"{family}-{seed}-{dtype}")
+            if family == "llama":
+                mmtest.run([mmtest.MKMODEL, d, "--seed", str(seed), "--layers", "2", "--hidden", "32",
+                            "--intermediate", "48", "--dtype", dtype], check=True)
+            else:
+                arch_fixture.make(os.path.join(ARCHS, family), d, seed=seed, dtype=dtype, max_layers=2)
+            made[key] = d
+        return made[key]
+    return make
+
+
+def expert(m, prompts=("p",), **kw):
+    return dict(source_model=m, positive_prompts=list(prompts), **kw)
+
+
+def moe_cfg(base, experts, **top):
+    cfg = {"base_model": base, "gate_mode": "random", "experts": experts}
+    cfg.update(top)
+    return cfg
+
+
+def check(tmp_path, mount, cfg, via_mount=False, name="run", args=()):
+    """Builds (or mounts) cfg; compares with moe_eval; returns (reference, tensors, config.json, folder)."""
+    expected = moe_eval.evaluate(cfg)
+    d = tmp_path / name
+    d.mkdir()
+    path = mmtest.write_config(d, cfg)
+    if via_mount:
+        with mount(path, *args) as m:
+            got = mmtest.read_weights(m.path)
+            with open(os.path.join(m.path, "config.json")) as f:
+                out_cfg = json.load(f)
+            folder = m.path
+    else:
+        folder = mmtest.build(path, d / "out", *args)
+        got = mmtest.read_weights(folder)
+        with open(os.path.join(folder, "config.json")) as f:
+            out_cfg = json.load(f)
+    assert sorted(got) == sorted(set(expected.tensors) | set(expected.routers) | set(expected.noisy))
+    mmtest.assert_bitwise({n: got[n] for n in expected.tensors}, expected.tensors)
+    for n, (dt, shape) in expected.routers.items():
+        assert got[n].dtype == dt and got[n].shape == shape, n
+    assert out_cfg == expected.config, f"config.json differs:\n{out_cfg}\n{expected.config}"
+    return expected, got, out_cfg, folder
+
+
+def test_mixtral_mounted(tmp_path, mount, model):
+    base = model("llama", 0)
+    cfg = moe_cfg(base, [expert(model("llama", 1), ["a"]), expert(model("llama", 2), ["b"], residual_scale=0.5),
+                         expert(model("llama", 3), ["c"])], dtype="bfloat16", experts_per_token=2)
+    expected, got, out_cfg, _ = check(tmp_path, mount, cfg, via_mount=True)
+    assert expected.arch == "mixtral" and out_cfg["num_local_experts"] == 3
+    assert "model.layers.1.block_sparse_moe.experts.2.w3.weight" in got
+
+
+@pytest.mark.parametrize("mode", ["random", "uniform_random"])
+def test_router_distribution_and_seed(tmp_path, mount, model, mode):
+    """Router rows: standard normal (random) or uniform in [-1/sqrt(H), 1/sqrt(H)) (uniform_random), the
+    same for the same --random-seed, others for another seed."""
+    base = model("llama", 0)
+    cfg = moe_cfg(base, [expert(model("llama", i), [str(i)]) for i in (1, 2, 3, 4)], gate_mode=mode)
+    cfg["dtype"] = "float32"
+    _, a, _, _ = check(tmp_path, mount, cfg, name="a")
+    _, b, _, _ = check(tmp_path, mount, cfg, name="b")
+    _, c, _, _ = check(tmp_path, mount, cfg, name="c", args=("--random-seed", "7"))
+    gates = [n for n in a if n.endswith("gate.weight")]
+    assert len(gates) == 2
+    v = np.concatenate([a[n].f32().ravel() for n in gates])
+    assert all(a[n].raw == b[n].raw for n in gates)
+    assert all(a[n].raw != c[n].raw for n in gates)
+    assert a[gates[0]].raw != a[gates[1]].raw   # layers differ
+    if mode == "random":
+        assert abs(v.mean()) < 0.2 and 0.8 < v.std() < 1.2
+    else:
+        bound = 1 / np.sqrt(32)
+        assert v.min() >= -bound and v.max() < bound and v.std() > bound / 3
+
+
+def test_noise_scale(tmp_path, mount, model):
+    """noise_scale adds normal noise of that scale to every tensor of the expert (mergekit's
+    noise_and_scale), then residual_scale scales down_proj."""
+    base, e1 = model("llama", 0), model("llama", 1)
+    cfg = moe_cfg(base, [expert(e1, ["a"], noise_scale=0.01, residual_scale=2.0), expert(model("llama", 2), ["b"])],
+                  dtype="float32")
+    expected, got, _, _ = check(tmp_path, mount, cfg)
+    assert expected.noisy
+    for name, (dt, src, noise, residual) in expected.noisy.items():
+        diff = got[name].f32() / np.float32(residual or 1.0) - src
+        assert 0.007 < diff.std() < 0.013 and abs(diff.mean()) < 0.003, (name, diff.std())
+
+
+def test_output_dtype_from_base(tmp_path, mount, model):
+    """Without dtype:, the base's torch_dtype; a float32 expert is cast to it."""
+    base = model("llama", 0, "f16")
+    cfg = moe_cfg(base, [expert(model("llama", 1, "f32"), ["a"]), expert(model("llama", 2, "f16"), ["b"],
+                                                                          residual_scale=0.3)])
+    expected, got, out_cfg, _ = check(tmp_path, mount, cfg)
+    assert expected.dtype == "F16" and {t.dtype for t in got.values()} == {"F16"}
+
+
+@pytest.mark.parametrize("family,arch,shared", [
+    ("mistral", "deepseek", 0), ("mistral", "deepseek", 1), ("qwen2.5", "qwen", 1), ("llama", "qwen", 1),
+    ("qwen3", None, 0), ("mistral", None, 0)])
+def test_output_architectures(tmp_path, mount, model, family, arch, shared):
+    base = model(family, 0)
+    experts = [expert(model(family, 1), ["a"]), expert(model(family, 2), ["b"])]
+    cfg = moe_cfg(base, experts)
+    if arch:
+        cfg["architecture"] = arch
+    if shared:
+        cfg["shared_experts"] = [dict(source_model=model(family, 3))]
+        if arch == "qwen":
+            cfg["shared_experts"][0]["positive_prompts"] = ["s"]
+    expected, got, out_cfg, _ = check(tmp_path, mount, cfg)
+    want = {"deepseek": "deepseek moe", "qwen": "qwen moe"}.get(arch) or \
+        ("qwen3 moe" if family == "qwen3" else "mixtral")
+    assert expected.arch == want
+    plan = json.loads(mmtest.mergemount("plan", mmtest.write_config(tmp_path, cfg), "--json", check=True).stdout)
+    assert plan["moe"]["architecture"] == want and plan["moe"]["experts"] == 2
+
+
+# ---- bad input: refused before anything is mounted --------------------------------------------------
+
+def refused(tmp_path, cfg):
+    with pytest.raises(moe_eval.MoEError):
+        moe_eval.evaluate(cfg)
+    r = mmtest.mergemount("plan", mmtest.write_config(tmp_path, cfg))
+    assert r.returncode != 0, r.stdout[:400]
+    return r.stderr
+
+
+def test_error_fewer_experts_than_per_token(tmp_path, model):
+    err = refused(tmp_path, moe_cfg(model("llama", 0), [expert(model("llama", 1))], experts_per_token=2))
+    assert "1 experts but experts_per_token 2" in err and "merge.yml" in err
+
+
+def test_error_no_prompts(tmp_path, model):
+    cfg = moe_cfg(model("llama", 0), [expert(model("llama", 1), []), expert(model("llama", 2), ["b"])],
+                  gate_mode="uniform_random")
+    assert "has no positive_prompts" in refused(tmp_path, cfg)
+
+
+def test_error_same_prompts(tmp_path, model):
+    cfg = moe_cfg(model("llama", 0), [expert(model("llama", 1), ["x"]), expert(model("llama", 2), ["x"])],
+                  gate_mode="uniform_random")
+    assert "same positive and negative prompts" in refused(tmp_path, cfg)
+
+
+def test_error_architecture_cannot_take_models(tmp_path, model):
+    cfg = moe_cfg(model("llama", 0), [expert(model("llama", 1), ["a"]), expert(model("llama", 2), ["b"])],
+                  architecture="qwen3")
+    err = refused(tmp_path, cfg)
+    assert "no MoE output architecture takes these models" in err and "Qwen3 models only" in err
+
+
+def test_error_mixed_architectures(tmp_path, model):
+    cfg = moe_cfg(model("llama", 0), [expert(model("qwen2.5", 1), ["a"]), expert(model("llama", 2), ["b"])])
+    assert "all of one type" in refused(tmp_path, cfg)
+
+
+def test_error_expert_shapes(tmp_path, model):
+    other = str(tmp_path / "wide")
+    mmtest.run([mmtest.MKMODEL, other, "--seed", "5", "--layers", "2", "--hidden", "32", "--intermediate", "64"],
+               check=True)
+    cfg = moe_cfg(model("llama", 0), [expert(model("llama", 1), ["a"]), expert(other, ["b"])])
+    r = mmtest.mergemount("plan", mmtest.write_config(tmp_path, cfg))
+    assert r.returncode != 0 and "experts must have the base's architecture and sizes" in r.stderr
+
+
+def test_error_prompt_gate_modes_not_implemented(tmp_path, model):
+    cfg = moe_cfg(model("llama", 0), [expert(model("llama", 1), ["a"]), expert(model("llama", 2), ["b"])],
+                  gate_mode="hidden")
+    r = mmtest.mergemount("plan", mmtest.write_config(tmp_path, cfg))
+    assert r.returncode != 0 and "gate_mode hidden is not implemented yet" in r.stderr
