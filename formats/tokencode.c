@@ -235,10 +235,6 @@ static int read_bpe(mm_tok_encoder *e, const cJSON *model, const char *path, mm_
         (rc = get_bool(model, "byte_fallback", 0, k, &e->byte_fallback, err)) < 0 ||
         (rc = get_bool(model, "ignore_merges", 0, k, &e->ignore_merges, err)) < 0)
         return rc;
-    v = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
-    if (v && !cJSON_IsNull(v) && !cJSON_IsString(v))
-        return mm_err_set(err, -EINVAL, "%s: model.unk_token: must be a string or null", path);
-    e->unk_id = unk_of(e, cJSON_IsString(v) ? v->valuestring : NULL);
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab"), *t;
     cJSON_ArrayForEach(t, vocab)
     {
@@ -246,6 +242,10 @@ static int read_bpe(mm_tok_encoder *e, const cJSON *model, const char *path, mm_
         if (id >= 0)
             e->in_model[id] = 1;
     }
+    v = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+    if (v && !cJSON_IsNull(v) && !cJSON_IsString(v))
+        return mm_err_set(err, -EINVAL, "%s: model.unk_token: must be a string or null", path);
+    e->unk_id = unk_of(e, cJSON_IsString(v) ? v->valuestring : NULL);
     find_byte_tokens(e);
     char where[512];
     snprintf(where, sizeof where, "%s: model.merges", path);
