@@ -43,6 +43,13 @@ typedef struct mm_tok_prestep {
 
 #define MM_TOK_MAX_STEPS 8
 
+/* Added tokens grouped by first byte, longest first within a group: v[first[b] .. first[b + 1]). */
+typedef struct mm_tok_addlist {
+    const mm_tok_added **v;
+    size_t n;
+    size_t first[257];
+} mm_tok_addlist;
+
 struct mm_tok_encoder {
     const mm_tokenizer *t;
     /* normalizer */
@@ -64,9 +71,8 @@ struct mm_tok_encoder {
     double *scores;
     double unk_score;
     size_t max_piece;
-    /* added tokens by matching order: not normalized ones, then normalized ones */
-    const mm_tok_added **added_raw, **added_norm;
-    size_t nadded_raw, nadded_norm;
+    /* added tokens: those matched in the raw text, those matched after the normalizer */
+    mm_tok_addlist added_raw, added_norm;
 };
 
 /* ---- pre-tokenizers (tokpretok.c) ---- */

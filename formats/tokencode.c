@@ -304,20 +304,43 @@ static int read_spm(mm_tok_encoder *e, mm_err *err)
     return mm_tokm_bpe_init_spm(e, err);
 }
 
+static int by_first_byte_then_longest(const void *pa, const void *pb)
+{
+    const mm_tok_added *a = *(const mm_tok_added *const *)pa, *b = *(const mm_tok_added *const *)pb;
+    unsigned char fa = (unsigned char)a->content[0], fb = (unsigned char)b->content[0];
+    if (fa != fb)
+        return fa < fb ? -1 : 1;
+    if (a->len != b->len)
+        return a->len > b->len ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* The added tokens with `normalized` as given (empty ones never match), grouped by first byte, longest
+ * first: a position is compared only with the tokens that can start there (Gemma has thousands). */
+static void addlist_build(mm_tok_addlist *l, const mm_tokenizer *t, int normalized)
+{
+    l->v = mm_xcalloc(t->nadded + 1, sizeof *l->v);
+    l->n = 0;
+    for (size_t i = 0; i < t->nadded; i++)
+        if (t->added[i].len && (int)t->added[i].normalized == normalized)
+            l->v[l->n++] = &t->added[i];
+    qsort(l->v, l->n, sizeof *l->v, by_first_byte_then_longest);
+    size_t k = 0;
+    for (unsigned b = 0; b < 256; b++) {
+        l->first[b] = k;
+        while (k < l->n && (unsigned char)l->v[k]->content[0] == b)
+            k++;
+    }
+    l->first[256] = k;
+}
+
 int mm_tok_encoder_new(const mm_tokenizer *t, mm_tok_encoder **out, mm_err *err)
 {
     mm_tok_encoder *e = mm_xcalloc(1, sizeof *e);
     e->t = t;
     e->in_model = mm_xcalloc(t->id_end ? t->id_end : 1, 1);
-    e->added_raw = mm_xcalloc(t->nadded + 1, sizeof *e->added_raw);
-    e->added_norm = mm_xcalloc(t->nadded + 1, sizeof *e->added_norm);
-    for (size_t i = 0; i < t->nadded; i++) {
-        const mm_tok_added *a = &t->added[i];
-        if (a->normalized)
-            e->added_norm[e->nadded_norm++] = a;
-        else
-            e->added_raw[e->nadded_raw++] = a;
-    }
+    addlist_build(&e->added_raw, t, 0);
+    addlist_build(&e->added_norm, t, 1);
     int rc = t->kind == MM_TOK_SPM ? read_spm(e, err) : read_fast(e, err);
     if (rc < 0) {
         mm_tok_encoder_free(e);
@@ -333,8 +356,8 @@ void mm_tok_encoder_free(mm_tok_encoder *e)
         return;
     mm_tokm_free(e);
     free(e->in_model);
-    free(e->added_raw);
-    free(e->added_norm);
+    free(e->added_raw.v);
+    free(e->added_norm.v);
     free(e);
 }
 
@@ -359,16 +382,16 @@ static size_t char_before(const char *s, size_t end)
  * longest; a single_word match touching a word character is passed over (the search goes on after
  * it, as the automaton's iteration does); lstrip / rstrip widen it over whitespace, not before `floor`.
  * 1 with [*ms, *me) and *id, or 0. */
-static int next_added(const mm_tok_added *const *list, size_t n, const char *s, size_t len, size_t from, size_t floor,
-                      size_t *ms, size_t *me, int32_t *id)
+static int next_added(const mm_tok_addlist *l, const char *s, size_t len, size_t from, size_t floor, size_t *ms,
+                      size_t *me, int32_t *id)
 {
     uint32_t cp;
     for (size_t p = from; p < len;) {
         const mm_tok_added *best = NULL;
-        for (size_t k = 0; k < n; k++)
-            if (list[k]->len && list[k]->len <= len - p && (!best || list[k]->len > best->len) &&
-                memcmp(s + p, list[k]->content, list[k]->len) == 0)
-                best = list[k];
+        unsigned char b = (unsigned char)s[p];
+        for (size_t k = l->first[b]; k < l->first[b + 1] && !best; k++) /* longest first */
+            if (l->v[k]->len <= len - p && memcmp(s + p, l->v[k]->content, l->v[k]->len) == 0)
+                best = l->v[k];
         if (!best) {
             p += mm_utf8_next(s + p, &cp);
             continue;
@@ -447,7 +470,7 @@ static int encode_text(const mm_tok_encoder *e, const char *s, size_t len, size_
     int rc = normalize(e, s, len, off, &norm, err);
     size_t pos = 0, ms, me;
     int32_t id;
-    while (rc == 0 && next_added(e->added_norm, e->nadded_norm, norm.data, norm.len, pos, pos, &ms, &me, &id)) {
+    while (rc == 0 && next_added(&e->added_norm, norm.data, norm.len, pos, pos, &ms, &me, &id)) {
         rc = encode_piece(e, norm.data + pos, ms - pos, off == 0 && pos == 0, out, err);
         if (rc == 0)
             mm_idvec_push(out, id);
@@ -469,7 +492,7 @@ int mm_tok_encoder_encode(const mm_tok_encoder *e, const char *text, size_t len,
     size_t pos = 0, ms, me;
     int32_t id;
     int rc = 0;
-    while (rc == 0 && next_added(e->added_raw, e->nadded_raw, text, len, pos, pos, &ms, &me, &id)) {
+    while (rc == 0 && next_added(&e->added_raw, text, len, pos, pos, &ms, &me, &id)) {
         rc = encode_text(e, text + pos, ms - pos, pos, &out, err);
         if (rc == 0)
             mm_idvec_push(&out, id);

@@ -8,7 +8,7 @@
  *     `normalized` are found in the raw text, leftmost and longest first (the library's Aho-Corasick
  *     LeftmostLongest), then the normalizer runs on the text between them, then the `normalized` added
  *     tokens are found the same way in that normalized text. A match of a `single_word` token with a
- *     word character (\w) right before or after it is no match; `lstrip` / `rstrip` widen a match over
+ *     letter, number or '_' right before or after it is no match; `lstrip` / `rstrip` widen a match over
  *     the whitespace before / after it. Each match is its token's id.
  *  2. the normalizer, per piece of text between added tokens (listed below);
  *  3. the pre-tokenizer, splitting each piece into words (below);
