@@ -8,8 +8,9 @@ are not our program: run through the test-only program tok_encode (tests/unit/to
   USER_DEFINED pieces) split out of the text first, as the tokenizers library's AddedVocabulary does.
 - tokenizer.json with a BPE model: tests/reference/bpe_encode.py, an independent Python encoder, on the
   byte-level fixtures (tok_fixture base and chatml; the same vocabulary with Llama 3's and Qwen 2's
-  Split patterns and ignore_merges, with add_prefix_space, with the whole byte alphabet), a Metaspace +
-  byte_fallback tokenizer (Llama 2 / Mistral style) and mm-mkmodel's tokenizer.json (Whitespace).
+  Split patterns and ignore_merges, with add_prefix_space, with the whole byte alphabet), added tokens
+  with lstrip, rstrip, single_word and normalized set, a Metaspace + byte_fallback tokenizer (Llama 2 /
+  Mistral style) and mm-mkmodel's tokenizer.json (Whitespace).
 - refusals: a pattern the encoder does not know, a model type it does not support, text not UTF-8.
 """
 
@@ -41,7 +42,7 @@ FIXED = [tf.TEXT, "the river runs", " hello  world ", "  leading and trailing  "
          "über naïve café 日本語 😀 ½ ٣٤٥", "a\tb\nc\r\nd\n\n\ne   \n  f", "Hello World's THE'S it'll don't I'M",
          "!!!??  ...\r\n\r\nz", "x  y", " ", "", "'s's 'S 'ſ", "tab\there", "<s>the</s> river",
          "<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n", "a<s>b <s> c</s></s>",
-         "<unk> <pad> <|im_end|><|im_start|>", "\u00a0nbsp\u2003em space\u3000ideographic"]
+         "<unk> <pad> <|im_end|><|im_start|>", "the river, rivers  river_x   <|im_start|>  x <|im_end|>  y", "\u00a0nbsp\u2003em space\u3000ideographic"]
 POOL = list("abcdefghijklmnopqrstuvwxyz     ABCXYZ0123456789'.,;:!?-_()\n\t\r") + \
     ["é", "ß", "ü", "日", "本", "😀", "½", "٣", "\u00a0", "\u2003", "ǅ", "'s", "'LL", "<s>", "</s>", "<|im_start|>"]
 
@@ -220,6 +221,11 @@ def bpe_folders(tmp_path_factory):
     chat = added + [(tf.VOCAB + i, tf.special_token(t)) for i, t in enumerate(tf.CHATML)]
     full = _full_alphabet(vocab)
     full_chat = added + [(len(full) + i, tf.special_token(t)) for i, t in enumerate(tf.CHATML)]
+    flagged = added + [
+        (len(full), dict(tf.special_token("<|im_start|>"), lstrip=True)),
+        (len(full) + 1, dict(tf.special_token("<|im_end|>"), rstrip=True)),
+        (len(full) + 2, dict(tf.special_token("river"), single_word=True, normalized=True, special=False)),
+        (len(full) + 3, dict(tf.special_token(" the"), normalized=True, special=False))]
     specs = {
         "base": (vocab, added, None),
         "chatml": (vocab, chat, None),
@@ -228,6 +234,7 @@ def bpe_folders(tmp_path_factory):
         "full-llama3": (full, full_chat, _split(LLAMA3, True)),
         "full-qwen2": (full, full_chat, _split(QWEN2, False)),
         "metaspace": (vocab, added, _metaspace),
+        "added-flags": (full, flagged, None),
     }
     out = {}
     for name, (v, a, mutate) in specs.items():
@@ -239,7 +246,7 @@ def bpe_folders(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["base", "chatml", "prefix-space", "full-gpt2", "full-llama3", "full-qwen2",
-                                  "metaspace", "mkmodel"])
+                                  "metaspace", "added-flags", "mkmodel"])
 def test_bpe_folders_encode_as_the_reference(bpe_folders, name):
     folder = bpe_folders[name]
     texts = TEXTS + random_texts(3)
