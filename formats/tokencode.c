@@ -434,6 +434,7 @@ static int normalize(const mm_tok_encoder *e, const char *s, size_t len, size_t 
     uint32_t cp;
     for (size_t i = 0, n; i < len; i += n) {
         n = mm_utf8_next(s + i, &cp);
+        /* below U+0300 (the first combining mark) NFC changes nothing: no table lookup there */
         if (e->nfc && cp >= 0x300 && (mm_unicat(cp) & MM_UNI_NFC_UNSAFE))
             return mm_err_set(err, -ENOTSUP,
                               "text byte %zu: U+%04X may change under NFC, which the encoder does not implement", off + i,
