@@ -11,7 +11,8 @@ are not our program: run through the test-only program tok_encode (tests/unit/to
   Split patterns and ignore_merges, with add_prefix_space, with the whole byte alphabet), added tokens
   with lstrip, rstrip, single_word and normalized set, a Metaspace + byte_fallback tokenizer (Llama 2 /
   Mistral style) and mm-mkmodel's tokenizer.json (Whitespace).
-- refusals: a pattern the encoder does not know, a model type it does not support, text not UTF-8.
+- refusals: a pattern the encoder does not know, a pre-tokenizer and a normalizer it does not support,
+  text NFC would change (NFC is checked, not applied), text not UTF-8.
 """
 
 import json
@@ -270,6 +271,11 @@ def test_refusals(tmp_path):
     lower.mkdir()
     _write(lower, vocab, merges, added, lambda j: j.update(normalizer={"type": "Lowercase"}))
     assert 'normalizer.type: "Lowercase"' in encode_fails(lower, ["x"])
+    nfc = tmp_path / "nfc"
+    nfc.mkdir()
+    _write(nfc, vocab, merges, added, lambda j: j.update(normalizer={"type": "NFC"}))
+    assert "may change under NFC" in encode_fails(nfc, ["cafe\u0301"])
+    assert encode(nfc, ["caf\u00e9"]) == [bpe_encode.Encoder(str(nfc)).encode("caf\u00e9")]
     base = tmp_path / "base"
     base.mkdir()
     _write(base, vocab, merges, added)
