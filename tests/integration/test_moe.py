@@ -200,6 +200,63 @@ def test_error_expert_shapes(tmp_path, model):
     assert r.returncode != 0 and "experts must have the base's architecture and sizes" in r.stderr
 
 
+def bpe_encode_fn():
+    import bpe_encode
+    encoders = {}
+
+    def encode(folder, text):
+        if folder not in encoders:
+            encoders[folder] = bpe_encode.Encoder(folder)
+        return encoders[folder].encode(text)
+    return encode
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cheap_embed(tmp_path, mount, model, dtype):
+    """cheap_embed: each router row is the normalised sum of the base's embedding rows of the expert's
+    prompt tokens (bos text in front), minus that of its negative prompts, normalised; the same at every
+    layer. Compared with the reference (tokenizing with tests/reference/bpe_encode.py) to within float32
+    sums (float32 output) or bfloat16 rounding (cosine >= 0.999)."""
+    base = model("llama", 0)
+    cfg = moe_cfg(base, [expert(model("llama", 1), ["ab cd", "the cat"], negative_prompts=["zz"]),
+                         expert(model("llama", 2), ["hello world"]),
+                         expert(model("llama", 3), ["x y z", "qq"], negative_prompts=["ab"])],
+                  gate_mode="cheap_embed", dtype=dtype)
+    want = moe_eval.cheap_embed_gates(cfg, bpe_encode_fn())
+    _, got, _, _ = check(tmp_path, mount, cfg)
+    for name, w in want.items():
+        g = got[name].f32().astype(np.float64)
+        cos = (g * w).sum(axis=1) / np.linalg.norm(g, axis=1) / np.linalg.norm(w, axis=1)
+        assert cos.min() >= 0.999, (name, cos)
+        if dtype == "float32":
+            assert np.allclose(g, w, atol=1e-6), name
+
+
+def test_cheap_embed_sentencepiece_base(tmp_path, mount, model):
+    """The same with a sentencepiece-only base (tokenized by sentencepiece itself, spaces as ▁ and no
+    dummy prefix, the way transformers 5 encodes a tokenizer.model alone)."""
+    import shutil
+    import tok_fixture
+    from spm_encode import SpmReference
+    base = str(tmp_path / "spm-base")
+    shutil.copytree(model("mistral", 0), base)
+    tok_fixture.apply_variant(base, "spm-bpe", 0)
+    with open(os.path.join(base, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<s>"}, f)
+    with open(os.path.join(base, "tokenizer.model"), "rb") as f:
+        ref = SpmReference(f.read())
+
+    def encode(folder, text):
+        return ref.encode(text)
+
+    cfg = moe_cfg(base, [expert(model("mistral", 1), ["the river"]), expert(model("mistral", 2), ["old mill"])],
+                  gate_mode="cheap_embed", dtype="float32")
+    want = moe_eval.cheap_embed_gates(cfg, encode)
+    _, got, _, _ = check(tmp_path, mount, cfg)
+    for name, w in want.items():
+        assert np.allclose(got[name].f32(), w, atol=1e-6), name
+
+
 def test_error_prompt_gate_modes_not_implemented(tmp_path, model):
     cfg = moe_cfg(model("llama", 0), [expert(model("llama", 1), ["a"]), expert(model("llama", 2), ["b"])],
                   gate_mode="hidden")

@@ -29,6 +29,7 @@ from sentencepiece import sentencepiece_model_pb2 as pb  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
 import bpe_encode  # noqa: E402
+from spm_encode import SpmReference  # noqa: E402
 import tok_fixture as tf  # noqa: E402
 
 BUILD = os.environ.get("MM_BUILD_DIR", os.path.join(REPO, "build"))
@@ -79,43 +80,6 @@ def built():
 
 SPM_KINDS = {"spm-unigram": ("unigram", (), ()), "spm-bpe": ("bpe", (), ()),
              "spm-user": ("unigram", tf.CHATML, ("<pad>",))}
-
-
-class SpmReference:
-    """sentencepiece as transformers 5's generic pipeline: no dummy prefix, spaces kept (as ▁); the
-    added tokens (all normalized=False) found leftmost-longest in the raw text first."""
-
-    def __init__(self, data):
-        m = pb.ModelProto()
-        m.ParseFromString(data)
-        self.added = {}
-        ts = m.trainer_spec
-        for pid, piece in ((ts.unk_id, ts.unk_piece), (ts.bos_id, ts.bos_piece), (ts.eos_id, ts.eos_piece)):
-            if pid >= 0:
-                self.added[piece] = pid
-        for i, p in enumerate(m.pieces):
-            if p.type in (3, 4):  # CONTROL, USER_DEFINED
-                self.added[p.piece] = i
-        m.normalizer_spec.add_dummy_prefix = False
-        m.normalizer_spec.remove_extra_whitespaces = False
-        self.sp = spm.SentencePieceProcessor()
-        assert self.sp.LoadFromSerializedProto(m.SerializeToString())
-
-    def encode(self, text):
-        ids, i, last = [], 0, 0
-        toks = sorted(self.added, key=len, reverse=True)
-        while i < len(text):
-            hit = next((t for t in toks if text.startswith(t, i)), None)
-            if hit is None:
-                i += 1
-                continue
-            if i > last:
-                ids += self.sp.encode(text[last:i])
-            ids.append(self.added[hit])
-            last = i = i + len(hit)
-        if last < len(text):
-            ids += self.sp.encode(text[last:])
-        return ids
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ qwen3,common,router}.py and scripts/moe.py (arcee-ai/mergekit a6e4028):
     res.routers                      # {name: (dtype, shape)}: the router weights
     res.noisy                        # {name: (dtype, source values, noise_scale, residual_scale)}
     res.config                       # the output config.json
+    cheap_embed_gates(cfg, encode)   # {router name: float64 [rows, hidden]} for gate_mode cheap_embed
 
 Rules (each from the file named):
   * is_bad_config (config.py): experts_per_token >= 1; at least that many experts; unless gate_mode is
@@ -205,3 +206,55 @@ def evaluate(cfg):
                     tensors[name] = (dtype, np.zeros(n * hd, np.float32))
     del mode
     return Result(arch, dtype, tensors, routers, noisy, generate_config(arch, base_cfg, cfg, dtype))
+
+
+def bos_token(folder):
+    """tokenizer.bos_token: tokenizer_config.json's bos_token (a str or an AddedToken dict), else
+    special_tokens_map.json's, else None."""
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                v = json.load(f).get("bos_token")
+            if isinstance(v, dict):
+                v = v.get("content")
+            if v:
+                return v
+    return None
+
+
+def cheap_embed_gates(cfg, encode):
+    """router.py with mode cheap_embed: per gated expert, get_cheap_embedding of its positive prompts
+    (the base's model.embed_tokens.weight rows of every token of every prompt, summed, normalised), minus
+    that of its negative prompts, normalised again; the same at every layer. Prompts are tokenised as
+    tokenize_prompts does: bos_token's text in front, no special tokens added (padding is masked out).
+    encode(folder, text) -> ids is the tokenizer (the test passes sentencepiece or bpe_encode).
+    Returns {router tensor name: float64 values [rows, hidden]} for the routed experts' router (and
+    Qwen's shared_expert_gate)."""
+    res = evaluate(cfg)
+    base = cfg["base_model"]
+    embed = read_folder(base)["model.embed_tokens.weight"].f32().astype(np.float64)
+    bos = bos_token(base) or ""
+
+    def emb(prompts):
+        v = np.zeros(embed.shape[1])
+        for p in prompts:
+            for i in encode(base, bos + p):
+                v += embed[i]
+        return v / max(np.linalg.norm(v), 1e-8)
+
+    experts = list(cfg["experts"])
+    shared = cfg.get("shared_experts") or []
+    if any(e.get("positive_prompts") for e in shared):
+        experts += shared
+    vecs = []
+    for e in experts:
+        v = emb(e["positive_prompts"])
+        if e.get("negative_prompts"):
+            v = v - emb(e["negative_prompts"])
+        vecs.append(v / max(np.linalg.norm(v), 1e-8))
+    n = len(cfg["experts"])
+    out = {}
+    for name in res.routers:
+        out[name] = np.array(vecs[n:] if name.endswith("shared_expert_gate.weight") else vecs[:n])
+    return out
