@@ -9,29 +9,31 @@
 enum { EX_SCALE, EX_NOISE };
 static const mm_param_def expert_m[] = {{"scale", MM_PT_NUM, 0, NAN}, {"noise", MM_PT_NUM, 0, NAN}};
 
-/* tensor + randn_like(tensor) * noise_scale, then * residual_scale (down_proj): every operation in the
- * tensor's dtype as torch does it. The normal values are our generator's (D6), not torch's. */
+/* tensor + randn_like(tensor) * noise_scale, then * residual_scale (down_proj), in the tensor's dtype. */
 static void expert_kernel(const mm_kernel_args *a)
 {
     const mm_out_tensor *t = a->t;
-    const mm_dtype dt = t->comp;
-    const float noise = (float)t->inputs[0].mvals[EX_NOISE];
-    const double scale = t->inputs[0].mvals[EX_SCALE];
-    const uint64_t stream = mm_rng_stream(t->name, 0);
-    for (size_t k = 0; k < a->n; k++) {
-        float z = mm_round_to(dt, mm_rng_normal(t->seed, stream, a->e0 + k));
-        a->out[k] = mm_round_to(dt, a->in[0][k] + mm_round_to(dt, z * noise));
-    }
-    if (!isnan(scale)) {
-        for (size_t k = 0; k < a->n; k++)
-            a->out[k] *= (float)scale;
-        mm_vround(dt, a->out, a->n);
-    }
+    const mm_input *in = &t->inputs[0];
+    memcpy(a->out, a->in[0], a->n * sizeof *a->out);
+    mm_moe_expert_effects(t->comp, a->out, a->n, a->e0, in->mvals[EX_SCALE], in->mvals[EX_NOISE], t->seed,
+                          in->stream);
 }
 
 const mm_method mm_method_moe_expert = {
     .name = "moe_expert", .implemented = 1, .mparams = expert_m, .nmparams = MM_COUNT(expert_m),
     .single_input = 1, .random = 1, .dtype_rule = MM_DTR_SOURCE, .crop = MM_CROP_NONE, .kernel = expert_kernel};
+
+/* ---- moe_packed: experts laid end to end (the engine reads them, noise and scale included, as one input
+ * when t->concat_seg is set) ---- */
+static void packed_kernel(const mm_kernel_args *a)
+{
+    memcpy(a->out, a->in[0], a->n * sizeof *a->out);
+    mm_vround(a->t->comp, a->out, a->n);
+}
+
+const mm_method mm_method_moe_packed = {
+    .name = "moe_packed", .implemented = 1, .mparams = expert_m, .nmparams = MM_COUNT(expert_m), .random = 1,
+    .dtype_rule = MM_DTR_SOURCE, .crop = MM_CROP_NONE, .kernel = packed_kernel};
 
 /* ---- moe_router: rows computed by the plan (merge/plan/moe_gates.c), or zeros ---- */
 

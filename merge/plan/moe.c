@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/philox.h"
 #include "formats/jsonpy.h"
 #include "merge/plan/config_out.h"
 #include "plan_internal.h"
@@ -144,7 +145,24 @@ typedef struct moe_ctx {
     mm_dtype dtype;        /* the output's (select_dtype) */
     int layers;
     uint64_t hidden, inter;
+    int packed;            /* --moe-layout packed (DeepSeek's remote code has no packed layout: per expert) */
 } moe_ctx;
+
+/* Input `in` of an expert tensor: model's tensor mt with the expert's residual_scale (down_proj only)
+ * and noise_scale, its noise keyed by the per-expert output name (the same values in either layout). */
+static void set_expert_input(mm_input *in, size_t model, const mm_model_tensor *mt, const mm_moe_expert *e,
+                             int residual, const char *name)
+{
+    in->model_idx = model;
+    in->mt = mt;
+    in->mvals[0] = e && residual ? e->residual_scale : NAN;
+    if (e && !isnan(e->noise_scale)) {
+        in->mvals[1] = e->noise_scale;
+        in->stream = mm_rng_stream(name, 0);
+    } else {
+        in->mvals[1] = NAN;
+    }
+}
 
 /* A copy of model `model`'s tensor `in_name` as `out_name`, cast to the output dtype, with the expert's
  * residual_scale (down_proj only) and noise_scale when `e` is given. */
@@ -158,11 +176,7 @@ static int add_copy(moe_ctx *c, const char *out_name, size_t model, const char *
     int noisy = e && !isnan(e->noise_scale);
     mm_out_tensor *o = mm_plan_new_tensor(c->p, out_name, noisy ? &mm_method_moe_expert : mm_method_find("passthrough"),
                                           1);
-    o->inputs[0].model_idx = model;
-    o->inputs[0].mt = mt;
-    o->inputs[0].mvals[0] = e && residual ? e->residual_scale : NAN;
-    if (noisy)
-        o->inputs[0].mvals[1] = e->noise_scale;
+    set_expert_input(&o->inputs[0], model, mt, e, residual, out_name);
     o->group_label = mm_xstrdup(out_name);
     int rc = mm_plan_finish_tensor(c->p, o, err);
     /* mergekit applies noise and residual_scale in the source's dtype and then casts every tensor to the
@@ -222,6 +236,46 @@ static int check_shapes(moe_ctx *c, mm_err *err)
     return 0;
 }
 
+/* The name of expert e's part k (0 gate, 1 up, 2 down) at layer l in the per-expert layout. */
+static void expert_name(const moe_ctx *c, int l, size_t e, int k, char *out, size_t len)
+{
+    snprintf(out, len, "model.layers.%d.%s.experts.%zu.%s.weight", l, ARCHS[c->arch].prefix, e,
+             ARCHS[c->arch].expert[k]);
+}
+
+/* transformers 5's packed experts of layer l (its checkpoint conversion: per expert gate then up rows
+ * in experts.gate_up_proj [E, 2I, H], down_proj stacked in experts.down_proj [E, H, I]): one tensor read
+ * from the experts' own tensors laid end to end. */
+static int add_packed(moe_ctx *c, int l, int down, mm_err *err)
+{
+    const mm_moe_def *m = c->m;
+    size_t n = down ? m->nexperts : 2 * m->nexperts;
+    char name[320], in[256], pe[320];
+    snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%s", l, down ? "down_proj" : "gate_up_proj");
+    mm_out_tensor *o = mm_plan_new_tensor(c->p, name, &mm_method_moe_packed, n);
+    o->group_label = mm_xstrdup(name);
+    for (size_t j = 0; j < n; j++) {
+        size_t e = down ? j : j / 2;
+        int k = down ? 2 : (int)(j % 2);
+        snprintf(in, sizeof in, "model.layers.%d.mlp.%s.weight", l, MLP[k]);
+        const mm_model_tensor *mt = mm_model_find(c->p->models[c->expert_idx[e]], in);
+        if (!mt)
+            return mm_err_set(err, -EINVAL, "model '%s' has no tensor '%s', which the MoE's '%s' is made of",
+                              c->p->model_refs[c->expert_idx[e]], in, name);
+        expert_name(c, l, e, k, pe, sizeof pe);
+        set_expert_input(&o->inputs[j], c->expert_idx[e], mt, &m->experts[e], k == 2, pe);
+    }
+    const mm_st_tensor *st = o->inputs[0].mt->st; /* [I, H] or [H, I], the same for all (check_shapes) */
+    o->ndim = 3;
+    o->shape[0] = m->nexperts;
+    o->shape[1] = down ? st->shape[0] : 2 * st->shape[0];
+    o->shape[2] = st->shape[1];
+    o->concat_seg = st->shape[0] * st->shape[1];
+    o->numel = o->concat_seg * n;
+    o->comp = o->dtype = c->dtype;
+    return 0;
+}
+
 static int plan_layers(moe_ctx *c, mm_err *err)
 {
     const mm_moe_def *m = c->m;
@@ -230,13 +284,15 @@ static int plan_layers(moe_ctx *c, mm_err *err)
     size_t nshared_gates = mm_moe_gates_rows(c->p->moe_gates) - m->nexperts;
     c->p->routers = mm_xcalloc((size_t)c->layers * 2, sizeof *c->p->routers);
     for (int l = 0; l < c->layers && rc == 0; l++) {
-        for (size_t e = 0; e < m->nexperts + m->nshared && rc == 0; e++) {
+        if (c->packed)
+            for (int down = 0; down < 2 && rc == 0; down++)
+                rc = add_packed(c, l, down, err);
+        for (size_t e = c->packed ? m->nexperts : 0; e < m->nexperts + m->nshared && rc == 0; e++) {
             const mm_moe_expert *ex = e < m->nexperts ? &m->experts[e] : &m->shared[e - m->nexperts];
             for (int k = 0; k < 3 && rc == 0; k++) {
                 snprintf(in, sizeof in, "model.layers.%d.mlp.%s.weight", l, MLP[k]);
                 if (e < m->nexperts)
-                    snprintf(out, sizeof out, "model.layers.%d.%s.experts.%zu.%s.weight", l, ARCHS[c->arch].prefix, e,
-                             ARCHS[c->arch].expert[k]);
+                    expert_name(c, l, e, k, out, sizeof out);
                 else
                     snprintf(out, sizeof out, "model.layers.%d.mlp.%s.%s.weight", l, ARCHS[c->arch].shared, MLP[k]);
                 rc = add_copy(c, out, c->expert_idx[e], in, ex, k == 2, err);
@@ -244,7 +300,7 @@ static int plan_layers(moe_ctx *c, mm_err *err)
         }
         mm_router *r = &c->p->routers[c->p->nrouters++];
         *r = (mm_router){c->p->moe_gates, l, 0, m->nexperts};
-        snprintf(out, sizeof out, "model.layers.%d.%s.gate.weight", l, ARCHS[c->arch].prefix);
+        snprintf(out, sizeof out, "model.layers.%d.%s.gate.weight", l, c->packed ? "mlp" : ARCHS[c->arch].prefix);
         add_router(c, out, r);
         if (c->arch == ARCH_QWEN && nshared_gates) {
             r = &c->p->routers[c->p->nrouters++];
@@ -431,6 +487,7 @@ int mm_plan_moe(mm_plan *p, mm_err *err)
     }
     if (rc == 0)
         rc = check_shapes(&c, err);
+    c.packed = p->opt.moe_packed && c.arch != ARCH_DEEPSEEK;
     if (rc == 0) {
         c.dtype = output_dtype(p, c.base);
         rc = mm_moe_gates_new(p, c.base, (size_t)c.layers, c.hidden, &p->moe_gates, err);

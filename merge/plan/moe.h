@@ -46,6 +46,12 @@ size_t mm_moe_gates_rows(const mm_moe_gates *g);
  * 0, or -EIO / -ENOMEM. */
 int mm_router_rows(const mm_router *r, float *out);
 
+/* mergekit's noise_and_scale on values of an expert's tensor, in its dtype dt: v + randn * noise (when
+ * noise is not NAN; the normal values are our generator's for elements e0.. of `stream`, D6), then
+ * * scale (when not NAN; residual_scale of a down_proj). Each operation rounded to dt, as torch does. */
+void mm_moe_expert_effects(mm_dtype dt, float *v, size_t n, uint64_t e0, double scale, double noise, uint64_t seed,
+                           uint64_t stream);
+
 /* Adds what determines a router's rows to a recipe hash (gate mode, seed, prompts, base files, layer). */
 void mm_router_hash(mm_sha256 *s, const mm_router *r);
 

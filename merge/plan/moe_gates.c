@@ -313,3 +313,20 @@ void mm_moe_free(mm_plan *p)
     free(p->moe_arch);
     free(p->moe_config);
 }
+
+void mm_moe_expert_effects(mm_dtype dt, float *v, size_t n, uint64_t e0, double scale, double noise, uint64_t seed,
+                           uint64_t stream)
+{
+    if (!isnan(noise)) {
+        const float s = (float)noise;
+        for (size_t k = 0; k < n; k++) {
+            float z = mm_round_to(dt, mm_rng_normal(seed, stream, e0 + k));
+            v[k] = mm_round_to(dt, v[k] + mm_round_to(dt, z * s));
+        }
+    }
+    if (!isnan(scale)) {
+        for (size_t k = 0; k < n; k++)
+            v[k] *= (float)scale;
+        mm_vround(dt, v, n);
+    }
+}

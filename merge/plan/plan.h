@@ -24,6 +24,7 @@ typedef struct mm_plan_options {
     int write_model_card;
     int allow_crimes;
     uint64_t random_seed;
+    int moe_packed;           /* mergekit-moe outputs in transformers 5's packed expert layout (D20) */
 } mm_plan_options;
 
 /* Defaults as mergekit-yaml has them: 5B shards, tokenizer copied, model card written. */
@@ -37,6 +38,7 @@ typedef struct mm_input {
     uint64_t src_cols;            /* row stride of the source in elements (last dim), or 0 if not cropped */
     double *mvals;                /* evaluated per-model parameters, indexed like method->mparams (NAN unset) */
     int is_base;
+    uint64_t stream;              /* MoE experts: the noise stream (the per-expert tensor's name, D20) */
 } mm_input;
 
 typedef struct mm_out_tensor {
@@ -63,6 +65,8 @@ typedef struct mm_out_tensor {
     struct mm_rowmap *rowmap; /* embedding rows remapped to the output vocabulary (merge/plan/rowmap.h),
                                  or NULL */
     const struct mm_router *router; /* a MoE router weight (merge/plan/moe.h), or NULL */
+    uint64_t concat_seg;   /* >0: the inputs laid end to end, each this many elements, read as one (MoE
+                              packed experts, D20; inputs' mvals are the moe_expert method's) */
 } mm_out_tensor;
 
 typedef enum { MM_FILE_STATIC, MM_FILE_SOURCE, MM_FILE_SHARD } mm_file_kind;

@@ -85,7 +85,9 @@ void mm_recipe_hash(const mm_plan *p, const mm_out_tensor *t, unsigned char out[
             mm_sha256_u64(&s, (uint64_t)d->transposed);
         }
         put_params(&s, t->method->mparams, t->method->nmparams, in->mvals);
+        mm_sha256_u64(&s, in->stream);
     }
+    mm_sha256_u64(&s, t->concat_seg);
     mm_sha256_u64(&s, t->rowmap != NULL);
     if (t->rowmap)
         mm_rowmap_hash(&s, t->rowmap);

@@ -262,3 +262,35 @@ def test_error_prompt_gate_modes_not_implemented(tmp_path, model):
                   gate_mode="hidden")
     r = mmtest.mergemount("plan", mmtest.write_config(tmp_path, cfg))
     assert r.returncode != 0 and "gate_mode hidden is not implemented yet" in r.stderr
+
+
+@pytest.mark.parametrize("family,arch", [("llama", None), ("qwen2.5", "qwen"), ("qwen3", None)])
+def test_packed_layout_same_bytes(tmp_path, mount, model, family, arch):
+    """--moe-layout packed: transformers 5's experts.gate_up_proj [E, 2I, H] (each expert's gate rows then
+    its up rows) and experts.down_proj [E, H, I], router mlp.gate.weight; every byte equals the per-expert
+    layout's, noise and residual_scale included."""
+    base = model(family, 0)
+    experts = [expert(model(family, 1), ["a"], noise_scale=0.02), expert(model(family, 2), ["b"], residual_scale=0.5),
+               expert(model(family, 3), ["c"])]
+    cfg = moe_cfg(base, experts, experts_per_token=2)
+    if arch:
+        cfg["architecture"] = arch
+        cfg["shared_experts"] = [dict(source_model=model(family, 4), positive_prompts=["s"])]
+    expected, per, _, _ = check(tmp_path, mount, cfg)
+    path = mmtest.write_config(tmp_path, cfg, "packed.yml")
+    packed = mmtest.read_weights(mmtest.build(path, tmp_path / "packed", "--moe-layout", "packed"))
+    block = "block_sparse_moe" if expected.arch == "mixtral" else "mlp"
+    names = ("w1", "w3", "w2") if expected.arch == "mixtral" else ("gate_proj", "up_proj", "down_proj")
+    for layer in range(2):
+        gu = packed[f"model.layers.{layer}.mlp.experts.gate_up_proj"]
+        dn = packed[f"model.layers.{layer}.mlp.experts.down_proj"]
+        g0 = per[f"model.layers.{layer}.{block}.experts.0.{names[0]}.weight"]
+        assert gu.shape == (3, 2 * g0.shape[0], g0.shape[1])
+        want_gu = b"".join(per[f"model.layers.{layer}.{block}.experts.{e}.{names[k]}.weight"].raw
+                           for e in range(3) for k in (0, 1))
+        want_dn = b"".join(per[f"model.layers.{layer}.{block}.experts.{e}.{names[2]}.weight"].raw for e in range(3))
+        assert gu.raw == want_gu and dn.raw == want_dn
+        assert packed[f"model.layers.{layer}.mlp.gate.weight"].raw == per[f"model.layers.{layer}.{block}.gate.weight"].raw
+    per_only = {n for n in per if ".experts." in n and "shared" not in n}
+    assert not per_only & set(packed)
+    assert {n for n in per if n not in per_only and not n.endswith("gate.weight")} <= set(packed)
