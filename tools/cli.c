@@ -22,6 +22,8 @@ static const char k_merge_help[] =
     "  --random-seed N           seed of the random methods and MoE routers (default 0)\n"
     "  --moe-layout L            mergekit-moe outputs: per-expert (one tensor per expert, default) or\n"
     "                            packed (transformers 5's experts.gate_up_proj / down_proj)\n"
+    "  --i-understand-this-is-not-useful-without-training\n"
+    "                            mergekit-moe: allow every expert to be the same model\n"
     "  -v, --verbose             more log output\n";
 static const char k_cache_help[] =
     "cache options:\n"
@@ -106,6 +108,7 @@ int mm_cli_common_option(int opt, const char *arg, mm_plan_options *po, mm_cli_c
         }
         po->moe_packed = strcmp(arg, "packed") == 0;
         return 0;
+    case MM_OPT_MOE_SAME: po->moe_allow_same = 1; return 0;
     case 'v': mm_log_verbose++; return 0;
     default: return -EINVAL;
     }

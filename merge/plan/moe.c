@@ -485,6 +485,18 @@ int mm_plan_moe(mm_plan *p, mm_err *err)
             rc = mm_err_set(err, -EINVAL, "base model '%s': config.json needs num_hidden_layers, hidden_size and "
                             "intermediate_size for a MoE", p->cfg->base_model->ref);
     }
+    if (rc == 0 && !p->opt.moe_allow_same && m->nexperts > 1) {
+        size_t same = 1;
+        for (size_t e = 1; e < m->nexperts; e++)
+            same += c.expert_idx[e] == c.expert_idx[0];
+        if (same == m->nexperts) {
+            char pos[512];
+            mm_srcpos_format(&m->pos, pos, sizeof pos);
+            rc = mm_err_set(err, -EINVAL, "%s: every expert is the model '%s': the output would cost more and answer "
+                            "exactly as that model (pass --i-understand-this-is-not-useful-without-training if you "
+                            "mean to train it further)", pos, p->model_refs[c.expert_idx[0]]);
+        }
+    }
     if (rc == 0)
         rc = check_shapes(&c, err);
     c.packed = p->opt.moe_packed && c.arch != ARCH_DEEPSEEK;

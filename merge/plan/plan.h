@@ -25,6 +25,7 @@ typedef struct mm_plan_options {
     int allow_crimes;
     uint64_t random_seed;
     int moe_packed;           /* mergekit-moe outputs in transformers 5's packed expert layout (D20) */
+    int moe_allow_same;       /* --i-understand-this-is-not-useful-without-training: experts may all be one model */
 } mm_plan_options;
 
 /* Defaults as mergekit-yaml has them: 5B shards, tokenizer copied, model card written. */

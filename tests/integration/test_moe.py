@@ -294,3 +294,15 @@ def test_packed_layout_same_bytes(tmp_path, mount, model, family, arch):
     per_only = {n for n in per if ".experts." in n and "shared" not in n}
     assert not per_only & set(packed)
     assert {n for n in per if n not in per_only and not n.endswith("gate.weight")} <= set(packed)
+
+
+def test_error_all_experts_one_model_unless_told(tmp_path, model):
+    """mergekit-moe refuses experts that are all one model unless given its
+    --i-understand-this-is-not-useful-without-training flag; so do we."""
+    one = model("llama", 1)
+    cfg = moe_cfg(model("llama", 0), [expert(one, ["a"]), expert(one, ["b"])])
+    path = mmtest.write_config(tmp_path, cfg)
+    r = mmtest.mergemount("plan", path)
+    assert r.returncode != 0 and "every expert is the model" in r.stderr
+    ok = mmtest.mergemount("plan", path, "--i-understand-this-is-not-useful-without-training")
+    assert ok.returncode == 0, ok.stderr
