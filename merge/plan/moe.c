@@ -148,19 +148,18 @@ typedef struct moe_ctx {
     int packed;            /* --moe-layout packed (DeepSeek's remote code has no packed layout: per expert) */
 } moe_ctx;
 
-/* Input `in` of an expert tensor: model's tensor mt with the expert's residual_scale (down_proj only)
- * and noise_scale, its noise keyed by the per-expert output name (the same values in either layout). */
-static void set_expert_input(mm_input *in, size_t model, const mm_model_tensor *mt, const mm_moe_expert *e,
-                             int residual, const char *name)
+/* Input `in` of tensor o: model's tensor mt with the expert's residual_scale (down_proj only) and, when
+ * o's method has that parameter, noise_scale, its noise keyed by the per-expert output name (the same
+ * values in either layout). */
+static void set_expert_input(const mm_out_tensor *o, mm_input *in, size_t model, const mm_model_tensor *mt,
+                             const mm_moe_expert *e, int residual, const char *name)
 {
     in->model_idx = model;
     in->mt = mt;
     in->mvals[0] = e && residual ? e->residual_scale : NAN;
-    if (e && !isnan(e->noise_scale)) {
-        in->mvals[1] = e->noise_scale;
+    if (o->method->nmparams > 1) {
+        in->mvals[1] = e ? e->noise_scale : NAN;
         in->stream = mm_rng_stream(name, 0);
-    } else {
-        in->mvals[1] = NAN;
     }
 }
 
@@ -176,7 +175,7 @@ static int add_copy(moe_ctx *c, const char *out_name, size_t model, const char *
     int noisy = e && !isnan(e->noise_scale);
     mm_out_tensor *o = mm_plan_new_tensor(c->p, out_name, noisy ? &mm_method_moe_expert : mm_method_find("passthrough"),
                                           1);
-    set_expert_input(&o->inputs[0], model, mt, e, residual, out_name);
+    set_expert_input(o, &o->inputs[0], model, mt, e, residual, out_name);
     o->group_label = mm_xstrdup(out_name);
     int rc = mm_plan_finish_tensor(c->p, o, err);
     /* mergekit applies noise and residual_scale in the source's dtype and then casts every tensor to the
@@ -263,7 +262,7 @@ static int add_packed(moe_ctx *c, int l, int down, mm_err *err)
             return mm_err_set(err, -EINVAL, "model '%s' has no tensor '%s', which the MoE's '%s' is made of",
                               c->p->model_refs[c->expert_idx[e]], in, name);
         expert_name(c, l, e, k, pe, sizeof pe);
-        set_expert_input(&o->inputs[j], c->expert_idx[e], mt, &m->experts[e], k == 2, pe);
+        set_expert_input(o, &o->inputs[j], c->expert_idx[e], mt, &m->experts[e], k == 2, pe);
     }
     const mm_st_tensor *st = o->inputs[0].mt->st; /* [I, H] or [H, I], the same for all (check_shapes) */
     o->ndim = 3;
