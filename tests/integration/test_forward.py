@@ -1,0 +1,141 @@
+"""The forward pass of mergekit-moe's hidden-state gates (merge/moe/forward.h) against the numpy reference
+tests/reference/forward_eval.py: hidden_states[:-1] of tiny checkpoints with the real tensor names and
+configs of each family (tests/fixtures/archs via arch_fixture) and of mm-mkmodel Llamas, for a full batch,
+a right-padded and a left-padded one, and one longer sequence.
+
+The C side computes in float32, the reference in float64 from the same stored weights: per hidden state,
+max |C - ref| must stay under 1e-4 of max |ref|. The fixtures' weights are small (std 0.05), which makes
+attention almost uniform; q and k projections are scaled up here so that attention logits are O(1) and
+RoPE, the masks and the softmax really shape the result.
+"""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import arch_fixture
+import forward_eval
+import mmtest
+import safetensors_io as st
+
+ARCHS = os.path.join(mmtest.REPO, "tests", "fixtures", "archs")
+FWD_DUMP = os.path.join(os.environ.get("MM_BUILD_DIR", os.path.join(mmtest.REPO, "build")), "tests", "fwd_dump")
+TOL = 1e-4
+SHARPEN = 6.0   # q/k weights times this: attention logits of order 1
+
+# (ids, mask) batches: every row one length, padding id 0
+FULL = ([[5, 17, 3, 90, 44, 2, 61, 8]], None)
+PADDED_RIGHT = ([[5, 17, 3, 90, 44, 2, 61, 8], [7, 8, 9, 0, 0, 0, 0, 0]],
+                [[1] * 8, [1, 1, 1, 0, 0, 0, 0, 0]])
+PADDED_LEFT = ([[5, 17, 3, 90, 44, 2, 61, 8], [0, 0, 0, 0, 11, 12, 13, 14]],
+               [[1] * 8, [0, 0, 0, 0, 1, 1, 1, 1]])
+LONG = ([[(i * 37 + 11) % 90 for i in range(48)]], None)
+BATCHES = {"full": FULL, "right": PADDED_RIGHT, "left": PADDED_LEFT, "long": LONG}
+
+
+def sharpen(folder, factor=SHARPEN):
+    """Scales every attention q/k projection (Phi-3's fused qkv too) of a checkpoint folder in place."""
+    for fname in st.weight_files(folder):
+        path = os.path.join(folder, fname)
+        tensors, _ = st.read_safetensors(path)
+        out = {}
+        for name, t in tensors.items():
+            raw = t.raw
+            if any(name.endswith(s) for s in ("q_proj.weight", "k_proj.weight", "qkv_proj.weight")):
+                raw = st.encode(t.dtype, t.f32() * np.float32(factor))
+            out[name] = (t.dtype, t.shape, raw)
+        st.write_safetensors(path, out)
+    return folder
+
+
+def fwd_dump(folder, ids, mask, tmp_path, env=None):
+    spec = tmp_path / "ids.json"
+    spec.write_text(json.dumps({"ids": ids, **({"mask": mask} if mask is not None else {})}))
+    out = tmp_path / "out.f32"
+    r = subprocess.run([FWD_DUMP, folder, str(spec), str(out)], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    dims = json.loads(r.stdout)
+    return np.fromfile(out, dtype="<f4").reshape(dims["layers"], dims["batch"], dims["seq"], dims["hidden"])
+
+
+def assert_close(folder, ids, mask, tmp_path):
+    got = fwd_dump(folder, ids, mask, tmp_path)
+    ref = forward_eval.hidden_states(folder, ids, mask)
+    assert got.shape == ref.shape
+    for layer in range(ref.shape[0]):
+        scale = np.abs(ref[layer]).max()
+        err = np.abs(got[layer] - ref[layer]).max() / scale
+        assert err < TOL, f"hidden_states[{layer}]: max relative error {err:.3g}"
+    return got, ref
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    """family(name, dtype="bf16") -> a 3-layer sharpened checkpoint of tests/fixtures/archs/<name>."""
+    made = {}
+
+    def make(name, dtype="bf16"):
+        if (name, dtype) not in made:
+            out = str(tmp_path_factory.mktemp("fwd") / f"{name}-{dtype}")
+            arch_fixture.make(os.path.join(ARCHS, name), out, seed=1, dtype=dtype, max_layers=3)
+            made[(name, dtype)] = sharpen(out)
+        return made[(name, dtype)]
+    return make
+
+
+@pytest.mark.parametrize("batch", sorted(BATCHES))
+@pytest.mark.parametrize("name", ["llama3", "mistral", "qwen2.5", "qwen3", "gemma", "gemma2", "phi3"])
+def test_family_matches_reference(tmp_path, family, name, batch):
+    ids, mask = BATCHES[batch]
+    assert_close(family(name), ids, mask, tmp_path)
+
+
+@pytest.mark.parametrize("dtype", ["f16", "f32"])
+def test_other_dtypes(tmp_path, family, dtype):
+    assert_close(family("llama3", dtype), *PADDED_LEFT, tmp_path)
+
+
+@pytest.mark.parametrize("args", [["--kv-heads", "2"], ["--kv-heads", "4", "--layers", "4", "--hidden", "64"],
+                                  ["--kv-heads", "1", "--dtype", "f32"]])
+def test_mkmodel_llama(tmp_path, args):
+    out = str(tmp_path / "model")
+    mmtest.run([mmtest.MKMODEL, out, "--layers", "3", "--hidden", "32", "--scale", "0.3", *args], check=True)
+    for batch in BATCHES.values():
+        ids = [[t % 64 for t in row] for row in batch[0]]
+        assert_close(out, ids, batch[1], tmp_path)
+
+
+def test_right_padding_leaves_real_tokens_alone(tmp_path, family):
+    """Right padding changes nothing at the real positions: they are the unpadded sequence's states."""
+    folder = family("llama3")
+    padded = fwd_dump(folder, *PADDED_RIGHT, tmp_path)
+    alone = fwd_dump(folder, [[7, 8, 9]], None, tmp_path)
+    np.testing.assert_allclose(padded[:, 1, :3], alone[:, 0], rtol=0, atol=1e-6)
+
+
+def test_thread_count_does_not_change_bits(tmp_path, family):
+    folder = family("qwen3")
+    one = fwd_dump(folder, *PADDED_LEFT, tmp_path, env={"MM_FWD_THREADS": "1"})
+    three = fwd_dump(folder, *PADDED_LEFT, tmp_path, env={"MM_FWD_THREADS": "3"})
+    assert one.tobytes() == three.tobytes()
+
+
+def test_unknown_family_is_named(tmp_path):
+    out = str(tmp_path / "neox")
+    arch_fixture.make(os.path.join(ARCHS, "gpt-neox"), out, max_layers=2)
+    spec = tmp_path / "ids.json"
+    spec.write_text(json.dumps({"ids": [[1, 2]]}))
+    r = subprocess.run([FWD_DUMP, out, str(spec)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "model_type gpt_neox_reward_model is not supported" in r.stderr and "llama" in r.stderr and "phi3" in r.stderr, r.stderr
+
+
+def test_id_out_of_range(tmp_path, family):
+    spec = tmp_path / "ids.json"
+    spec.write_text(json.dumps({"ids": [[1, 5000]]}))
+    r = subprocess.run([FWD_DUMP, family("llama3"), str(spec)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "token id 5000 is outside the vocabulary" in r.stderr, r.stderr
