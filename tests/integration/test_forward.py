@@ -94,6 +94,46 @@ def test_family_matches_reference(tmp_path, family, name, batch):
     assert_close(family(name), ids, mask, tmp_path)
 
 
+def edited(tmp_path, name, edit, max_layers=3):
+    """A sharpened checkpoint of family `name` whose (text) config is changed by edit(dict)."""
+    out = str(tmp_path / f"{name}-edited")
+    arch_fixture.make(os.path.join(ARCHS, name), out, seed=1, max_layers=max_layers)
+    path = os.path.join(out, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    edit(cfg.get("text_config") or cfg)
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return sharpen(out)
+
+
+# Settings the fixtures' real configs leave idle at these lengths: sliding windows shorter than the
+# sequences, RoPE scalings whose every branch is taken, a partial rotary dimension.
+VARIANTS = {
+    "mistral-window": ("mistral", lambda c: c.update(sliding_window=3)),
+    "qwen2-window-from-layer-1": ("qwen2.5", lambda c: c.update(use_sliding_window=True, sliding_window=3,
+                                                                max_window_layers=1)),
+    "gemma2-window-even-layers": ("gemma2", lambda c: c.update(sliding_window=3)),
+    "gemma3-text-7-layers": ("gemma3-vl", lambda c: c.update(sliding_window=3)),
+    "llama3-short-original": ("llama3", lambda c: c["rope_scaling"].update(original_max_position_embeddings=64)),
+    "llama-linear": ("llama3", lambda c: c.update(rope_scaling={"type": "linear", "factor": 4.0})),
+    "llama-dynamic-active": ("llama3", lambda c: c.update(rope_scaling={"rope_type": "dynamic", "factor": 4.0},
+                                                          max_position_embeddings=16)),
+    "llama-rope-parameters": ("llama3", lambda c: c.update(rope_scaling=None, rope_parameters={
+        "rope_type": "linear", "factor": 2.0, "rope_theta": 1000.0})),
+    "qwen3-theta-100": ("qwen3", lambda c: c.update(rope_theta=100.0)),
+    "phi3-partial-rotary": ("phi3", lambda c: c.update(partial_rotary_factor=0.5)),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_config_variants(tmp_path, variant):
+    name, edit = VARIANTS[variant]
+    folder = edited(tmp_path, name, edit, max_layers=7 if name == "gemma3-vl" else 3)
+    for batch in ("left", "long"):
+        assert_close(folder, *BATCHES[batch], tmp_path)
+
+
 @pytest.mark.parametrize("dtype", ["f16", "f32"])
 def test_other_dtypes(tmp_path, family, dtype):
     assert_close(family("llama3", dtype), *PADDED_LEFT, tmp_path)

@@ -82,7 +82,7 @@ def inv_freq(p, head_dim, seq, max_pos):
         smoothed = (1 - smooth) * scaled / f + smooth * scaled
         medium = ~(wl < high_wl) & ~(wl > low_wl)
         inv = np.where(medium, smoothed, scaled)
-    elif kind != "default":
+    elif kind not in ("default", "dynamic"):
         raise ForwardError(f"rope type {kind}")
     return inv
 
