@@ -13,20 +13,24 @@ typedef struct family {
     mm_fwd_act act;         /* the activation when the config names none */
     const char *act_key;    /* the config key transformers reads the activation from */
     int window_kind;        /* how layers get a sliding window, see layer_windows() */
+    double window;          /* sliding_window when the config has no such key (its config class's default) */
     double theta;           /* rope_theta when the config has none */
 } family;
 
-enum { WIN_ALL, WIN_QWEN, WIN_TYPES };
+/* WIN_NONE: the family's attention has no window whatever the config says; WIN_ALL: every layer has
+ * sliding_window; WIN_QWEN: only with use_sliding_window, by layer_types or from max_window_layers on;
+ * WIN_TYPES: by layer_types, or by Gemma's sliding_window_pattern. */
+enum { WIN_NONE, WIN_ALL, WIN_QWEN, WIN_TYPES };
 
 static const family families[] = {
-    { "llama", 0, 0, 0, 0, 0, 0, MM_ACT_SILU, "hidden_act", WIN_ALL, 10000.0 },
-    { "mistral", 0, 0, 0, 0, 0, 0, MM_ACT_SILU, "hidden_act", WIN_ALL, 10000.0 },
-    { "qwen2", 0, 0, 1, 0, 0, 0, MM_ACT_SILU, "hidden_act", WIN_QWEN, 10000.0 },
-    { "qwen3", 0, 0, 0, 1, 0, 0, MM_ACT_SILU, "hidden_act", WIN_QWEN, 10000.0 },
-    { "gemma", 1, 1, 0, 0, 0, 0, MM_ACT_GELU_TANH, "hidden_act", WIN_ALL, 10000.0 },
-    { "gemma2", 1, 1, 0, 0, 0, 1, MM_ACT_GELU_TANH, "hidden_activation", WIN_TYPES, 10000.0 },
-    { "gemma3_text", 1, 1, 0, 1, 0, 1, MM_ACT_GELU_TANH, "hidden_activation", WIN_TYPES, 1000000.0 },
-    { "phi3", 0, 0, 0, 0, 1, 0, MM_ACT_SILU, "hidden_act", WIN_ALL, 10000.0 },
+    { "llama", 0, 0, 0, 0, 0, 0, MM_ACT_SILU, "hidden_act", WIN_NONE, 0, 10000.0 },
+    { "mistral", 0, 0, 0, 0, 0, 0, MM_ACT_SILU, "hidden_act", WIN_ALL, 4096, 10000.0 },
+    { "qwen2", 0, 0, 1, 0, 0, 0, MM_ACT_SILU, "hidden_act", WIN_QWEN, 4096, 10000.0 },
+    { "qwen3", 0, 0, 0, 1, 0, 0, MM_ACT_SILU, "hidden_act", WIN_QWEN, 4096, 10000.0 },
+    { "gemma", 1, 1, 0, 0, 0, 0, MM_ACT_GELU_TANH, "hidden_act", WIN_NONE, 0, 10000.0 },
+    { "gemma2", 1, 1, 0, 0, 0, 1, MM_ACT_GELU_TANH, "hidden_activation", WIN_TYPES, 4096, 10000.0 },
+    { "gemma3_text", 1, 1, 0, 1, 0, 1, MM_ACT_GELU_TANH, "hidden_activation", WIN_TYPES, 4096, 1000000.0 },
+    { "phi3", 0, 0, 0, 0, 1, 0, MM_ACT_SILU, "hidden_act", WIN_ALL, 0, 10000.0 },
 };
 static const char supported[] = "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text (gemma3), phi3";
 
@@ -137,11 +141,13 @@ static int ropes(const cJSON *cfg, const family *f, size_t head_dim, mm_fwd_rope
 static int layer_windows(const cJSON *cfg, const family *f, mm_fwd_arch *a, mm_err *err)
 {
     a->window = mm_xcalloc(a->layers, sizeof *a->window);
-    double w = num(cfg, "sliding_window", 0);
-    if (!(w >= 1))
+    /* an absent key takes the config class's default; a null one means no window */
+    const cJSON *key = cJSON_GetObjectItemCaseSensitive(cfg, "sliding_window");
+    double w = key ? num(cfg, "sliding_window", 0) : f->window;
+    if (!(w >= 1) || f->window_kind == WIN_NONE)
         return 0;
     const cJSON *types = item(cfg, "layer_types");
-    if (f->window_kind == WIN_QWEN && !types && !cJSON_IsTrue(item(cfg, "use_sliding_window")))
+    if (f->window_kind == WIN_QWEN && !cJSON_IsTrue(item(cfg, "use_sliding_window")))
         return 0;
     for (size_t i = 0; i < a->layers; i++) {
         int sliding;

@@ -122,6 +122,13 @@ VARIANTS = {
     "llama-rope-parameters": ("llama3", lambda c: c.update(rope_scaling=None, rope_parameters={
         "rope_type": "linear", "factor": 2.0, "rope_theta": 1000.0})),
     "qwen3-theta-100": ("qwen3", lambda c: c.update(rope_theta=100.0)),
+    # a window key the family's attention has no use for (Llama), or that Qwen's config drops
+    "llama-ignores-window": ("llama3", lambda c: c.update(sliding_window=3)),
+    "qwen3-window-without-use": ("qwen3", lambda c: c.update(sliding_window=3, max_window_layers=0,
+                                                             layer_types=["sliding_attention"] * 3)),
+    "qwen3-window-by-layer-types": ("qwen3", lambda c: c.update(sliding_window=3, use_sliding_window=True,
+                                                                layer_types=["full_attention", "sliding_attention",
+                                                                             "full_attention"])),
     "phi3-partial-rotary": ("phi3", lambda c: c.update(partial_rotary_factor=0.5)),
 }
 

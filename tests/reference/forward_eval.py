@@ -111,12 +111,15 @@ def describe(cfg):
     d["scaling"] = (c.get("query_pre_attn_scalar") or d["hd"]) ** -0.5 if sandwich else d["hd"] ** -0.5
     d["softcap"] = c.get("attn_logit_softcapping") if sandwich else None
     # which layers slide
-    win = c.get("sliding_window")
+    default_win = {"mistral": 4096, "qwen2": 4096, "qwen3": 4096, "gemma2": 4096, "gemma3_text": 4096}
+    win = c["sliding_window"] if "sliding_window" in c else default_win.get(mt)
+    if mt in ("llama", "gemma") or (mt in ("qwen2", "qwen3") and not c.get("use_sliding_window")):
+        win = None    # LlamaAttention, GemmaAttention have no window; Qwen's config drops it
     types = c.get("layer_types")
     if types is None:
         if mt in ("qwen2", "qwen3"):
-            types = ["sliding_attention" if c.get("use_sliding_window") and i >= c.get("max_window_layers", 0)
-                     else "full_attention" for i in range(d["L"])]
+            types = ["sliding_attention" if i >= c.get("max_window_layers", 0) else "full_attention"
+                     for i in range(d["L"])]
         elif mt == "gemma2":
             types = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(d["L"])]
         elif mt == "gemma3_text":
