@@ -141,6 +141,50 @@ def test_config_variants(tmp_path, variant):
         assert_close(folder, *BATCHES[batch], tmp_path)
 
 
+def add_tensors(folder, new):
+    """Adds {name: float32 array} to a checkpoint folder: into the shard holding the same layer's
+    q_proj (or the first shard), with the index updated."""
+    index_path = os.path.join(folder, "model.safetensors.index.json")
+    with open(index_path) as f:
+        index = json.load(f)
+    wm = index["weight_map"]
+    by_shard = {}
+    for name, v in new.items():
+        layer = name.split(".mlp.")[0].split(".self_attn.")[0]
+        shard = wm.get(layer + ".self_attn.q_proj.weight") or sorted(set(wm.values()))[0]
+        by_shard.setdefault(shard, {})[name] = v
+        wm[name] = shard
+    for shard, tensors in by_shard.items():
+        path = os.path.join(folder, shard)
+        old, _ = st.read_safetensors(path)
+        out = {n: (t.dtype, t.shape, t.raw) for n, t in old.items()}
+        for n, v in tensors.items():
+            out[n] = ("BF16", v.shape, st.encode("BF16", v))
+        st.write_safetensors(path, out)
+    with open(index_path, "w") as f:
+        json.dump(index, f)
+
+
+def test_llama_biases(tmp_path):
+    """attention_bias (q/k/v/o) and mlp_bias (gate/up/down) of a Llama config."""
+    folder = edited(tmp_path, "llama3", lambda c: c.update(attention_bias=True, mlp_bias=True))
+    rng = np.random.default_rng(7)
+    sizes = {"self_attn.q_proj": 32, "self_attn.k_proj": 16, "self_attn.v_proj": 16, "self_attn.o_proj": 32,
+             "mlp.gate_proj": 48, "mlp.up_proj": 48, "mlp.down_proj": 32}
+    add_tensors(folder, {f"model.layers.{i}.{m}.bias": rng.standard_normal(n).astype(np.float32) * np.float32(0.3)
+                         for i in range(3) for m, n in sizes.items()})
+    for batch in ("right", "left"):
+        assert_close(folder, *BATCHES[batch], tmp_path)
+
+
+def test_missing_bias_is_named(tmp_path):
+    folder = edited(tmp_path, "llama3", lambda c: c.update(mlp_bias=True))
+    spec = tmp_path / "ids.json"
+    spec.write_text(json.dumps({"ids": [[1, 2]]}))
+    r = subprocess.run([FWD_DUMP, folder, str(spec)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "no tensor model.layers.0.mlp.gate_proj.bias" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("dtype", ["f16", "f32"])
 def test_other_dtypes(tmp_path, family, dtype):
     assert_close(family("llama3", dtype), *PADDED_LEFT, tmp_path)
