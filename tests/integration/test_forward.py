@@ -18,6 +18,8 @@ import pytest
 
 import arch_fixture
 import forward_eval
+import lora_eval
+import lora_fixture
 import mmtest
 import safetensors_io as st
 
@@ -51,11 +53,12 @@ def sharpen(folder, factor=SHARPEN):
     return folder
 
 
-def fwd_dump(folder, ids, mask, tmp_path, env=None):
+def fwd_dump(folder, ids, mask, tmp_path, env=None, lora=None):
     spec = tmp_path / "ids.json"
     spec.write_text(json.dumps({"ids": ids, **({"mask": mask} if mask is not None else {})}))
     out = tmp_path / "out.f32"
-    r = subprocess.run([FWD_DUMP, folder, str(spec), str(out)], capture_output=True, text=True,
+    r = subprocess.run([FWD_DUMP, *(["--lora", lora] if lora else []), folder, str(spec), str(out)],
+                       capture_output=True, text=True,
                        env={**os.environ, **(env or {})}, timeout=120)
     assert r.returncode == 0, r.stderr
     dims = json.loads(r.stdout)
@@ -198,6 +201,28 @@ def test_mkmodel_llama(tmp_path, args):
     for batch in BATCHES.values():
         ids = [[t % 64 for t in row] for row in batch[0]]
         assert_close(out, ids, batch[1], tmp_path)
+
+
+def test_lora_adapter_applied_on_read(tmp_path, family):
+    """A model opened with a LoRA adapter runs on its effective weights (lora_eval's W'), embedding
+    rows included."""
+    base = family("llama3")
+    ad = lora_fixture.write_adapter(base, str(tmp_path / "adapter"),
+                                    ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "embed_tokens"],
+                                    r=4, alpha=8, exact=False)
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    eff = lora_eval.load(base, ad)
+    st.write_safetensors(str(merged / "model.safetensors"), {n: (t.dtype, t.shape, t.raw) for n, t in eff.items()})
+    with open(os.path.join(base, "config.json")) as f:
+        (merged / "config.json").write_text(f.read())
+    got = fwd_dump(base, *PADDED_LEFT, tmp_path, lora=ad)
+    ref = forward_eval.hidden_states(str(merged), *PADDED_LEFT)
+    plain = forward_eval.hidden_states(base, *PADDED_LEFT)
+    for layer in range(ref.shape[0]):
+        err = np.abs(got[layer] - ref[layer]).max() / np.abs(ref[layer]).max()
+        assert err < TOL, f"hidden_states[{layer}]: max relative error {err:.3g}"
+        assert np.abs(plain[layer] - ref[layer]).max() > 100 * TOL * np.abs(ref[layer]).max()
 
 
 def test_right_padding_leaves_real_tokens_alone(tmp_path, family):

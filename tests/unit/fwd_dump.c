@@ -1,7 +1,7 @@
 /* A test-only program (not installed): runs the forward pass (merge/moe/forward.h) for
  * tests/integration/test_forward.py to compare with tests/reference/forward_eval.py.
  *
- *   fwd_dump MODEL_FOLDER IDS_JSON [OUT.f32]
+ *   fwd_dump [--lora ADAPTER_FOLDER] MODEL_FOLDER IDS_JSON [OUT.f32]
  *
  * IDS_JSON: a file {"ids": [[id, ...], ...], "mask": [[0 or 1, ...], ...] (optional)}, every row of one
  * length. Prints {"layers", "batch", "seq", "hidden"} and, with OUT.f32, writes the hidden states there
@@ -44,8 +44,13 @@ static int read_matrix(const cJSON *a, size_t rows, size_t cols, void *dst, int 
 
 int main(int argc, char **argv)
 {
+    const char *lora = NULL;
+    if (argc > 2 && strcmp(argv[1], "--lora") == 0) {
+        lora = argv[2];
+        argc -= 2, argv += 2;
+    }
     if (argc != 3 && argc != 4)
-        return fail("usage: fwd_dump MODEL_FOLDER IDS_JSON [OUT.f32]");
+        return fail("usage: fwd_dump [--lora ADAPTER_FOLDER] MODEL_FOLDER IDS_JSON [OUT.f32]");
     mm_err err = { 0 };
     char *text;
     size_t len;
@@ -65,7 +70,7 @@ int main(int argc, char **argv)
     cJSON_Delete(j);
 
     mm_model *m;
-    if (mm_model_open(argv[1], NULL, &m, &err) < 0)
+    if (mm_model_open(argv[1], lora, &m, &err) < 0)
         return fail(err.msg);
     size_t layers, hidden;
     if (mm_forward_dims(m, &layers, &hidden, &err) < 0)
