@@ -13,6 +13,9 @@
  * a fully masked row; its hidden states are still computed and written (mergekit averages over every
  * position, padding included).
  *
+ * Gemma 2's attn_logit_softcapping is applied (the architecture's definition and transformers' eager
+ * attention); transformers 5's default sdpa attention silently drops it, so a Gemma 2 run there differs.
+ *
  * Memory: weights are streamed one decoder layer at a time (loaded, run over every row, freed); only the
  * embedding rows of the ids are read. Work is split over a few threads.
  *

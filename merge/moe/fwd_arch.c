@@ -75,7 +75,8 @@ static int activation(const cJSON *cfg, const family *f, mm_fwd_act *out, mm_err
     return 0;
 }
 
-/* One rope_parameters dict (or the old rope_scaling, or none), with the config's own keys as fallbacks. */
+/* One rope_parameters dict (or the old rope_scaling, or none), with the config's own keys as fallbacks;
+ * theta: the base when the dict has no rope_theta. */
 static int rope_of(const cJSON *cfg, const cJSON *p, double theta, size_t head_dim, mm_fwd_rope *r, mm_err *err)
 {
     memset(r, 0, sizeof *r);
@@ -93,7 +94,7 @@ static int rope_of(const cJSON *cfg, const cJSON *p, double theta, size_t head_d
     else
         return mm_err_set(err, -EINVAL, "config.json: rope type %s is not supported (default, linear, dynamic, llama3)",
                           type);
-    r->theta = num(p, "rope_theta", num(cfg, "rope_theta", theta));
+    r->theta = num(p, "rope_theta", theta);
     r->factor = num(p, "factor", 1.0);
     r->low_freq_factor = num(p, "low_freq_factor", 1.0);
     r->high_freq_factor = num(p, "high_freq_factor", 4.0);
@@ -119,20 +120,17 @@ static int ropes(const cJSON *cfg, const family *f, size_t head_dim, mm_fwd_rope
     if (!cJSON_IsObject(p))
         p = NULL;
     const cJSON *full = p ? item(p, "full_attention") : NULL, *slide = p ? item(p, "sliding_attention") : NULL;
+    const double theta = num(cfg, "rope_theta", f->theta), local = num(cfg, "rope_local_base_freq", 10000.0);
+    int rc;
     if (full || slide) {
-        int rc = rope_of(cfg, full, f->theta, head_dim, &r[0], err);
-        return rc < 0 ? rc : rope_of(cfg, slide, num(cfg, "rope_local_base_freq", 10000.0), head_dim, &r[1], err);
+        if ((rc = rope_of(cfg, full, theta, head_dim, &r[0], err)) < 0)
+            return rc;
+        return rope_of(cfg, slide, local, head_dim, &r[1], err);
     }
-    int rc = rope_of(cfg, p, f->theta, head_dim, &r[0], err);
-    if (rc < 0)
+    if ((rc = rope_of(cfg, p, theta, head_dim, &r[0], err)) < 0)
         return rc;
-    if (strcmp(f->type, "gemma3_text") == 0) {
-        cJSON none = { 0 };
-        none.type = cJSON_NULL;
-        rc = rope_of(&none, NULL, num(cfg, "rope_local_base_freq", 10000.0), head_dim, &r[1], err);
-        r[1].max_pos = r[0].max_pos;
-        return rc;
-    }
+    if (strcmp(f->type, "gemma3_text") == 0)
+        return rope_of(cfg, NULL, local, head_dim, &r[1], err); /* the scaling is the full layers' only */
     r[1] = r[0];
     return 0;
 }

@@ -125,6 +125,10 @@ VARIANTS = {
     "llama-rope-parameters": ("llama3", lambda c: c.update(rope_scaling=None, rope_parameters={
         "rope_type": "linear", "factor": 2.0, "rope_theta": 1000.0})),
     "qwen3-theta-100": ("qwen3", lambda c: c.update(rope_theta=100.0)),
+    "gemma3-rope-parameters-by-layer-type": ("gemma3-vl", lambda c: c.update(
+        sliding_window=3, rope_scaling=None, rope_local_base_freq=None, rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}})),
     # a window key the family's attention has no use for (Llama), or that Qwen's config drops
     "llama-ignores-window": ("llama3", lambda c: c.update(sliding_window=3)),
     "qwen3-window-without-use": ("qwen3", lambda c: c.update(sliding_window=3, max_window_layers=0,
@@ -139,7 +143,7 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_config_variants(tmp_path, variant):
     name, edit = VARIANTS[variant]
-    folder = edited(tmp_path, name, edit, max_layers=7 if name == "gemma3-vl" else 3)
+    folder = edited(tmp_path, name, edit, max_layers=7 if name.startswith("gemma3") else 3)
     for batch in ("left", "long"):
         assert_close(folder, *BATCHES[batch], tmp_path)
 

@@ -49,8 +49,7 @@ def _rope_dict(cfg, params, default_theta):
     """transformers' standardised rope parameters of one layer type."""
     p = dict(params or {})
     p.setdefault("rope_type", p.get("type", "default"))
-    if "rope_theta" not in p:
-        p["rope_theta"] = cfg["rope_theta"] if cfg.get("rope_theta") is not None else default_theta
+    p.setdefault("rope_theta", default_theta)
     prf = cfg.get("partial_rotary_factor")
     if prf is not None:
         p["partial_rotary_factor"] = prf
@@ -130,14 +129,15 @@ def describe(cfg):
     d["window"] = [win if (win and t == "sliding_attention") else None for t in types[:d["L"]]]
     # rope per layer type
     rp = c.get("rope_parameters") or c.get("rope_scaling")
+    theta = c["rope_theta"] if c.get("rope_theta") is not None else (1e6 if mt == "gemma3_text" else 1e4)
+    local = c.get("rope_local_base_freq", 1e4)
     if isinstance(rp, dict) and ("full_attention" in rp or "sliding_attention" in rp):
-        d["rope"] = {"full": _rope_dict(c, rp.get("full_attention"), 1e6 if mt == "gemma3_text" else 1e4),
-                     "sliding": _rope_dict(c, rp.get("sliding_attention"), c.get("rope_local_base_freq", 1e4))}
+        d["rope"] = {"full": _rope_dict(c, rp.get("full_attention"), theta),
+                     "sliding": _rope_dict(c, rp.get("sliding_attention"), local)}
     elif mt == "gemma3_text":
-        d["rope"] = {"full": _rope_dict(c, rp, 1e6),
-                     "sliding": _rope_dict({}, None, c.get("rope_local_base_freq", 1e4))}
+        d["rope"] = {"full": _rope_dict(c, rp, theta), "sliding": _rope_dict(c, None, local)}
     else:
-        p = _rope_dict(c, rp, 1e4)
+        p = _rope_dict(c, rp, theta)
         d["rope"] = {"full": p, "sliding": p}
     return d
 
