@@ -56,14 +56,17 @@ int mm_forward_hidden(const mm_model *m, const int32_t *ids, const uint8_t *mask
     if (rc < 0)
         return rc;
     const size_t n = batch * seq, H = a.hidden, threads = mm_fwd_threads();
+    /* [0] full-attention layers, [1] sliding-window ones */
+    mm_fwd_rot rot[2];
     float *inv_freq = malloc((a.rope[0].rot_dim / 2 + a.rope[1].rot_dim / 2 + 1) * sizeof *inv_freq);
     if (!inv_freq) {
         mm_fwd_arch_free(&a);
         return mm_err_set(err, -ENOMEM, "forward pass: out of memory");
     }
-    float *inv_slide = inv_freq + a.rope[0].rot_dim / 2;
-    mm_fwd_rope_inv_freq(&a.rope[0], seq, inv_freq);
-    mm_fwd_rope_inv_freq(&a.rope[1], seq, inv_slide);
+    rot[0].inv_freq = inv_freq;
+    rot[1].inv_freq = inv_freq + a.rope[0].rot_dim / 2;
+    mm_fwd_rope_freqs(&a.rope[0], seq, &rot[0]);
+    mm_fwd_rope_freqs(&a.rope[1], seq, &rot[1]);
     /* each layer runs in place on out[l + 1], a copy of its input out[l]; the last layer's output is not
      * one of the hidden states asked for, so that layer is never run */
     rc = n ? embed(m, &a, ids, n, out, err) : 0;
@@ -73,9 +76,7 @@ int mm_forward_hidden(const mm_model *m, const int32_t *ids, const uint8_t *mask
             break;
         float *x = out + (i + 1) * n * H;
         memcpy(x, out + i * n * H, n * H * sizeof *x);
-        int slide = a.window[i] != 0;
-        rc = mm_fwd_layer_run(&a, &l, a.window[i], slide ? inv_slide : inv_freq, a.rope[slide].rot_dim, x, batch, seq,
-                              mask, threads, err);
+        rc = mm_fwd_layer_run(&a, &l, a.window[i], &rot[a.window[i] != 0], x, batch, seq, mask, threads, err);
         mm_fwd_layer_free(&l);
         if (rc < 0)
             mm_err_prefix(err, "layer %zu", i);

@@ -91,9 +91,13 @@ static int rope_of(const cJSON *cfg, const cJSON *p, double theta, size_t head_d
         r->type = MM_ROPE_DYNAMIC;
     else if (strcmp(type, "llama3") == 0)
         r->type = MM_ROPE_LLAMA3;
+    else if (strcmp(type, "yarn") == 0)
+        r->type = MM_ROPE_YARN;
+    else if (strcmp(type, "longrope") == 0)
+        r->type = MM_ROPE_LONGROPE;
     else
-        return mm_err_set(err, -EINVAL, "config.json: rope type %s is not supported (default, linear, dynamic, llama3)",
-                          type);
+        return mm_err_set(err, -EINVAL, "config.json: rope type %s is not supported (default, linear, dynamic, llama3, "
+                          "yarn, longrope)", type);
     r->theta = num(p, "rope_theta", theta);
     r->factor = num(p, "factor", 1.0);
     r->low_freq_factor = num(p, "low_freq_factor", 1.0);
@@ -103,6 +107,34 @@ static int rope_of(const cJSON *cfg, const cJSON *p, double theta, size_t head_d
     r->original_max_pos = num(cfg, "original_max_position_embeddings", num(p, "original_max_position_embeddings", r->max_pos));
     double prf = num(p, "partial_rotary_factor", num(cfg, "partial_rotary_factor", 1.0));
     r->rot_dim = (size_t)((double)head_dim * prf) & ~(size_t)1;
+    if (r->type == MM_ROPE_YARN || r->type == MM_ROPE_LONGROPE) {
+        /* without a factor, the ratio of the context lengths */
+        r->factor = num(p, "factor", r->max_pos / r->original_max_pos);
+        r->attention_factor = num(p, "attention_factor", -1.0);
+        r->mscale = num(p, "mscale", 0);
+        r->mscale_all_dim = num(p, "mscale_all_dim", 0);
+        r->beta_fast = num(p, "beta_fast", 0) ? num(p, "beta_fast", 0) : 32;
+        r->beta_slow = num(p, "beta_slow", 0) ? num(p, "beta_slow", 0) : 1;
+        r->truncate = !cJSON_IsFalse(item(p, "truncate"));
+    }
+    if (r->type == MM_ROPE_LONGROPE) {
+        const char *keys[2] = { "short_factor", "long_factor" };
+        double **dst[2] = { &r->short_factor, &r->long_factor };
+        for (int k = 0; k < 2; k++) {
+            const cJSON *arr = item(p, keys[k]);
+            if (!cJSON_IsArray(arr) || (size_t)cJSON_GetArraySize(arr) != r->rot_dim / 2)
+                return mm_err_set(err, -EINVAL, "config.json: longrope %s must be a list of %zu numbers", keys[k],
+                                  r->rot_dim / 2);
+            *dst[k] = mm_xcalloc(r->rot_dim / 2 + 1, sizeof **dst[k]);
+            for (size_t i = 0; i < r->rot_dim / 2; i++) {
+                const cJSON *v = cJSON_GetArrayItem(arr, (int)i);
+                if (!cJSON_IsNumber(v) || !(v->valuedouble > 0))
+                    return mm_err_set(err, -EINVAL, "config.json: longrope %s must be a list of positive numbers",
+                                      keys[k]);
+                (*dst[k])[i] = v->valuedouble;
+            }
+        }
+    }
     if (r->type != MM_ROPE_DEFAULT && !(r->factor > 0))
         return mm_err_set(err, -EINVAL, "config.json: rope factor must be positive");
     if (r->type == MM_ROPE_LLAMA3 && !(r->high_freq_factor > r->low_freq_factor))
@@ -247,12 +279,52 @@ void mm_fwd_arch_free(mm_fwd_arch *a)
 {
     free(a->window);
     a->window = NULL;
+    /* rope[1] may be a copy of rope[0] that shares its arrays */
+    if (a->rope[1].short_factor != a->rope[0].short_factor)
+        free(a->rope[1].short_factor), free(a->rope[1].long_factor);
+    free(a->rope[0].short_factor), free(a->rope[0].long_factor);
+    memset(a->rope, 0, sizeof a->rope);
 }
 
-void mm_fwd_rope_inv_freq(const mm_fwd_rope *r, size_t seq, float *inv_freq)
+/* yarn's attention scaling of a context extended `scale` times */
+static double yarn_mscale(double scale, double mscale)
+{
+    return scale <= 1 ? 1.0 : 0.1 * mscale * log(scale) + 1.0;
+}
+
+/* yarn: the (fractional) dimension index whose wavelength makes `rotations` turns over the trained length */
+static double yarn_correction_dim(double rotations, double dim, double base, double max_pos)
+{
+    return dim * log(max_pos / (rotations * 2.0 * M_PI)) / (2.0 * log(base));
+}
+
+void mm_fwd_rope_freqs(const mm_fwd_rope *r, size_t seq, mm_fwd_rot *rot)
 {
     const size_t dim = r->rot_dim;
     double base = r->theta;
+    float *inv_freq = rot->inv_freq;
+    rot->dim = dim;
+    rot->scale = 1.0f;
+    if (r->type == MM_ROPE_YARN || r->type == MM_ROPE_LONGROPE) {
+        double s = r->attention_factor;
+        if (s < 0 && r->type == MM_ROPE_YARN)
+            s = r->mscale && r->mscale_all_dim ? yarn_mscale(r->factor, r->mscale) / yarn_mscale(r->factor, r->mscale_all_dim)
+                                               : yarn_mscale(r->factor, 1.0);
+        else if (s < 0)
+            s = r->factor <= 1 ? 1.0 : sqrt(1.0 + log(r->factor) / log(r->original_max_pos));
+        rot->scale = (float)s;
+    }
+    double low = 0, high = 0;
+    if (r->type == MM_ROPE_YARN) {
+        low = yarn_correction_dim(r->beta_fast, (double)dim, base, r->original_max_pos);
+        high = yarn_correction_dim(r->beta_slow, (double)dim, base, r->original_max_pos);
+        if (r->truncate)
+            low = floor(low), high = ceil(high);
+        low = low < 0 ? 0 : low;
+        high = high > (double)dim - 1 ? (double)dim - 1 : high;
+        if (low == high)
+            high += 0.001; /* transformers' guard against a zero-width ramp */
+    }
     if (r->type == MM_ROPE_DYNAMIC && (double)seq > r->max_pos) {
         /* NTK-aware scaling, applied by transformers only once a sequence is longer than the trained length */
         base *= pow(r->factor * (double)seq / r->max_pos - (r->factor - 1.0), (double)dim / ((double)dim - 2.0));
@@ -271,6 +343,14 @@ void mm_fwd_rope_inv_freq(const mm_fwd_rope *r, size_t seq, float *inv_freq)
                 double s = (r->original_max_pos / wavelen - r->low_freq_factor) / (r->high_freq_factor - r->low_freq_factor);
                 f = (1.0 - s) * f / r->factor + s * f;
             }
+        } else if (r->type == MM_ROPE_YARN) {
+            /* interpolated (f / factor) below the ramp, extrapolated (f) above it, blended along it */
+            double ramp = ((double)i - low) / (high - low);
+            double extra = 1.0 - (ramp < 0 ? 0 : ramp > 1 ? 1 : ramp);
+            f = f / r->factor * (1.0 - extra) + f * extra;
+        } else if (r->type == MM_ROPE_LONGROPE) {
+            /* per-frequency factors, the long ones once a sequence outgrows the trained length */
+            f /= ((double)seq > r->original_max_pos ? r->long_factor : r->short_factor)[i];
         }
         inv_freq[i] = (float)f;
     }

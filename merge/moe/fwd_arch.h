@@ -16,16 +16,29 @@
 
 typedef enum mm_fwd_act { MM_ACT_SILU, MM_ACT_GELU_ERF, MM_ACT_GELU_TANH } mm_fwd_act;
 
-typedef enum mm_rope_type { MM_ROPE_DEFAULT, MM_ROPE_LINEAR, MM_ROPE_DYNAMIC, MM_ROPE_LLAMA3 } mm_rope_type;
+typedef enum mm_rope_type {
+    MM_ROPE_DEFAULT, MM_ROPE_LINEAR, MM_ROPE_DYNAMIC, MM_ROPE_LLAMA3, MM_ROPE_YARN, MM_ROPE_LONGROPE
+} mm_rope_type;
 
 /* RoPE parameters (transformers' rope_parameters after standardisation). */
 typedef struct mm_fwd_rope {
     mm_rope_type type;
     double theta, factor, low_freq_factor, high_freq_factor;
-    double original_max_pos; /* llama3: original_max_position_embeddings */
+    double original_max_pos; /* llama3, yarn, longrope: original_max_position_embeddings */
     double max_pos;          /* max_position_embeddings (dynamic) */
     size_t rot_dim;          /* the rotated part of a head: head_dim * partial_rotary_factor, even */
+    double attention_factor; /* yarn, longrope: cos and sin are scaled by it; < 0 when the config has none */
+    double mscale, mscale_all_dim, beta_fast, beta_slow; /* yarn */
+    int truncate;            /* yarn: the correction range is rounded outwards */
+    double *short_factor, *long_factor; /* longrope: rot_dim / 2 each (heap) */
 } mm_fwd_rope;
+
+/* The rotation of one layer for one sequence length: what mm_fwd_rope_freqs computes. */
+typedef struct mm_fwd_rot {
+    float *inv_freq;         /* dim / 2 inverse frequencies */
+    size_t dim;              /* the rotated part of a head */
+    float scale;             /* cos and sin are multiplied by it (transformers' attention_scaling) */
+} mm_fwd_rot;
 
 typedef struct mm_fwd_arch {
     char family[32];         /* model_type of the text model */
@@ -51,8 +64,9 @@ typedef struct mm_fwd_arch {
 int mm_fwd_arch_open(const mm_model *m, mm_fwd_arch *a, mm_err *err);
 void mm_fwd_arch_free(mm_fwd_arch *a);
 
-/* The inverse frequencies inv_freq[0 .. r->rot_dim / 2) for sequences of `seq` positions (dynamic NTK
- * scaling depends on it), computed as transformers does (float32 of a double-free formula). */
-void mm_fwd_rope_inv_freq(const mm_fwd_rope *r, size_t seq, float *inv_freq);
+/* The rotation for sequences of `seq` positions (dynamic NTK and longrope depend on it), as transformers'
+ * rope init functions compute it (in double, then rounded to float32): fills rot->inv_freq[0 .. rot_dim
+ * / 2) (the caller's array) and sets rot->dim and rot->scale. */
+void mm_fwd_rope_freqs(const mm_fwd_rope *r, size_t seq, mm_fwd_rot *rot);
 
 #endif

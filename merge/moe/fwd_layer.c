@@ -83,9 +83,9 @@ void mm_fwd_layer_free(mm_fwd_layer *l)
 typedef struct run {
     const mm_fwd_arch *a;
     const mm_fwd_layer *l;
-    size_t batch, seq, window, rot_dim;
+    size_t batch, seq, window;
     const uint8_t *mask;
-    const float *inv_freq;
+    const mm_fwd_rot *rot;
     float *q, *k, *v, *att, *scores; /* scores: seq floats per thread part, see job_attend */
     size_t nparts;
     /* the current projection y[:, j] = x W^T + b, or norm y[r] = norm(x[r]) over n floats, or gate */
@@ -120,7 +120,7 @@ static void job_qk(void *ctx, size_t r0, size_t r1)
             float *x = is_q ? r->q + (i * a->heads + h) * hd : r->k + (i * a->kv_heads + h - a->heads) * hd;
             if (a->qk_norm)
                 mm_fwd_rmsnorm(x, hd, is_q ? r->l->q_norm : r->l->k_norm, a->eps, a->norm_plus_one, x);
-            mm_fwd_apply_rope(x, r->rot_dim, r->inv_freq, pos);
+            mm_fwd_apply_rope(x, r->rot, pos);
         }
     }
 }
@@ -169,8 +169,8 @@ static void add(float *x, const float *d, size_t n)
         x[i] += d[i];
 }
 
-int mm_fwd_layer_run(const mm_fwd_arch *a, const mm_fwd_layer *l, size_t window, const float *inv_freq,
-                     size_t rot_dim, float *x, size_t batch, size_t seq, const uint8_t *mask, size_t threads,
+int mm_fwd_layer_run(const mm_fwd_arch *a, const mm_fwd_layer *l, size_t window, const mm_fwd_rot *rot,
+                     float *x, size_t batch, size_t seq, const uint8_t *mask, size_t threads,
                      mm_err *err)
 {
     const size_t N = batch * seq, H = a->hidden, I = a->inter, QD = a->heads * a->head_dim,
@@ -183,8 +183,8 @@ int mm_fwd_layer_run(const mm_fwd_arch *a, const mm_fwd_layer *l, size_t window,
     if (!buf)
         return mm_err_set(err, -ENOMEM, "forward pass: out of memory for the activations of %zu tokens", N);
     float *xn = buf, *o = xn + N * H, *g = o + N * H, *u = g + N * I;
-    run r = { .a = a, .l = l, .batch = batch, .seq = seq, .window = window, .rot_dim = rot_dim, .mask = mask,
-              .inv_freq = inv_freq, .q = u + N * I };
+    run r = { .a = a, .l = l, .batch = batch, .seq = seq, .window = window, .rot = rot, .mask = mask,
+              .q = u + N * I };
     r.k = r.q + N * QD, r.v = r.k + N * KD, r.att = r.v + N * KD, r.scores = r.att + N * QD;
 
     /* attention: x += [post_norm](o_proj(attend(rope(q), rope(k), v))) of the normed x */

@@ -23,10 +23,10 @@ typedef struct mm_fwd_layer {
 int mm_fwd_layer_load(const mm_model *m, const mm_fwd_arch *a, size_t i, mm_fwd_layer *l, mm_err *err);
 void mm_fwd_layer_free(mm_fwd_layer *l);
 
-/* x [batch][seq][hidden] becomes the layer's output, in place. mask: [batch][seq] or NULL; inv_freq:
- * this layer's RoPE frequencies (rot_dim / 2). 0 or -ENOMEM. */
-int mm_fwd_layer_run(const mm_fwd_arch *a, const mm_fwd_layer *l, size_t window, const float *inv_freq,
-                     size_t rot_dim, float *x, size_t batch, size_t seq, const uint8_t *mask, size_t threads,
+/* x [batch][seq][hidden] becomes the layer's output, in place. mask: [batch][seq] or NULL; window: the
+ * layer's sliding window (0: none); rot: its RoPE for this seq. 0 or -ENOMEM. */
+int mm_fwd_layer_run(const mm_fwd_arch *a, const mm_fwd_layer *l, size_t window, const mm_fwd_rot *rot,
+                     float *x, size_t batch, size_t seq, const uint8_t *mask, size_t threads,
                      mm_err *err);
 
 #endif

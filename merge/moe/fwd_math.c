@@ -36,13 +36,13 @@ void mm_fwd_linear(const float *x, size_t rows, size_t in, const float *w, const
     }
 }
 
-void mm_fwd_apply_rope(float *x, size_t rot_dim, const float *inv_freq, size_t pos)
+void mm_fwd_apply_rope(float *x, const mm_fwd_rot *rot, size_t pos)
 {
-    const size_t h = rot_dim / 2;
+    const size_t h = rot->dim / 2;
     for (size_t i = 0; i < h; i++) {
         /* transformers: the angle is float32 position times float32 frequency */
-        float ang = (float)pos * inv_freq[i];
-        float c = cosf(ang), s = sinf(ang);
+        float ang = (float)pos * rot->inv_freq[i];
+        float c = cosf(ang) * rot->scale, s = sinf(ang) * rot->scale;
         float a = x[i], b = x[i + h];
         x[i] = a * c - b * s;
         x[i + h] = b * c + a * s;

@@ -21,8 +21,8 @@ void mm_fwd_linear(const float *x, size_t rows, size_t in, const float *w, const
                    float *y, size_t y_stride);
 
 /* RoPE on one head vector at position pos (transformers' rotate_half layout: element i pairs with
- * i + rot_dim / 2 for i < rot_dim / 2; elements from rot_dim on are left as they are). */
-void mm_fwd_apply_rope(float *x, size_t rot_dim, const float *inv_freq, size_t pos);
+ * i + rot->dim / 2 for i < rot->dim / 2; elements from rot->dim on are left as they are). */
+void mm_fwd_apply_rope(float *x, const mm_fwd_rot *rot, size_t pos);
 
 /* Attention of one head of one sequence: out[i] = sum_j p_ij v[j] for i < seq, where p_i is the softmax
  * over the keys j that query i may attend (j <= i, mask[j] != 0, and i - j < window when window > 0) of

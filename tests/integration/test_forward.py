@@ -137,6 +137,15 @@ VARIANTS = {
                                                                 layer_types=["full_attention", "sliding_attention",
                                                                              "full_attention"])),
     "phi3-partial-rotary": ("phi3", lambda c: c.update(partial_rotary_factor=0.5)),
+    # longrope (Phi-3 128k, Phi-3.5): short factors up to original_max_position_embeddings, long beyond
+    "phi3-longrope": ("phi3", lambda c: c.update(original_max_position_embeddings=16, max_position_embeddings=64,
+                                                 rope_scaling={"type": "longrope", "short_factor": [1.0, 1.5, 2.0, 3.0],
+                                                               "long_factor": [1.0, 2.0, 6.0, 20.0]})),
+    "qwen2-yarn": ("qwen2.5", lambda c: c.update(rope_scaling={"type": "yarn", "factor": 4.0,
+                                                               "original_max_position_embeddings": 32})),
+    "qwen3-yarn-mscale": ("qwen3", lambda c: c.update(rope_theta=500.0, rope_scaling={
+        "rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 64, "mscale": 1.0,
+        "mscale_all_dim": 0.5, "beta_fast": 16, "truncate": False})),
 }
 
 

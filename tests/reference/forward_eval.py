@@ -53,7 +53,7 @@ def _rope_dict(cfg, params, default_theta):
     prf = cfg.get("partial_rotary_factor")
     if prf is not None:
         p["partial_rotary_factor"] = prf
-    if p["rope_type"] == "llama3":
+    if p["rope_type"] in ("llama3", "yarn", "longrope"):
         if cfg.get("original_max_position_embeddings") is not None:
             p["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
         p.setdefault("original_max_position_embeddings", cfg.get("max_position_embeddings"))
@@ -61,7 +61,7 @@ def _rope_dict(cfg, params, default_theta):
 
 
 def inv_freq(p, head_dim, seq, max_pos):
-    """RoPE inverse frequencies (modeling_rope_utils), for sequences of `seq` positions."""
+    """(RoPE inverse frequencies, cos/sin scale) (modeling_rope_utils), for sequences of `seq` positions."""
     dim = int(head_dim * p.get("partial_rotary_factor", 1.0))
     base = float(p["rope_theta"])
     kind = p["rope_type"]
@@ -81,9 +81,38 @@ def inv_freq(p, head_dim, seq, max_pos):
         smoothed = (1 - smooth) * scaled / f + smooth * scaled
         medium = ~(wl < high_wl) & ~(wl > low_wl)
         inv = np.where(medium, smoothed, scaled)
+    elif kind in ("yarn", "longrope"):
+        old = p["original_max_position_embeddings"]
+        f = p.get("factor") or max_pos / old
+        att = p.get("attention_factor")
+        if kind == "longrope":
+            if att is None:
+                att = math.sqrt(1 + math.log(f) / math.log(old)) if f > 1 else 1.0
+            ext = np.asarray(p["long_factor"] if seq > old else p["short_factor"], dtype=np.float64)
+            return inv / ext, att
+
+        def mscale(scale, m=1.0):
+            return 0.1 * m * math.log(scale) + 1.0 if scale > 1 else 1.0
+        if att is None:
+            if p.get("mscale") and p.get("mscale_all_dim"):
+                att = mscale(f, p["mscale"]) / mscale(f, p["mscale_all_dim"])
+            else:
+                att = mscale(f)
+
+        def corr(rot):   # the dimension making `rot` turns over the original length
+            return dim * math.log(old / (rot * 2 * math.pi)) / (2 * math.log(base))
+        lo, hi = corr(p.get("beta_fast") or 32), corr(p.get("beta_slow") or 1)
+        if p.get("truncate", True):
+            lo, hi = math.floor(lo), math.ceil(hi)
+        lo, hi = max(lo, 0), min(hi, dim - 1)
+        if lo == hi:
+            hi += 0.001
+        ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - lo) / (hi - lo), 0, 1)
+        keep = 1 - ramp   # extrapolation weight
+        return (inv / f) * (1 - keep) + inv * keep, att
     elif kind not in ("default", "dynamic"):
         raise ForwardError(f"rope type {kind}")
-    return inv
+    return inv, 1.0
 
 
 def describe(cfg):
@@ -165,12 +194,14 @@ def rotate_half(x):
     return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
 
 
-def apply_rope(x, inv, seq):
-    """x: [B, heads, S, hd]; the first 2 * len(inv) features rotate (cat(freqs, freqs) layout)."""
+def apply_rope(x, rope, seq):
+    """x: [B, heads, S, hd]; rope: (inv_freq, scale); the first 2 * len(inv) features rotate
+    (cat(freqs, freqs) layout), cos and sin times the scale."""
+    inv, scale = rope
     pos = np.arange(seq, dtype=np.float64)
     freqs = np.outer(pos, inv)
     emb = np.concatenate([freqs, freqs], axis=-1)
-    cos, sin = np.cos(emb), np.sin(emb)
+    cos, sin = np.cos(emb) * scale, np.sin(emb) * scale
     rd = emb.shape[-1]
     rot, rest = x[..., :rd], x[..., rd:]
     return np.concatenate([rot * cos + rotate_half(rot) * sin, rest], axis=-1)
@@ -229,8 +260,8 @@ def layer(d, w, i, x, mask, invs):
     if d["qk_norm"]:
         q = rms_norm(q, g("self_attn.q_norm.weight"), d["eps"], d["gemma"])
         k = rms_norm(k, g("self_attn.k_norm.weight"), d["eps"], d["gemma"])
-    inv = invs["sliding" if d["window"][i] else "full"]
-    q, k = apply_rope(q, inv, S), apply_rope(k, inv, S)
+    rope = invs["sliding" if d["window"][i] else "full"]
+    q, k = apply_rope(q, rope, S), apply_rope(k, rope, S)
     k = np.repeat(k, nh // nkv, axis=1)   # repeat_kv
     v = np.repeat(v, nh // nkv, axis=1)
     scores = np.einsum("bhqd,bhkd->bhqk", q, k) * d["scaling"]

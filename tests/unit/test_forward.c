@@ -20,34 +20,57 @@ static void test_inv_freq(void)
 {
     float f[4];
     mm_fwd_rope r = { .type = MM_ROPE_DEFAULT, .theta = 10000, .rot_dim = 8, .max_pos = 2048 };
-    mm_fwd_rope_inv_freq(&r, 10, f);
+    { mm_fwd_rot rot = { .inv_freq = f }; mm_fwd_rope_freqs(&r, 10, &rot); }
     CHECK(f[0] == 1.0f && near(f[1], 0.1, 1e-6) && near(f[2], 0.01, 1e-6) && near(f[3], 0.001, 1e-6));
 
     r.type = MM_ROPE_LINEAR, r.factor = 4;
-    mm_fwd_rope_inv_freq(&r, 10, f);
+    { mm_fwd_rot rot = { .inv_freq = f }; mm_fwd_rope_freqs(&r, 10, &rot); }
     CHECK(f[0] == 0.25f && near(f[3], 0.00025, 1e-6));
 
     /* Llama 3.1's scaling: kept, interpolated (wavelength between 2048 and 8192), divided by 8; the values
      * are transformers' formula evaluated in float64 (tests/reference/forward_eval.py) */
     r = (mm_fwd_rope){ .type = MM_ROPE_LLAMA3, .theta = 500000, .factor = 8, .low_freq_factor = 1,
                        .high_freq_factor = 4, .original_max_pos = 8192, .max_pos = 131072, .rot_dim = 8 };
-    mm_fwd_rope_inv_freq(&r, 10, f);
+    { mm_fwd_rot rot = { .inv_freq = f }; mm_fwd_rope_freqs(&r, 10, &rot); }
     CHECK(f[0] == 1.0f && near(f[1], 0.03760603093086393, 1e-6) && near(f[2], 0.0005248461609929549, 1e-6) &&
           near(f[3], 6.647869871181236e-06, 1e-6));
 
     /* dynamic NTK: idle up to max_position_embeddings, a larger base beyond */
     r = (mm_fwd_rope){ .type = MM_ROPE_DYNAMIC, .theta = 10000, .factor = 4, .max_pos = 16, .rot_dim = 8 };
-    mm_fwd_rope_inv_freq(&r, 16, f);
+    { mm_fwd_rot rot = { .inv_freq = f }; mm_fwd_rope_freqs(&r, 16, &rot); }
     CHECK(near(f[3], 0.001, 1e-6));
-    mm_fwd_rope_inv_freq(&r, 32, f);
+    { mm_fwd_rot rot = { .inv_freq = f }; mm_fwd_rope_freqs(&r, 32, &rot); }
     CHECK(near(f[1], 0.05848035476425732, 1e-6) && near(f[3], 0.0002, 1e-6));
+
+    /* yarn: the ramp between extrapolated and interpolated frequencies, with and without rounding its ends
+     * outwards, and the mscale of cos and sin (values: tests/reference/forward_eval.py) */
+    float y[8];
+    mm_fwd_rot rot = { .inv_freq = y };
+    r = (mm_fwd_rope){ .type = MM_ROPE_YARN, .theta = 10000, .factor = 4, .original_max_pos = 64, .rot_dim = 16,
+                       .attention_factor = -1, .beta_fast = 32, .beta_slow = 1, .truncate = 1 };
+    mm_fwd_rope_freqs(&r, 10, &rot);
+    CHECK(rot.dim == 16 && near(rot.scale, 1.138629436111989, 1e-6));
+    CHECK(y[0] == 1.0f && near(y[1], 0.23717082451262847, 1e-6) && near(y[2], 0.05, 1e-6) &&
+          near(y[7], 7.905694150420948e-05, 1e-6));
+    r.truncate = 0;
+    mm_fwd_rope_freqs(&r, 10, &rot);
+    CHECK(near(y[1], 0.19858352015369318, 1e-6) && near(y[2], 0.02559524589192421, 1e-6));
+
+    /* longrope: short factors up to the original length, long ones beyond */
+    double shorts[2] = { 1, 2 }, longs[2] = { 3, 4 };
+    r = (mm_fwd_rope){ .type = MM_ROPE_LONGROPE, .theta = 10000, .factor = 4, .original_max_pos = 64, .rot_dim = 4,
+                       .attention_factor = -1, .short_factor = shorts, .long_factor = longs };
+    mm_fwd_rope_freqs(&r, 64, &rot);
+    CHECK(y[0] == 1.0f && near(y[1], 0.005, 1e-6) && near(rot.scale, 1.1547005383792517, 1e-6));
+    mm_fwd_rope_freqs(&r, 100, &rot);
+    CHECK(near(y[0], 1.0 / 3.0, 1e-6) && near(y[1], 0.0025, 1e-6));
 }
 
 static void test_rope_pairs_halves(void)
 {
     /* rotate_half layout: element i turns with element i + rot_dim/2; the rest is untouched */
     float x[6] = { 1, 0, 0, 0, 5, 6 }, inv[2] = { 1, 0 };
-    mm_fwd_apply_rope(x, 4, inv, 1);
+    mm_fwd_apply_rope(x, &(mm_fwd_rot){ .inv_freq = inv, .dim = 4, .scale = 1.0f }, 1);
     CHECK(near(x[0], cos(1.0), 1e-6) && x[1] == 0 && near(x[2], sin(1.0), 1e-6) && x[3] == 0 && x[4] == 5 && x[5] == 6);
 }
 
@@ -134,10 +157,10 @@ static void test_arch_errors(void)
     const char *sizes = "\"hidden_size\": 8, \"intermediate_size\": 16, \"num_attention_heads\": 2, "
                         "\"num_hidden_layers\": 2";
     char cfg[512];
-    snprintf(cfg, sizeof cfg, "{\"model_type\": \"llama\", %s, \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 2}}",
+    snprintf(cfg, sizeof cfg, "{\"model_type\": \"llama\", %s, \"rope_scaling\": {\"rope_type\": \"su\", \"factor\": 2}}",
              sizes);
     CHECK(open_config(cfg, &err) == -EINVAL);
-    CHECK_STR_CONTAINS(err.msg, "rope type yarn is not supported");
+    CHECK_STR_CONTAINS(err.msg, "rope type su is not supported");
     snprintf(cfg, sizeof cfg, "{\"model_type\": \"llama\", %s, \"hidden_act\": \"relu\"}", sizes);
     CHECK(open_config(cfg, &err) == -EINVAL);
     CHECK_STR_CONTAINS(err.msg, "hidden_act relu is not supported");
