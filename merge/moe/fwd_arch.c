@@ -15,6 +15,8 @@ typedef struct family {
     int window_kind;        /* how layers get a sliding window, see layer_windows() */
     double window;          /* sliding_window when the config has no such key (its config class's default) */
     double theta;           /* rope_theta when the config has none */
+    int cfg_attn_bias;      /* attention_bias decides the q/k/v/o biases (else only qkv_bias does) */
+    int cfg_mlp_bias;       /* mlp_bias decides the MLP's biases (else there are none) */
 } family;
 
 /* WIN_NONE: the family's attention has no window whatever the config says; WIN_ALL: every layer has
@@ -23,14 +25,14 @@ typedef struct family {
 enum { WIN_NONE, WIN_ALL, WIN_QWEN, WIN_TYPES };
 
 static const family families[] = {
-    { "llama", 0, 0, 0, 0, 0, 0, MM_ACT_SILU, "hidden_act", WIN_NONE, 0, 10000.0 },
-    { "mistral", 0, 0, 0, 0, 0, 0, MM_ACT_SILU, "hidden_act", WIN_ALL, 4096, 10000.0 },
-    { "qwen2", 0, 0, 1, 0, 0, 0, MM_ACT_SILU, "hidden_act", WIN_QWEN, 4096, 10000.0 },
-    { "qwen3", 0, 0, 0, 1, 0, 0, MM_ACT_SILU, "hidden_act", WIN_QWEN, 4096, 10000.0 },
-    { "gemma", 1, 1, 0, 0, 0, 0, MM_ACT_GELU_TANH, "hidden_act", WIN_NONE, 0, 10000.0 },
-    { "gemma2", 1, 1, 0, 0, 0, 1, MM_ACT_GELU_TANH, "hidden_activation", WIN_TYPES, 4096, 10000.0 },
-    { "gemma3_text", 1, 1, 0, 1, 0, 1, MM_ACT_GELU_TANH, "hidden_activation", WIN_TYPES, 4096, 1000000.0 },
-    { "phi3", 0, 0, 0, 0, 1, 0, MM_ACT_SILU, "hidden_act", WIN_ALL, 0, 10000.0 },
+    { "llama", 0, 0, 0, 0, 0, 0, MM_ACT_SILU, "hidden_act", WIN_NONE, 0, 10000.0, 1, 1 },
+    { "mistral", 0, 0, 0, 0, 0, 0, MM_ACT_SILU, "hidden_act", WIN_ALL, 4096, 10000.0, 0, 0 },
+    { "qwen2", 0, 0, 1, 0, 0, 0, MM_ACT_SILU, "hidden_act", WIN_QWEN, 4096, 10000.0, 0, 0 },
+    { "qwen3", 0, 0, 0, 1, 0, 0, MM_ACT_SILU, "hidden_act", WIN_QWEN, 4096, 10000.0, 1, 0 },
+    { "gemma", 1, 1, 0, 0, 0, 0, MM_ACT_GELU_TANH, "hidden_act", WIN_NONE, 0, 10000.0, 1, 0 },
+    { "gemma2", 1, 1, 0, 0, 0, 1, MM_ACT_GELU_TANH, "hidden_activation", WIN_TYPES, 4096, 10000.0, 1, 0 },
+    { "gemma3_text", 1, 1, 0, 1, 0, 1, MM_ACT_GELU_TANH, "hidden_activation", WIN_TYPES, 4096, 1000000.0, 1, 0 },
+    { "phi3", 0, 0, 0, 0, 1, 0, MM_ACT_SILU, "hidden_act", WIN_ALL, 0, 10000.0, 0, 0 },
 };
 static const char supported[] = "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text (gemma3), phi3";
 
@@ -257,9 +259,9 @@ int mm_fwd_arch_open(const mm_model *m, mm_fwd_arch *a, mm_err *err)
     a->eps = (float)num(cfg, "rms_norm_eps", 1e-6);
     a->norm_plus_one = f->norm_plus_one;
     a->embed_scale = f->embed_scale;
-    a->qkv_bias = f->qkv_bias || cJSON_IsTrue(item(cfg, "attention_bias"));
-    a->o_bias = cJSON_IsTrue(item(cfg, "attention_bias"));
-    a->mlp_bias = cJSON_IsTrue(item(cfg, "mlp_bias"));
+    a->o_bias = f->cfg_attn_bias && cJSON_IsTrue(item(cfg, "attention_bias"));
+    a->qkv_bias = f->qkv_bias || a->o_bias;
+    a->mlp_bias = f->cfg_mlp_bias && cJSON_IsTrue(item(cfg, "mlp_bias"));
     a->qk_norm = f->qk_norm;
     a->fused_qkv = a->fused_gate_up = f->fused;
     a->sandwich = f->sandwich;

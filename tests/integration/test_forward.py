@@ -193,6 +193,13 @@ def test_llama_biases(tmp_path):
         assert_close(folder, *BATCHES[batch], tmp_path)
 
 
+def test_bias_keys_of_families_without_biases_are_ignored(tmp_path):
+    """Mistral's and Phi-3's projections have no bias whatever attention_bias and mlp_bias say."""
+    for name in ("mistral", "phi3"):
+        folder = edited(tmp_path, name, lambda c: c.update(attention_bias=True, mlp_bias=True))
+        assert_close(folder, *PADDED_LEFT, tmp_path)
+
+
 def test_missing_bias_is_named(tmp_path):
     folder = edited(tmp_path, "llama3", lambda c: c.update(mlp_bias=True))
     spec = tmp_path / "ids.json"

@@ -131,9 +131,11 @@ def describe(cfg):
     sandwich = mt in ("gemma2", "gemma3_text")
     d["gemma"], d["sandwich"] = gemma, sandwich
     d["qk_norm"] = mt in ("qwen3", "gemma3_text")
-    d["qkv_bias"] = mt == "qwen2" or bool(c.get("attention_bias"))
-    d["o_bias"] = bool(c.get("attention_bias"))
-    d["mlp_bias"] = bool(c.get("mlp_bias"))
+    # Linear biases: which projections have one, per family (the modeling files' bias= arguments)
+    d["o_bias"] = mt in ("llama", "qwen3") + tuple(t for t in SUPPORTED if t.startswith("gemma")) and \
+        bool(c.get("attention_bias"))
+    d["qkv_bias"] = mt == "qwen2" or d["o_bias"]
+    d["mlp_bias"] = mt == "llama" and bool(c.get("mlp_bias"))
     act = c.get("hidden_activation" if sandwich else "hidden_act") or ("gelu_pytorch_tanh" if gemma else "silu")
     d["act"] = act
     d["scaling"] = (c.get("query_pre_attn_scalar") or d["hd"]) ** -0.5 if sandwich else d["hd"] ** -0.5
