@@ -65,20 +65,31 @@ int main(int argc, char **argv)
                  seq = (size_t)cJSON_GetArraySize(cJSON_GetArrayItem(ids_j, 0));
     int32_t *ids = malloc(batch * seq * sizeof *ids + 1);
     uint8_t *mask = mask_j ? malloc(batch * seq + 1) : NULL;
-    if (read_matrix(ids_j, batch, seq, ids, 4) < 0 || (mask_j && read_matrix(mask_j, batch, seq, mask, 1) < 0))
-        return fail("IDS_JSON: \"ids\" and \"mask\" must be arrays of equal-length arrays of numbers");
+    int bad = read_matrix(ids_j, batch, seq, ids, 4) < 0 || (mask_j && read_matrix(mask_j, batch, seq, mask, 1) < 0);
     cJSON_Delete(j);
+    if (bad) {
+        free(ids);
+        free(mask);
+        return fail("IDS_JSON: \"ids\" and \"mask\" must be arrays of equal-length arrays of numbers");
+    }
 
-    mm_model *m;
-    if (mm_model_open(argv[1], lora, &m, &err) < 0)
-        return fail(err.msg);
+    mm_model *m = NULL;
     size_t layers, hidden;
-    if (mm_forward_dims(m, &layers, &hidden, &err) < 0)
+    float *out = NULL;
+    int rc = mm_model_open(argv[1], lora, &m, &err);
+    if (rc == 0 && (rc = mm_forward_dims(m, &layers, &hidden, &err)) == 0) {
+        const size_t n = layers * batch * seq * hidden;
+        out = malloc(n * sizeof *out);
+        rc = out ? mm_forward_hidden(m, ids, mask, batch, seq, out, &err) : mm_err_set(&err, -1, "out of memory");
+    }
+    free(ids);
+    free(mask);
+    if (rc < 0) {
+        free(out);
+        mm_model_free(m);
         return fail(err.msg);
+    }
     const size_t n = layers * batch * seq * hidden;
-    float *out = malloc(n * sizeof *out);
-    if (!out || mm_forward_hidden(m, ids, mask, batch, seq, out, &err) < 0)
-        return fail(out ? err.msg : "out of memory");
     if (argc == 4) {
         FILE *f = fopen(argv[3], "wb");
         if (!f || fwrite(out, sizeof *out, n, f) != n || fclose(f) != 0)
@@ -92,8 +103,6 @@ int main(int argc, char **argv)
         printf("]}\n");
     }
     free(out);
-    free(ids);
-    free(mask);
     mm_model_free(m);
     return 0;
 }

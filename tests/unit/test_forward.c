@@ -134,7 +134,8 @@ static void test_parallel_covers_once(void)
 /* mm_fwd_arch_open on a config alone: no tensors, so a supported family stops at the embedding. */
 static int open_config(const char *json, mm_err *err)
 {
-    mm_model m = { .path = "/m", .config = cJSON_Parse(json) };
+    mm_model_tensor none[1]; /* no tensors, but a real array for mm_model_find's bsearch */
+    mm_model m = { .path = "/m", .config = cJSON_Parse(json), .tensors = none };
     mm_fwd_arch a;
     int rc = mm_fwd_arch_open(&m, &a, err);
     if (rc == 0)
