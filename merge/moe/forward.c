@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,44 @@ static int embed(const mm_model *m, const mm_fwd_arch *a, const int32_t *ids, si
     return 0;
 }
 
+/* A layer's weights loaded on a thread of its own, so that reading layer i + 1 overlaps computing layer
+ * i: at most two layers are in memory. */
+typedef struct loader {
+    const mm_model *m;
+    const mm_fwd_arch *a;
+    size_t i;
+    mm_fwd_layer l;
+    mm_err err;
+    int rc, started;
+    pthread_t tid;
+} loader;
+
+static void *load_main(void *arg)
+{
+    loader *ld = arg;
+    ld->rc = mm_fwd_layer_load(ld->m, ld->a, ld->i, &ld->l, &ld->err);
+    return NULL;
+}
+
+static void load_start(loader *ld, const mm_model *m, const mm_fwd_arch *a, size_t i)
+{
+    ld->m = m, ld->a = a, ld->i = i, ld->rc = 0;
+    ld->started = pthread_create(&ld->tid, NULL, load_main, ld) == 0;
+    if (!ld->started)
+        load_main(ld); /* no thread: load now, on the caller's */
+}
+
+/* Waits for the load; 0 with ld->l filled, or its error copied into err. */
+static int load_finish(loader *ld, mm_err *err)
+{
+    if (ld->started)
+        pthread_join(ld->tid, NULL);
+    ld->started = 0;
+    if (ld->rc < 0)
+        *err = ld->err;
+    return ld->rc;
+}
+
 int mm_forward_hidden(const mm_model *m, const int32_t *ids, const uint8_t *mask, size_t batch, size_t seq,
                       float *out, mm_err *err)
 {
@@ -69,17 +108,32 @@ int mm_forward_hidden(const mm_model *m, const int32_t *ids, const uint8_t *mask
     mm_fwd_rope_freqs(&a.rope[1], seq, &rot[1]);
     /* each layer runs in place on out[l + 1], a copy of its input out[l]; the last layer's output is not
      * one of the hidden states asked for, so that layer is never run */
+    const size_t nrun = n ? a.layers - 1 : 0;
+    loader ld[2] = { 0 };
+    if (nrun)
+        load_start(&ld[0], m, &a, 0);
     rc = n ? embed(m, &a, ids, n, out, err) : 0;
-    for (size_t i = 0; rc == 0 && n && i + 1 < a.layers; i++) {
-        mm_fwd_layer l;
-        if ((rc = mm_fwd_layer_load(m, &a, i, &l, err)) < 0)
+    for (size_t i = 0; i < nrun; i++) {
+        loader *cur = &ld[i % 2], *next = &ld[(i + 1) % 2];
+        int lrc = load_finish(cur, rc < 0 ? &(mm_err){ 0 } : err);
+        if (rc == 0)
+            rc = lrc;
+        if (rc < 0) {
+            mm_fwd_layer_free(&cur->l);
             break;
+        }
+        if (i + 1 < nrun)
+            load_start(next, m, &a, i + 1);
         float *x = out + (i + 1) * n * H;
         memcpy(x, out + i * n * H, n * H * sizeof *x);
-        rc = mm_fwd_layer_run(&a, &l, a.window[i], &rot[a.window[i] != 0], x, batch, seq, mask, threads, err);
-        mm_fwd_layer_free(&l);
-        if (rc < 0)
+        rc = mm_fwd_layer_run(&a, &cur->l, a.window[i], &rot[a.window[i] != 0], x, batch, seq, mask, threads, err);
+        mm_fwd_layer_free(&cur->l);
+        if (rc < 0) {
             mm_err_prefix(err, "layer %zu", i);
+            if (i + 1 < nrun && load_finish(next, &(mm_err){ 0 }) == 0)
+                mm_fwd_layer_free(&next->l);
+            break;
+        }
     }
     free(inv_freq);
     mm_fwd_arch_free(&a);

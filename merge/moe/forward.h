@@ -16,8 +16,9 @@
  * Gemma 2's attn_logit_softcapping is applied (the architecture's definition and transformers' eager
  * attention); transformers 5's default sdpa attention silently drops it, so a Gemma 2 run there differs.
  *
- * Memory: weights are streamed one decoder layer at a time (loaded, run over every row, freed); only the
- * embedding rows of the ids are read. Work is split over a few threads.
+ * Memory: weights are streamed one decoder layer at a time (loaded, run over every row, freed), the next
+ * layer being read on a thread of its own while one runs, so at most two layers are in memory; only the
+ * embedding rows of the ids are read. The layer's work is split over a few threads (mm_fwd_threads).
  *
  * Families (config.json model_type, or its text_config's): see mm_fwd_arch_open (merge/moe/fwd_arch.h). */
 #ifndef MM_FORWARD_H

@@ -200,6 +200,20 @@ def test_bias_keys_of_families_without_biases_are_ignored(tmp_path):
         assert_close(folder, *PADDED_LEFT, tmp_path)
 
 
+def test_missing_layer_is_named(tmp_path):
+    """The last layer's output is no hidden state asked for, so its weights are never read; a missing
+    earlier layer fails, read ahead while the one before it runs."""
+    spec = tmp_path / "ids.json"
+    spec.write_text(json.dumps({"ids": [[1, 2]]}))
+    folder = edited(tmp_path, "llama3", lambda c: c.update(num_hidden_layers=4))   # files: layers 0..2
+    r = subprocess.run([FWD_DUMP, folder, str(spec)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout)["layers"] == 4, r.stderr
+    (tmp_path / "b").mkdir()
+    folder = edited(tmp_path / "b", "llama3", lambda c: c.update(num_hidden_layers=5))
+    r = subprocess.run([FWD_DUMP, folder, str(spec)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "no tensor model.layers.3.input_layernorm.weight" in r.stderr, r.stderr
+
+
 def test_missing_bias_is_named(tmp_path):
     folder = edited(tmp_path, "llama3", lambda c: c.update(mlp_bias=True))
     spec = tmp_path / "ids.json"
