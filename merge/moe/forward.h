@@ -5,6 +5,9 @@
  * .hidden_states[:-1]` with the model in float32 (every stored weight converted to float32), the default
  * (sdpa) attention and no position_ids given, i.e. hidden_states[0] is the embedding output (scaled by
  * sqrt(hidden_size) for the Gemma families) and hidden_states[l] the input of decoder layer l.
+ * Gemma's normalizer sqrt(hidden_size) is rounded to the embedding's stored dtype first: transformers
+ * makes it a tensor of the model's dtype, and mergekit-moe loads models in bfloat16, the dtype of the
+ * usual checkpoint.
  *
  * Padding (transformers 5's behaviour): positions are 0..seq-1 in every row whatever the padding, a key
  * whose mask is 0 is never attended, attention is causal (and windowed on sliding-window layers). A
