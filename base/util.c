@@ -335,6 +335,36 @@ size_t mm_utf8_valid_len(const char *s, size_t len)
     return len;
 }
 
+size_t mm_utf8_next(const char *s, uint32_t *cp)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    if (p[0] < 0x80) {
+        *cp = p[0];
+        return 1;
+    }
+    size_t n = p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : 2;
+    uint32_t v = p[0] & (0x7fu >> n); /* the lead byte keeps 7 - n payload bits */
+    for (size_t k = 1; k < n; k++)
+        v = (v << 6) | (p[k] & 0x3fu);
+    *cp = v;
+    return n;
+}
+
+size_t mm_utf8_put(uint32_t cp, char *out)
+{
+    unsigned char *o = (unsigned char *)out;
+    if (cp < 0x80) {
+        o[0] = (unsigned char)cp;
+        return 1;
+    }
+    size_t n = cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    static const unsigned char lead[5] = {0, 0, 0xc0, 0xe0, 0xf0};
+    for (size_t k = n - 1; k > 0; k--, cp >>= 6)
+        o[k] = (unsigned char)(0x80 | (cp & 0x3f));
+    o[0] = (unsigned char)(lead[n] | cp);
+    return n;
+}
+
 const char *mm_quote(char *buf, size_t size, const char *s, size_t len)
 {
     size_t o = 0, i = 0;

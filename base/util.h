@@ -82,6 +82,12 @@ int mm_pread_full(int fd, void *buf, size_t len, uint64_t off);
  * that must be UTF-8 (safetensors headers, JSON), so the error can say where it goes wrong. */
 size_t mm_utf8_valid_len(const char *s, size_t len);
 
+/* One code point of well-formed UTF-8 (checked before, e.g. with mm_utf8_valid_len): its value into
+ * *cp; returns its length in bytes (1 to 4). */
+size_t mm_utf8_next(const char *s, uint32_t *cp);
+/* cp (at most U+10FFFF, no surrogate) as UTF-8 into out (room for 4 bytes); returns the length. */
+size_t mm_utf8_put(uint32_t cp, char *out);
+
 /* s[0..len) as a quoted string for a message: 'text', with \n, \t, \r, \\, \' and \xNN for other
  * bytes below 0x20, 0x7f and bytes that are not UTF-8, cut with "..." to fit buf (size >= 16). For
  * names from files we did not write (tokens, pieces), which can hold anything. Returns buf. */

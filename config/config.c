@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "config_internal.h"
 #include "ytree.h"
 
 /* Real configs are a few kilobytes (a 100-slice frankenmerge is ~50 KB); a bigger file is almost
@@ -17,39 +18,32 @@
 #define MAX_CONFIG_SIZE ((size_t)1 << 20)
 
 
-typedef struct ctx {
-    mm_config *c;
-    mm_err *err;
-} ctx;
+typedef mm_cfg_ctx ctx;
 
-static mm_srcpos pos_of(const ctx *x, const mm_ynode *n)
+mm_srcpos mm_cfg_pos(const ctx *x, const mm_ynode *n)
 {
     return (mm_srcpos){x->c->path, n ? n->line : 1, n ? n->col : 1};
 }
 
-static int fail(const ctx *x, const mm_ynode *n, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(const ctx *x, const mm_ynode *n, int code, const char *fmt, ...)
+int mm_cfg_fail(const ctx *x, const mm_ynode *n, int code, const char *fmt, ...)
 {
     char msg[sizeof x->err->msg];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    mm_srcpos p = pos_of(x, n);
+    mm_srcpos p = mm_cfg_pos(x, n);
     return mm_err_set(x->err, code, "%s:%d:%d: %.1900s", p.file, p.line, p.col, msg);
 }
 
-/* Present and not null: pydantic's Optional fields treat `key:` with nothing after it as unset. */
-static int is_given(const mm_ynode *n)
+int mm_cfg_given(const mm_ynode *n)
 {
     return n && !mm_ynode_is_null(n);
 }
 
-/* A node as it reads in a message: a scalar's text in quotes, otherwise its kind. */
-static const char *shown(const mm_ynode *n, char *buf, size_t len)
+const char *mm_cfg_shown(const mm_ynode *n, char *buf, size_t len)
 {
-    if (!is_given(n) || n->kind != MM_YN_SCALAR)
+    if (!mm_cfg_given(n) || n->kind != MM_YN_SCALAR)
         return mm_ynode_describe(n);
     snprintf(buf, len, "'%.200s'", n->text);
     return buf;
@@ -57,11 +51,7 @@ static const char *shown(const mm_ynode *n, char *buf, size_t len)
 
 /* ---- unknown keys (D11) ---- */
 
-typedef struct level {
-    const char *where; /* completes "unknown key 'x' ..." */
-    const char *const *keys;
-    size_t nkeys;
-} level;
+typedef mm_cfg_level level;
 
 static const char *const top_keys[] = {"merge_method", "models", "slices", "base_model", "parameters", "dtype",
                                        "out_dtype", "tokenizer_source", "tokenizer", "chat_template", "modules"};
@@ -157,7 +147,7 @@ static void warn_unknown(const ctx *x, const mm_ynode *key, const level *lv)
                 lv->where, hint);
 }
 
-static void check_keys(const ctx *x, const mm_ynode *map, const level *lv)
+void mm_cfg_check_keys(const ctx *x, const mm_ynode *map, const level *lv)
 {
     for (size_t i = 0; i < map->npairs; i++) {
         const mm_ynode *key = map->pairs[i].key;
@@ -177,7 +167,7 @@ static int scalar_param(const ctx *x, const char *name, const mm_ynode *n, mm_pv
 {
     switch (n->type) {
     case MM_YS_NULL:
-        return fail(x, n, -EINVAL, "parameter '%s' has no value (give one, e.g. '%s: 0.5', or remove the key)", name,
+        return mm_cfg_fail(x, n, -EINVAL, "parameter '%s' has no value (give one, e.g. '%s: 0.5', or remove the key)", name,
                     name);
     case MM_YS_BOOL:
         *v = (mm_pvalue){.kind = MM_PV_BOOL, .b = n->b};
@@ -194,7 +184,7 @@ static int scalar_param(const ctx *x, const char *name, const mm_ynode *n, mm_pv
 
 static int mixed_list(const ctx *x, const char *name, const mm_ynode *item)
 {
-    return fail(x, item, -EINVAL,
+    return mm_cfg_fail(x, item, -EINVAL,
                 "parameter '%s' mixes kinds of entries in one list, found %s here (a list holds either plain values "
                 "(a gradient such as [0, 0.5, 1]) or '- filter: ... value: ...' entries, not both)",
                 name, mm_ynode_describe(item));
@@ -213,7 +203,7 @@ static int gradient_param(const ctx *x, const char *name, const mm_ynode *n, mm_
         if (rc < 0)
             return rc;
         if ((s->grad[i].kind == MM_PV_NUM) != (s->grad[0].kind == MM_PV_NUM))
-            return fail(x, item, -EINVAL,
+            return mm_cfg_fail(x, item, -EINVAL,
                         "parameter '%s' mixes numbers and non-numbers in one list (a gradient is a list of "
                         "numbers, e.g. [0, 0.5, 1])",
                         name);
@@ -223,17 +213,17 @@ static int gradient_param(const ctx *x, const char *name, const mm_ynode *n, mm_
 
 static int cond_entry(const ctx *x, const char *name, const mm_ynode *e, mm_pcond *c)
 {
-    check_keys(x, e, &L_COND);
-    c->pos = pos_of(x, e);
+    mm_cfg_check_keys(x, e, &L_COND);
+    c->pos = mm_cfg_pos(x, e);
     const mm_ynode *f = mm_ymap_get(e, "filter", NULL), *v = mm_ymap_get(e, "value", NULL);
-    if (is_given(f)) {
+    if (mm_cfg_given(f)) {
         if (!mm_ynode_is_str(f))
-            return fail(x, f, -EINVAL, "filter must be text (part of a tensor name), found %s (put it in quotes)",
+            return mm_cfg_fail(x, f, -EINVAL, "filter must be text (part of a tensor name), found %s (put it in quotes)",
                         mm_ynode_describe(f));
         c->filter = mm_xstrdup(f->text);
     }
     if (!v)
-        return fail(x, e, -EINVAL, "this {filter, value} entry of parameter '%s' has no value: (add e.g. 'value: 0.5')",
+        return mm_cfg_fail(x, e, -EINVAL, "this {filter, value} entry of parameter '%s' has no value: (add e.g. 'value: 0.5')",
                     name);
     return parse_setting(x, name, v, 0, &c->value);
 }
@@ -256,28 +246,28 @@ static int cond_param(const ctx *x, const char *name, const mm_ynode *n, mm_pset
 static int parse_setting(const ctx *x, const char *name, const mm_ynode *n, int allow_cond, mm_psetting **out)
 {
     mm_psetting *s = *out = mm_xcalloc(1, sizeof *s);
-    s->pos = pos_of(x, n);
+    s->pos = mm_cfg_pos(x, n);
     if (n->kind == MM_YN_SCALAR) {
         s->kind = MM_PS_SCALAR;
         return scalar_param(x, name, n, &s->scalar);
     }
     if (n->kind == MM_YN_SEQ && n->nitems == 0)
-        return fail(x, n, -EINVAL, "parameter '%s' is an empty list (give a value, or a list of values for a gradient)",
+        return mm_cfg_fail(x, n, -EINVAL, "parameter '%s' is an empty list (give a value, or a list of values for a gradient)",
                     name);
     int conditional = n->kind == MM_YN_MAP || n->items[0]->kind == MM_YN_MAP;
     if (conditional && !allow_cond)
-        return fail(x, n, -EINVAL,
+        return mm_cfg_fail(x, n, -EINVAL,
                     "the value of a {filter, value} entry of parameter '%s' must be a number, a boolean, text or a "
                     "list of numbers, found %s (conditions do not nest)",
                     name, mm_ynode_describe(n));
     if (n->kind == MM_YN_SEQ)
         return conditional ? cond_param(x, name, n, s) : gradient_param(x, name, n, s);
     if (mm_ymap_get(n, "filter", NULL) || mm_ymap_get(n, "value", NULL))
-        return fail(x, n, -EINVAL,
+        return mm_cfg_fail(x, n, -EINVAL,
                     "parameter '%s' is a single {filter, value} mapping, which mergekit cannot evaluate (wrap it in a "
                     "list: write '- filter: ...' with 'value: ...' below it)",
                     name);
-    return fail(x, n, -EINVAL,
+    return mm_cfg_fail(x, n, -EINVAL,
                 "parameter '%s' must be a number, a boolean, text, a list of numbers or a list of {filter, value} "
                 "entries, found a mapping (write e.g. '%s: 0.5')",
                 name, name);
@@ -285,10 +275,10 @@ static int parse_setting(const ctx *x, const char *name, const mm_ynode *n, int 
 
 static int load_params(const ctx *x, const mm_ynode *n, mm_params *p)
 {
-    if (!is_given(n))
+    if (!mm_cfg_given(n))
         return 0;
     if (n->kind != MM_YN_MAP)
-        return fail(x, n, -EINVAL,
+        return mm_cfg_fail(x, n, -EINVAL,
                     "parameters must be a mapping of name: value, found %s (write 'parameters:' with lines such as "
                     "'  weight: 0.5' below it)",
                     mm_ynode_describe(n));
@@ -296,7 +286,7 @@ static int load_params(const ctx *x, const mm_ynode *n, mm_params *p)
     for (size_t i = 0; i < n->npairs; i++) {
         mm_param *it = &p->items[p->n++];
         it->name = mm_xstrdup(n->pairs[i].key->text);
-        it->pos = pos_of(x, n->pairs[i].key);
+        it->pos = mm_cfg_pos(x, n->pairs[i].key);
         int rc = parse_setting(x, it->name, n->pairs[i].value, 1, &it->setting);
         if (rc < 0)
             return rc;
@@ -315,20 +305,20 @@ static int ref_text(const ctx *x, const mm_ynode *n, const char *key, char **out
         return 0;
     }
     if (n->kind != MM_YN_MAP)
-        return fail(x, n, -EINVAL,
+        return mm_cfg_fail(x, n, -EINVAL,
                     "%s must be a model folder or org/name, found %s (write e.g. '%s: org/name', in quotes if it "
                     "looks like a number)",
                     key, mm_ynode_describe(n), key);
-    check_keys(x, n, &L_REF);
+    mm_cfg_check_keys(x, n, &L_REF);
     const mm_ynode *k, *v;
-    if (is_given(v = mm_ymap_get(n, "override_architecture", &k)))
-        return fail(x, k, -ENOTSUP, "override_architecture: is not supported yet (remove it; the architecture is "
+    if (mm_cfg_given(v = mm_ymap_get(n, "override_architecture", &k)))
+        return mm_cfg_fail(x, k, -ENOTSUP, "override_architecture: is not supported yet (remove it; the architecture is "
                     "inferred from the tensor names)");
     if ((v = mm_ymap_get(n, "model", NULL))) {
         /* {model: base, lora: adapter} is mergekit's mapping form of "base+adapter" (D19). */
         const mm_ynode *lora = mm_ymap_get(n, "lora", NULL);
         int rc = ref_text(x, v, "model", out);
-        if (rc < 0 || !is_given(lora))
+        if (rc < 0 || !mm_cfg_given(lora))
             return rc;
         char *adapter;
         if ((rc = ref_text(x, lora, "lora", &adapter)) < 0)
@@ -339,18 +329,18 @@ static int ref_text(const ctx *x, const mm_ynode *n, const char *key, char **out
         *out = both;
         return 0;
     }
-    if (is_given(v = mm_ymap_get(n, "lora", &k)))
-        return fail(x, k, -EINVAL, "lora: needs model: beside it (write '{model: base, lora: adapter}')");
+    if (mm_cfg_given(v = mm_ymap_get(n, "lora", &k)))
+        return mm_cfg_fail(x, k, -EINVAL, "lora: needs model: beside it (write '{model: base, lora: adapter}')");
     const mm_ynode *path = mm_ymap_get(n, "path", NULL), *rev = mm_ymap_get(n, "revision", NULL);
     if (!path || !mm_ynode_is_str(path))
-        return fail(x, path ? path : n, -EINVAL,
+        return mm_cfg_fail(x, path ? path : n, -EINVAL,
                     "a model reference written as a mapping needs path: with a folder or org/name (write e.g. "
                     "'{path: org/name, revision: main}')");
     /* A commit hash such as 1234567 reads as a number; its text is what counts. */
-    if (is_given(rev) && rev->kind == MM_YN_SCALAR)
+    if (mm_cfg_given(rev) && rev->kind == MM_YN_SCALAR)
         *out = mm_xasprintf("%s@%s", path->text, rev->text);
-    else if (is_given(rev))
-        return fail(x, rev, -EINVAL, "revision must be a branch, tag or commit hash, found %s (write e.g. "
+    else if (mm_cfg_given(rev))
+        return mm_cfg_fail(x, rev, -EINVAL, "revision must be a branch, tag or commit hash, found %s (write e.g. "
                     "'revision: main')", mm_ynode_describe(rev));
     else
         *out = mm_xstrdup(path->text);
@@ -372,24 +362,24 @@ static int check_weights(const ctx *x, const mm_ynode *n, const char *dir)
     if (has_file(dir, "model.safetensors") || has_file(dir, "model.safetensors.index.json"))
         return 0;
     if (has_file(dir, "pytorch_model.bin") || has_file(dir, "pytorch_model.bin.index.json"))
-        return fail(x, n, -EINVAL,
+        return mm_cfg_fail(x, n, -EINVAL,
                     "model folder %s has only PyTorch pickle weights (pytorch_model.bin), which mergemount does not "
                     "read (convert them to safetensors first, e.g. load the model with transformers and call "
                     "save_pretrained(folder, safe_serialization=True))",
                     dir);
-    return fail(x, n, -ENOENT,
+    return mm_cfg_fail(x, n, -ENOENT,
                 "model folder %s has no weights: no model.safetensors and no model.safetensors.index.json (give "
                 "the folder that holds the model's safetensors files)",
                 dir);
 }
 
 /* need_weights is 0 for a tokenizer donor, which only lends its tokenizer files. */
-static int load_ref(const ctx *x, const mm_ynode *n, const char *key, int need_weights, mm_modelref *r)
+int mm_cfg_load_ref(const ctx *x, const mm_ynode *n, const char *key, int need_weights, mm_modelref *r)
 {
     int rc = ref_text(x, n, key, &r->ref);
     if (rc < 0)
         return rc;
-    r->pos = pos_of(x, n);
+    r->pos = mm_cfg_pos(x, n);
     rc = mm_modelref_resolve(r->ref, &r->path, &r->lora_path, x->err);
     if (rc < 0) {
         mm_err_prefix(x->err, "%s:%d:%d", r->pos.file, r->pos.line, r->pos.col);
@@ -401,10 +391,10 @@ static int load_ref(const ctx *x, const mm_ynode *n, const char *key, int need_w
 static int load_optional_ref(const ctx *x, const mm_ynode *map, const char *key, mm_modelref **out)
 {
     const mm_ynode *n = mm_ymap_get(map, key, NULL);
-    if (!is_given(n))
+    if (!mm_cfg_given(n))
         return 0;
     *out = mm_xcalloc(1, sizeof **out);
-    return load_ref(x, n, key, 1, *out);
+    return mm_cfg_load_ref(x, n, key, 1, *out);
 }
 
 static void copy_ref(mm_modelref *to, const mm_modelref *from)
@@ -420,35 +410,35 @@ static void copy_ref(mm_modelref *to, const mm_modelref *from)
 static int check_list(const ctx *x, const mm_ynode *n, const char *key, const char *fix)
 {
     if (mm_ynode_is_null(n) || (n->kind == MM_YN_SEQ && n->nitems == 0))
-        return fail(x, n, -EINVAL, "%s: is empty (%s)", key, fix);
+        return mm_cfg_fail(x, n, -EINVAL, "%s: is empty (%s)", key, fix);
     if (n->kind != MM_YN_SEQ)
-        return fail(x, n, -EINVAL, "%s: must be a list, found %s (%s)", key, mm_ynode_describe(n), fix);
+        return mm_cfg_fail(x, n, -EINVAL, "%s: must be a list, found %s (%s)", key, mm_ynode_describe(n), fix);
     return 0;
 }
 
 static int load_range(const ctx *x, const mm_ynode *r, mm_source_def *s)
 {
     static const char fix[] = "write layer_range: [start, end] with whole numbers 0 <= start <= end; end is excluded";
-    s->range_pos = pos_of(x, r);
+    s->range_pos = mm_cfg_pos(x, r);
     if (r->kind != MM_YN_SEQ || r->nitems != 2) {
         char found[64];
         if (r->kind == MM_YN_SEQ)
             snprintf(found, sizeof found, "a list of %zu value%s", r->nitems, r->nitems == 1 ? "" : "s");
         else
             snprintf(found, sizeof found, "%s", mm_ynode_describe(r));
-        return fail(x, r, -EINVAL, "layer_range must be a list of two layer numbers, found %s (%s)", found, fix);
+        return mm_cfg_fail(x, r, -EINVAL, "layer_range must be a list of two layer numbers, found %s (%s)", found, fix);
     }
     int v[2];
     for (int i = 0; i < 2; i++) {
         const mm_ynode *e = r->items[i];
         char buf[256];
         if (e->kind != MM_YN_SCALAR || e->type != MM_YS_INT || !e->ival_ok || e->ival < 0 || e->ival > INT_MAX)
-            return fail(x, e, -EINVAL, "layer_range %s must be a whole number >= 0, found %s (%s)",
-                        i ? "end" : "start", shown(e, buf, sizeof buf), fix);
+            return mm_cfg_fail(x, e, -EINVAL, "layer_range %s must be a whole number >= 0, found %s (%s)",
+                        i ? "end" : "start", mm_cfg_shown(e, buf, sizeof buf), fix);
         v[i] = (int)e->ival;
     }
     if (v[0] > v[1])
-        return fail(x, r, -EINVAL, "layer_range [%d, %d] starts after it ends (%s)", v[0], v[1], fix);
+        return mm_cfg_fail(x, r, -EINVAL, "layer_range [%d, %d] starts after it ends (%s)", v[0], v[1], fix);
     s->has_range = 1;
     s->layer_start = v[0];
     s->layer_end = v[1];
@@ -460,19 +450,19 @@ static int load_source(const ctx *x, const mm_ynode *n, int in_slice, mm_source_
 {
     const char *list = in_slice ? "sources:" : "models:";
     if (n->kind != MM_YN_MAP)
-        return fail(x, n, -EINVAL, "each entry of %s must be a mapping with model:, found %s (write '- model: %s')",
+        return mm_cfg_fail(x, n, -EINVAL, "each entry of %s must be a mapping with model:, found %s (write '- model: %s')",
                     list, mm_ynode_describe(n), n->kind == MM_YN_SCALAR ? n->text : "org/name");
-    check_keys(x, n, in_slice ? &L_SOURCE : &L_MODEL);
+    mm_cfg_check_keys(x, n, in_slice ? &L_SOURCE : &L_MODEL);
     const mm_ynode *m = mm_ymap_get(n, "model", NULL);
-    if (!is_given(m))
-        return fail(x, n, -EINVAL, "this entry of %s has no model: (add 'model: <folder or org/name>')", list);
-    int rc = load_ref(x, m, "model", 1, &s->model);
+    if (!mm_cfg_given(m))
+        return mm_cfg_fail(x, n, -EINVAL, "this entry of %s has no model: (add 'model: <folder or org/name>')", list);
+    int rc = mm_cfg_load_ref(x, m, "model", 1, &s->model);
     if (rc < 0)
         return rc;
     if (in_slice) {
         const mm_ynode *r = mm_ymap_get(n, "layer_range", NULL);
         if (!r)
-            return fail(x, n, -EINVAL, "this source has no layer_range: (add e.g. 'layer_range: [0, 32]'; the "
+            return mm_cfg_fail(x, n, -EINVAL, "this source has no layer_range: (add e.g. 'layer_range: [0, 32]'; the "
                         "end is excluded)");
         if ((rc = load_range(x, r, s)) < 0)
             return rc;
@@ -501,7 +491,7 @@ static int load_models(const ctx *x, const mm_ynode *list, mm_slice_def **slices
         return rc;
     mm_slice_def *sl = *slices = mm_xcalloc(1, sizeof *sl);
     *nslices = 1;
-    sl->pos = pos_of(x, list);
+    sl->pos = mm_cfg_pos(x, list);
     sl->sources = mm_xcalloc(list->nitems + 1, sizeof *sl->sources);
     for (size_t i = 0; i < list->nitems; i++)
         if ((rc = load_source(x, list->items[i], 0, &sl->sources[sl->nsources++])) < 0)
@@ -513,13 +503,13 @@ static int load_models(const ctx *x, const mm_ynode *list, mm_slice_def **slices
 static int load_slice(const ctx *x, const mm_ynode *n, mm_slice_def *sl)
 {
     if (n->kind != MM_YN_MAP)
-        return fail(x, n, -EINVAL, "each entry of slices: must be a mapping with sources:, found %s (write "
+        return mm_cfg_fail(x, n, -EINVAL, "each entry of slices: must be a mapping with sources:, found %s (write "
                     "'- sources:' followed by that slice's '- model: ...' entries)", mm_ynode_describe(n));
-    check_keys(x, n, &L_SLICE);
-    sl->pos = pos_of(x, n);
+    mm_cfg_check_keys(x, n, &L_SLICE);
+    sl->pos = mm_cfg_pos(x, n);
     const mm_ynode *src = mm_ymap_get(n, "sources", NULL);
     if (!src)
-        return fail(x, n, -EINVAL, "this slice has no sources: (add 'sources:' with '- model: ...' and "
+        return mm_cfg_fail(x, n, -EINVAL, "this slice has no sources: (add 'sources:' with '- model: ...' and "
                     "'layer_range: [start, end]' entries)");
     int rc = check_list(x, src, "sources", "list the slice's inputs as '- model: ...' with 'layer_range: [a, b]'");
     if (rc < 0)
@@ -531,8 +521,8 @@ static int load_slice(const ctx *x, const mm_ynode *n, mm_slice_def *sl)
     if ((rc = load_optional_ref(x, n, "base_model", &sl->base_model)) < 0)
         return rc;
     const mm_ynode *rw = mm_ymap_get(n, "residual_weight", NULL);
-    if (is_given(rw) && !(rw->kind == MM_YN_SCALAR && (rw->type == MM_YS_INT || rw->type == MM_YS_FLOAT)))
-        return fail(x, rw, -EINVAL, "residual_weight must be a number, found %s (mergekit ignores it anyway; remove "
+    if (mm_cfg_given(rw) && !(rw->kind == MM_YN_SCALAR && (rw->type == MM_YS_INT || rw->type == MM_YS_FLOAT)))
+        return mm_cfg_fail(x, rw, -EINVAL, "residual_weight must be a number, found %s (mergekit ignores it anyway; remove "
                     "it)", mm_ynode_describe(rw));
     return load_params(x, mm_ymap_get(n, "parameters", NULL), &sl->params);
 }
@@ -555,15 +545,15 @@ static int load_slices(const ctx *x, const mm_ynode *list, mm_slice_def **slices
 static int check_one_recipe(const ctx *x, const mm_ynode *map, const char *where, const char *also)
 {
     const mm_ynode *sk, *models = mm_ymap_get(map, "models", NULL), *slices = mm_ymap_get(map, "slices", &sk);
-    if (is_given(models) && is_given(slices))
-        return fail(x, sk, -EINVAL, "both models: and slices: are given%s (use models: to merge whole models or "
+    if (mm_cfg_given(models) && mm_cfg_given(slices))
+        return mm_cfg_fail(x, sk, -EINVAL, "both models: and slices: are given%s (use models: to merge whole models or "
                     "slices: to assemble layer ranges, not both)", where);
-    if (is_given(models) || is_given(slices))
+    if (mm_cfg_given(models) || mm_cfg_given(slices))
         return 0;
     if (models || slices) /* `models:` written with nothing under it */
         return check_list(x, models ? models : slices, models ? "models" : "slices",
                           "list the models to merge, or the slices to assemble");
-    return fail(x, map, -EINVAL, "neither models: nor slices: is given%s (list the models to merge under models:, "
+    return mm_cfg_fail(x, map, -EINVAL, "neither models: nor slices: is given%s (list the models to merge under models:, "
                 "or layer ranges under slices:%s)", where, also);
 }
 
@@ -571,7 +561,7 @@ static int check_one_recipe(const ctx *x, const mm_ynode *map, const char *where
 static int load_recipe(const ctx *x, const mm_ynode *map, int *models_syntax, mm_slice_def **slices, size_t *nslices)
 {
     const mm_ynode *models = mm_ymap_get(map, "models", NULL);
-    *models_syntax = is_given(models);
+    *models_syntax = mm_cfg_given(models);
     return *models_syntax ? load_models(x, models, slices, nslices)
                           : load_slices(x, mm_ymap_get(map, "slices", NULL), slices, nslices);
 }
@@ -583,7 +573,7 @@ static int load_modules(const ctx *x, const mm_ynode *map)
     static const char fix[] = "write e.g. 'modules:' with 'text_decoder: {slices: [...]}' and 'vision_tower: "
                               "{models: [...]}' below it";
     if (map->kind != MM_YN_MAP || map->npairs == 0)
-        return fail(x, map, -EINVAL, "modules: must be a mapping of module names to recipes, found %s (%s)",
+        return mm_cfg_fail(x, map, -EINVAL, "modules: must be a mapping of module names to recipes, found %s (%s)",
                     map->kind == MM_YN_MAP ? "an empty mapping" : mm_ynode_describe(map), fix);
     mm_config *c = x->c;
     c->modules = mm_xcalloc(map->npairs, sizeof *c->modules);
@@ -591,11 +581,11 @@ static int load_modules(const ctx *x, const mm_ynode *map)
         const mm_ynode *key = map->pairs[i].key, *v = map->pairs[i].value;
         mm_module_def *m = &c->modules[c->nmodules++];
         m->name = mm_xstrdup(key->text);
-        m->pos = pos_of(x, key);
+        m->pos = mm_cfg_pos(x, key);
         if (v->kind != MM_YN_MAP)
-            return fail(x, v, -EINVAL, "module '%s' must be a mapping with models: or slices:, found %s (%s)",
+            return mm_cfg_fail(x, v, -EINVAL, "module '%s' must be a mapping with models: or slices:, found %s (%s)",
                         key->text, mm_ynode_describe(v), fix);
-        check_keys(x, v, &L_MODULE);
+        mm_cfg_check_keys(x, v, &L_MODULE);
         char where[300];
         snprintf(where, sizeof where, " for module '%.200s'", key->text);
         int rc = check_one_recipe(x, v, where, "");
@@ -623,8 +613,8 @@ static int refuse_unsupported(const ctx *x, const mm_ynode *root)
     };
     for (size_t i = 0; i < MM_COUNT(keys); i++) {
         const mm_ynode *k, *v = mm_ymap_get(root, keys[i].key, &k);
-        if (is_given(v))
-            return fail(x, k, -ENOTSUP, "%s: is not supported yet (%s)", keys[i].key, keys[i].fix);
+        if (mm_cfg_given(v))
+            return mm_cfg_fail(x, k, -ENOTSUP, "%s: is not supported yet (%s)", keys[i].key, keys[i].fix);
     }
     return 0;
 }
@@ -633,29 +623,29 @@ static int load_method(const ctx *x, const mm_ynode *root)
 {
     const mm_ynode *v = mm_ymap_get(root, "merge_method", NULL);
     if (!v)
-        return fail(x, root, -EINVAL, "merge_method is missing (add e.g. 'merge_method: linear' at the top level)");
+        return mm_cfg_fail(x, root, -EINVAL, "merge_method is missing (add e.g. 'merge_method: linear' at the top level)");
     if (!mm_ynode_is_str(v) || !v->text[0])
-        return fail(x, v, -EINVAL, "merge_method must be a method name, found %s (write e.g. 'merge_method: linear')",
+        return mm_cfg_fail(x, v, -EINVAL, "merge_method must be a method name, found %s (write e.g. 'merge_method: linear')",
                     mm_ynode_describe(v));
     x->c->merge_method = mm_xstrdup(v->text);
-    x->c->method_pos = pos_of(x, v);
+    x->c->method_pos = mm_cfg_pos(x, v);
     return 0;
 }
 
-static int load_dtype(const ctx *x, const mm_ynode *root, const char *key, mm_dtype *out, mm_srcpos *pos)
+int mm_cfg_load_dtype(const ctx *x, const mm_ynode *root, const char *key, mm_dtype *out, mm_srcpos *pos)
 {
     const mm_ynode *v = mm_ymap_get(root, key, NULL);
-    if (!is_given(v))
+    if (!mm_cfg_given(v))
         return 0;
-    *pos = pos_of(x, v);
+    *pos = mm_cfg_pos(x, v);
     if (mm_ynode_is_str(v))
         *out = mm_dtype_from_config_name(v->text);
     char buf[256];
     if (*out == MM_DT_NONE)
-        return fail(x, v, -EINVAL,
+        return mm_cfg_fail(x, v, -EINVAL,
                     "%s: %s is not a supported type (use bfloat16, float16 or float32; bf16, fp16, fp32, half, "
                     "float and a torch. prefix are accepted too)",
-                    key, shown(v, buf, sizeof buf));
+                    key, mm_cfg_shown(v, buf, sizeof buf));
     return 0;
 }
 
@@ -673,7 +663,7 @@ static int load_tok_source(const ctx *x, const mm_ynode *v, const char *key)
     }
     c->tokenizer_source = MM_TOK_MODEL;
     c->tokenizer_model = mm_xcalloc(1, sizeof *c->tokenizer_model);
-    return load_ref(x, v, key, 0, c->tokenizer_model);
+    return mm_cfg_load_ref(x, v, key, 0, c->tokenizer_model);
 }
 
 static const char *const token_src_fix =
@@ -685,25 +675,25 @@ static const char *const token_src_fix =
 static int load_token_source(const ctx *x, const mm_ynode *v, mm_tok_entry *e)
 {
     char buf[256];
-    if (!is_given(v))
-        return fail(x, v, -EINVAL, "tokenizer.tokens['%.200s'] has no source (%s)", e->token, token_src_fix);
+    if (!mm_cfg_given(v))
+        return mm_cfg_fail(x, v, -EINVAL, "tokenizer.tokens['%.200s'] has no source (%s)", e->token, token_src_fix);
     if (v->kind != MM_YN_MAP) {
         e->kind = MM_TSRC_MODEL;
-        return load_ref(x, v, "source", 0, &e->model);
+        return mm_cfg_load_ref(x, v, "source", 0, &e->model);
     }
     const mm_ynode *kind = mm_ymap_get(v, "kind", NULL);
     if (!kind)
-        return fail(x, v, -EINVAL, "tokenizer.tokens['%.200s'].source: a mapping needs kind: zero or model_token (%s)",
+        return mm_cfg_fail(x, v, -EINVAL, "tokenizer.tokens['%.200s'].source: a mapping needs kind: zero or model_token (%s)",
                     e->token, token_src_fix);
     if (!mm_ynode_is_str(kind) || (strcmp(kind->text, "zero") && strcmp(kind->text, "model_token")))
-        return fail(x, kind, -EINVAL, "tokenizer.tokens['%.200s'].source: kind must be zero or model_token, found %s "
-                    "(%s)", e->token, shown(kind, buf, sizeof buf), token_src_fix);
+        return mm_cfg_fail(x, kind, -EINVAL, "tokenizer.tokens['%.200s'].source: kind must be zero or model_token, found %s "
+                    "(%s)", e->token, mm_cfg_shown(kind, buf, sizeof buf), token_src_fix);
     for (size_t i = 0; i < v->npairs; i++) {
         const char *k = v->pairs[i].key->text;
         int ok = !strcmp(k, "kind") || (kind->text[0] == 'm' && (!strcmp(k, "model") || !strcmp(k, "token_id") ||
                                                                  !strcmp(k, "token")));
         if (!ok)
-            return fail(x, v->pairs[i].key, -EINVAL, "tokenizer.tokens['%.200s'].source: a %s source has no key "
+            return mm_cfg_fail(x, v->pairs[i].key, -EINVAL, "tokenizer.tokens['%.200s'].source: a %s source has no key "
                         "'%.100s' (%s)", e->token, kind->text, k, token_src_fix);
     }
     if (kind->text[0] == 'z') {
@@ -713,43 +703,43 @@ static int load_token_source(const ctx *x, const mm_ynode *v, mm_tok_entry *e)
     e->kind = MM_TSRC_MODEL_TOKEN;
     const mm_ynode *model = mm_ymap_get(v, "model", NULL), *id = mm_ymap_get(v, "token_id", NULL),
                    *tok = mm_ymap_get(v, "token", NULL);
-    if (!is_given(model))
-        return fail(x, v, -EINVAL, "tokenizer.tokens['%.200s'].source: model_token needs model: (%s)", e->token,
+    if (!mm_cfg_given(model))
+        return mm_cfg_fail(x, v, -EINVAL, "tokenizer.tokens['%.200s'].source: model_token needs model: (%s)", e->token,
                     token_src_fix);
-    if (is_given(id) == is_given(tok))
-        return fail(x, v, -EINVAL, "tokenizer.tokens['%.200s'].source: model_token needs exactly one of token_id "
+    if (mm_cfg_given(id) == mm_cfg_given(tok))
+        return mm_cfg_fail(x, v, -EINVAL, "tokenizer.tokens['%.200s'].source: model_token needs exactly one of token_id "
                     "and token (%s)", e->token, token_src_fix);
     e->token_id = -1;
-    if (is_given(id)) {
+    if (mm_cfg_given(id)) {
         if (id->kind != MM_YN_SCALAR || id->type != MM_YS_INT || !id->ival_ok || id->ival < 0)
-            return fail(x, id, -EINVAL, "tokenizer.tokens['%.200s'].source.token_id must be a row number (an "
-                        "integer >= 0), found %s", e->token, shown(id, buf, sizeof buf));
+            return mm_cfg_fail(x, id, -EINVAL, "tokenizer.tokens['%.200s'].source.token_id must be a row number (an "
+                        "integer >= 0), found %s", e->token, mm_cfg_shown(id, buf, sizeof buf));
         e->token_id = id->ival;
     } else {
         if (!mm_ynode_is_str(tok))
-            return fail(x, tok, -EINVAL, "tokenizer.tokens['%.200s'].source.token must be a token's text, found %s "
+            return mm_cfg_fail(x, tok, -EINVAL, "tokenizer.tokens['%.200s'].source.token must be a token's text, found %s "
                         "(quote it)", e->token, mm_ynode_describe(tok));
         e->token_text = mm_xstrdup(tok->text);
     }
-    return load_ref(x, model, "model", 0, &e->model);
+    return mm_cfg_load_ref(x, model, "model", 0, &e->model);
 }
 
 static int load_token_entry(const ctx *x, const mm_ypair *pr, mm_tok_entry *e)
 {
     e->token = mm_xstrdup(pr->key->text);
-    e->pos = pos_of(x, pr->key);
+    e->pos = mm_cfg_pos(x, pr->key);
     const mm_ynode *v = pr->value;
-    if (!is_given(v) || v->kind != MM_YN_MAP)
-        return fail(x, pr->key, -EINVAL, "tokenizer.tokens['%.200s'] must be a mapping with source: and optionally "
+    if (!mm_cfg_given(v) || v->kind != MM_YN_MAP)
+        return mm_cfg_fail(x, pr->key, -EINVAL, "tokenizer.tokens['%.200s'] must be a mapping with source: and optionally "
                     "force: (%s)", e->token, token_src_fix);
     for (size_t i = 0; i < v->npairs; i++)
         if (strcmp(v->pairs[i].key->text, "source") && strcmp(v->pairs[i].key->text, "force"))
-            return fail(x, v->pairs[i].key, -EINVAL, "tokenizer.tokens['%.200s'] has no key '%.100s' (its keys "
+            return mm_cfg_fail(x, v->pairs[i].key, -EINVAL, "tokenizer.tokens['%.200s'] has no key '%.100s' (its keys "
                         "are source and force)", e->token, v->pairs[i].key->text);
     const mm_ynode *force = mm_ymap_get(v, "force", NULL);
-    if (is_given(force)) {
+    if (mm_cfg_given(force)) {
         if (force->kind != MM_YN_SCALAR || force->type != MM_YS_BOOL)
-            return fail(x, force, -EINVAL, "tokenizer.tokens['%.200s'].force must be true or false, found %s",
+            return mm_cfg_fail(x, force, -EINVAL, "tokenizer.tokens['%.200s'].force must be true or false, found %s",
                         e->token, mm_ynode_describe(force));
         e->force = force->b;
     }
@@ -761,34 +751,34 @@ static int load_tokenizer_block(const ctx *x, const mm_ynode *v)
 {
     mm_config *c = x->c;
     if (v->kind != MM_YN_MAP)
-        return fail(x, v, -EINVAL, "tokenizer: must be a mapping with source:, tokens: and pad_to_multiple_of:, "
+        return mm_cfg_fail(x, v, -EINVAL, "tokenizer: must be a mapping with source:, tokens: and pad_to_multiple_of:, "
                     "found %s (write e.g. 'tokenizer: {source: union}')", mm_ynode_describe(v));
     for (size_t i = 0; i < v->npairs; i++) {
         const char *k = v->pairs[i].key->text;
         if (strcmp(k, "source") && strcmp(k, "tokens") && strcmp(k, "pad_to_multiple_of"))
-            return fail(x, v->pairs[i].key, -EINVAL, "tokenizer: has no key '%.100s' (its keys are source, tokens "
+            return mm_cfg_fail(x, v->pairs[i].key, -EINVAL, "tokenizer: has no key '%.100s' (its keys are source, tokens "
                         "and pad_to_multiple_of)", k);
     }
     const mm_ynode *src = mm_ymap_get(v, "source", NULL), *toks = mm_ymap_get(v, "tokens", NULL),
                    *pad = mm_ymap_get(v, "pad_to_multiple_of", NULL);
     int rc = 0;
-    if (is_given(src))
+    if (mm_cfg_given(src))
         rc = load_tok_source(x, src, "tokenizer.source");
     else
         c->tokenizer_source = MM_TOK_UNION;
     if (rc < 0)
         return rc;
-    if (is_given(pad)) {
+    if (mm_cfg_given(pad)) {
         if (pad->kind != MM_YN_SCALAR || pad->type != MM_YS_INT || !pad->ival_ok || pad->ival <= 0 ||
             pad->ival > (1 << 20))
-            return fail(x, pad, -EINVAL, "tokenizer.pad_to_multiple_of must be a positive integer (at most 1048576), "
+            return mm_cfg_fail(x, pad, -EINVAL, "tokenizer.pad_to_multiple_of must be a positive integer (at most 1048576), "
                         "found %s (e.g. 64)", mm_ynode_describe(pad));
         c->pad_to_multiple_of = (long)pad->ival;
     }
-    if (!is_given(toks))
+    if (!mm_cfg_given(toks))
         return 0;
     if (toks->kind != MM_YN_MAP)
-        return fail(x, toks, -EINVAL, "tokenizer.tokens must map tokens to {source, force}, found %s (write e.g. "
+        return mm_cfg_fail(x, toks, -EINVAL, "tokenizer.tokens must map tokens to {source, force}, found %s (write e.g. "
                     "'tokens: {\"<|im_end|>\": {source: org/chat-model}}')", mm_ynode_describe(toks));
     c->tokens = mm_xcalloc(toks->npairs ? toks->npairs : 1, sizeof *c->tokens);
     for (size_t i = 0; i < toks->npairs; i++) {
@@ -805,22 +795,22 @@ static int load_tokenizer(const ctx *x, const mm_ynode *root)
     const mm_ynode *ks, *kb, *kc;
     const mm_ynode *ts = mm_ymap_get(root, "tokenizer_source", &ks), *tb = mm_ymap_get(root, "tokenizer", &kb);
     const mm_ynode *ct = mm_ymap_get(root, "chat_template", &kc);
-    if (is_given(ct)) {
+    if (mm_cfg_given(ct)) {
         if (!mm_ynode_is_str(ct))
-            return fail(x, ct, -EINVAL, "chat_template must be text: auto, a built-in name (alpaca, chatml, exaone, "
+            return mm_cfg_fail(x, ct, -EINVAL, "chat_template must be text: auto, a built-in name (alpaca, chatml, exaone, "
                         "llama3, mistral) or a Jinja template, found %s", mm_ynode_describe(ct));
         c->chat_template = mm_xstrdup(ct->text);
-        c->chat_template_pos = pos_of(x, ct);
+        c->chat_template_pos = mm_cfg_pos(x, ct);
     }
-    if (is_given(ts) && is_given(tb))
-        return fail(x, kb, -EINVAL, "tokenizer: and tokenizer_source: are both given (keep one: tokenizer_source: X "
+    if (mm_cfg_given(ts) && mm_cfg_given(tb))
+        return mm_cfg_fail(x, kb, -EINVAL, "tokenizer: and tokenizer_source: are both given (keep one: tokenizer_source: X "
                     "is tokenizer: {source: X})");
-    if (is_given(ts)) {
-        c->tokenizer_pos = pos_of(x, ks);
+    if (mm_cfg_given(ts)) {
+        c->tokenizer_pos = mm_cfg_pos(x, ks);
         return load_tok_source(x, ts, "tokenizer_source");
     }
-    if (is_given(tb)) {
-        c->tokenizer_pos = pos_of(x, kb);
+    if (mm_cfg_given(tb)) {
+        c->tokenizer_pos = mm_cfg_pos(x, kb);
         return load_tokenizer_block(x, tb);
     }
     return 0;
@@ -830,38 +820,41 @@ static int load_tokenizer(const ctx *x, const mm_ynode *root)
 static int check_inputs(const ctx *x, const mm_ynode *root)
 {
     const mm_ynode *mk, *modules = mm_ymap_get(root, "modules", &mk);
-    if (!is_given(modules))
+    if (!mm_cfg_given(modules))
         return check_one_recipe(x, root, "", ", or one recipe per module under modules:");
-    if (is_given(mm_ymap_get(root, "models", NULL)) || is_given(mm_ymap_get(root, "slices", NULL)))
-        return fail(x, mk, -EINVAL, "modules: is given together with top-level %s (put the recipe of each module "
+    if (mm_cfg_given(mm_ymap_get(root, "models", NULL)) || mm_cfg_given(mm_ymap_get(root, "slices", NULL)))
+        return mm_cfg_fail(x, mk, -EINVAL, "modules: is given together with top-level %s (put the recipe of each module "
                     "under modules:, or use models:/slices: alone)",
-                    is_given(mm_ymap_get(root, "models", NULL)) ? "models:" : "slices:");
+                    mm_cfg_given(mm_ymap_get(root, "models", NULL)) ? "models:" : "slices:");
     return 0;
 }
 
 static int load_root(const ctx *x, const mm_ynode *root)
 {
-    if (!is_given(root))
-        return fail(x, root, -EINVAL, "the configuration is empty (write at least merge_method: and models: or "
+    if (!mm_cfg_given(root))
+        return mm_cfg_fail(x, root, -EINVAL, "the configuration is empty (write at least merge_method: and models: or "
                     "slices:)");
     if (root->kind != MM_YN_MAP)
-        return fail(x, root, -EINVAL, "the configuration must be a mapping of keys such as merge_method: and "
+        return mm_cfg_fail(x, root, -EINVAL, "the configuration must be a mapping of keys such as merge_method: and "
                     "models:, found %s (write 'key: value' lines starting at the beginning of the line)",
                     mm_ynode_describe(root));
     /* A file of another kind (mergekit-evolve) gets its one message, not warnings about its keys first. */
     int rc = refuse_unsupported(x, root);
     if (rc < 0)
         return rc;
-    check_keys(x, root, &L_TOP);
+    /* mergekit-moe's configs are told apart by their experts: list (mergekit has two commands; we one). */
+    if (mm_cfg_given(mm_ymap_get(root, "experts", NULL)) && !mm_cfg_given(mm_ymap_get(root, "merge_method", NULL)))
+        return mm_cfg_load_moe(x, root);
+    mm_cfg_check_keys(x, root, &L_TOP);
     mm_config *c = x->c;
     const mm_ynode *modules = mm_ymap_get(root, "modules", NULL);
     if ((rc = load_method(x, root)) < 0 ||
-        (rc = check_inputs(x, root)) < 0 || (rc = load_dtype(x, root, "dtype", &c->dtype, &c->dtype_pos)) < 0 ||
-        (rc = load_dtype(x, root, "out_dtype", &c->out_dtype, &c->out_dtype_pos)) < 0 ||
+        (rc = check_inputs(x, root)) < 0 || (rc = mm_cfg_load_dtype(x, root, "dtype", &c->dtype, &c->dtype_pos)) < 0 ||
+        (rc = mm_cfg_load_dtype(x, root, "out_dtype", &c->out_dtype, &c->out_dtype_pos)) < 0 ||
         (rc = load_params(x, mm_ymap_get(root, "parameters", NULL), &c->params)) < 0 ||
         (rc = load_optional_ref(x, root, "base_model", &c->base_model)) < 0)
         return rc;
-    rc = is_given(modules) ? load_modules(x, modules) : load_recipe(x, root, &c->models_syntax, &c->slices, &c->nslices);
+    rc = mm_cfg_given(modules) ? load_modules(x, modules) : load_recipe(x, root, &c->models_syntax, &c->slices, &c->nslices);
     return rc < 0 ? rc : load_tokenizer(x, root);
 }
 
@@ -921,7 +914,7 @@ void mm_params_free(mm_params *p)
     free(p->items);
 }
 
-static void free_ref(mm_modelref *r)
+void mm_cfg_free_ref(mm_modelref *r)
 {
     if (!r)
         return;
@@ -935,11 +928,11 @@ static void free_slices(mm_slice_def *slices, size_t n)
     for (size_t i = 0; i < n; i++) {
         mm_slice_def *sl = &slices[i];
         for (size_t j = 0; j < sl->nsources; j++) {
-            free_ref(&sl->sources[j].model);
+            mm_cfg_free_ref(&sl->sources[j].model);
             mm_params_free(&sl->sources[j].params);
         }
         free(sl->sources);
-        free_ref(sl->base_model);
+        mm_cfg_free_ref(sl->base_model);
         free(sl->base_model);
         mm_params_free(&sl->params);
     }
@@ -957,18 +950,19 @@ void mm_config_free(mm_config *c)
         free(c->modules[i].name);
     }
     free(c->modules);
-    free_ref(c->base_model);
+    mm_cfg_free_ref(c->base_model);
     free(c->base_model);
-    free_ref(c->tokenizer_model);
+    mm_cfg_free_ref(c->tokenizer_model);
     free(c->tokenizer_model);
     for (size_t i = 0; i < c->ntokens; i++) {
         free(c->tokens[i].token);
         free(c->tokens[i].token_text);
-        free_ref(&c->tokens[i].model);
+        mm_cfg_free_ref(&c->tokens[i].model);
     }
     free(c->tokens);
     free(c->chat_template);
     mm_params_free(&c->params);
+    mm_cfg_free_moe(c->moe);
     free(c->merge_method);
     free(c->text);
     free(c->path);

@@ -149,6 +149,33 @@ typedef struct mm_tok_entry {
     int force;            /* force: true: the row replaces every model's own row */
 } mm_tok_entry;
 
+/* One expert of a mergekit-moe config (D20): a dense model whose MLP becomes an expert. */
+typedef struct mm_moe_expert {
+    mm_modelref model;       /* source_model */
+    char **positive;         /* positive_prompts, in file order */
+    size_t npositive;
+    char **negative;         /* negative_prompts */
+    size_t nnegative;
+    double noise_scale;      /* NAN when not set */
+    double residual_scale;   /* NAN when not set */
+    mm_srcpos pos;           /* of the entry */
+} mm_moe_expert;
+
+/* A mergekit-moe config (a file with `experts:`, D20): mergekit's MoEMergeConfig. */
+typedef struct mm_moe_def {
+    mm_moe_expert *experts;
+    size_t nexperts;
+    mm_moe_expert *shared;   /* shared_experts */
+    size_t nshared;
+    char *gate_mode;         /* hidden (default), hidden_avg, hidden_last, cheap_embed, random, uniform_random */
+    mm_srcpos gate_pos;
+    long experts_per_token;  /* default 2 */
+    mm_srcpos experts_per_token_pos;
+    char *architecture;      /* as written (mixtral, deepseek, qwen, qwen3, ...), NULL when not set */
+    mm_srcpos architecture_pos;
+    mm_srcpos pos;           /* of the experts: key */
+} mm_moe_def;
+
 typedef struct mm_config {
     char *path;              /* the config file as given on the command line */
     char *text;              /* the file's bytes verbatim (served as mergekit_config.yml) */
@@ -180,6 +207,10 @@ typedef struct mm_config {
     char *chat_template;          /* the `chat_template:` value as written, NULL when not set (checked by
                                      the planner: merge/plan/chat.h) */
     mm_srcpos chat_template_pos;
+
+    /* A mergekit-moe config (D20) instead of a merge: then merge_method, the recipe and the tokenizer
+     * options are NULL/empty, base_model and dtype are its own. */
+    mm_moe_def *moe;
 } mm_config;
 
 /* Reads, parses and validates `path`, resolves every model reference, and returns a config.

@@ -23,6 +23,7 @@ void mm_tokenizer_free(mm_tokenizer *t)
     mm_tokv_free(t);
     free(t->model_type);
     free(t->chat_template);
+    free(t->bos_token);
     cJSON_Delete(t->tokenizer_json);
     cJSON_Delete(t->tokenizer_config);
     mm_spm_free(t->spm);

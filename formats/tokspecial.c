@@ -479,6 +479,8 @@ static int add_config_tokens(loader *L, decoder *d, specials *s, mm_err *err)
         if (i == s->nauto)
             named_v[nnamed++] = &s->explicit_[j].v;
     }
+    if (s->std_set[0]) /* bos_token: mergekit-moe prefixes router prompts with its text */
+        t->bos_token = mm_xstrndup(s->std[0].content, s->std[0].len);
     for (size_t i = 0; i < d->n; i++)
         toks[n++] = d->e[i].spec;
     size_t nencoder = n; /* encoder: the backend's added tokens, and those entries */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/util.h"
 #include "config/config.h"
@@ -18,7 +19,11 @@ static const char k_merge_help[] =
     "  --write-model-card / --no-write-model-card\n"
     "                            serve README.md and mergekit_config.yml (default on)\n"
     "  --allow-crimes            accepted for compatibility (architectures are inferred, never compared)\n"
-    "  --random-seed N           seed of the random methods (default 0)\n"
+    "  --random-seed N           seed of the random methods and MoE routers (default 0)\n"
+    "  --moe-layout L            mergekit-moe outputs: per-expert (one tensor per expert, default) or\n"
+    "                            packed (transformers 5's experts.gate_up_proj / down_proj)\n"
+    "  --i-understand-this-is-not-useful-without-training\n"
+    "                            mergekit-moe: allow every expert to be the same model\n"
     "  -v, --verbose             more log output\n";
 static const char k_cache_help[] =
     "cache options:\n"
@@ -96,6 +101,14 @@ int mm_cli_common_option(int opt, const char *arg, mm_plan_options *po, mm_cli_c
             return -EINVAL;
         }
         return 0;
+    case MM_OPT_MOE_LAYOUT:
+        if (strcmp(arg, "packed") && strcmp(arg, "per-expert")) {
+            fprintf(stderr, "mergemount: error: --moe-layout: '%s' is neither per-expert nor packed\n", arg);
+            return -EINVAL;
+        }
+        po->moe_packed = strcmp(arg, "packed") == 0;
+        return 0;
+    case MM_OPT_MOE_SAME: po->moe_allow_same = 1; return 0;
     case 'v': mm_log_verbose++; return 0;
     default: return -EINVAL;
     }

@@ -28,6 +28,8 @@ enum {
     MM_OPT_CACHE_DIR,
     MM_OPT_CACHE_SIZE,
     MM_OPT_NO_CACHE,
+    MM_OPT_MOE_LAYOUT,
+    MM_OPT_MOE_SAME,
     MM_OPT_COMMON_END,
 };
 #define MM_CLI_COMMON_LONGOPTS                                                                         \
@@ -39,6 +41,8 @@ enum {
         {"allow-crimes", no_argument, 0, MM_OPT_CRIMES}, {"random-seed", required_argument, 0, MM_OPT_SEED}, \
         {"cache-dir", required_argument, 0, MM_OPT_CACHE_DIR},                                         \
         {"cache-size", required_argument, 0, MM_OPT_CACHE_SIZE}, {"no-cache", no_argument, 0, MM_OPT_NO_CACHE}, \
+        {"moe-layout", required_argument, 0, MM_OPT_MOE_LAYOUT},                                       \
+        {"i-understand-this-is-not-useful-without-training", no_argument, 0, MM_OPT_MOE_SAME},         \
         {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}
 
 /* `--json`, the one option of `plan` and `stats` besides the shared ones: an extra-option handler

@@ -8,6 +8,7 @@
 
 #include "formats/numeric.h"
 #include "merge/plan/lora.h"
+#include "merge/plan/moe.h"
 #include "merge/plan/rowmap.h"
 #include "rows.h"
 
@@ -54,8 +55,9 @@ void mm_engine_prefetch(const mm_out_tensor *t, uint64_t e0, uint64_t e1)
 {
     if (e1 > t->numel)
         e1 = t->numel;
-    /* A remapped embedding's rows are scattered over its inputs: nothing contiguous to announce. */
-    if (e1 <= e0 || t->rowmap)
+    /* A remapped embedding's rows are scattered over its inputs, packed experts over theirs: nothing
+     * contiguous to announce. */
+    if (e1 <= e0 || t->rowmap || t->concat_seg)
         return;
     for (size_t i = 0; i < t->ninputs; i++) {
         const mm_input *in = &t->inputs[i];
@@ -76,25 +78,65 @@ void mm_engine_prefetch(const mm_out_tensor *t, uint64_t e0, uint64_t e1)
 /* Input values cast to the computation dtype on load, as mergekit's loader does (B3.1). A tensor a
  * LoRA adapter changes is first made what the merged checkpoint would store: base + delta rounded once
  * into the base's dtype (D19). A remapped embedding's rows come from merge/engine/rows.c. */
-static int load_input(const mm_out_tensor *t, const mm_input *in, uint64_t e, size_t n, unsigned char *raw,
-                      float *dst)
+/* The source's values of elements [e, e + n) of `in` as its model stores them: an adapter's change (D19)
+ * applied and rounded once into the source dtype. e counts in the source's own numbering, whose rows
+ * have row_len elements. */
+static int source_values(const mm_out_tensor *t, const mm_input *in, uint64_t e, size_t n, uint64_t row_len,
+                         unsigned char *raw, float *dst)
 {
-    if (t->rowmap) {
-        int rc = mm_rows_load(t, (size_t)(in - t->inputs), e, n, raw, dst);
-        if (rc == 0 && t->rowmap->dtype != t->comp)
-            mm_vround(t->comp, dst, n);
-        return rc;
-    }
     int rc = read_raw(t, in, e, n, raw);
     if (rc < 0)
         return rc;
     mm_dtype sd = in->mt->st->dtype;
     mm_load_f32(sd, raw, dst, n);
     if (in->mt->lora) {
-        if ((rc = mm_lora_apply(in->mt->lora, e, n, mm_engine_row_len(t), dst)) < 0)
+        if ((rc = mm_lora_apply(in->mt->lora, e, n, row_len, dst)) < 0)
             return rc;
         mm_vround(sd, dst, n);
     }
+    return 0;
+}
+
+/* A packed MoE tensor (t->concat_seg): elements [e, e + n) from the inputs laid end to end, each with
+ * its expert's noise and residual_scale in its own dtype (D20), then in the computation dtype. */
+static int load_concat(const mm_out_tensor *t, uint64_t e, size_t n, unsigned char *raw, float *dst)
+{
+    const uint64_t seg = t->concat_seg;
+    while (n > 0) {
+        const mm_input *in = &t->inputs[e / seg];
+        uint64_t off = e % seg;
+        size_t take = seg - off < n ? (size_t)(seg - off) : n;
+        const mm_st_tensor *st = in->mt->st;
+        int rc = source_values(t, in, off, take, st->ndim ? st->shape[st->ndim - 1] : 1, raw, dst);
+        if (rc < 0)
+            return rc;
+        mm_moe_expert_effects(st->dtype, dst, take, off, in->mvals[0], in->mvals[1], t->seed, in->stream);
+        dst += take;
+        e += take;
+        n -= take;
+    }
+    return 0;
+}
+
+static int load_input(const mm_out_tensor *t, const mm_input *in, uint64_t e, size_t n, unsigned char *raw,
+                      float *dst)
+{
+    if (t->concat_seg) {
+        int rc = load_concat(t, e, n, raw, dst);
+        if (rc == 0)
+            mm_vround(t->comp, dst, n);
+        return rc;
+    }
+    if (t->rowmap) {
+        int rc = mm_rows_load(t, (size_t)(in - t->inputs), e, n, raw, dst);
+        if (rc == 0 && t->rowmap->dtype != t->comp)
+            mm_vround(t->comp, dst, n);
+        return rc;
+    }
+    int rc = source_values(t, in, e, n, mm_engine_row_len(t), raw, dst);
+    if (rc < 0)
+        return rc;
+    mm_dtype sd = in->mt->st->dtype;
     if (sd != t->comp)
         mm_vround(t->comp, dst, n);
     return 0;
@@ -121,7 +163,7 @@ typedef int (*chunk_fn)(void *ctx, mm_kernel_args *a);
 static int walk(const mm_out_tensor *t, uint64_t e0, uint64_t n, chunk_fn fn, void *ctx)
 {
     const uint64_t al = alignment(t);
-    const size_t k = t->ninputs;
+    const size_t k = t->concat_seg ? 1 : t->ninputs; /* packed experts are read as one input */
     size_t chunk = (size_t)(al >= CHUNK ? al : CHUNK - CHUNK % al);
     if (chunk > n)
         chunk = (size_t)n;
@@ -198,8 +240,11 @@ int mm_engine_stream(const mm_out_tensor *t, mm_stream_fn fn, void *ctx)
 /* Output bytes equal the input bytes: passthrough without scale, nothing to convert or crop. */
 static int is_copy(const mm_out_tensor *t)
 {
+    /* (moe_expert is single-input too, but adds noise: a random method is never a copy) */
+    if (!t->method->single_input || t->method->random)
+        return 0;
     const mm_input *in = &t->inputs[0];
-    if (!t->method->single_input || t->rowmap || in->src_cols || in->mt->lora || in->mt->st->dtype != t->dtype)
+    if (t->rowmap || in->src_cols || in->mt->lora || in->mt->st->dtype != t->dtype)
         return 0;
     if (t->comp == MM_DT_NONE)
         return 1;

@@ -16,7 +16,7 @@
 
 #include "merge/engine/engine.h"
 #include "formats/numeric.h"
-#include "philox.h"
+#include "base/philox.h"
 
 /* ---- parameters and actions ---- */
 

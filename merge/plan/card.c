@@ -51,8 +51,8 @@ char *mm_card_text(const mm_plan *p)
     mm_buf_puts(&b, "library_name: transformers\ntags:\n- mergekit\n- merge\n- mergemount\n---\n");
     mm_buf_puts(&b, "# Merged model\n\nThis is a merge of pre-trained language models, computed on read by "
                     "mergemount from a mergekit configuration.\n\n## Merge Details\n### Merge Method\n\n");
-    const char *title = cfg->merge_method, *paper = NULL;
-    for (size_t i = 0; i < MM_COUNT(method_info); i++)
+    const char *title = cfg->moe ? "Mixture of experts (mergekit-moe)" : cfg->merge_method, *paper = NULL;
+    for (size_t i = 0; i < MM_COUNT(method_info) && !cfg->moe; i++)
         if (strcmp(method_info[i].method, cfg->merge_method) == 0) {
             title = method_info[i].title;
             paper = method_info[i].paper;

@@ -79,6 +79,11 @@ typedef struct mm_method {
     void (*kernel)(const mm_kernel_args *a);
 } mm_method;
 
+/* The internal methods of mergekit-moe outputs (D20, merge/methods/method_moe.c), not merge_methods: an
+ * expert tensor with noise (per-model parameters scale and noise), experts packed into one tensor (the same
+ * parameters per input), and a router weight or zeros. */
+extern const mm_method mm_method_moe_expert, mm_method_moe_packed, mm_method_moe_router;
+
 /* The method called `name` (implemented or not), or NULL. */
 const mm_method *mm_method_find(const char *name);
 /* All known method names, for suggestions. */

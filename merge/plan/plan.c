@@ -60,7 +60,7 @@ static const mm_model_tensor *tied_fallback(const mm_model *m, const char *name)
     return NULL;
 }
 
-static int model_index(mm_plan *p, const mm_modelref *ref, size_t *idx, mm_err *err)
+int mm_plan_model(mm_plan *p, const mm_modelref *ref, size_t *idx, mm_err *err)
 {
     for (size_t i = 0; i < p->nmodels; i++)
         if (mm_model_is(p->models[i], ref->path, ref->lora_path)) {
@@ -200,7 +200,7 @@ static int prepare_slice(mm_plan *p, const module_recipe *r, const mm_slice_def 
     const mm_modelref *base = d->base_model ? d->base_model : cfg->base_model;
     for (size_t j = 0; j < d->nsources; j++) {
         const mm_source_def *src = &d->sources[j];
-        int rc = model_index(p, &src->model, &c->model_idx[j], err);
+        int rc = mm_plan_model(p, &src->model, &c->model_idx[j], err);
         if (rc < 0)
             return rc;
         const mm_model *m = p->models[c->model_idx[j]];
@@ -367,23 +367,45 @@ static int resolve_dtype(mm_plan *p, mm_out_tensor *o, mm_err *err)
     return 0;
 }
 
-/* Adds the output tensor `name` made from input tensor names in_names[j] of the slice's sources. */
-static int add_tensor(mm_plan *p, const slice_ctx *sl, const char *name, char *const *in_names, double t, mm_err *err)
+mm_out_tensor *mm_plan_new_tensor(mm_plan *p, const char *name, const mm_method *m, size_t ninputs)
 {
-    const mm_method *m = sl->method;
-    const mm_slice_def *d = sl->def;
     p->tensors = mm_xrealloc(p->tensors, (p->ntensors + 1) * sizeof *p->tensors);
     mm_out_tensor *o = &p->tensors[p->ntensors];
     memset(o, 0, sizeof *o);
     o->name = mm_xstrdup(name);
     o->method = m;
-    o->t = t;
     o->seed = p->opt.random_seed;
-    o->base = sl->base;
-    o->ninputs = d->nsources;
-    o->inputs = mm_xcalloc(d->nsources, sizeof *o->inputs);
+    o->base = -1;
+    o->ninputs = ninputs;
+    o->inputs = mm_xcalloc(ninputs ? ninputs : 1, sizeof *o->inputs);
+    for (size_t j = 0; j < ninputs; j++)
+        o->inputs[j].mvals = mm_xcalloc(m->nmparams ? m->nmparams : 1, sizeof *o->inputs[j].mvals);
     o->gvals = mm_xcalloc(m->ngparams ? m->ngparams : 1, sizeof *o->gvals);
     p->ntensors++; /* owned by the plan from here on, so errors below free it */
+    return o;
+}
+
+int mm_plan_finish_tensor(mm_plan *p, mm_out_tensor *o, mm_err *err)
+{
+    const mm_method *m = o->method;
+    /* With a tokenizer option every embedding-like tensor is read remapped to the output vocabulary
+     * (D19), which also gives it its shape. */
+    int rc = p->vocab && mm_is_embed_name(o->name) ? mm_rowmap_build(p, o, err) : resolve_shape(p, o, err);
+    if (rc == 0)
+        rc = resolve_dtype(p, o, err);
+    if (rc == 0 && m->prepare && o->comp != MM_DT_NONE)
+        rc = m->prepare(o, err);
+    return rc;
+}
+
+/* Adds the output tensor `name` made from input tensor names in_names[j] of the slice's sources. */
+static int add_tensor(mm_plan *p, const slice_ctx *sl, const char *name, char *const *in_names, double t, mm_err *err)
+{
+    const mm_method *m = sl->method;
+    const mm_slice_def *d = sl->def;
+    mm_out_tensor *o = mm_plan_new_tensor(p, name, m, d->nsources);
+    o->t = t;
+    o->base = sl->base;
     if (d->nsources > MM_MAX_INPUTS)
         return mm_err_set(err, -E2BIG, "tensor '%s': %zu inputs, at most %d supported", name, d->nsources,
                           MM_MAX_INPUTS);
@@ -409,7 +431,6 @@ static int add_tensor(mm_plan *p, const slice_ctx *sl, const char *name, char *c
             o->group_label = mm_xstrdup(in_names[j]);
         }
         /* Per-model parameters: this source, the slice, the module, the top level (B1.5 precedence). */
-        in->mvals = mm_xcalloc(m->nmparams ? m->nmparams : 1, sizeof *in->mvals);
         const mm_params *levels[] = {&d->sources[j].params, sl->levels[0], sl->levels[1], sl->levels[2]};
         for (size_t k = 0; k < m->nmparams; k++) {
             int found;
@@ -440,13 +461,7 @@ static int add_tensor(mm_plan *p, const slice_ctx *sl, const char *name, char *c
                               pos, m->name, m->gparams[k].name);
         }
     }
-    /* With a tokenizer option every embedding-like tensor is read remapped to the output vocabulary
-     * (D19), which also gives it its shape. */
-    int rc = p->vocab && mm_is_embed_name(name) ? mm_rowmap_build(p, o, err) : resolve_shape(p, o, err);
-    if (rc == 0)
-        rc = resolve_dtype(p, o, err);
-    if (rc == 0 && m->prepare && o->comp != MM_DT_NONE)
-        rc = m->prepare(o, err);
+    int rc = mm_plan_finish_tensor(p, o, err);
     if (rc < 0) {
         /* These messages name the tensor and models; add where in the config the slice is. */
         char pos[512];
@@ -643,10 +658,10 @@ static int open_models(mm_plan *p, mm_err *err)
     for (size_t r = 0; r < config_recipe(cfg, r, &sl, &n) && rc == 0; r++) {
         for (size_t s = 0; s < n && rc == 0; s++)
             for (size_t j = 0; j < sl[s].nsources && rc == 0; j++)
-                rc = model_index(p, &sl[s].sources[j].model, &idx, err);
+                rc = mm_plan_model(p, &sl[s].sources[j].model, &idx, err);
     }
     if (rc == 0)
-        rc = model_index(p, mm_config_donor(cfg), &p->donor, err);
+        rc = mm_plan_model(p, mm_config_donor(cfg), &p->donor, err);
     return rc;
 }
 

@@ -24,6 +24,8 @@ typedef struct mm_plan_options {
     int write_model_card;
     int allow_crimes;
     uint64_t random_seed;
+    int moe_packed;           /* mergekit-moe outputs in transformers 5's packed expert layout (D20) */
+    int moe_allow_same;       /* --i-understand-this-is-not-useful-without-training: experts may all be one model */
 } mm_plan_options;
 
 /* Defaults as mergekit-yaml has them: 5B shards, tokenizer copied, model card written. */
@@ -37,6 +39,7 @@ typedef struct mm_input {
     uint64_t src_cols;            /* row stride of the source in elements (last dim), or 0 if not cropped */
     double *mvals;                /* evaluated per-model parameters, indexed like method->mparams (NAN unset) */
     int is_base;
+    uint64_t stream;              /* MoE experts: the noise stream (the per-expert tensor's name, D20) */
 } mm_input;
 
 typedef struct mm_out_tensor {
@@ -62,6 +65,9 @@ typedef struct mm_out_tensor {
     uint64_t file_offset;  /* absolute byte offset of the data in its shard */
     struct mm_rowmap *rowmap; /* embedding rows remapped to the output vocabulary (merge/plan/rowmap.h),
                                  or NULL */
+    const struct mm_router *router; /* a MoE router weight (merge/plan/moe.h), or NULL */
+    uint64_t concat_seg;   /* >0: the inputs laid end to end, each this many elements, read as one (MoE
+                              packed experts, D20; inputs' mvals are the moe_expert method's) */
 } mm_out_tensor;
 
 typedef enum { MM_FILE_STATIC, MM_FILE_SOURCE, MM_FILE_SHARD } mm_file_kind;
@@ -104,6 +110,11 @@ typedef struct mm_plan {
     int64_t mtime_ns;      /* latest mtime of the config and the sources */
     struct mm_vocab *vocab; /* the output vocabulary with a tokenizer option (merge/plan/vocab.h), else NULL */
     char *chat_template;   /* the chat template the chat_template option chose (merge/plan/chat.h), or NULL */
+    char *moe_arch;        /* a mergekit-moe config (D20): the output architecture's name, else NULL */
+    char *moe_config;      /* its config.json text */
+    struct mm_moe_gates *moe_gates;
+    struct mm_router *routers;
+    size_t nrouters;
 } mm_plan;
 
 /* Builds the plan. Every problem with the config or the models (unknown or unimplemented method,

@@ -11,6 +11,7 @@
 #include "formats/jsonpy.h"
 #include "merge/plan/config_out.h"
 #include "merge/plan/lora.h"
+#include "merge/plan/moe.h"
 #include "merge/plan/rowmap.h"
 #include "merge/plan/vocab.h"
 #include "plan_internal.h"
@@ -355,9 +356,11 @@ int mm_plan_build(const mm_config *cfg, const mm_plan_options *opt, mm_plan **ou
     p->opt = *opt;
     char pos[512];
     mm_srcpos_format(&cfg->method_pos, pos, sizeof pos);
-    const mm_method *m = mm_method_find(cfg->merge_method);
+    const mm_method *m = mm_method_find(cfg->moe ? "passthrough" : cfg->merge_method);
     int rc = 0;
-    if (!m) {
+    if (cfg->moe) {
+        /* a mergekit-moe config (D20): its own planner, config.json and router weights */
+    } else if (!m) {
         size_t nn;
         const char *const *names = mm_method_names(&nn);
         const char *sugg = mm_suggest(cfg->merge_method, names, nn);
@@ -384,10 +387,12 @@ int mm_plan_build(const mm_config *cfg, const mm_plan_options *opt, mm_plan **ou
     }
     p->method = m;
     if (rc == 0)
-        rc = mm_plan_tensors(p, err);
+        rc = cfg->moe ? mm_plan_moe(p, err) : mm_plan_tensors(p, err);
     if (rc == 0)
         plan_shards(p);
-    if (rc == 0)
+    if (rc == 0 && cfg->moe)
+        add_static(p, "config.json", mm_xstrdup(p->moe_config), strlen(p->moe_config));
+    else if (rc == 0)
         rc = plan_config_json(p, err);
     if (rc == 0 && p->opt.copy_tokenizer)
         rc = plan_tokenizer(p, err);
@@ -459,5 +464,6 @@ void mm_plan_free(mm_plan *p)
     free(p->modules);
     mm_vocab_free(p->vocab);
     free(p->chat_template);
+    mm_moe_free(p);
     free(p);
 }

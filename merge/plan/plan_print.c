@@ -71,6 +71,8 @@ static char *count_path(const mm_plan_module *mod)
 
 static void print_modules(const mm_plan *p, FILE *f)
 {
+    if (!p->nmodules)
+        return;
     fprintf(f, "modules:\n");
     for (size_t i = 0; i < p->nmodules; i++) {
         const mm_plan_module *mod = &p->modules[i];
@@ -94,6 +96,30 @@ static const char *vocab_source(const mm_plan *p)
     case MM_TOK_MODEL: return p->cfg->tokenizer_model->ref;
     default: return NULL;
     }
+}
+
+static void print_moe(const mm_plan *p, FILE *f)
+{
+    const mm_moe_def *m = p->cfg->moe;
+    if (m)
+        fprintf(f, "mixture of experts (mergekit-moe config): %s output, %zu experts, %ld per token, %zu shared, "
+                   "gate_mode %s\n\n",
+                p->moe_arch, m->nexperts, m->experts_per_token, m->nshared, m->gate_mode);
+}
+
+static void moe_json(const mm_plan *p, cJSON *root)
+{
+    const mm_moe_def *m = p->cfg->moe;
+    if (!m) {
+        cJSON_AddNullToObject(root, "moe");
+        return;
+    }
+    cJSON *o = cJSON_AddObjectToObject(root, "moe");
+    cJSON_AddStringToObject(o, "architecture", p->moe_arch);
+    cJSON_AddNumberToObject(o, "experts", (double)m->nexperts);
+    cJSON_AddNumberToObject(o, "experts_per_token", (double)m->experts_per_token);
+    cJSON_AddNumberToObject(o, "shared_experts", (double)m->nshared);
+    cJSON_AddStringToObject(o, "gate_mode", m->gate_mode);
 }
 
 static void print_vocab(const mm_plan *p, FILE *f)
@@ -126,6 +152,7 @@ static void vocab_json(const mm_plan *p, cJSON *root)
 static void print_json(const mm_plan *p, FILE *f)
 {
     cJSON *root = cJSON_CreateObject();
+    moe_json(p, root);
     vocab_json(p, root);
     if (p->chat_template)
         cJSON_AddStringToObject(root, "chat_template", p->chat_template);
@@ -203,6 +230,7 @@ void mm_plan_print(const mm_plan *p, FILE *f, int json)
         return;
     }
     uint64_t total = 0;
+    print_moe(p, f);
     print_modules(p, f);
     print_vocab(p, f);
     fprintf(f, "files:\n");

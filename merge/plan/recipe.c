@@ -4,6 +4,7 @@
 
 #include "base/sha256.h"
 #include "merge/plan/lora.h"
+#include "merge/plan/moe.h"
 #include "merge/plan/rowmap.h"
 
 /* Every field goes through mm_sha256_u64/_str (fixed width or length first), so two different recipes
@@ -84,9 +85,14 @@ void mm_recipe_hash(const mm_plan *p, const mm_out_tensor *t, unsigned char out[
             mm_sha256_u64(&s, (uint64_t)d->transposed);
         }
         put_params(&s, t->method->mparams, t->method->nmparams, in->mvals);
+        mm_sha256_u64(&s, in->stream);
     }
+    mm_sha256_u64(&s, t->concat_seg);
     mm_sha256_u64(&s, t->rowmap != NULL);
     if (t->rowmap)
         mm_rowmap_hash(&s, t->rowmap);
+    mm_sha256_u64(&s, t->router != NULL);
+    if (t->router)
+        mm_router_hash(&s, t->router);
     mm_sha256_final(&s, out);
 }

@@ -471,6 +471,31 @@ models:
 tokenizer_source: org/b
 chat_template: "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 """,
+    "moe_random": """base_model: org/base
+gate_mode: random
+dtype: bfloat16
+experts_per_token: 2
+experts:
+  - source_model: org/a
+    positive_prompts: ["chat"]
+    noise_scale: 0.01
+  - source_model: org/b
+    positive_prompts: ["code"]
+    residual_scale: 0.5
+""",
+    "moe_cheap_qwen": """base_model: org/base
+gate_mode: cheap_embed
+architecture: qwen
+experts:
+  - source_model: org/a
+    positive_prompts: ["ab cd", "tell me"]
+    negative_prompts: ["zz"]
+  - source_model: org/b
+    positive_prompts: ["ef"]
+shared_experts:
+  - source_model: org/deep
+    positive_prompts: ["gh"]
+""",
     "bad_tab_indent": "merge_method: linear\nmodels:\n\t- model: org/a\n",
     "bad_two_documents": "merge_method: linear\n---\nmerge_method: ties\n",
     "bad_alias_bomb": "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 #include "check.h"
-#include "merge/methods/philox.h"
+#include "base/philox.h"
 #include "base/sha256.h"
 #include "base/util.h"
 

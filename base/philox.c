@@ -1,5 +1,6 @@
-#include "philox.h"
+#include "base/philox.h"
 
+#include <math.h>
 #include <string.h>
 
 static void mulhilo(uint32_t a, uint32_t b, uint32_t *hi, uint32_t *lo)
@@ -51,4 +52,14 @@ float mm_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index)
     uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)}, out[4];
     mm_philox4x32_10(ctr, key, out);
     return (float)(out[0] >> 8) * 0x1p-24f;
+}
+
+float mm_rng_normal(uint64_t seed, uint64_t stream, uint64_t index)
+{
+    uint32_t ctr[4] = {(uint32_t)index, (uint32_t)(index >> 32), (uint32_t)stream, (uint32_t)(stream >> 32)};
+    uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)}, out[4];
+    mm_philox4x32_10(ctr, key, out);
+    /* u1 in (0, 1] so that log(u1) is finite */
+    double u1 = ((double)(out[0] >> 8) + 1.0) * 0x1p-24, u2 = (double)(out[1] >> 8) * 0x1p-24;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }

@@ -17,4 +17,8 @@ uint64_t mm_rng_stream(const char *tensor_name, uint64_t model_pos);
 /* A uniform float in [0, 1) with 24 random bits for element `index` of `stream` under `seed`. */
 float mm_rng_uniform(uint64_t seed, uint64_t stream, uint64_t index);
 
+/* A standard normal float for element `index` of `stream` under `seed` (Box-Muller over two 24-bit
+ * uniforms of one Philox call, in double, rounded once). */
+float mm_rng_normal(uint64_t seed, uint64_t stream, uint64_t index);
+
 #endif
