@@ -62,7 +62,7 @@ def fwd_dump(folder, ids, mask, tmp_path, env=None, lora=None):
                        env={**os.environ, **(env or {})}, timeout=120)
     assert r.returncode == 0, r.stderr
     dims = json.loads(r.stdout)
-    return np.fromfile(out, dtype="<f4").reshape(dims["layers"], dims["batch"], dims["seq"], dims["hidden"])
+    return np.fromfile(out, dtype="<f4").reshape(dims["layers"], dims["batch"], dims["seq"], dims["hidden_size"])
 
 
 def assert_close(folder, ids, mask, tmp_path):

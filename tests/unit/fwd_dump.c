@@ -4,8 +4,9 @@
  *   fwd_dump [--lora ADAPTER_FOLDER] MODEL_FOLDER IDS_JSON [OUT.f32]
  *
  * IDS_JSON: a file {"ids": [[id, ...], ...], "mask": [[0 or 1, ...], ...] (optional)}, every row of one
- * length. Prints {"layers", "batch", "seq", "hidden"} and, with OUT.f32, writes the hidden states there
- * as raw little-endian float32 [layers][batch][seq][hidden]; without it, adds "hidden_size" and the states as "hidden" (flat).
+ * length. Prints {"layers", "batch", "seq", "hidden_size"} and, with OUT.f32, writes the hidden states
+ * there as raw little-endian float32 [layers][batch][seq][hidden_size]; without it, adds them as "hidden"
+ * (flat, in that order).
  * Errors: the message on stderr, exit 1. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -94,7 +95,8 @@ int main(int argc, char **argv)
         FILE *f = fopen(argv[3], "wb");
         if (!f || fwrite(out, sizeof *out, n, f) != n || fclose(f) != 0)
             return fail("cannot write OUT.f32");
-        printf("{\"layers\": %zu, \"batch\": %zu, \"seq\": %zu, \"hidden\": %zu}\n", layers, batch, seq, hidden);
+        printf("{\"layers\": %zu, \"batch\": %zu, \"seq\": %zu, \"hidden_size\": %zu}\n", layers, batch, seq,
+               hidden);
     } else {
         printf("{\"layers\": %zu, \"batch\": %zu, \"seq\": %zu, \"hidden_size\": %zu, \"hidden\": [", layers, batch,
                seq, hidden);
