@@ -25,9 +25,10 @@ ALLOWED = {
     "merge/plan": {"base", "formats", "config"},
     "merge/engine": {"base", "formats", "config", "merge/plan", "cache"},
     "merge/methods": {"base", "formats", "config", "merge/plan", "merge/engine", "cache"},
+    "merge/moe": {"base", "formats", "merge/plan"},
     "fs": {"base", "merge/engine"},  # the adapter sees only the virtual files
 }
-CORE = ["base", "formats", "config", "cache", "merge/plan", "merge/engine", "merge/methods"]
+CORE = ["base", "formats", "config", "cache", "merge/plan", "merge/engine", "merge/methods", "merge/moe"]
 
 
 def sources():
@@ -88,7 +89,7 @@ def test_the_rules_see_the_real_graph():
     """The edge finder is not blind: the dependencies the design relies on are found."""
     found = {(s, d) for s, d, _, _ in edges()}
     assert {("config", "formats"), ("merge/plan", "config"), ("merge/engine", "cache"), ("merge/methods", "merge/engine"),
-            ("fs", "merge/engine")} <= found, found
+            ("fs", "merge/engine"), ("merge/moe", "merge/plan")} <= found, found
 
 
 @pytest.mark.parametrize("folder", CORE)
