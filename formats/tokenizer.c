@@ -24,6 +24,7 @@ void mm_tokenizer_free(mm_tokenizer *t)
     free(t->model_type);
     free(t->chat_template);
     free(t->bos_token);
+    free(t->eos_token);
     cJSON_Delete(t->tokenizer_json);
     cJSON_Delete(t->tokenizer_config);
     mm_spm_free(t->spm);

@@ -77,6 +77,7 @@ typedef struct mm_tokenizer {
     size_t nmerges;      /* BPE: the merges of tokenizer.json (validated, kept in tokenizer_json) */
     char *chat_template; /* the template transformers applies by default (see above), else NULL */
     char *bos_token;     /* the named bos_token's text (tokenizer.bos_token), else NULL */
+    char *eos_token;     /* the same for eos_token */
     cJSON *tokenizer_json, *tokenizer_config; /* parsed files (NULL if absent), kept for writing back later */
     mm_spm_model *spm;                        /* MM_TOK_SPM: tokenizer.model; NULL for MM_TOK_FAST (read it with
                                                  mm_spm_read_file if a writer needs it: transformers does not) */

@@ -479,8 +479,12 @@ static int add_config_tokens(loader *L, decoder *d, specials *s, mm_err *err)
         if (i == s->nauto)
             named_v[nnamed++] = &s->explicit_[j].v;
     }
-    if (s->std_set[0]) /* bos_token: mergekit-moe prefixes router prompts with its text */
+    /* bos_token, eos_token: mergekit-moe prefixes router prompts with the first and pads with it (else
+     * with the second) */
+    if (s->std_set[0])
         t->bos_token = mm_xstrndup(s->std[0].content, s->std[0].len);
+    if (s->std_set[1])
+        t->eos_token = mm_xstrndup(s->std[1].content, s->std[1].len);
     for (size_t i = 0; i < d->n; i++)
         toks[n++] = d->e[i].spec;
     size_t nencoder = n; /* encoder: the backend's added tokens, and those entries */

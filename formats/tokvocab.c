@@ -281,6 +281,7 @@ int mm_tokv_copy(const mm_tokenizer *src, mm_tokenizer **out, mm_err *err)
     t->added_end = src->added_end;
     t->chat_template = src->chat_template ? mm_xstrdup(src->chat_template) : NULL;
     t->bos_token = src->bos_token ? mm_xstrdup(src->bos_token) : NULL;
+    t->eos_token = src->eos_token ? mm_xstrdup(src->eos_token) : NULL;
     t->tokenizer_json = src->tokenizer_json ? cJSON_Duplicate(src->tokenizer_json, 1) : NULL;
     t->tokenizer_config = src->tokenizer_config ? cJSON_Duplicate(src->tokenizer_config, 1) : NULL;
     if ((src->tokenizer_json && !t->tokenizer_json) || (src->tokenizer_config && !t->tokenizer_config)) {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "merge/moe/forward.h"
 #include "cache/cache.h"
 #include "tools/build.h"
 #include "tools/cli.h"
@@ -47,6 +48,7 @@ int mm_cmd_build(int argc, char **argv)
                                        {0, 0, 0, 0}};
     mm_plan_options po;
     mm_plan_options_default(&po);
+    mm_forward_plug(&po); /* the hidden gate modes of mergekit-moe configs */
     mm_build_options bo = {.progress = -1};
     mm_cli_cache co = {0};
     char *pos[2];

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "merge/moe/forward.h"
 #include "cache/cache.h"
 #include "fs/fs.h"
 #include "fs/fuselog.h"
@@ -182,6 +183,7 @@ int mm_cmd_mount(int argc, char **argv)
 {
     mm_plan_options po;
     mm_plan_options_default(&po);
+    mm_forward_plug(&po); /* the hidden gate modes of mergekit-moe configs */
     mount_args m = {.fo.readahead_kb = 1024, .po = &po, .log_fd = -1};
     mm_fs_log_through_mm();
     char *pos[2];

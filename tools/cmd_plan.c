@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 
+#include "merge/moe/forward.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 
@@ -14,6 +15,7 @@ int mm_cmd_plan(int argc, char **argv)
     static const struct option lo[] = {{"json", no_argument, 0, MM_OPT_JSON}, MM_CLI_COMMON_LONGOPTS, {0, 0, 0, 0}};
     mm_plan_options po;
     mm_plan_options_default(&po);
+    mm_forward_plug(&po); /* the hidden gate modes of mergekit-moe configs */
     int json = 0;
     char *pos[1];
     int rc = mm_cli_parse(argc, argv, "vh", lo, usage_plan, mm_cli_json_extra, &json, &po, NULL, pos, 1);

@@ -139,3 +139,9 @@ int mm_forward_hidden(const mm_model *m, const int32_t *ids, const uint8_t *mask
     mm_fwd_arch_free(&a);
     return rc;
 }
+
+void mm_forward_plug(mm_plan_options *o)
+{
+    o->moe_hidden = mm_forward_hidden;
+    o->moe_dims = mm_forward_dims;
+}

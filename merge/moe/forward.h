@@ -32,6 +32,7 @@
 
 #include "base/util.h"
 #include "merge/plan/model.h"
+#include "merge/plan/plan.h"
 
 /* Hidden states of `m` for `batch` sequences of `seq` token ids each.
  *   ids:  [batch][seq] token ids, each in [0, vocab) (also at padding positions: they are embedded).
@@ -49,5 +50,8 @@ int mm_forward_hidden(const mm_model *m, const int32_t *ids, const uint8_t *mask
 /* The model's num_hidden_layers and hidden_size as the forward pass reads them: out of mm_forward_hidden
  * holds layers * batch * seq * hidden floats. 0, or mm_forward_hidden's errors about the config. */
 int mm_forward_dims(const mm_model *m, size_t *layers, size_t *hidden, mm_err *err);
+
+/* Hands this forward pass to the planner for mergekit-moe's hidden gate modes (o->moe_hidden, moe_dims). */
+void mm_forward_plug(mm_plan_options *o);
 
 #endif

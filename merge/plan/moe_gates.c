@@ -12,7 +12,13 @@
  * tokenize_prompts): the bos_token's text prepended, no special tokens added (formats/tokencode.h);
  * padding does not matter here (masked out). Sums are in double, where torch sums float32 in its own
  * order: within float32 rounding of mergekit's.
- * hidden, hidden_avg, hidden_last need the base model's forward pass and are refused for now. */
+ * hidden, hidden_last, hidden_avg: per expert, the base model's hidden states at every layer input
+ * (merge/moe/forward.h, handed over in the plan options) for its prompts, batched and left-padded with the
+ * bos token (else eos) as mergekit-moe's tokenizer setup has it; per layer the state at the last position
+ * (hidden, hidden_last) or the mean over every position, padding included (hidden_avg, as mergekit
+ * averages), then the mean over the prompts; the negative prompts' the same, subtracted; normalised per
+ * layer. Computed in float32 from the stored weights where mergekit runs transformers in bfloat16: rows
+ * agree to within bfloat16's precision, not bit for bit (docs/merge-contract.md D20). */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -23,11 +29,12 @@
 #include "base/philox.h"
 #include "formats/numeric.h"
 #include "formats/tokencode.h"
+#include "merge/plan/lora.h"
 #include "moe.h"
 #include "plan_internal.h"
 #include "recipe.h"
 
-typedef enum { GATE_RANDOM, GATE_UNIFORM, GATE_CHEAP } gate_mode;
+typedef enum { GATE_RANDOM, GATE_UNIFORM, GATE_CHEAP, GATE_LAST, GATE_AVG } gate_mode;
 
 /* The token ids of a list of prompts. */
 typedef struct prompts {
@@ -43,6 +50,9 @@ struct mm_moe_gates {
     uint64_t hidden;
     prompts *pos, *neg;               /* [rows], prompt-based modes */
     const mm_model_tensor *embed;     /* cheap_embed: the base's model.embed_tokens.weight */
+    const mm_model *base;             /* hidden modes: the model run, */
+    mm_hidden_fn forward;             /* the forward pass, */
+    int32_t pad_id;                   /* and the padding token */
     _Atomic(float *) vec;             /* [layers][rows][hidden], NULL until computed */
     pthread_mutex_t lock;
 };
@@ -85,6 +95,11 @@ static int load_prompts(mm_plan *p, size_t base, mm_moe_gates *g, mm_err *err)
         mm_tokenizer_free(t);
         return rc;
     }
+    /* scripts/moe.py: pad_token_id = bos_token_id, or eos when there is no bos */
+    const char *pad = t->bos_token ? t->bos_token : t->eos_token;
+    g->pad_id = pad ? mm_tokenizer_id(t, pad, strlen(pad)) : -1;
+    if (g->pad_id < 0)
+        g->pad_id = 0;
     g->pos = mm_xcalloc(g->rows, sizeof *g->pos);
     g->neg = mm_xcalloc(g->rows, sizeof *g->neg);
     for (size_t r = 0; r < g->rows && rc == 0; r++) {
@@ -112,12 +127,25 @@ int mm_moe_gates_new(mm_plan *p, size_t base, size_t layers, uint64_t hidden, mm
         return mm_err_set(err, -EINVAL, "%s: some shared experts have positive_prompts and some not: give every "
                           "shared expert prompts, or none", pos);
     int random = strcmp(m->gate_mode, "random") == 0, uniform = strcmp(m->gate_mode, "uniform_random") == 0;
-    int cheap = strcmp(m->gate_mode, "cheap_embed") == 0;
-    if (!random && !uniform && !cheap) {
-        mm_srcpos_format(&m->gate_pos, pos, sizeof pos);
-        return mm_err_set(err, -ENOTSUP, "%s: gate_mode %s is not implemented yet in mergemount (it needs the base "
-                          "model's forward pass); use gate_mode: cheap_embed, random or uniform_random",
-                          m->gate_pos.file ? pos : p->cfg->path, m->gate_mode);
+    int cheap = strcmp(m->gate_mode, "cheap_embed") == 0, avg = strcmp(m->gate_mode, "hidden_avg") == 0;
+    int by_states = !random && !uniform && !cheap;
+    if (by_states) {
+        char gpos[512];
+        mm_srcpos_format(&m->gate_pos, gpos, sizeof gpos);
+        if (!p->opt.moe_hidden || !p->opt.moe_dims)
+            return mm_err_set(err, -ENOTSUP, "%s: gate_mode %s needs the base model's forward pass, which this program "
+                              "was not given (use mergemount's mount, build or plan)",
+                              m->gate_pos.file ? gpos : p->cfg->path, m->gate_mode);
+        size_t fl, fh;
+        int rc = p->opt.moe_dims(p->models[base], &fl, &fh, err);
+        if (rc < 0) {
+            mm_err_prefix(err, "%s: gate_mode %s runs the base model '%s'", m->gate_pos.file ? gpos : p->cfg->path,
+                          m->gate_mode, p->cfg->base_model->ref);
+            return rc;
+        }
+        if (fl != layers || fh != hidden)
+            return mm_err_set(err, -EINVAL, "%s: the base model's forward pass has %zu layers of %zu, its config "
+                              "%zu of %llu", pos, fl, fh, layers, (unsigned long long)hidden);
     }
     const mm_model_tensor *embed = NULL;
     if (cheap && !(embed = mm_model_find(p->models[base], "model.embed_tokens.weight")))
@@ -127,7 +155,9 @@ int mm_moe_gates_new(mm_plan *p, size_t base, size_t layers, uint64_t hidden, mm
         return mm_err_set(err, -EINVAL, "%s: the base model's model.embed_tokens.weight is not a [vocab, %llu] float "
                           "tensor", pos, (unsigned long long)hidden);
     mm_moe_gates *g = mm_xcalloc(1, sizeof *g);
-    g->mode = random ? GATE_RANDOM : uniform ? GATE_UNIFORM : GATE_CHEAP;
+    g->mode = random ? GATE_RANDOM : uniform ? GATE_UNIFORM : cheap ? GATE_CHEAP : avg ? GATE_AVG : GATE_LAST;
+    g->base = p->models[base];
+    g->forward = p->opt.moe_hidden;
     g->seed = p->opt.random_seed;
     g->layers = layers;
     g->hidden = hidden;
@@ -135,7 +165,7 @@ int mm_moe_gates_new(mm_plan *p, size_t base, size_t layers, uint64_t hidden, mm
     g->rows = m->nexperts + (has || random || uniform ? m->nshared : 0);
     pthread_mutex_init(&g->lock, NULL);
     *out = g;
-    int rc = cheap ? load_prompts(p, base, g, err) : 0;
+    int rc = cheap || by_states ? load_prompts(p, base, g, err) : 0;
     for (size_t r = 0; r < g->rows * 2 && rc == 0 && cheap; r++) {
         const prompts *ps = r % 2 ? &g->neg[r / 2] : &g->pos[r / 2];
         for (size_t i = 0; i < ps->n && rc == 0; i++)
@@ -219,10 +249,82 @@ static int cheap_embed(mm_moe_gates *g, float *v)
     return rc;
 }
 
+/* get_hidden_states of one prompt list, added to acc[layers][hidden] (double): the batch left-padded with
+ * the padding token, run through the base model; per layer the last position's state (or the mean over
+ * every position, padding included, for hidden_avg), averaged over the prompts. */
+static int hidden_states(const mm_moe_gates *g, const prompts *ps, double *acc)
+{
+    const size_t b = ps->n, h = (size_t)g->hidden;
+    size_t s = 0;
+    for (size_t i = 0; i < b; i++)
+        if (ps->len[i] > s)
+            s = ps->len[i];
+    if (!b || !s)
+        return 0;
+    int32_t *ids = malloc(b * s * sizeof *ids);
+    uint8_t *mask = calloc(b * s, 1);
+    float *out = malloc(g->layers * b * s * h * sizeof *out);
+    int rc = ids && mask && out ? 0 : -ENOMEM;
+    for (size_t i = 0; i < b && rc == 0; i++)
+        for (size_t k = 0; k < s; k++) {
+            size_t pad = s - ps->len[i]; /* padding_side = "left" */
+            ids[i * s + k] = k < pad ? g->pad_id : ps->ids[i][k - pad];
+            mask[i * s + k] = k >= pad;
+        }
+    mm_err err = {0};
+    if (rc == 0 && (rc = g->forward(g->base, ids, mask, b, s, out, &err)) < 0)
+        mm_log_warn("MoE router weights: %s", err.msg);
+    for (size_t l = 0; l < g->layers && rc == 0; l++)
+        for (size_t i = 0; i < b; i++) {
+            const float *x = out + ((l * b + i) * s) * h;
+            for (size_t c = 0; c < h; c++) {
+                double v = 0;
+                if (g->mode == GATE_AVG) {
+                    for (size_t k = 0; k < s; k++)
+                        v += x[k * h + c];
+                    v /= (double)s;
+                } else {
+                    v = x[(s - 1) * h + c];
+                }
+                acc[l * h + c] += v / (double)b;
+            }
+        }
+    free(ids);
+    free(mask);
+    free(out);
+    return rc < 0 ? -EIO : 0;
+}
+
+static int hidden_gates(mm_moe_gates *g, float *v)
+{
+    const size_t h = (size_t)g->hidden, n = g->layers * h;
+    double *pos = calloc(n, sizeof *pos), *neg = calloc(n, sizeof *neg);
+    int rc = pos && neg ? 0 : -ENOMEM;
+    for (size_t r = 0; r < g->rows && rc == 0; r++) {
+        memset(pos, 0, n * sizeof *pos);
+        memset(neg, 0, n * sizeof *neg);
+        if ((rc = hidden_states(g, &g->pos[r], pos)) == 0)
+            rc = hidden_states(g, &g->neg[r], neg);
+        for (size_t l = 0; l < g->layers && rc == 0; l++) {
+            double *x = pos + l * h;
+            for (size_t c = 0; c < h; c++)
+                x[c] -= neg[l * h + c];
+            normalize(x, h);
+            for (size_t c = 0; c < h; c++)
+                v[(l * g->rows + r) * h + c] = (float)x[c];
+        }
+    }
+    free(pos);
+    free(neg);
+    return rc;
+}
+
 static int compute(mm_moe_gates *g, float *v)
 {
     if (g->mode == GATE_CHEAP)
         return cheap_embed(g, v);
+    if (g->mode == GATE_LAST || g->mode == GATE_AVG)
+        return hidden_gates(g, v);
     const uint64_t n = (uint64_t)g->layers * g->rows * g->hidden;
     const uint64_t stream = mm_rng_stream("mergemount moe router", 0);
     const float scale = (float)sqrt(1.0 / (double)g->hidden);
@@ -273,26 +375,38 @@ static void hash_prompts(mm_sha256 *s, const prompts *p)
 
 void mm_router_hash(mm_sha256 *s, const mm_router *r)
 {
-    static const char *const names[] = {"moe random", "moe uniform_random", "moe cheap_embed"};
+    static const char *const names[] = {"moe random", "moe uniform_random", "moe cheap_embed", "moe hidden_last",
+                                        "moe hidden_avg"};
     const mm_moe_gates *g = r->gates;
     mm_sha256_str(s, names[g->mode]);
-    mm_sha256_u64(s, g->mode == GATE_CHEAP ? 0 : g->seed);
+    int prompted = g->mode != GATE_RANDOM && g->mode != GATE_UNIFORM;
+    mm_sha256_u64(s, prompted ? 0 : g->seed);
     mm_sha256_u64(s, g->rows);
     mm_sha256_u64(s, g->hidden);
     mm_sha256_u64(s, (uint64_t)r->layer);
     mm_sha256_u64(s, r->first);
     mm_sha256_u64(s, r->count);
-    if (g->mode != GATE_CHEAP)
+    if (!prompted)
         return;
-    /* the token ids stand for the prompts and the tokenizer; the embedding is a source file */
+    /* the token ids stand for the prompts and the tokenizer; the weights are source files */
     for (size_t i = 0; i < g->rows; i++) {
         hash_prompts(s, &g->pos[i]);
         hash_prompts(s, &g->neg[i]);
     }
-    const mm_shard *sh = g->embed->shard;
-    mm_recipe_put_file(s, sh->path, mm_srcfile_id(sh->src));
-    mm_sha256_u64(s, sh->hdr.data_start + g->embed->st->begin);
-    mm_sha256_u64(s, (uint64_t)g->embed->st->dtype);
+    if (g->mode == GATE_CHEAP) {
+        const mm_shard *sh = g->embed->shard;
+        mm_recipe_put_file(s, sh->path, mm_srcfile_id(sh->src));
+        mm_sha256_u64(s, sh->hdr.data_start + g->embed->st->begin);
+        mm_sha256_u64(s, (uint64_t)g->embed->st->dtype);
+        return;
+    }
+    /* the forward pass reads the whole base model (and its adapter) */
+    mm_sha256_u64(s, (uint64_t)(uint32_t)g->pad_id);
+    for (size_t i = 0; i <= g->base->nshards; i++) {
+        const mm_shard *sh = i < g->base->nshards ? &g->base->shards[i] : g->base->lora ? &g->base->lora->file : NULL;
+        if (sh)
+            mm_recipe_put_file(s, sh->path, mm_srcfile_id(sh->src));
+    }
 }
 
 void mm_moe_free(mm_plan *p)

@@ -18,6 +18,13 @@
 
 #define MM_MAX_INPUTS 64
 
+/* The forward pass of the hidden-state gate modes of mergekit-moe configs (merge/moe/forward.h), handed
+ * to the planner by the commands (mm_forward_plug): the plan sits below merge/moe and cannot call it
+ * by name. */
+typedef int (*mm_hidden_fn)(const mm_model *m, const int32_t *ids, const uint8_t *mask, size_t batch, size_t seq,
+                            float *out, mm_err *err);
+typedef int (*mm_hidden_dims_fn)(const mm_model *m, size_t *layers, size_t *hidden, mm_err *err);
+
 typedef struct mm_plan_options {
     uint64_t out_shard_size;  /* bytes; 0 disables splitting */
     int copy_tokenizer;
@@ -26,6 +33,8 @@ typedef struct mm_plan_options {
     uint64_t random_seed;
     int moe_packed;           /* mergekit-moe outputs in transformers 5's packed expert layout (D20) */
     int moe_allow_same;       /* --i-understand-this-is-not-useful-without-training: experts may all be one model */
+    mm_hidden_fn moe_hidden;  /* NULL: the hidden gate modes are refused */
+    mm_hidden_dims_fn moe_dims;
 } mm_plan_options;
 
 /* Defaults as mergekit-yaml has them: 5B shards, tokenizer copied, model card written. */

@@ -151,6 +151,7 @@ static int strip(const mm_vocab_model *m, const mm_tokenizer *t, size_t size, mm
     s->tokenizer_config = t->tokenizer_config ? cJSON_Duplicate(t->tokenizer_config, 1) : NULL;
     s->chat_template = t->chat_template ? mm_xstrdup(t->chat_template) : NULL;
     s->bos_token = t->bos_token ? mm_xstrdup(t->bos_token) : NULL;
+    s->eos_token = t->eos_token ? mm_xstrdup(t->eos_token) : NULL;
     *out = s;
     return 0;
 }

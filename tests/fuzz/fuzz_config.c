@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "merge/moe/forward.h"
 #include "config/config.h"
 #include "fuzz.h"
 #include "merge/plan/plan.h"
@@ -101,6 +102,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     mm_plan_options opt;
     mm_plan_options_default(&opt);
+    mm_forward_plug(&opt); /* the hidden gate modes of mergekit-moe configs */
     /* Some configs get small output shards, so the sharded layout and its index are planned too. */
     static const uint64_t shard_sizes[] = {5000000000ull, 0, 700, 3000};
     opt.out_shard_size = shard_sizes[size % 4];

@@ -12,6 +12,7 @@ qwen3,common,router}.py and scripts/moe.py (arcee-ai/mergekit a6e4028):
     res.noisy                        # {name: (dtype, source values, noise_scale, residual_scale)}
     res.config                       # the output config.json
     cheap_embed_gates(cfg, encode)   # {router name: float64 [rows, hidden]} for gate_mode cheap_embed
+    hidden_gates(cfg, encode, hidden_states)   # the same for hidden, hidden_last, hidden_avg
 
 Rules (each from the file named):
   * is_bad_config (config.py): experts_per_token >= 1; at least that many experts; unless gate_mode is
@@ -258,3 +259,69 @@ def cheap_embed_gates(cfg, encode):
     for name in res.routers:
         out[name] = np.array(vecs[n:] if name.endswith("shared_expert_gate.weight") else vecs[:n])
     return out
+
+
+def eos_token(folder):
+    """tokenizer.eos_token, as bos_token reads bos."""
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                v = json.load(f).get("eos_token")
+            if isinstance(v, dict):
+                v = v.get("content")
+            if v:
+                return v
+    return None
+
+
+def _routers(cfg, vecs):
+    """{router name: rows} from per-gated-expert vectors [layers, hidden] (routed, then shared)."""
+    res = evaluate(cfg)
+    n = len(cfg["experts"])
+    out = {}
+    for name in res.routers:
+        layer = int(name.split(".")[2])
+        rows = vecs[n:] if name.endswith("shared_expert_gate.weight") else vecs[:n]
+        out[name] = np.array([v[layer] for v in rows])
+    return out
+
+
+def _gated(cfg):
+    experts = list(cfg["experts"])
+    shared = cfg.get("shared_experts") or []
+    if any(e.get("positive_prompts") for e in shared):
+        experts += shared
+    return experts
+
+
+def hidden_gates(cfg, encode, hidden_states):
+    """router.py with mode hidden / hidden_last (the last position's state) or hidden_avg (the mean over
+    every position, padding included): per gated expert, get_hidden_states of its positive prompts minus
+    that of its negative prompts, normalised per layer. The prompts are tokenised as tokenize_prompts does
+    (bos text in front, no special tokens) and padded on the left with the bos token (scripts/moe.py sets
+    padding_side = "left" and pad_token_id = bos_token_id, else eos). hidden_states(folder, ids, mask) ->
+    [layers, batch, seq, hidden] is the model (the test passes forward_eval.hidden_states); mergekit's is
+    transformers in bfloat16. Returns {router name: float64 [rows, hidden]}."""
+    base = cfg["base_model"]
+    bos = bos_token(base) or ""
+    pad_tok = bos_token(base) or eos_token(base)
+    avg = cfg.get("gate_mode", "hidden") == "hidden_avg"
+
+    def states(prompts):
+        seqs = [encode(base, bos + p) for p in prompts]
+        pad_id = encode(base, pad_tok)[0] if pad_tok else 0
+        s = max(len(x) for x in seqs)
+        ids = np.array([[pad_id] * (s - len(x)) + list(x) for x in seqs])
+        mask = np.array([[0] * (s - len(x)) + [1] * len(x) for x in seqs])
+        h = hidden_states(base, ids, mask)              # [layers, batch, seq, hidden]
+        h = h.sum(axis=2) / h.shape[2] if avg else h[:, :, -1, :]
+        return h.sum(axis=1) / h.shape[1]               # [layers, hidden]
+
+    vecs = []
+    for e in _gated(cfg):
+        v = states(e["positive_prompts"])
+        if e.get("negative_prompts"):
+            v = v - states(e["negative_prompts"])
+        vecs.append(v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-8))
+    return _routers(cfg, vecs)
