@@ -13,15 +13,25 @@ static int read_elems(const mm_model_tensor *t, uint64_t e, size_t n, uint64_t c
     if (!mm_dtype_is_computable(dt))
         return mm_err_set(err, -ENOTSUP, "%s: dtype %s cannot be computed with (BF16, F16, F32)", t->name,
                           mm_dtype_name(dt));
+    /* through a bounded buffer: a whole-tensor one (tens of MB) would be a fresh mmap, page-faulted in,
+     * for every weight of every layer */
+    enum { CHUNK = 1 << 18 };
     const size_t es = mm_dtype_size(dt);
-    void *raw = malloc(n * es + 1); /* + 1: never malloc(0) */
+    unsigned char *raw = malloc((n < CHUNK ? n : CHUNK) * es + 1); /* + 1: never malloc(0) */
     if (!raw)
         return mm_err_set(err, -ENOMEM, "%s: out of memory", t->name);
-    int rc = mm_pread_full(t->shard->fd, raw, n * es, t->shard->hdr.data_start + t->st->begin + e * es);
-    if (rc < 0)
-        rc = mm_srcfile_failed(t->shard->src, rc);
-    else if ((rc = mm_srcfile_verify(t->shard->src)) == 0)
-        mm_load_f32(dt, raw, dst, n);
+    int rc = 0;
+    const uint64_t base = t->shard->hdr.data_start + t->st->begin;
+    for (size_t done = 0; done < n && rc == 0; done += CHUNK) {
+        size_t m = n - done < CHUNK ? n - done : CHUNK;
+        rc = mm_pread_full(t->shard->fd, raw, m * es, base + (e + done) * es);
+        if (rc < 0)
+            rc = mm_srcfile_failed(t->shard->src, rc);
+        else
+            mm_load_f32(dt, raw, dst + done, m);
+    }
+    if (rc == 0)
+        rc = mm_srcfile_verify(t->shard->src);
     free(raw);
     if (rc == 0 && t->lora) {
         if ((rc = mm_lora_apply(t->lora, e, n, cols, dst)) == 0)

@@ -249,46 +249,61 @@ static int cheap_embed(mm_moe_gates *g, float *v)
     return rc;
 }
 
-/* get_hidden_states of one prompt list, added to acc[layers][hidden] (double): the batch left-padded with
- * the padding token, run through the base model; per layer the last position's state (or the mean over
- * every position, padding included, for hidden_avg), averaged over the prompts. */
-static int hidden_states(const mm_moe_gates *g, const prompts *ps, double *acc)
+/* get_hidden_states of every prompt list at once, with one forward pass: mergekit runs one batch per
+ * list, each padded on the left to its own longest prompt; here all prompts share one batch padded to the
+ * longest of all. A row's states do not depend on how much masked padding precedes it (RoPE sees only
+ * relative positions; a padding query attends to nothing), so each list's states are its rows' last
+ * `own` positions, own = its longest prompt. Per list: the last position's state (or the mean over its own
+ * positions, padding included, for hidden_avg), averaged over its prompts, into acc[list][layers][hidden]
+ * (double). The base model's weights are read once instead of once per list. */
+static int hidden_states(const mm_moe_gates *g, const prompts *const *lists, size_t nlists, double *acc)
 {
-    const size_t b = ps->n, h = (size_t)g->hidden;
-    size_t s = 0;
-    for (size_t i = 0; i < b; i++)
-        if (ps->len[i] > s)
-            s = ps->len[i];
+    const size_t h = (size_t)g->hidden;
+    size_t b = 0, s = 0;
+    for (size_t j = 0; j < nlists; j++)
+        for (size_t i = 0; i < lists[j]->n; i++, b++)
+            if (lists[j]->len[i] > s)
+                s = lists[j]->len[i];
     if (!b || !s)
         return 0;
     int32_t *ids = malloc(b * s * sizeof *ids);
     uint8_t *mask = calloc(b * s, 1);
     float *out = malloc(g->layers * b * s * h * sizeof *out);
     int rc = ids && mask && out ? 0 : -ENOMEM;
-    for (size_t i = 0; i < b && rc == 0; i++)
-        for (size_t k = 0; k < s; k++) {
-            size_t pad = s - ps->len[i]; /* padding_side = "left" */
-            ids[i * s + k] = k < pad ? g->pad_id : ps->ids[i][k - pad];
-            mask[i * s + k] = k >= pad;
+    for (size_t j = 0, row = 0; j < nlists && rc == 0; j++)
+        for (size_t i = 0; i < lists[j]->n; i++, row++) {
+            size_t pad = s - lists[j]->len[i]; /* padding_side = "left" */
+            for (size_t k = 0; k < s; k++) {
+                ids[row * s + k] = k < pad ? g->pad_id : lists[j]->ids[i][k - pad];
+                mask[row * s + k] = k >= pad;
+            }
         }
     mm_err err = {0};
     if (rc == 0 && (rc = g->forward(g->base, ids, mask, b, s, out, &err)) < 0)
         mm_log_warn("MoE router weights: %s", err.msg);
-    for (size_t l = 0; l < g->layers && rc == 0; l++)
-        for (size_t i = 0; i < b; i++) {
-            const float *x = out + ((l * b + i) * s) * h;
-            for (size_t c = 0; c < h; c++) {
-                double v = 0;
-                if (g->mode == GATE_AVG) {
-                    for (size_t k = 0; k < s; k++)
-                        v += x[k * h + c];
-                    v /= (double)s;
-                } else {
-                    v = x[(s - 1) * h + c];
+    for (size_t j = 0, row0 = 0; j < nlists && rc == 0; row0 += lists[j]->n, j++) {
+        const prompts *ps = lists[j];
+        size_t own = 0;
+        for (size_t i = 0; i < ps->n; i++)
+            if (ps->len[i] > own)
+                own = ps->len[i];
+        for (size_t l = 0; l < g->layers; l++)
+            for (size_t i = 0; i < ps->n; i++) {
+                const float *x = out + ((l * b + row0 + i) * s) * h;
+                double *dst = acc + (j * g->layers + l) * h;
+                for (size_t c = 0; c < h; c++) {
+                    double v = 0;
+                    if (g->mode == GATE_AVG) {
+                        for (size_t k = s - own; k < s; k++)
+                            v += x[k * h + c];
+                        v /= (double)own;
+                    } else {
+                        v = x[(s - 1) * h + c];
+                    }
+                    dst[c] += v / (double)ps->n;
                 }
-                acc[l * h + c] += v / (double)b;
             }
-        }
+    }
     free(ids);
     free(mask);
     free(out);
@@ -298,24 +313,28 @@ static int hidden_states(const mm_moe_gates *g, const prompts *ps, double *acc)
 static int hidden_gates(mm_moe_gates *g, float *v)
 {
     const size_t h = (size_t)g->hidden, n = g->layers * h;
-    double *pos = calloc(n, sizeof *pos), *neg = calloc(n, sizeof *neg);
-    int rc = pos && neg ? 0 : -ENOMEM;
+    /* lists 2r and 2r+1: row r's positive and negative prompts */
+    const prompts **lists = malloc(2 * g->rows * sizeof *lists);
+    double *acc = calloc(2 * g->rows * n, sizeof *acc);
+    int rc = lists && acc ? 0 : -ENOMEM;
     for (size_t r = 0; r < g->rows && rc == 0; r++) {
-        memset(pos, 0, n * sizeof *pos);
-        memset(neg, 0, n * sizeof *neg);
-        if ((rc = hidden_states(g, &g->pos[r], pos)) == 0)
-            rc = hidden_states(g, &g->neg[r], neg);
-        for (size_t l = 0; l < g->layers && rc == 0; l++) {
-            double *x = pos + l * h;
+        lists[2 * r] = &g->pos[r];
+        lists[2 * r + 1] = &g->neg[r];
+    }
+    if (rc == 0)
+        rc = hidden_states(g, lists, 2 * g->rows, acc);
+    for (size_t r = 0; r < g->rows && rc == 0; r++)
+        for (size_t l = 0; l < g->layers; l++) {
+            double *x = acc + (2 * r * g->layers + l) * h;
+            const double *neg = acc + ((2 * r + 1) * g->layers + l) * h;
             for (size_t c = 0; c < h; c++)
-                x[c] -= neg[l * h + c];
+                x[c] -= neg[c];
             normalize(x, h);
             for (size_t c = 0; c < h; c++)
                 v[(l * g->rows + r) * h + c] = (float)x[c];
         }
-    }
-    free(pos);
-    free(neg);
+    free(lists);
+    free(acc);
     return rc;
 }
 
