@@ -1,5 +1,5 @@
-"""llama.cpp's converter (convert_hf_to_gguf.py) accepts a merged folder whose vocabulary is a union
-(issue 12): a Llama whose tokenizer is a sentencepiece `tokenizer.model` merged with a fine-tune that
+"""llama.cpp's converter (convert_hf_to_gguf.py) accepts a Mixtral made from a mergekit-moe config
+(issue 13), and a merged folder whose vocabulary is a union (issue 12): a Llama whose tokenizer is a sentencepiece `tokenizer.model` merged with a fine-tune that
 added ChatML tokens in its tokenizer.json. The GGUF it writes must list, at every id, the token our
 served tokenizer has there (the union's new tokens included, read by llama.cpp from
 tokenizer_config.json's added_tokens_decoder), hold our embedding rows, and carry the chat template.
@@ -97,3 +97,39 @@ def test_union_with_sentencepiece_base_converts(tmp_path, llamacpp):
     assert np.array_equal(np.array(emb.data).reshape(want.shape), want)
     tpl = reader.fields["tokenizer.chat_template"]
     assert not te.check_builtin_template(bytes(tpl.parts[tpl.data[0]]).decode(), "chatml")
+
+
+def test_mixtral_moe_converts(tmp_path, llamacpp):
+    """A mergekit-moe config (four Llama 3 experts on a Llama 3 base with a sentencepiece tokenizer) is
+    converted by llama.cpp's converter as Mixtral: expert_count 4, experts_per_token 2, each layer's
+    experts stacked in ffn_{gate,up,down}_exps in expert order and the router as ffn_gate_inp, with our
+    tensors' values."""
+    src, gguf = llamacpp
+    base = arch_fixture.make(LLAMA3, str(tmp_path / "base"), seed=0, dtype="bf16", max_layers=2)
+    tok_fixture.apply_variant(base, "spm-bpe", 0)
+    experts = [arch_fixture.make(LLAMA3, str(tmp_path / f"e{i}"), seed=i, dtype="bf16", max_layers=2)
+               for i in (1, 2, 3, 4)]
+    cfg = {"base_model": base, "gate_mode": "uniform_random", "experts_per_token": 2,
+           "experts": [{"source_model": m, "positive_prompts": [f"p{i}"]} for i, m in enumerate(experts)]}
+    out = mmtest.build(mmtest.write_config(tmp_path, cfg), tmp_path / "out")
+    gguf_path = str(tmp_path / "moe.gguf")
+    env = dict(os.environ, MM_TESTS_INTEGRATION=os.path.dirname(__file__),
+               MM_TESTS_REFERENCE=os.path.join(mmtest.REPO, "tests", "reference"))
+    r = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "shim"), out, "--outfile", gguf_path,
+                        "--outtype", "f32"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    reader = gguf.GGUFReader(gguf_path)
+
+    def field(name):
+        f = reader.fields[name]
+        return f.parts[f.data[0]][0]
+    assert field("llama.expert_count") == 4 and field("llama.expert_used_count") == 2
+    ours = st.read_folder(out)
+    tensors = {t.name: t for t in reader.tensors}
+    for layer in range(2):
+        gate = np.array(tensors[f"blk.{layer}.ffn_gate_exps.weight"].data)
+        for e in range(4):
+            want = ours[f"model.layers.{layer}.block_sparse_moe.experts.{e}.w1.weight"].f32()
+            assert np.array_equal(gate[e], want), (layer, e)
+        router = np.array(tensors[f"blk.{layer}.ffn_gate_inp.weight"].data)
+        assert np.array_equal(router, ours[f"model.layers.{layer}.block_sparse_moe.gate.weight"].f32())
