@@ -359,6 +359,83 @@ static int compute(mm_moe_gates *g, float *v)
     return 0;
 }
 
+/* Eigenvalues of the symmetric n x n matrix a (destroyed) by cyclic Jacobi rotations, into ev. */
+static void sym_eigen(double *a, size_t n, double *ev)
+{
+    for (int sweep = 0; sweep < 60; sweep++) {
+        double off = 0;
+        for (size_t p = 0; p < n; p++)
+            for (size_t q = p + 1; q < n; q++)
+                off += a[p * n + q] * a[p * n + q];
+        if (off < 1e-30)
+            break;
+        for (size_t p = 0; p < n; p++)
+            for (size_t q = p + 1; q < n; q++) {
+                double apq = a[p * n + q];
+                if (fabs(apq) < 1e-300)
+                    continue;
+                double theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
+                double t = (theta >= 0 ? 1 : -1) / (fabs(theta) + sqrt(theta * theta + 1));
+                double c = 1 / sqrt(t * t + 1), sn = t * c;
+                for (size_t k = 0; k < n; k++) { /* A <- A J (columns p, q) */
+                    double akp = a[k * n + p], akq = a[k * n + q];
+                    a[k * n + p] = c * akp - sn * akq;
+                    a[k * n + q] = sn * akp + c * akq;
+                }
+                for (size_t k = 0; k < n; k++) { /* A <- J^T A (rows p, q) */
+                    double apk = a[p * n + k], aqk = a[q * n + k];
+                    a[p * n + k] = c * apk - sn * aqk;
+                    a[q * n + k] = sn * apk + c * aqk;
+                }
+            }
+    }
+    for (size_t i = 0; i < n; i++)
+        ev[i] = a[i * n + i];
+}
+
+/* mergekit's warn_degenerate_gates: a layer whose gate matrix [rows, hidden] has a condition number
+ * (largest over smallest singular value) above 5, from the eigenvalues of its Gram matrix. */
+static void warn_degenerate(const mm_moe_gates *g, const float *v)
+{
+    const size_t n = g->rows, h = (size_t)g->hidden;
+    if (n < 2)
+        return;
+    double *gram = malloc(n * n * sizeof *gram), *ev = malloc(n * sizeof *ev);
+    mm_buf layers = {0};
+    size_t bad = 0, last = 0;
+    for (size_t l = 0; l < g->layers && gram && ev; l++) {
+        const float *x = v + l * n * h;
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = i; j < n; j++) {
+                double d = 0;
+                for (size_t c = 0; c < h; c++)
+                    d += (double)x[i * h + c] * x[j * h + c];
+                gram[i * n + j] = gram[j * n + i] = d;
+            }
+        sym_eigen(gram, n, ev);
+        double lo = INFINITY, hi = 0;
+        for (size_t i = 0; i < n; i++) {
+            lo = fmin(lo, ev[i]);
+            hi = fmax(hi, ev[i]);
+        }
+        /* more experts than hidden dimensions: rank-deficient, as torch's SVD would find */
+        if (n > h || lo <= 0 || sqrt(hi / lo) > 5.0) {
+            mm_buf_printf(&layers, "%s%zu", bad ? ", " : "", l);
+            bad++;
+            last = l;
+        }
+    }
+    if (bad)
+        mm_log_warn("MoE router: %s%s %s degenerate routing parameters - your prompts may be too similar; one or "
+                    "more experts will be underutilized in your model",
+                    bad >= g->layers ? "ALL layers" : bad == 1 ? "layer " : "layers ",
+                    bad >= g->layers ? "" : layers.data, bad == 1 ? "has" : "have");
+    (void)last;
+    mm_buf_free(&layers);
+    free(gram);
+    free(ev);
+}
+
 int mm_router_rows(const mm_router *r, float *out)
 {
     mm_moe_gates *g = r->gates;
@@ -369,8 +446,10 @@ int mm_router_rows(const mm_router *r, float *out)
         if (!(v = atomic_load_explicit(&g->vec, memory_order_acquire))) {
             v = malloc(g->layers * g->rows * g->hidden * sizeof *v);
             rc = v ? compute(g, v) : -ENOMEM;
-            if (rc == 0)
+            if (rc == 0) {
+                warn_degenerate(g, v);
                 atomic_store_explicit(&g->vec, v, memory_order_release);
+            }
             else {
                 free(v);
                 v = NULL;

@@ -332,3 +332,19 @@ def test_error_all_experts_one_model_unless_told(tmp_path, model):
     assert r.returncode != 0 and "every expert is the model" in r.stderr
     ok = mmtest.mergemount("plan", path, "--i-understand-this-is-not-useful-without-training")
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize("second", ["ab cd ef gh ab cd ef gh ij", "zz yy"])
+def test_degenerate_routing_warning(tmp_path, mount, model, second):
+    """mergekit's warn_degenerate_gates: a layer whose router matrix has a condition number above 5 gets
+    the warning (here: two experts with nearly the same prompts), and only then; the reference decides
+    with numpy's cond."""
+    base = model("llama", 0)
+    cfg = moe_cfg(base, [expert(model("llama", 1), ["ab cd ef gh ab cd ef gh"]),
+                         expert(model("llama", 2), [second])], gate_mode="cheap_embed", dtype="float32")
+    want = moe_eval.cheap_embed_gates(cfg, bpe_encode_fn())
+    degenerate = any(np.linalg.cond(w) > 5 for w in want.values())
+    assert degenerate == (second != "zz yy")
+    path = mmtest.write_config(tmp_path, cfg)
+    r = mmtest.mergemount("build", path, str(tmp_path / "out"), "--no-cache", check=True)
+    assert ("degenerate routing parameters" in r.stderr) == degenerate, r.stderr
