@@ -12,6 +12,10 @@ precision or better, with transformers 5's defaults:
   * Gemma's embedding normalizer sqrt(hidden) is a tensor of the model (stored) dtype.
 
 API: hidden_states(folder, ids, mask=None) -> array [layers, batch, seq, hidden] (float64).
+     hidden_states_bf16(folder, ids, mask=None): the same with every intermediate result rounded to
+     bfloat16 where transformers' bfloat16 run stores one (projections, norms, RoPE, attention
+     probabilities and output, activations, residual sums), an approximation of mergekit-moe's
+     torch_dtype=bfloat16 run for checking how far float32 router rows are from it.
 """
 
 import json
@@ -175,10 +179,21 @@ def describe(cfg):
 
 # ---- layers ------------------------------------------------------------------------------------------
 
+def _keep(x):
+    return x
+
+
+R = _keep   # rounding of stored intermediates: identity, or bfloat16 (hidden_states_bf16)
+
+
+def _bf16(x):
+    return st.round_to("BF16", np.asarray(x, np.float32)).astype(np.float64)
+
+
 def rms_norm(x, w, eps, gemma):
     var = np.mean(x * x, axis=-1, keepdims=True)
     y = x / np.sqrt(var + eps)
-    return y * (1.0 + w) if gemma else y * w
+    return R(y * (1.0 + w) if gemma else y * w)
 
 
 def activation(name, x):
@@ -206,7 +221,7 @@ def apply_rope(x, rope, seq):
     cos, sin = np.cos(emb) * scale, np.sin(emb) * scale
     rd = emb.shape[-1]
     rot, rest = x[..., :rd], x[..., rd:]
-    return np.concatenate([rot * cos + rotate_half(rot) * sin, rest], axis=-1)
+    return R(np.concatenate([rot * cos + rotate_half(rot) * sin, rest], axis=-1))
 
 
 def allowed(mask, seq, window):
@@ -221,7 +236,7 @@ def allowed(mask, seq, window):
 
 def linear(x, w, b=None):
     y = x @ w.T
-    return y + b if b is not None else y
+    return R(y + b if b is not None else y)
 
 
 class Weights:
@@ -275,25 +290,26 @@ def layer(d, w, i, x, mask, invs):
     top = np.where(np.isfinite(top), top, 0.0)
     e = np.where(ok, np.exp(scores - top), 0.0)
     tot = e.sum(axis=-1, keepdims=True)
-    p = np.divide(e, tot, out=np.zeros_like(e), where=tot > 0)   # a fully masked row: zeros
-    att = np.einsum("bhqk,bhkd->bhqd", p, v).transpose(0, 2, 1, 3).reshape(B, S, nh * hd)
+    p = R(np.divide(e, tot, out=np.zeros_like(e), where=tot > 0))   # a fully masked row: zeros
+    att = R(np.einsum("bhqk,bhkd->bhqd", p, v)).transpose(0, 2, 1, 3).reshape(B, S, nh * hd)
     o = linear(att, g("self_attn.o_proj.weight"), gb("self_attn.o_proj.bias", d["o_bias"]))
     if d["sandwich"]:
         o = rms_norm(o, g("post_attention_layernorm.weight"), d["eps"], True)
-        x = x + o
+        x = R(x + o)
         h = rms_norm(x, g("pre_feedforward_layernorm.weight"), d["eps"], True)
     else:
-        x = x + o
+        x = R(x + o)
         h = rms_norm(x, g("post_attention_layernorm.weight"), d["eps"], d["gemma"])
     if d["type"] == "phi3":
         gate, up = np.split(linear(h, g("mlp.gate_up_proj.weight")), 2, axis=-1)
     else:
         gate = linear(h, g("mlp.gate_proj.weight"), gb("mlp.gate_proj.bias", d["mlp_bias"]))
         up = linear(h, g("mlp.up_proj.weight"), gb("mlp.up_proj.bias", d["mlp_bias"]))
-    m = linear(activation(d["act"], gate) * up, g("mlp.down_proj.weight"), gb("mlp.down_proj.bias", d["mlp_bias"]))
+    m = linear(R(R(activation(d["act"], gate)) * up), g("mlp.down_proj.weight"),
+               gb("mlp.down_proj.bias", d["mlp_bias"]))
     if d["sandwich"]:
         m = rms_norm(m, g("post_feedforward_layernorm.weight"), d["eps"], True)
-    return x + m
+    return R(x + m)
 
 
 def hidden_states(folder, ids, mask=None):
@@ -313,3 +329,13 @@ def hidden_states(folder, ids, mask=None):
         x = layer(d, w, i, x, mask, invs)
         out.append(x)
     return np.stack(out)
+
+
+def hidden_states_bf16(folder, ids, mask=None):
+    """hidden_states with bfloat16 intermediates (see the module docstring)."""
+    global R
+    R = _bf16
+    try:
+        return hidden_states(folder, ids, mask)
+    finally:
+        R = _keep
