@@ -51,6 +51,17 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def convert(tmp_path, folder):
+    """Runs the converter on folder (float32 output) in a child process; returns the GGUF's path."""
+    gguf_path = str(tmp_path / "out.gguf")
+    env = dict(os.environ, MM_TESTS_INTEGRATION=os.path.dirname(__file__),
+               MM_TESTS_REFERENCE=os.path.join(mmtest.REPO, "tests", "reference"))
+    r = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "shim"), folder, "--outfile", gguf_path,
+                        "--outtype", "f32"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return gguf_path
+
+
 @pytest.fixture(scope="module")
 def llamacpp():
     src, tf = os.environ.get("MM_LLAMACPP_SRC"), os.environ.get("MM_TRANSFORMERS_SRC")
@@ -76,14 +87,7 @@ def test_union_with_sentencepiece_base_converts(tmp_path, llamacpp):
            "models": [{"model": base, "parameters": {"weight": 0.5}},
                       {"model": chat, "parameters": {"weight": 0.5}}]}
     out = mmtest.build(mmtest.write_config(tmp_path, cfg), tmp_path / "out")
-    gguf_path = str(tmp_path / "out.gguf")
-    env = dict(os.environ, MM_TESTS_INTEGRATION=os.path.dirname(__file__),
-               MM_TESTS_REFERENCE=os.path.join(mmtest.REPO, "tests", "reference"))
-    r = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "shim"), out, "--outfile", gguf_path,
-                        "--outtype", "f32"], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-
-    reader = gguf.GGUFReader(gguf_path)
+    reader = gguf.GGUFReader(convert(tmp_path, out))
     field = reader.fields["tokenizer.ggml.tokens"]
     tokens = [bytes(field.parts[i]).decode() for i in field.data]
     view = te.vocab_view(out)
@@ -112,13 +116,7 @@ def test_mixtral_moe_converts(tmp_path, llamacpp):
     cfg = {"base_model": base, "gate_mode": "uniform_random", "experts_per_token": 2,
            "experts": [{"source_model": m, "positive_prompts": [f"p{i}"]} for i, m in enumerate(experts)]}
     out = mmtest.build(mmtest.write_config(tmp_path, cfg), tmp_path / "out")
-    gguf_path = str(tmp_path / "moe.gguf")
-    env = dict(os.environ, MM_TESTS_INTEGRATION=os.path.dirname(__file__),
-               MM_TESTS_REFERENCE=os.path.join(mmtest.REPO, "tests", "reference"))
-    r = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "shim"), out, "--outfile", gguf_path,
-                        "--outtype", "f32"], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    reader = gguf.GGUFReader(gguf_path)
+    reader = gguf.GGUFReader(convert(tmp_path, out))
 
     def field(name):
         f = reader.fields[name]

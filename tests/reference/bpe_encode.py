@@ -96,16 +96,10 @@ GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|
 
 
 def byte_alphabet():
-    """GPT-2's bytes_to_unicode: printable Latin-1 bytes keep their code point, the others get 256+."""
-    printable = set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
-    table, n = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + n)
-            n += 1
-    return table
+    """GPT-2's bytes_to_unicode: printable Latin-1 bytes keep their code point, the others get 256+
+    (the same table as the tokenizer fixtures use)."""
+    from tok_fixture import byte_chars
+    return byte_chars()
 
 
 BYTES = byte_alphabet()

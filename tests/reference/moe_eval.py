@@ -209,19 +209,27 @@ def evaluate(cfg):
     return Result(arch, dtype, tensors, routers, noisy, generate_config(arch, base_cfg, cfg, dtype))
 
 
-def bos_token(folder):
-    """tokenizer.bos_token: tokenizer_config.json's bos_token (a str or an AddedToken dict), else
-    special_tokens_map.json's, else None."""
+def special_token(folder, key):
+    """tokenizer.<key> (bos_token, eos_token): tokenizer_config.json's (a str or an AddedToken dict),
+    else special_tokens_map.json's, else None."""
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         path = os.path.join(folder, name)
         if os.path.exists(path):
             with open(path) as f:
-                v = json.load(f).get("bos_token")
+                v = json.load(f).get(key)
             if isinstance(v, dict):
                 v = v.get("content")
             if v:
                 return v
     return None
+
+
+def bos_token(folder):
+    return special_token(folder, "bos_token")
+
+
+def eos_token(folder):
+    return special_token(folder, "eos_token")
 
 
 def cheap_embed_gates(cfg, encode):
@@ -259,20 +267,6 @@ def cheap_embed_gates(cfg, encode):
     for name in res.routers:
         out[name] = np.array(vecs[n:] if name.endswith("shared_expert_gate.weight") else vecs[:n])
     return out
-
-
-def eos_token(folder):
-    """tokenizer.eos_token, as bos_token reads bos."""
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        path = os.path.join(folder, name)
-        if os.path.exists(path):
-            with open(path) as f:
-                v = json.load(f).get("eos_token")
-            if isinstance(v, dict):
-                v = v.get("content")
-            if v:
-                return v
-    return None
 
 
 def _routers(cfg, vecs):
