@@ -59,6 +59,26 @@ static int unsupported(const char *path, const char *key, const char *value, mm_
                       value ? value : "(no type)");
 }
 
+/* A "Sequence" step: each entry of its list `member` read by fn, with its place in messages. */
+typedef int (*step_fn)(mm_tok_encoder *e, const cJSON *n, const char *path, const char *key, mm_err *err);
+
+static int read_sequence(mm_tok_encoder *e, const cJSON *n, const char *member, step_fn fn, const char *path,
+                         const char *key, mm_err *err)
+{
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(n, member), *s;
+    if (!cJSON_IsArray(list))
+        return mm_err_set(err, -EINVAL, "%s: %s.%s: must be a list", path, key, member);
+    int i = 0, rc;
+    cJSON_ArrayForEach(s, list)
+    {
+        char sub[128];
+        snprintf(sub, sizeof sub, "%s.%s[%d]", key, member, i++);
+        if ((rc = fn(e, s, path, sub, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
 static int read_normalizer(mm_tok_encoder *e, const cJSON *n, const char *path, const char *key, mm_err *err)
 {
     if (!n || cJSON_IsNull(n))
@@ -71,18 +91,7 @@ static int read_normalizer(mm_tok_encoder *e, const cJSON *n, const char *path, 
         return 0;
     }
     if (type && strcmp(type, "Sequence") == 0) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(n, "normalizers"), *s;
-        if (!cJSON_IsArray(list))
-            return mm_err_set(err, -EINVAL, "%s: %s.normalizers: must be a list", path, key);
-        int i = 0, rc;
-        cJSON_ArrayForEach(s, list)
-        {
-            char sub[128];
-            snprintf(sub, sizeof sub, "%s.normalizers[%d]", key, i++);
-            if ((rc = read_normalizer(e, s, path, sub, err)) < 0)
-                return rc;
-        }
-        return 0;
+        return read_sequence(e, n, "normalizers", read_normalizer, path, key, err);
     }
     return unsupported(path, k, type, err);
 }
@@ -168,18 +177,7 @@ static int read_pretokenizer(mm_tok_encoder *e, const cJSON *p, const char *path
     if (!type)
         return unsupported(path, k, NULL, err);
     if (strcmp(type, "Sequence") == 0) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers"), *s;
-        if (!cJSON_IsArray(list))
-            return mm_err_set(err, -EINVAL, "%s: %s.pretokenizers: must be a list", path, key);
-        int i = 0;
-        cJSON_ArrayForEach(s, list)
-        {
-            char sub[128];
-            snprintf(sub, sizeof sub, "%s.pretokenizers[%d]", key, i++);
-            if ((rc = read_pretokenizer(e, s, path, sub, err)) < 0)
-                return rc;
-        }
-        return 0;
+        return read_sequence(e, p, "pretokenizers", read_pretokenizer, path, key, err);
     }
     if (strcmp(type, "ByteLevel") == 0) {
         mm_tok_prestep st = {.kind = MM_PRE_BYTELEVEL};
