@@ -127,14 +127,16 @@ int mm_forward_hidden(const mm_model *m, const int32_t *ids, const uint8_t *mask
         float *x = out + (i + 1) * n * H;
         memcpy(x, out + i * n * H, n * H * sizeof *x);
         rc = mm_fwd_layer_run(&a, &cur->l, a.window[i], &rot[a.window[i] != 0], x, batch, seq, mask, threads, err);
-        mm_fwd_layer_free(&cur->l);
+        /* cur's buffers stay for layer i + 2 (mm_fwd_layer_load reuses them) */
         if (rc < 0) {
             mm_err_prefix(err, "layer %zu", i);
-            if (i + 1 < nrun && load_finish(next, &(mm_err){ 0 }) == 0)
-                mm_fwd_layer_free(&next->l);
+            if (i + 1 < nrun)
+                load_finish(next, &(mm_err){ 0 });
             break;
         }
     }
+    mm_fwd_layer_free(&ld[0].l);
+    mm_fwd_layer_free(&ld[1].l);
     free(inv_freq);
     mm_fwd_arch_free(&a);
     return rc;

@@ -11,21 +11,33 @@
 
 /* ---- weights ---------------------------------------------------------------------------------------- */
 
-/* Loads "<prefix>layers.<i>.<suffix>" into *dst and keeps it for freeing. */
+/* Loads "<prefix>layers.<i>.<suffix>" into the next of l's buffers (grown when too small) and points
+ * *dst at it. */
 static int load(const mm_model *m, const mm_fwd_arch *a, size_t i, const char *suffix, size_t rows, size_t cols,
                 mm_fwd_layer *l, float **dst, mm_err *err)
 {
     char name[256];
     snprintf(name, sizeof name, "%slayers.%zu.%s", a->prefix, i, suffix);
-    int rc = mm_fwd_load(m, name, rows, cols, dst, err);
-    if (rc == 0)
-        l->owned[l->nowned++] = *dst;
-    return rc;
+    size_t k = l->nowned++, n = rows * (cols ? cols : 1);
+    if (l->cap[k] < n) {
+        free(l->owned[k]);
+        l->cap[k] = (l->owned[k] = malloc(n * sizeof *l->owned[k])) ? n : 0;
+        if (!l->owned[k])
+            return mm_err_set(err, -ENOMEM, "%s: out of memory", name);
+    }
+    *dst = l->owned[k];
+    return mm_fwd_load_into(m, name, rows, cols, *dst, err);
 }
 
 int mm_fwd_layer_load(const mm_model *m, const mm_fwd_arch *a, size_t i, mm_fwd_layer *l, mm_err *err)
 {
+    float *owned[24];
+    size_t cap[24];
+    memcpy(owned, l->owned, sizeof owned);
+    memcpy(cap, l->cap, sizeof cap);
     memset(l, 0, sizeof *l);
+    memcpy(l->owned, owned, sizeof owned);
+    memcpy(l->cap, cap, sizeof cap);
     const size_t H = a->hidden, I = a->inter, QD = a->heads * a->head_dim, KD = a->kv_heads * a->head_dim;
     int rc = load(m, a, i, "input_layernorm.weight", H, 0, l, &l->in_norm, err);
     if (rc == 0 && a->sandwich) {

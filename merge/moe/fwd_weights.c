@@ -42,9 +42,8 @@ static int read_elems(const mm_model_tensor *t, uint64_t e, size_t n, uint64_t c
     return 0;
 }
 
-int mm_fwd_load(const mm_model *m, const char *name, size_t rows, size_t cols, float **out, mm_err *err)
+int mm_fwd_load_into(const mm_model *m, const char *name, size_t rows, size_t cols, float *dst, mm_err *err)
 {
-    *out = NULL;
     const mm_model_tensor *t = mm_model_find(m, name);
     if (!t)
         return mm_err_set(err, -EINVAL, "%s: no tensor %s", m->path, name);
@@ -53,10 +52,16 @@ int mm_fwd_load(const mm_model *m, const char *name, size_t rows, size_t cols, f
         return mm_err_set(err, -EINVAL, "%s: shape is not [%zu%s%.0zu] as config.json says", name, rows,
                           cols ? ", " : "", cols);
     const size_t n = rows * (cols ? cols : 1);
-    float *v = malloc(n * sizeof *v);
+    return read_elems(t, 0, n, cols ? cols : n, dst, err);
+}
+
+int mm_fwd_load(const mm_model *m, const char *name, size_t rows, size_t cols, float **out, mm_err *err)
+{
+    *out = NULL;
+    float *v = malloc(rows * (cols ? cols : 1) * sizeof *v + 1);
     if (!v)
         return mm_err_set(err, -ENOMEM, "%s: out of memory", name);
-    int rc = read_elems(t, 0, n, cols ? cols : n, v, err);
+    int rc = mm_fwd_load_into(m, name, rows, cols, v, err);
     if (rc < 0) {
         free(v);
         return rc;

@@ -15,6 +15,9 @@
  * messages name the tensor. */
 int mm_fwd_load(const mm_model *m, const char *name, size_t rows, size_t cols, float **out, mm_err *err);
 
+/* The same into dst (rows * cols floats, or rows when cols is 0), which the caller owns. */
+int mm_fwd_load_into(const mm_model *m, const char *name, size_t rows, size_t cols, float *dst, mm_err *err);
+
 /* Row `row` of the 2-D tensor t (cols floats) into dst. */
 int mm_fwd_load_row(const mm_model_tensor *t, size_t row, float *dst, mm_err *err);
 
