@@ -16,6 +16,23 @@
 #include <string.h>
 #include <sys/stat.h>
 
+int mm_tok_merge_parts(const cJSON *m, const char **a, size_t *alen, const char **b, size_t *blen)
+{
+    if (cJSON_IsString(m)) {
+        const char *s = m->valuestring, *sp = strchr(s, ' ');
+        if (strncmp(s, "#version", 8) == 0)
+            return 0;
+        if (!sp || strchr(sp + 1, ' '))
+            return -1;
+        *a = s, *alen = (size_t)(sp - s), *b = sp + 1, *blen = strlen(sp + 1);
+        return 1;
+    }
+    if (!cJSON_IsArray(m) || cJSON_GetArraySize(m) != 2 || !cJSON_IsString(m->child) || !cJSON_IsString(m->child->next))
+        return -1;
+    *a = m->child->valuestring, *alen = strlen(*a), *b = m->child->next->valuestring, *blen = strlen(*b);
+    return 1;
+}
+
 void mm_tokenizer_free(mm_tokenizer *t)
 {
     if (!t)
@@ -59,25 +76,17 @@ static int check_merges(loader *L, const cJSON *merges, const char *prefix, mm_e
                             L->json_path, where, mm_tok_json_type(m), strings ? "strings" : "pairs");
             break;
         }
-        if (is_string) {
-            const char *s = m->valuestring;
-            if (strncmp(s, "#version", 8) == 0)
-                continue;
-            const char *sp = strchr(s, ' ');
-            if (!sp || strchr(sp + 1, ' ')) {
+        int parts = mm_tok_merge_parts(m, &a, &alen, &b, &blen);
+        if (parts == 0)
+            continue;
+        if (parts < 0) {
+            if (is_string)
                 rc = mm_err_set(err, -EINVAL, "%s: %s: \"%s\" is not two tokens split by one space", L->json_path,
-                                where, s);
-                break;
-            }
-            a = s, alen = (size_t)(sp - s), b = sp + 1, blen = strlen(b);
-        } else {
-            if (!cJSON_IsArray(m) || cJSON_GetArraySize(m) != 2 || !cJSON_IsString(m->child) ||
-                !cJSON_IsString(m->child->next)) {
+                                where, m->valuestring);
+            else
                 rc = mm_err_set(err, -EINVAL, "%s: %s: a merge is a string \"a b\" or a pair [a, b] of strings",
                                 L->json_path, where);
-                break;
-            }
-            a = m->child->valuestring, alen = strlen(a), b = m->child->next->valuestring, blen = strlen(b);
+            break;
         }
         char q[160];
         if (mm_tokenizer_id(t, a, alen) < 0 || mm_tokenizer_id(t, b, blen) < 0) {

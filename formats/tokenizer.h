@@ -98,6 +98,10 @@ typedef struct mm_tokenizer {
  * which 'cd' has already"). Time O(n) on average in the size of the files. */
 int mm_tokenizer_load(const char *folder, mm_tokenizer **out, mm_err *err);
 
+/* The two parts of one entry of tokenizer.json's model.merges: "a b" (one space) or [a, b]. 1 with the
+ * parts (pointing into m), 0 for a "#version" line (skipped by the library), -1 for anything else. */
+int mm_tok_merge_parts(const cJSON *m, const char **a, size_t *alen, const char **b, size_t *blen);
+
 /* get_vocab()[token] or -1 (token: len bytes). O(1) on average: a hash table. */
 int mm_tokenizer_id(const mm_tokenizer *t, const char *token, size_t len);
 

@@ -82,14 +82,8 @@ int mm_tokm_bpe_init(mm_tok_encoder *e, const cJSON *merges, const char *where, 
     {
         const char *a, *b;
         size_t alen, blen;
-        if (cJSON_IsString(m)) {
-            if (strncmp(m->valuestring, "#version", 8) == 0)
-                continue;
-            const char *sp = strchr(m->valuestring, ' ');
-            a = m->valuestring, alen = (size_t)(sp - a), b = sp + 1, blen = strlen(b);
-        } else {
-            a = m->child->valuestring, alen = strlen(a), b = m->child->next->valuestring, blen = strlen(b);
-        }
+        if (mm_tok_merge_parts(m, &a, &alen, &b, &blen) <= 0) /* the loader refused malformed ones */
+            continue;
         joined.len = 0;
         mm_buf_append(&joined, a, alen);
         mm_buf_append(&joined, b, blen);

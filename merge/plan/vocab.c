@@ -47,20 +47,6 @@ static int load(const char *ref, const char *folder, mm_tokenizer **out, mm_err 
 
 /* ---- stripping the base (get_stripped_tokenizer) ------------------------------------------------------ */
 
-/* A merge's two parts, as formats/tokenizer.c accepted them ("a b" or [a, b]); 0 for a "#version" line. */
-static int merge_parts(const cJSON *m, const char **a, size_t *alen, const char **b, size_t *blen)
-{
-    if (cJSON_IsString(m)) {
-        const char *s = m->valuestring, *sp = strchr(s, ' ');
-        if (strncmp(s, "#version", 8) == 0 || !sp)
-            return 0;
-        *a = s, *alen = (size_t)(sp - s), *b = sp + 1, *blen = strlen(sp + 1);
-        return 1;
-    }
-    *a = m->child->valuestring, *alen = strlen(*a), *b = m->child->next->valuestring, *blen = strlen(*b);
-    return 1;
-}
-
 /* t without every token whose id >= size: the model's vocabulary entries and added tokens with such ids,
  * and the merges with such a part, are dropped from the serialized tokenizer, which is then read again
  * (Tokenizer.from_str: the model, then the remaining added tokens in id order in one add_tokens call).
@@ -110,7 +96,7 @@ static int strip(const mm_vocab_model *m, const mm_tokenizer *t, size_t size, mm
         next = e->next;
         const char *a, *b;
         size_t alen, blen;
-        if (!merge_parts(e, &a, &alen, &b, &blen))
+        if (mm_tok_merge_parts(e, &a, &alen, &b, &blen) <= 0)
             continue;
         if (mm_tokenizer_id(s, a, alen) < 0 || mm_tokenizer_id(s, b, blen) < 0) {
             cJSON_Delete(cJSON_DetachItemViaPointer(merges, e));
