@@ -195,6 +195,10 @@ const mm_model_tensor *mm_model_find(const mm_model *m, const char *name)
 int mm_layer_of(const char *name, char **template_name)
 {
     *template_name = NULL;
+    /* A name that already holds "{}" would make its template ambiguous (the placeholder is found by
+     * searching for "{}"): such a name, which no real checkpoint has, is no layer tensor. */
+    if (strstr(name, "{}"))
+        return -1;
     const char *p = name;
     while (p) {
         const char *dot = strchr(p, '.');

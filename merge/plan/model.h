@@ -69,7 +69,8 @@ void mm_shard_close(mm_shard *s);
 const mm_model_tensor *mm_model_find(const mm_model *m, const char *name);
 
 /* Splits a tensor name at its first all-digit dot-separated component: returns the layer index and
- * fills *template_name (heap, "{}" in place of the digits); -1 and NULL when there is none. */
+ * fills *template_name (heap, "{}" in place of the digits); -1 and NULL when there is none, or when the
+ * name itself contains "{}" (its template would be ambiguous). */
 int mm_layer_of(const char *name, char **template_name);
 
 /* Fills `name` from a template by putting `layer` in place of "{}". Heap result. */

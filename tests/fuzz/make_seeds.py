@@ -570,6 +570,8 @@ def arch_seeds():
             names = sorted(json.load(f)["weight_map"])
         put("arch", "real_" + family, arch_input(cfg, names))
     put("arch", "no_stack", arch_input("{}", ["a.weight", "b.bias"]))
+    # a name holding "{}" before its layer index once made the template's prefix length negative
+    put("arch", "brace_in_name", arch_input("{}", ["{}.0.w", "encoder.block.1.w", "a.{}.2.w"]))
     put("arch", "sequential_gap", arch_input('{"num_hidden_layers": 2}', ["mlp.0.w", "mlp.2.w", "norm.weight"]))
     put("arch", "two_text_stacks", arch_input('{"num_layers": 2}', ["encoder.block.0.w", "encoder.block.1.w",
                                                                    "encoder.block.2.w", "decoder.block.0.w",
