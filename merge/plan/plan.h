@@ -132,6 +132,12 @@ typedef struct mm_plan {
 int mm_plan_build(const mm_config *cfg, const mm_plan_options *opt, mm_plan **out, mm_err *err);
 void mm_plan_free(mm_plan *p);
 
+/* The served file `name` of the plan: its bytes (a static file's, or a donor file read now) into a heap
+ * buffer, NUL-terminated. 0, -ENOENT when the plan serves no such file (no message), -EISDIR for a
+ * shard (not materialised), or -errno of the read with a message naming the path. For readers of the
+ * output folder as a client sees it (the GGUF view reads config.json and the tokenizer files so). */
+int mm_plan_file_bytes(const mm_plan *p, const char *name, char **data, size_t *len, mm_err *err);
+
 /* Prints the plan for people (`mergemount plan`) or as JSON (`plan --json`). */
 void mm_plan_print(const mm_plan *p, FILE *f, int json);
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "formats/jsonpy.h"
+#include "formats/tokenizer.h"
 #include "merge/plan/config_out.h"
 #include "merge/plan/lora.h"
 #include "merge/plan/moe.h"
@@ -466,4 +467,21 @@ void mm_plan_free(mm_plan *p)
     free(p->chat_template);
     mm_moe_free(p);
     free(p);
+}
+
+int mm_plan_file_bytes(const mm_plan *p, const char *name, char **data, size_t *len, mm_err *err)
+{
+    mm_out_file key = {.name = (char *)(uintptr_t)name};
+    const mm_out_file *f = bsearch(&key, p->files, p->nfiles, sizeof *p->files, cmp_file);
+    if (!f)
+        return -ENOENT;
+    if (f->kind == MM_FILE_SHARD)
+        return -EISDIR;
+    if (f->kind == MM_FILE_SOURCE)
+        return mm_file_read_all(f->source_path, MM_TOK_MAX_JSON, data, len, err);
+    *data = mm_xmalloc(f->data_len + 1);
+    memcpy(*data, f->data, f->data_len);
+    (*data)[f->data_len] = 0;
+    *len = f->data_len;
+    return 0;
 }

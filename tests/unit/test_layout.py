@@ -23,12 +23,13 @@ ALLOWED = {
     "config": {"base", "formats"},
     "cache": {"base"},
     "merge/plan": {"base", "formats", "config"},
-    "merge/engine": {"base", "formats", "config", "merge/plan", "cache"},
+    "merge/engine": {"base", "formats", "config", "merge/plan", "merge/gguf", "cache"},
     "merge/methods": {"base", "formats", "config", "merge/plan", "merge/engine", "cache"},
     "merge/moe": {"base", "formats", "merge/plan"},
+    "merge/gguf": {"base", "formats", "config", "merge/plan"},
     "fs": {"base", "merge/engine"},  # the adapter sees only the virtual files
 }
-CORE = ["base", "formats", "config", "cache", "merge/plan", "merge/engine", "merge/methods", "merge/moe"]
+CORE = ["base", "formats", "config", "cache", "merge/plan", "merge/engine", "merge/methods", "merge/moe", "merge/gguf"]
 
 
 def sources():

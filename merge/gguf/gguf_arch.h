@@ -1,0 +1,54 @@
+/* The model side of the GGUF view (docs/gguf.md): for an output folder of a family llama.cpp's
+ * converter (convert_hf_to_gguf.py) knows and we support — llama (Llama 2/3, Mistral, Yi), qwen2,
+ * gemma, gemma2, gemma3 (text), phi3 — the GGUF architecture name, the hyperparameter key/values the
+ * converter's set_gguf_parameters writes, and the list of GGUF tensors: each one's GGUF name, which
+ * output tensor of the plan it is made from and how (the converter's modify_tensors), in the converter's
+ * order. Any other family is refused with an error naming it.
+ *
+ * Everything is derived from what a client of the output folder sees: the plan's served config.json
+ * (mm_plan_file_bytes) and its output tensors (names, shapes, dtypes, shard order), so the GGUF equals
+ * what the converter writes for the built folder. */
+#ifndef MM_GGUF_ARCH_H
+#define MM_GGUF_ARCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "formats/gguf.h"
+#include "merge/plan/plan.h"
+
+#define MM_GGUF_GENERATED ((size_t)-1)
+
+/* One tensor of the GGUF file. Its values: the plan tensor `src` (any dtype F32/F16/BF16) converted to
+ * float32 the way the converter does (bf16 -> f32 before modify_tensors; f16 stays f16 through it), then
+ * the transforms below, then encoded in the file's type (mm_gguf_tensor_type). */
+typedef struct mm_gguf_tensor {
+    char *name;             /* GGUF name ("blk.0.attn_q.weight") */
+    size_t src;             /* index into p->tensors, or MM_GGUF_GENERATED */
+    float *gen;             /* MM_GGUF_GENERATED: the values (numel of shape), owned; else NULL */
+    int ndim;
+    uint64_t shape[MM_MAX_DIMS]; /* outermost first, as safetensors has it (the GGUF ne[] is its reverse) */
+    uint32_t permute_heads; /* >0: llama's Q/K row permutation over this many heads: with hd = rows / heads,
+                               output row h*hd + 2i + j is input row h*hd + j*(hd/2) + i (i < hd/2, j < 2) */
+    int add_one;            /* 1 is added to every value (gemma's norms), in f32 — in f16 (rounded to f16)
+                               when the source is F16, as torch adds half tensors */
+    int keep_f32;           /* stored as F32 whatever the outtype (1-D, *_norm.weight, not ending in .weight,
+                               and the family's own rules) */
+} mm_gguf_tensor;
+
+typedef struct mm_gguf_arch {
+    char *arch;             /* GGUF architecture name: "llama", "qwen2", "gemma", "gemma2", "gemma3", "phi3" */
+    mm_gguf_tensor *tensors;
+    size_t ntensors;
+} mm_gguf_arch;
+
+/* Fills *out and appends to kv the keys of the converter's set_gguf_parameters for the family, in its
+ * order ({arch}.context_length, .embedding_length, .feed_forward_length, .block_count, .attention.*,
+ * .rope.*, general.file_type = ftype, ...); general.architecture, general.type, the naming keys,
+ * general.quantization_version and the tokenizer keys are the caller's. Returns 0, or -EINVAL/-ENOTSUP with a
+ * message ("the GGUF view supports llama, qwen2, gemma, gemma2, gemma3 and phi3 models; this merge's
+ * config.json says architectures ['FalconForCausalLM']") — before anything is mounted. */
+int mm_gguf_arch_build(const mm_plan *p, uint32_t ftype, mm_gguf_kvs *kv, mm_gguf_arch *out, mm_err *err);
+void mm_gguf_arch_free(mm_gguf_arch *a);
+
+#endif
