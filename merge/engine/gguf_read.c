@@ -9,54 +9,66 @@
 /* Rows made per step: bounds the scratch whatever the read's size. */
 #define STEP_VALUES (1u << 18)
 
+/* Input rows [s0, s0 + n) of t as float32 into f (raw: scratch for n rows of t's bytes). */
+static int load_rows(mm_blocks *b, const mm_out_tensor *t, uint64_t cols, uint64_t s0, uint64_t n, char *raw,
+                     float *f)
+{
+    const size_t es = mm_dtype_size(t->dtype);
+    int rc = mm_blocks_read(b, t, s0 * cols * es, (size_t)(n * cols * es), raw);
+    if (rc == 0)
+        mm_load_f32(t->dtype, raw, f, (size_t)(n * cols));
+    return rc;
+}
+
+/* Output rows [r0, r1) of a permuted Q/K: output row h*hd + 2i + j is input row h*hd + j*hd/2 + i. Per
+ * head, the rows asked for come from two runs of input rows (j = 0 and j = 1), read as two runs rather
+ * than the whole head, since a read of a few rows must not cost a head. */
+static int permuted_rows(mm_blocks *b, const mm_out_tensor *t, uint32_t heads, uint64_t cols, uint64_t r0,
+                         uint64_t r1, char *raw, float *f, float *v)
+{
+    const uint64_t hd = t->shape[0] / heads;
+    for (uint64_t h = r0 / hd; h * hd < r1; h++) {
+        uint64_t k0 = r0 > h * hd ? r0 - h * hd : 0, k1 = r1 < (h + 1) * hd ? r1 - h * hd : hd;
+        uint64_t i0 = k0 / 2, i1 = (k1 - 1) / 2 + 1;
+        for (uint64_t j = 0; j < 2; j++) {
+            int rc = load_rows(b, t, cols, h * hd + j * (hd / 2) + i0, i1 - i0, raw, f);
+            if (rc < 0)
+                return rc;
+            for (uint64_t k = k0 + ((k0 % 2) != j); k < k1; k += 2)
+                memcpy(v + (h * hd + k - r0) * cols, f + (k / 2 - i0) * cols, (size_t)cols * sizeof *v);
+        }
+    }
+    return 0;
+}
+
 /* Source rows [r0, r1) of tensor i as float32 after the converter's transforms, into v (row-major,
- * (r1 - r0) * cols values). raw: scratch for the source bytes of whole heads. */
+ * (r1 - r0) * cols values). */
 static int source_rows(const mm_gguf_file *g, const mm_plan *p, mm_blocks *b, size_t i, uint64_t r0, uint64_t r1,
                        float *v)
 {
     const mm_gguf_tensor *gt = &g->arch.tensors[i];
-    const uint64_t cols = g->row_elems[i];
+    const uint64_t cols = g->row_elems[i], n = r1 - r0;
     if (gt->src == MM_GGUF_GENERATED) {
-        memcpy(v, gt->gen + r0 * cols, (size_t)((r1 - r0) * cols) * sizeof *v);
+        memcpy(v, gt->gen + r0 * cols, (size_t)(n * cols) * sizeof *v);
         return 0;
     }
     const mm_out_tensor *t = &p->tensors[gt->src];
-    const size_t es = mm_dtype_size(t->dtype);
-    /* A permuted tensor's output rows come from anywhere in their head: read whole heads. */
-    uint64_t hd = gt->permute_heads ? t->shape[0] / gt->permute_heads : 1;
-    uint64_t s0 = r0 / hd * hd, s1 = (r1 + hd - 1) / hd * hd;
-    size_t n = (size_t)((s1 - s0) * cols);
-    char *raw = malloc(n * es);
-    float *f = gt->permute_heads ? malloc(n * sizeof *f) : v;
-    if (!raw || !f) {
-        free(raw);
-        if (f != v)
-            free(f);
-        return -ENOMEM;
-    }
-    int rc = mm_blocks_read(b, t, s0 * cols * es, n * es, raw);
-    if (rc == 0) {
-        mm_load_f32(t->dtype, raw, f, n);
-        if (gt->permute_heads) {
-            /* output row h*hd + 2i + j is input row h*hd + j*hd/2 + i */
-            for (uint64_t r = r0; r < r1; r++) {
-                uint64_t h = r / hd, k = r % hd, in = h * hd + (k % 2) * (hd / 2) + k / 2;
-                memcpy(v + (r - r0) * cols, f + (in - s0) * cols, (size_t)cols * sizeof *v);
-            }
-        }
-        if (gt->add_one) {
-            /* torch adds in the tensor's dtype: a half tensor's sum is rounded to half (bf16 was made
-             * float32 before the converter's modify_tensors, so it adds in float32) */
-            size_t m = (size_t)((r1 - r0) * cols);
-            for (size_t k = 0; k < m; k++)
-                v[k] += 1.0f;
-            if (t->dtype == MM_DT_F16)
-                mm_vround(MM_DT_F16, v, m);
-        }
+    char *raw = malloc((size_t)(n * cols) * mm_dtype_size(t->dtype));
+    float *f = gt->permute_heads ? malloc((size_t)(n * cols) * sizeof *f) : NULL;
+    int rc = raw && (f || !gt->permute_heads) ? 0 : -ENOMEM;
+    if (rc == 0)
+        rc = gt->permute_heads ? permuted_rows(b, t, gt->permute_heads, cols, r0, r1, raw, f, v)
+                               : load_rows(b, t, cols, r0, n, raw, v);
+    if (rc == 0 && gt->add_one) {
+        /* torch adds in the tensor's dtype: a half tensor's sum is rounded to half (bf16 was made float32
+         * before the converter's modify_tensors, so it adds in float32) */
+        for (size_t k = 0; k < (size_t)(n * cols); k++)
+            v[k] += 1.0f;
+        if (t->dtype == MM_DT_F16)
+            mm_vround(MM_DT_F16, v, (size_t)(n * cols));
     }
     free(raw);
-    if (f != v)
-        free(f);
+    free(f);
     return rc;
 }
 

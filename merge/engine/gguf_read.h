@@ -1,12 +1,12 @@
 /* The data of the GGUF view (merge/gguf/gguf_plan.h): any byte range of the file, computed from the
  * output tensors' bytes through the block layer (so the block cache serves the GGUF and the safetensors
  * view alike). A tensor's bytes are made a whole row at a time — every row of every type we write is
- * independent of the others: the source rows (whole heads for a permuted Q/K) are read, turned into
- * float32 as the converter does, transformed (permutation, gemma's +1) and encoded (F32, F16, BF16,
+ * independent of the others: the source rows (for a permuted Q/K, the two runs of each head they come
+ * from) are read, turned into float32 as the converter does, transformed (permutation, gemma's +1) and encoded (F32, F16, BF16,
  * Q8_0), and the asked-for part copied out. Padding between tensors is zeros.
  *
  * Thread-safety: reentrant, like mm_blocks_read. Memory: scratch proportional to the rows one call
- * touches (a FUSE read of 128 KiB touches a few rows, or a few heads). */
+ * touches (bounded per step: a quarter million values). */
 #ifndef MM_GGUF_READ_H
 #define MM_GGUF_READ_H
 
