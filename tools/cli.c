@@ -26,7 +26,7 @@ static const char k_merge_help[] =
     "  --i-understand-this-is-not-useful-without-training\n"
     "                            mergekit-moe: allow every expert to be the same model\n"
     "  --gguf TYPE               add a GGUF file of the merge for llama.cpp, ollama, LM Studio: TYPE is\n"
-    "                            auto, bf16, f16, f32 or q8_0, as convert_hf_to_gguf.py's --outtype\n"
+    "                            auto, bf16, f16, f32 or q8_0 (llama.cpp's converter's types)\n"
     "  --gguf-only               with --gguf: serve the GGUF file alone\n"
     "  -v, --verbose             more log output\n";
 static const char k_cache_help[] =
