@@ -20,13 +20,12 @@ static int load_rows(mm_blocks *b, const mm_out_tensor *t, uint64_t cols, uint64
     return rc;
 }
 
-/* Output rows [r0, r1) of a permuted Q/K: output row h*hd + 2i + j is input row h*hd + j*hd/2 + i. Per
+/* Output rows [r0, r1) of a permuted Q/K with heads of hd rows: output row h*hd + 2i + j is input row h*hd + j*hd/2 + i. Per
  * head, the rows asked for come from two runs of input rows (j = 0 and j = 1), read as two runs rather
  * than the whole head, since a read of a few rows must not cost a head. */
-static int permuted_rows(mm_blocks *b, const mm_out_tensor *t, uint32_t heads, uint64_t cols, uint64_t r0,
-                         uint64_t r1, char *raw, float *f, float *v)
+static int permuted_rows(mm_blocks *b, const mm_out_tensor *t, uint64_t hd, uint64_t cols, uint64_t r0, uint64_t r1,
+                         char *raw, float *f, float *v)
 {
-    const uint64_t hd = t->shape[0] / heads;
     for (uint64_t h = r0 / hd; h * hd < r1; h++) {
         uint64_t k0 = r0 > h * hd ? r0 - h * hd : 0, k1 = r1 < (h + 1) * hd ? r1 - h * hd : hd;
         uint64_t i0 = k0 / 2, i1 = (k1 - 1) / 2 + 1;
@@ -57,7 +56,7 @@ static int source_rows(const mm_gguf_file *g, const mm_plan *p, mm_blocks *b, si
     float *f = gt->permute_heads ? malloc((size_t)(n * cols) * sizeof *f) : NULL;
     int rc = raw && (f || !gt->permute_heads) ? 0 : -ENOMEM;
     if (rc == 0)
-        rc = gt->permute_heads ? permuted_rows(b, t, gt->permute_heads, cols, r0, r1, raw, f, v)
+        rc = gt->permute_heads ? permuted_rows(b, t, gt->shape[0] / gt->permute_heads, cols, r0, r1, raw, f, v)
                                : load_rows(b, t, cols, r0, n, raw, v);
     if (rc == 0 && gt->add_one) {
         /* torch adds in the tensor's dtype: a half tensor's sum is rounded to half (bf16 was made float32

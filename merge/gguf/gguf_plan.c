@@ -167,7 +167,27 @@ int mm_gguf_plan(const mm_plan *p, mm_gguf_outtype t, const char *name, mm_gguf_
 
     size_t n = g->arch.ntensors;
     for (size_t i = 0; i < n; i++) {
-        size_t src = g->arch.tensors[i].src;
+        const mm_gguf_tensor *gt = &g->arch.tensors[i];
+        size_t src = gt->src;
+        /* The read path relies on these: heads that split the rows into even halves, and a shape that is
+         * the source's (a permutation moves rows, nothing else). */
+        if (gt->permute_heads && (gt->ndim < 2 || gt->shape[0] % gt->permute_heads || (gt->shape[0] / gt->permute_heads) % 2)) {
+            rc = mm_err_set(err, -EINVAL,
+                            "--gguf: %s has %llu rows, which %u attention heads do not split into heads of an even "
+                            "size (config.json's head counts do not fit the tensor)",
+                            gt->name, (unsigned long long)(gt->ndim ? gt->shape[0] : 0), gt->permute_heads);
+            goto fail;
+        }
+        if (src != MM_GGUF_GENERATED) {
+            uint64_t numel = 1;
+            for (int d = 0; d < gt->ndim; d++)
+                numel *= gt->shape[d];
+            if (numel != p->tensors[src].numel || gt->ndim < 1) {
+                rc = mm_err_set(err, -EINVAL, "--gguf: %s does not have the elements of %s", gt->name,
+                                p->tensors[src].name);
+                goto fail;
+            }
+        }
         if (src != MM_GGUF_GENERATED && !mm_dtype_is_computable(p->tensors[src].dtype)) {
             rc = mm_err_set(err, -ENOTSUP,
                             "--gguf: output tensor %s is %s; the GGUF view converts float32, float16 and bfloat16 "
