@@ -10,6 +10,12 @@ gives the converter a stand-in with transformers' view of the folder (tokenizer_
 added_tokens_decoder; encode/decode of an added token give it back, which is what they do for the
 printable-ASCII tokens of these fixtures), and the pre-tokenizer name the case expects, since the
 converter's name comes from a hash of a real vocabulary's ids (a fixture vocabulary is in no table).
+
+test_real_vocabulary_pre_names needs no converter run: with real vocabularies (MM_GPT2_VOCAB_GGUF: llama.cpp's
+models/ggml-vocab-gpt-2.gguf; MM_QWEN2_TOKENIZER_DIR: a Qwen 2 repository's vocab.json, merges.txt and
+tokenizer_config.json) the view's hash of the converter's test text must hit the converter's table — its
+entries were computed by the real converter. GPT-2's vocabulary with an NFC normalizer checks that the name
+comes from the hash: no definition names that pipeline.
 """
 
 import os
@@ -180,3 +186,27 @@ def test_bpe_union(gguf, tmp_path):
     cfg = {"merge_method": "linear", "base_model": base, "tokenizer_source": "union", "dtype": "bfloat16",
            "models": [{"model": base, "parameters": {"weight": 0.5}}, {"model": chat, "parameters": {"weight": 0.5}}]}
     check(gguf, tmp_path, cfg, "qwen2", pre="qwen2")
+
+
+def ours_pre(gguf, tmp_path, folder, arch):
+    config = mmtest.write_config(tmp_path, linear(folder))
+    ours = str(tmp_path / "ours.gguf")
+    r = subprocess.run([DUMP, config, arch, ours], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return gguf.GGUFReader(ours).fields["tokenizer.ggml.pre"].contents()
+
+
+def test_real_vocabulary_pre_names(gguf, tmp_path):
+    g2, qdir = os.environ.get("MM_GPT2_VOCAB_GGUF"), os.environ.get("MM_QWEN2_TOKENIZER_DIR")
+    if not g2 and not qdir:
+        pytest.skip("set MM_GPT2_VOCAB_GGUF and/or MM_QWEN2_TOKENIZER_DIR (see the module docstring)")
+    if g2:
+        for nfc in (False, True):
+            d = arch_fixture.make(os.path.join(ARCHS, "llama3"), str(tmp_path / f"g{nfc}"), max_layers=2)
+            gguf_tok_fixture.gpt2_from_gguf(g2, d, nfc=nfc)
+            assert ours_pre(gguf, tmp_path, d, "llama") == "gpt-2"
+    if qdir:
+        d = arch_fixture.make(os.path.join(ARCHS, "qwen2.5"), str(tmp_path / "q"), max_layers=2)
+        gguf_tok_fixture.qwen2_from_files(*(os.path.join(qdir, n) for n in
+                                            ("vocab.json", "merges.txt", "tokenizer_config.json")), d)
+        assert ours_pre(gguf, tmp_path, d, "qwen2") == "qwen2"

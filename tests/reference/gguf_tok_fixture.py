@@ -19,6 +19,13 @@ Kinds:
 The patterns are those the tokenizers library's files hold (convert_slow_tokenizer.py writes Llama 3's,
 tokenization_qwen2.py Qwen 2's).
 
+Real vocabularies (for the converter's pre-tokenizer hash, which only a real vocabulary's ids give):
+
+    gpt2_from_gguf(vocab_gguf, folder)        # GPT-2's tokenizer.json and config from llama.cpp's
+                                              # models/ggml-vocab-gpt-2.gguf (its tokens and merges)
+    qwen2_from_files(vocab_json, merges_txt, tokenizer_config, folder)
+                                              # Qwen 2's tokenizer.json from a Qwen 2 repo's slow files
+
 Run as a script: python3 gguf_tok_fixture.py FOLDER KIND
 """
 
@@ -102,6 +109,61 @@ def apply(folder, kind, seed=0):
     else:
         raise ValueError(f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
     _dump(tj_path, tj)
+    return folder
+
+
+def _set_vocab_size(folder, n):
+    path = os.path.join(folder, "config.json")
+    cfg = _load(path)
+    tok_fixture.set_config_vocab_size(cfg, n, tok_fixture.vocab_key(cfg))
+    _dump(path, cfg, sort=True)
+
+
+def _bpe_model(vocab, merges):
+    return {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+            "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+            "vocab": vocab, "merges": merges}
+
+
+def gpt2_from_gguf(vocab_gguf, folder, nfc=False):
+    """GPT-2's tokenizer (openai-community/gpt2: ByteLevel with GPT-2's pattern, <|endoftext|> 50256) from
+    a vocabulary GGUF. nfc: with an NFC normalizer, which changes no id of the converter's test text."""
+    import gguf
+    r = gguf.GGUFReader(vocab_gguf)
+    tokens = r.fields["tokenizer.ggml.tokens"].contents()
+    merges = r.fields["tokenizer.ggml.merges"].contents()
+    bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    eot = {"id": len(tokens) - 1, "content": "<|endoftext|>", "single_word": False, "lstrip": False,
+           "rstrip": False, "normalized": True, "special": True}
+    tj = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [eot],
+          "normalizer": {"type": "NFC"} if nfc else None, "pre_tokenizer": bl,
+          "post_processor": dict(bl, trim_offsets=False), "decoder": bl,
+          "model": _bpe_model({t: i for i, t in enumerate(tokens)}, merges)}
+    _dump(os.path.join(folder, "tokenizer.json"), tj)
+    _dump(os.path.join(folder, "tokenizer_config.json"),
+          {"add_prefix_space": False, "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+           "unk_token": "<|endoftext|>", "model_max_length": 1024, "tokenizer_class": "GPT2Tokenizer"})
+    _set_vocab_size(folder, len(tokens))
+    return folder
+
+
+def qwen2_from_files(vocab_json, merges_txt, tokenizer_config, folder):
+    """Qwen 2's tokenizer.json (the definitions of apply's qwen2) from vocab.json, merges.txt and the
+    tokenizer_config.json of a Qwen 2 repository (its added_tokens_decoder gives the added tokens)."""
+    vocab = _load(vocab_json)
+    with open(merges_txt, encoding="utf-8") as f:
+        merges = [ln for ln in f.read().split("\n")[1:] if ln]
+    cfg = _load(tokenizer_config)
+    cfg.pop("chat_template", None)
+    added = [dict(id=int(i), **v) for i, v in cfg["added_tokens_decoder"].items()]
+    bl = _byte_level(False)
+    tj = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+          "normalizer": {"type": "NFC"},
+          "pre_tokenizer": {"type": "Sequence", "pretokenizers": [_split(QWEN2_PATTERN), bl]},
+          "post_processor": bl, "decoder": bl, "model": _bpe_model(vocab, merges)}
+    _dump(os.path.join(folder, "tokenizer.json"), tj)
+    _dump(os.path.join(folder, "tokenizer_config.json"), cfg, sort=True)
+    _set_vocab_size(folder, max(a["id"] for a in added) + 1)
     return folder
 
 
