@@ -169,10 +169,11 @@ def test_union_with_sentencepiece_base_and_chat_template(gguf, tmp_path):
 
 
 BPE = [("llama3", "llama", "base", "llama3", "llama-bpe"), ("qwen2.5", "qwen2", "chatml", "qwen2", "qwen2"),
-       ("mistral", "llama", "chatml", None, "gpt-2"), ("llama3", "llama", "padded", "llama3", "llama-bpe")]
+       ("mistral", "llama", "chatml", None, "gpt-2"), ("llama3", "llama", "padded", "llama3", "llama-bpe"),
+       ("llama3", "llama", "base", "llama3-config", "llama-bpe")]
 
 
-@pytest.mark.parametrize("family,arch,variant,kind,pre", BPE, ids=[f"{c[0]}-{c[2]}" for c in BPE])
+@pytest.mark.parametrize("family,arch,variant,kind,pre", BPE, ids=[f"{c[0]}-{c[2]}-{c[3]}" for c in BPE])
 def test_bpe_families(gguf, tmp_path, family, arch, variant, kind, pre):
     a = model(tmp_path, family, "a", 0, variant, kind)
     b = model(tmp_path, family, "b", 1, variant, kind)
@@ -210,3 +211,26 @@ def test_real_vocabulary_pre_names(gguf, tmp_path):
         gguf_tok_fixture.qwen2_from_files(*(os.path.join(qdir, n) for n in
                                             ("vocab.json", "merges.txt", "tokenizer_config.json")), d)
         assert ours_pre(gguf, tmp_path, d, "qwen2") == "qwen2"
+
+
+def dump_error(tmp_path, folder, arch):
+    if not os.path.isfile(DUMP):
+        pytest.fail(f"{DUMP} is not built", pytrace=False)
+    config = mmtest.write_config(tmp_path, linear(folder))
+    r = subprocess.run([DUMP, config, arch, str(tmp_path / "x.gguf")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    return r.stderr
+
+
+def test_refusals(tmp_path):
+    """What the converter would not convert, or what we cannot name, is an error saying what and where
+    (no llama.cpp needed)."""
+    d = model(tmp_path, "llama3", "a", 0, "base")
+    path = os.path.join(d, "tokenizer.json")
+    tj = gguf_tok_fixture._load(path)
+    tj["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": False}
+    gguf_tok_fixture._dump(path, tj)
+    err = dump_error(tmp_path, d, "llama")
+    assert "tokenizer.json: the pre-tokenizer {\"type\":\"Metaspace\"" in err and "llama-bpe" in err, err
+    assert "not \"falcon\"" in dump_error(tmp_path, d, "falcon")
+    assert "tokenizer.model: not in the folder" in dump_error(tmp_path, d, "gemma")

@@ -9,6 +9,9 @@ Kinds:
   llama3   Llama 3's definitions (tokenizer.json of meta-llama/Meta-Llama-3-8B): no normalizer;
            Split(Llama 3's pattern, Isolated) then ByteLevel(use_regex false); post-processor ByteLevel
            then TemplateProcessing adding the bos token `<s>`; ignore_merges true
+  llama3-config  llama3 with the tokenizer_config.json keys the converter reads besides the special
+           tokens: add_prefix_space true, add_bos_token false (over the post-processor's), and named chat
+           templates (a list of {name, template}: "default" and "tool_use")
   qwen2    Qwen 2's (Qwen/Qwen2.5-7B-Instruct): NFC; Split(Qwen 2's pattern) then ByteLevel(use_regex
            false, trim_offsets false); post-processor ByteLevel; tokenizer_config.json without bos_token
   phi3     tokenizer_config.json for a sentencepiece folder: tokenizer_class LlamaTokenizer (phi3's
@@ -41,7 +44,7 @@ LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{
                   r"\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
-KINDS = ("llama3", "qwen2", "phi3")
+KINDS = ("llama3", "llama3-config", "qwen2", "phi3")
 
 
 def _load(path):
@@ -84,6 +87,14 @@ def apply(folder, kind, seed=0):
         tok_fixture.rewrite_rows(folder, list(range(96)) + ["<|end|>", "<|user|>"], 98, seed)
         return folder
     tj = _load(tj_path)
+    if kind == "llama3-config":
+        apply(folder, "llama3", seed)
+        cfg = _load(cfg_path)
+        cfg.update(add_prefix_space=True, add_bos_token=False,
+                   chat_template=[{"name": "default", "template": tok_fixture.CHATML_TEMPLATE},
+                                  {"name": "tool_use", "template": "{{ tools }}" + tok_fixture.CHATML_TEMPLATE}])
+        _dump(cfg_path, cfg, sort=True)
+        return folder
     if kind == "llama3":
         tj["normalizer"] = None
         tj["pre_tokenizer"] = {"type": "Sequence",
