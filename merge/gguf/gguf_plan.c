@@ -163,6 +163,7 @@ int mm_gguf_plan(const mm_plan *p, mm_gguf_outtype t, const char *name, mm_gguf_
     if (t == MM_GGUF_OUT_AUTO)
         t = resolve_auto(p, &g->arch);
     g->ftype = file_type(t);
+    g->type_name = type_label(t);
     mm_gguf_set_u32(&params, "general.file_type", g->ftype);
 
     size_t n = g->arch.ntensors;
@@ -220,7 +221,7 @@ int mm_gguf_plan(const mm_plan *p, mm_gguf_outtype t, const char *name, mm_gguf_
     char label[32];
     size_label(total, label, sizeof label);
     char *base = name_part(name, p->cfg->path);
-    g->file_name = mm_xasprintf("%s-%s-%s.gguf", base, label, type_label(t));
+    g->file_name = mm_xasprintf("%s-%s-%s.gguf", base, label, g->type_name);
 
     /* The converter's key order: architecture (the writer's first key), type, the naming keys, the
      * family's parameters, the quantization version, then the tokenizer. */

@@ -34,6 +34,7 @@ typedef struct mm_gguf_file {
     mm_buf header;          /* file bytes [0, header.len) */
     uint64_t size;          /* the whole file */
     uint32_t ftype;         /* general.file_type */
+    const char *type_name;  /* the resolved outtype as the file name spells it: "BF16", "F16", "F32", "Q8_0" */
     mm_gguf_arch arch;      /* the tensors and how each is made */
     mm_gguf_qtype *types;   /* per tensor: its type in the file */
     uint64_t *offsets;      /* per tensor: absolute offset of its data (aligned) */
@@ -50,7 +51,7 @@ int mm_gguf_plan(const mm_plan *p, mm_gguf_outtype t, const char *name, mm_gguf_
 void mm_gguf_file_free(mm_gguf_file *g);
 
 /* For `mergemount plan --gguf`: the file and each tensor (GGUF name, type, dimensions, the output tensor
- * it is made from and how) for people, or as a JSON object {"file", "type", "size", "tensors": count,
+ * it is made from and how) for people, or as a JSON object {"file", "type" (the resolved type: "BF16", ...), "size", "tensors": count,
  * "file_type", "architecture", "tensor_list": [{"name", "type", "ne", "source", "permute_heads",
  * "add_one"}]}. */
 void mm_gguf_print(const mm_gguf_file *g, const mm_plan *p, FILE *f);

@@ -25,8 +25,8 @@ static const char *source_name(const mm_gguf_file *g, const mm_plan *p, size_t i
 
 void mm_gguf_print(const mm_gguf_file *g, const mm_plan *p, FILE *f)
 {
-    fprintf(f, "\ngguf: %s  %llu bytes, architecture %s, %zu tensors\n", g->file_name, (unsigned long long)g->size,
-            g->arch.arch, g->arch.ntensors);
+    fprintf(f, "\ngguf: %s  %llu bytes, %s, architecture %s, %zu tensors\n", g->file_name,
+            (unsigned long long)g->size, g->type_name, g->arch.arch, g->arch.ntensors);
     for (size_t i = 0; i < g->arch.ntensors; i++) {
         const mm_gguf_tensor *t = &g->arch.tensors[i];
         fprintf(f, "  %s %s [", t->name, qtype_name(g->types[i]));
@@ -46,6 +46,7 @@ cJSON *mm_gguf_json(const mm_gguf_file *g, const mm_plan *p)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "file", g->file_name);
+    cJSON_AddStringToObject(o, "type", g->type_name);
     cJSON_AddStringToObject(o, "architecture", g->arch.arch);
     cJSON_AddNumberToObject(o, "size", (double)g->size);
     cJSON_AddNumberToObject(o, "file_type", g->ftype);
