@@ -181,9 +181,12 @@ int mm_gguf_plan(const mm_plan *p, mm_gguf_outtype t, const char *name, mm_gguf_
     char *base = name_part(name);
     g->file_name = mm_xasprintf("%s-%s-%s.gguf", base, label, type_label(t));
 
-    /* The converter's key order: architecture (the writer's first key), type, the naming keys, the
-     * family's parameters, the quantization version, then the tokenizer. */
+    /* The converter's key order: architecture (the writer's first key), the keys written while the
+     * tensors were prepared, type, the naming keys, the family's parameters, the quantization version,
+     * then the tokenizer. */
     mm_gguf_set_str(&kv, "general.architecture", g->arch.arch);
+    for (size_t i = 0; i < g->arch.early.n; i++)
+        mm_gguf_set_kv(&kv, &g->arch.early.kv[i]);
     mm_gguf_set_str(&kv, "general.type", "model");
     mm_gguf_set_str(&kv, "general.name", base);
     mm_gguf_set_str(&kv, "general.size_label", label);
