@@ -222,7 +222,8 @@ static void text_model_params(const mm_gguf_hp *hp, uint32_t block_count, uint32
         while (i < MM_COUNT(funcs) && !(cJSON_IsString(v) && strcmp(v->valuestring, funcs[i].name) == 0))
             i++;
         if (i == MM_COUNT(funcs))
-            fail(w, -EINVAL, "config.json: unsupported expert score gating function (llama.cpp's converter refuses it)");
+            fail(w, -EINVAL,
+                 "config.json: unsupported expert score gating function (llama.cpp's converter refuses it)");
         else if (w->rc == 0) {
             char *k = key_name(w, "expert_gating_func");
             mm_gguf_set_u32(w->kv, k, funcs[i].v);
@@ -250,8 +251,9 @@ static void llama_params(const mm_gguf_hp *hp, uint32_t block_count, uint32_t ft
         return;
     }
     int64_t hidden = 0, heads = 0;
-    if (w->rc == 0 && (w->rc = mm_gguf_hp_int(mm_gguf_hp_get(hp->root, "hidden_size"), "hidden_size", &hidden, w->err)) == 0 &&
-        (w->rc = mm_gguf_hp_int(mm_gguf_hp_get(hp->root, "num_attention_heads"), "num_attention_heads", &heads, w->err)) == 0) {
+    const cJSON *hs = mm_gguf_hp_get(hp->root, "hidden_size"), *nh = mm_gguf_hp_get(hp->root, "num_attention_heads");
+    if (w->rc == 0 && (w->rc = mm_gguf_hp_int(hs, "hidden_size", &hidden, w->err)) == 0 &&
+        (w->rc = mm_gguf_hp_int(nh, "num_attention_heads", &heads, w->err)) == 0) {
         if (heads <= 0 || hidden < 0)
             {
         fail(w, -EINVAL, "config.json: hidden_size and num_attention_heads must be positive");
@@ -322,7 +324,8 @@ int mm_gguf_phi3_rope_dims(const mm_gguf_hp *hp, int64_t *out, mm_err *err)
     const cJSON *prf = mm_gguf_hp_get(hp->rope, "partial_rotary_factor");
     int rc = mm_gguf_hp_int(mm_gguf_hp_find(hp, KEYS("hidden_size", "n_embd")), "hidden_size", &n_embd, err);
     if (rc == 0)
-        rc = mm_gguf_hp_int(mm_gguf_hp_find(hp, KEYS("num_attention_heads", "n_head")), "num_attention_heads", &n_head, err);
+        rc = mm_gguf_hp_int(mm_gguf_hp_find(hp, KEYS("num_attention_heads", "n_head")), "num_attention_heads", &n_head,
+                            err);
     if (rc == 0 && prf)
         rc = mm_gguf_hp_num(prf, "partial_rotary_factor", &pct, err);
     if (rc < 0)

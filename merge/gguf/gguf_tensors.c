@@ -26,7 +26,9 @@
 #include "gguf_arch_int.h"
 
 #define BIT(f) (1u << (f))
-#define ALL (BIT(MM_FAM_LLAMA) | BIT(MM_FAM_QWEN2) | BIT(MM_FAM_GEMMA) | BIT(MM_FAM_GEMMA2) | BIT(MM_FAM_GEMMA3) | BIT(MM_FAM_PHI3))
+#define ALL                                                                                                       \
+    (BIT(MM_FAM_LLAMA) | BIT(MM_FAM_QWEN2) | BIT(MM_FAM_GEMMA) | BIT(MM_FAM_GEMMA2) | BIT(MM_FAM_GEMMA3) |          \
+     BIT(MM_FAM_PHI3))
 #define G23 (BIT(MM_FAM_GEMMA2) | BIT(MM_FAM_GEMMA3))
 
 typedef struct name_rule {
@@ -483,7 +485,8 @@ static int read_order(const mm_plan *p, mm_gguf_family fam, entry **out, size_t 
         if (!starts_with(file->name, "model") || !ends_with(file->name, ".safetensors")) {
             free(e);
             return mm_err_set(err, -ENOTSUP,
-                              "shard '%s' is not named model*.safetensors, which llama.cpp's converter reads", file->name);
+                              "shard '%s' is not named model*.safetensors, which llama.cpp's converter reads",
+                              file->name);
         }
         size_t *idx = mm_xcalloc(file->ntensors ? file->ntensors : 1, sizeof *idx);
         memcpy(idx, file->tensors, file->ntensors * sizeof *idx);

@@ -261,8 +261,8 @@ static void test_phi3_longrope(void)
                       "{\"architectures\": [\"Phi3ForCausalLM\"], \"model_type\": \"phi3\", \"hidden_size\": 16, "
                       "\"intermediate_size\": 32, \"num_attention_heads\": 4, \"num_hidden_layers\": 1, "
                       "\"max_position_embeddings\": 131072, \"original_max_position_embeddings\": 4096, "
-                      "\"rope_scaling\": {\"type\": \"su\", \"long_factor\": [1.5, 2.25], \"short_factor\": [1.0, 1.1]},"
-                      " \"vocab_size\": 64}",
+                      "\"rope_scaling\": {\"type\": \"su\", \"long_factor\": [1.5, 2.25], "
+                      "\"short_factor\": [1.0, 1.1]}, \"vocab_size\": 64}",
                       t, MM_COUNT(t));
     built b;
     build(dir, &b);
@@ -305,7 +305,8 @@ static void test_refusals(void)
 
     /* a tensor outside the architecture's names */
     static const tdef odd[] = {{"model.embed_tokens.weight", 2, {64, 16}}, {"model.layers.0.odd.weight", 1, {16}}};
-    dir = model("odd", "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"num_hidden_layers\": 1}",
+    dir = model("odd",
+                "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"num_hidden_layers\": 1}",
                 odd, 2);
     build(dir, &b);
     CHECK(b.rc == -ENOTSUP);
