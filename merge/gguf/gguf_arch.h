@@ -7,7 +7,11 @@
  *
  * Everything is derived from what a client of the output folder sees: the plan's served config.json
  * (mm_plan_file_bytes) and its output tensors (names, shapes, dtypes, shard order), so the GGUF equals
- * what the converter writes for the built folder. */
+ * what the converter writes for the built folder. The parts: gguf_hparams.c (config.json as the converter
+ * sees it through transformers' AutoConfig), gguf_keys.c (set_gguf_parameters), gguf_tensors.c
+ * (prepare_tensors: order, filter_tensors, modify_tensors, generate_extra_tensors), gguf_arch.c (the
+ * family and what is refused). Architectures the converter also handles with these classes
+ * (MixtralForCausalLM, LlavaForConditionalGeneration, ...) are refused like any other. */
 #ifndef MM_GGUF_ARCH_H
 #define MM_GGUF_ARCH_H
 
@@ -52,10 +56,11 @@ typedef struct mm_gguf_arch {
     mm_gguf_kvs early;
 } mm_gguf_arch;
 
-/* Fills *out and appends to kv the keys of the converter's set_gguf_parameters for the family, in its
- * order ({arch}.context_length, .embedding_length, .feed_forward_length, .block_count, .attention.*,
- * .rope.*, general.file_type = ftype, ...); general.architecture, general.type, the naming keys,
- * general.quantization_version and the tokenizer keys are the caller's. Returns 0, or -EINVAL/-ENOTSUP with a
+/* Fills *out (tensors, and out->early) and appends to kv the keys of the converter's set_gguf_parameters
+ * for the family, in its order ({arch}.context_length, .embedding_length, .feed_forward_length,
+ * .block_count, .attention.*, .rope.*, general.file_type = ftype, ...); general.architecture,
+ * general.type, the naming keys, general.quantization_version and the tokenizer keys are the caller's.
+ * On failure *out is left empty (mm_gguf_arch_free on it is harmless). Returns 0, or -EINVAL/-ENOTSUP with a
  * message ("the GGUF view supports llama, qwen2, gemma, gemma2, gemma3 and phi3 models; this merge's
  * config.json says architectures ['FalconForCausalLM']") — before anything is mounted. */
 int mm_gguf_arch_build(const mm_plan *p, uint32_t ftype, mm_gguf_kvs *kv, mm_gguf_arch *out, mm_err *err);
