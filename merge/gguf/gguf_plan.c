@@ -137,6 +137,37 @@ static char *name_part(const char *name, const char *config_path)
     return s;
 }
 
+/* What the read path (merge/engine/gguf_read.c) relies on: at most 4 dimensions (GGUF's limit); a
+ * source tensor of a float dtype whose leading rows (all of them, or fewer: Gemma 3's embedding cut to
+ * the vocabulary) the tensor is; heads that split a permuted tensor's rows into halves; a permuted 1-D
+ * tensor kept F32, so its elements can be moved one by one. */
+static int check_tensor(const mm_plan *p, const mm_gguf_tensor *gt, mm_err *err)
+{
+    if (gt->ndim < 1 || gt->ndim > 4)
+        return mm_err_set(err, -ENOTSUP, "--gguf: %s has %d dimensions; GGUF tensors have 1 to 4", gt->name,
+                          gt->ndim);
+    if (gt->permute_heads && (gt->shape[0] % gt->permute_heads || (gt->shape[0] / gt->permute_heads) % 2 ||
+                              (gt->ndim == 1 && !gt->keep_f32)))
+        return mm_err_set(err, -EINVAL,
+                          "--gguf: %s has %llu rows, which %u attention heads do not split into heads of an even "
+                          "size (config.json's head counts do not fit the tensor)",
+                          gt->name, (unsigned long long)gt->shape[0], gt->permute_heads);
+    if (gt->src == MM_GGUF_GENERATED)
+        return 0;
+    const mm_out_tensor *t = &p->tensors[gt->src];
+    int same = t->ndim == gt->ndim && gt->shape[0] <= t->shape[0];
+    for (int d = 1; same && d < gt->ndim; d++)
+        same = gt->shape[d] == t->shape[d];
+    if (!same)
+        return mm_err_set(err, -EINVAL, "--gguf: %s is not made of leading rows of %s", gt->name, t->name);
+    if (!mm_dtype_is_computable(t->dtype))
+        return mm_err_set(err, -ENOTSUP,
+                          "--gguf: output tensor %s is %s; the GGUF view converts float32, float16 and bfloat16 "
+                          "tensors only (set the merge's dtype)",
+                          t->name, mm_dtype_name(t->dtype));
+    return 0;
+}
+
 void mm_gguf_file_free(mm_gguf_file *g)
 {
     if (!g)
@@ -167,36 +198,9 @@ int mm_gguf_plan(const mm_plan *p, mm_gguf_outtype t, const char *name, mm_gguf_
     mm_gguf_set_u32(&params, "general.file_type", g->ftype);
 
     size_t n = g->arch.ntensors;
-    for (size_t i = 0; i < n; i++) {
-        const mm_gguf_tensor *gt = &g->arch.tensors[i];
-        size_t src = gt->src;
-        /* The read path relies on these: heads that split the rows into even halves, and a shape that is
-         * the source's (a permutation moves rows, nothing else). */
-        if (gt->permute_heads && (gt->ndim < 2 || gt->shape[0] % gt->permute_heads || (gt->shape[0] / gt->permute_heads) % 2)) {
-            rc = mm_err_set(err, -EINVAL,
-                            "--gguf: %s has %llu rows, which %u attention heads do not split into heads of an even "
-                            "size (config.json's head counts do not fit the tensor)",
-                            gt->name, (unsigned long long)(gt->ndim ? gt->shape[0] : 0), gt->permute_heads);
+    for (size_t i = 0; i < n; i++)
+        if ((rc = check_tensor(p, &g->arch.tensors[i], err)) < 0)
             goto fail;
-        }
-        if (src != MM_GGUF_GENERATED) {
-            uint64_t numel = 1;
-            for (int d = 0; d < gt->ndim; d++)
-                numel *= gt->shape[d];
-            if (numel != p->tensors[src].numel || gt->ndim < 1) {
-                rc = mm_err_set(err, -EINVAL, "--gguf: %s does not have the elements of %s", gt->name,
-                                p->tensors[src].name);
-                goto fail;
-            }
-        }
-        if (src != MM_GGUF_GENERATED && !mm_dtype_is_computable(p->tensors[src].dtype)) {
-            rc = mm_err_set(err, -ENOTSUP,
-                            "--gguf: output tensor %s is %s; the GGUF view converts float32, float16 and bfloat16 "
-                            "tensors only (set the merge's dtype)",
-                            p->tensors[src].name, mm_dtype_name(p->tensors[src].dtype));
-            goto fail;
-        }
-    }
     mm_gguf_tinfo *ti = mm_xcalloc(n ? n : 1, sizeof *ti);
     g->types = mm_xcalloc(n ? n : 1, sizeof *g->types);
     g->nbytes = mm_xcalloc(n ? n : 1, sizeof *g->nbytes);
@@ -213,7 +217,8 @@ int mm_gguf_plan(const mm_plan *p, mm_gguf_outtype t, const char *name, mm_gguf_
             ti[i].ne[d] = gt->shape[gt->ndim - 1 - d];
             numel *= gt->shape[d];
         }
-        g->row_elems[i] = ti[i].ne[0];
+        /* a permuted 1-D tensor (a q/k bias) moves single elements: rows of one (it is F32, see check_tensor) */
+        g->row_elems[i] = gt->permute_heads && gt->ndim == 1 ? 1 : ti[i].ne[0];
         g->nbytes[i] = numel / ti[i].ne[0] * mm_gguf_row_bytes(g->types[i], ti[i].ne[0]);
         total += numel;
     }
@@ -223,9 +228,12 @@ int mm_gguf_plan(const mm_plan *p, mm_gguf_outtype t, const char *name, mm_gguf_
     char *base = name_part(name, p->cfg->path);
     g->file_name = mm_xasprintf("%s-%s-%s.gguf", base, label, g->type_name);
 
-    /* The converter's key order: architecture (the writer's first key), type, the naming keys, the
-     * family's parameters, the quantization version, then the tokenizer. */
+    /* The converter's key order: architecture (the writer's first key), the keys written while the
+     * tensors were prepared, type, the naming keys, the family's parameters, the quantization version,
+     * then the tokenizer. */
     mm_gguf_set_str(&kv, "general.architecture", g->arch.arch);
+    for (size_t i = 0; i < g->arch.early.n; i++)
+        mm_gguf_set_kv(&kv, &g->arch.early.kv[i]);
     mm_gguf_set_str(&kv, "general.type", "model");
     mm_gguf_set_str(&kv, "general.name", base);
     mm_gguf_set_str(&kv, "general.size_label", label);
