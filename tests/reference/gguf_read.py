@@ -202,22 +202,28 @@ class GGUF:
 
     def array(self, t):
         t = self.info(t)
-        raw = self.data(t)
-        if t.type == "F32":
-            v = np.frombuffer(raw, "<f4").astype(np.float32)
-        elif t.type == "F16":
-            v = np.frombuffer(raw, "<f2").astype(np.float32)
-        elif t.type == "BF16":
-            v = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
-        else:  # Q8_0
-            blocks = np.frombuffer(raw, np.uint8).reshape(-1, 34)
-            d = blocks[:, :2].copy().view("<f2").astype(np.float32)
-            q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)
-            v = (q * d).reshape(-1)
-        return v.reshape(t.shape)
+        return decode(t.type, self.data(t), t.shape)
 
     def value(self, key):
         return self.kv[key].value
+
+
+def decode(typ, raw, shape):
+    """Raw tensor bytes of a ggml type as float32 values of `shape` (Q8_0: d * q)."""
+    if typ == "F32":
+        v = np.frombuffer(raw, "<f4").astype(np.float32)
+    elif typ == "F16":
+        v = np.frombuffer(raw, "<f2").astype(np.float32)
+    elif typ == "BF16":
+        v = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
+    elif typ == "Q8_0":
+        blocks = np.frombuffer(raw, np.uint8).reshape(-1, 34)
+        d = blocks[:, :2].copy().view("<f2").astype(np.float32)
+        q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)
+        v = (q * d).reshape(-1)
+    else:
+        raise GGUFError(f"cannot decode {typ}")
+    return v.reshape(shape)
 
 
 def read(src):

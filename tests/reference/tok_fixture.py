@@ -33,7 +33,7 @@ model's tokenizer.json is, so that llama.cpp's converter names its pre-tokenizer
               tokens (train_bpe on TEXT, no specials) then <|begin_of_text|> (93), <|end_of_text|>
               (94), <|eot_id|> (95) as added special tokens only (not in the model's vocab), bos
               <|begin_of_text|>, eos <|eot_id|>, a Llama 3 style chat template -> "llama-bpe"
-  qwen2-bpe   Qwen2's: normalizer NFC, pre_tokenizer Sequence[Split(Qwen2 regex: \p{N} one digit),
+  qwen2-bpe   Qwen2's: normalizer NFC, pre_tokenizer Sequence[Split(Qwen2 regex: digits one at a time),
               ByteLevel(trim_offsets false)], post_processor ByteLevel; 93 BPE tokens then
               <|endoftext|> (93), <|im_start|> (94), <|im_end|> (95); no bos, eos <|im_end|>, pad
               <|endoftext|>, ChatML template -> "qwen2"
