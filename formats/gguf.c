@@ -235,25 +235,6 @@ void mm_gguf_header(const mm_gguf_kvs *k, const mm_gguf_tinfo *t, size_t n, mm_b
 
 /* ---- encodings ---- */
 
-void mm_gguf_to_f16(const float *x, size_t n, uint16_t *out)
-{
-    for (size_t i = 0; i < n; i++)
-        out[i] = mm_f32_to_f16(x[i]);
-}
-
-void mm_gguf_to_bf16(const float *x, size_t n, uint16_t *out)
-{
-    /* gguf-py's BF16 (ggml's fp32_to_bf16): a NaN keeps its sign and top mantissa bits with the quiet
-     * bit set (torch would give 0x7fc0 for every NaN), anything else rounds to nearest even. */
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        if ((u & 0x7fffffffu) > 0x7f800000u)
-            u = (u & 0xffff0000u) | (64u << 16);
-        out[i] = (uint16_t)(((uint64_t)u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    }
-}
-
 void mm_gguf_to_q8_0(const float *x, size_t n, uint8_t *out)
 {
     for (size_t b = 0; b < n / MM_Q8_0_BLOCK; b++, x += MM_Q8_0_BLOCK, out += MM_Q8_0_BYTES) {

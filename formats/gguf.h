@@ -1,6 +1,6 @@
 /* GGUF (llama.cpp's model file, version 3, little-endian): the metadata key/value list, the header of a
  * file (magic, counts, key/values, tensor infos, padding to the data), and the element encodings we
- * write (F32, F16, BF16, Q8_0) computed the way llama.cpp's gguf-py computes them.
+ * write computed the way llama.cpp's gguf-py computes them.
  *
  * Layout of a file: "GGUF", u32 version 3, u64 tensor count, u64 key/value count, the key/values, the
  * tensor infos (name, u32 n_dims, u64 ne[n_dims] innermost first, u32 ggml type, u64 offset of its data
@@ -110,13 +110,11 @@ uint64_t mm_gguf_row_bytes(mm_gguf_qtype type, uint64_t ne0);
 void mm_gguf_header(const mm_gguf_kvs *k, const mm_gguf_tinfo *t, size_t n, mm_buf *out, uint64_t **data_offsets,
                     uint64_t *file_size);
 
-/* Element encodings, from float32 values (gguf-py's quants.quantize). */
-/* n values to f16 (numpy's astype(float16): round to nearest even, overflow to inf, NaN kept). */
-void mm_gguf_to_f16(const float *x, size_t n, uint16_t *out);
-/* n values to bf16 (gguf-py: round to nearest even; NaN made quiet). */
-void mm_gguf_to_bf16(const float *x, size_t n, uint16_t *out);
-/* n values (a multiple of 32) to n/32 Q8_0 blocks: d = max|x| / 127 in f32, q = round-half-away(x * (1/d))
- * (0 when d is 0), d stored as f16. */
+/* Element encodings, from float32 values (gguf-py's quants.quantize). F16 and BF16 are numeric.h's
+ * mm_store_f32 (round to nearest even; a NaN keeps its sign and top mantissa bits and is made quiet,
+ * as gguf-py's BF16 does — torch would differ there). */
+/* n values (a multiple of 32) to n/32 Q8_0 blocks: d = max|x| / 127 in f32, q = x * (1/d) (id 0 when d
+ * is 0) rounded half away from zero the way gguf-py's np_roundf computes it, d stored as f16. */
 void mm_gguf_to_q8_0(const float *x, size_t n, uint8_t *out);
 
 #endif

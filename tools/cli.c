@@ -8,6 +8,7 @@
 
 #include "base/util.h"
 #include "config/config.h"
+#include "merge/gguf/gguf_plan.h"
 
 /* Help of the shared options, in the groups a command takes (see mm_cli_parse). */
 static const char k_merge_help[] =
@@ -24,6 +25,9 @@ static const char k_merge_help[] =
     "                            packed (transformers 5's experts.gate_up_proj / down_proj)\n"
     "  --i-understand-this-is-not-useful-without-training\n"
     "                            mergekit-moe: allow every expert to be the same model\n"
+    "  --gguf TYPE               add a GGUF file of the merge for llama.cpp, ollama, LM Studio: TYPE is\n"
+    "                            auto, bf16, f16, f32 or q8_0 (llama.cpp's converter's types)\n"
+    "  --gguf-only               with --gguf: serve the GGUF file alone\n"
     "  -v, --verbose             more log output\n";
 static const char k_cache_help[] =
     "cache options:\n"
@@ -109,6 +113,17 @@ int mm_cli_common_option(int opt, const char *arg, mm_plan_options *po, mm_cli_c
         po->moe_packed = strcmp(arg, "packed") == 0;
         return 0;
     case MM_OPT_MOE_SAME: po->moe_allow_same = 1; return 0;
+    case MM_OPT_GGUF: {
+        mm_gguf_outtype t;
+        if (mm_gguf_outtype_parse(arg, &t) < 0) {
+            fprintf(stderr, "mergemount: error: --gguf: '%s' is not a GGUF type (one of %s)\n", arg,
+                    mm_gguf_outtype_names);
+            return -EINVAL;
+        }
+        po->gguf = (int)t;
+        return 0;
+    }
+    case MM_OPT_GGUF_ONLY: po->gguf_only = 1; return 0;
     case 'v': mm_log_verbose++; return 0;
     default: return -EINVAL;
     }
@@ -169,7 +184,14 @@ int mm_cli_parse(int argc, char **argv, const char *shortopts, const struct opti
 int mm_cli_load(const char *path, const mm_plan_options *po, mm_config **cfg, mm_plan **plan, mm_vfs **vfs)
 {
     mm_err err = {{0}};
-    int rc = mm_config_load(path, cfg, &err);
+    *cfg = NULL;
+    *plan = NULL;
+    int rc = 0;
+    if (po->gguf_only && !po->gguf)
+        rc = mm_err_set(&err, -EINVAL, "--gguf-only serves the GGUF file alone: add --gguf TYPE (one of %s)",
+                        mm_gguf_outtype_names);
+    if (rc == 0)
+        rc = mm_config_load(path, cfg, &err);
     if (rc == 0)
         rc = mm_plan_build(*cfg, po, plan, &err);
     if (rc == 0 && vfs)

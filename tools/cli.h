@@ -30,6 +30,8 @@ enum {
     MM_OPT_NO_CACHE,
     MM_OPT_MOE_LAYOUT,
     MM_OPT_MOE_SAME,
+    MM_OPT_GGUF,
+    MM_OPT_GGUF_ONLY,
     MM_OPT_COMMON_END,
 };
 #define MM_CLI_COMMON_LONGOPTS                                                                         \
@@ -43,6 +45,7 @@ enum {
         {"cache-size", required_argument, 0, MM_OPT_CACHE_SIZE}, {"no-cache", no_argument, 0, MM_OPT_NO_CACHE}, \
         {"moe-layout", required_argument, 0, MM_OPT_MOE_LAYOUT},                                       \
         {"i-understand-this-is-not-useful-without-training", no_argument, 0, MM_OPT_MOE_SAME},         \
+        {"gguf", required_argument, 0, MM_OPT_GGUF}, {"gguf-only", no_argument, 0, MM_OPT_GGUF_ONLY},  \
         {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}
 
 /* `--json`, the one option of `plan` and `stats` besides the shared ones: an extra-option handler

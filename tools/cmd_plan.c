@@ -1,7 +1,10 @@
-/* `mergemount plan CONFIG [--json]`: what a mount or build would produce, computing nothing. */
+/* `mergemount plan CONFIG [--json]`: what a mount or build would produce, computing nothing (with --gguf,
+ * the GGUF file's tensors too). */
+#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <stdio.h>
 
+#include "merge/gguf/gguf_plan.h"
 #include "merge/moe/forward.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
@@ -25,7 +28,30 @@ int mm_cmd_plan(int argc, char **argv)
     mm_plan *plan = NULL;
     if (mm_cli_load(pos[0], &po, &cfg, &plan, NULL))
         return 1;
-    mm_plan_print(plan, stdout, json);
+    mm_gguf_file *g = NULL;
+    mm_err err = {{0}};
+    if (po.gguf && mm_gguf_plan(plan, (mm_gguf_outtype)po.gguf, NULL, &g, &err) < 0) {
+        fprintf(stderr, "mergemount: error: %s\n", err.msg);
+        mm_cli_unload(cfg, plan, NULL);
+        return 1;
+    }
+    if (json) {
+        cJSON *root = mm_plan_json(plan);
+        if (g)
+            cJSON_AddItemToObject(root, "gguf", mm_gguf_json(g, plan));
+        char *text = cJSON_Print(root);
+        printf("%s\n", text);
+        cJSON_free(text);
+        cJSON_Delete(root);
+    } else {
+        if (po.gguf_only)
+            printf("(--gguf-only: only the GGUF file below is served; the safetensors view is what it is made "
+                   "from)\n");
+        mm_plan_print(plan, stdout, 0);
+        if (g)
+            mm_gguf_print(g, plan, stdout);
+    }
+    mm_gguf_file_free(g);
     mm_cli_unload(cfg, plan, NULL);
     return 0;
 }

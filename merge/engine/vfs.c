@@ -10,12 +10,13 @@
 
 #include "base/sha256.h"
 #include "blocks.h"
+#include "gguf_read.h"
 #include "merge/plan/plan.h"
 #include "merge/plan/recipe.h"
 #include "merge/plan/srcfile.h"
 #include "base/util.h"
 
-typedef enum { VF_STATIC, VF_SOURCE, VF_SHARD } vf_kind;
+typedef enum { VF_STATIC, VF_SOURCE, VF_SHARD, VF_GGUF } vf_kind;
 
 typedef struct vfile {
     char *name;
@@ -25,6 +26,7 @@ typedef struct vfile {
     size_t data_len;
     mm_srcfile *src;          /* SOURCE */
     const mm_out_file *shard; /* SHARD */
+    mm_gguf_file *gguf;       /* GGUF (owned) */
 } vfile;
 
 struct mm_vfs {
@@ -71,13 +73,27 @@ int mm_vfs_add_source(mm_vfs *v, const char *name, const char *path)
     return 0;
 }
 
+static int add_gguf(mm_vfs *v, const mm_plan *p, mm_err *err)
+{
+    mm_gguf_file *g;
+    int rc = mm_gguf_plan(p, (mm_gguf_outtype)p->opt.gguf, NULL, &g, err);
+    if (rc < 0)
+        return rc;
+    vfile *f = add(v, g->file_name, VF_GGUF);
+    f->gguf = g;
+    f->data = g->header.data;
+    f->data_len = g->header.len;
+    f->size = g->size;
+    return 0;
+}
+
 int mm_vfs_from_plan(const mm_plan *p, mm_vfs **out, mm_err *err)
 {
     mm_vfs *v = mm_vfs_new();
     v->plan = p;
     v->blocks = mm_blocks_new(p);
     v->mtime_ns = p->mtime_ns;
-    for (size_t i = 0; i < p->nfiles; i++) {
+    for (size_t i = 0; i < p->nfiles && !p->opt.gguf_only; i++) {
         const mm_out_file *of = &p->files[i];
         if (of->kind == MM_FILE_STATIC) {
             mm_vfs_add_static(v, of->name, of->data, of->data_len);
@@ -95,6 +111,13 @@ int mm_vfs_from_plan(const mm_plan *p, mm_vfs **out, mm_err *err)
             f->size = of->size;
         }
     }
+    if (p->opt.gguf) {
+        int rc = add_gguf(v, p, err);
+        if (rc < 0) {
+            mm_vfs_free(v);
+            return rc;
+        }
+    }
     *out = v;
     return 0;
 }
@@ -105,8 +128,9 @@ void mm_vfs_free(mm_vfs *v)
         return;
     for (size_t i = 0; i < v->n; i++) {
         vfile *f = &v->files[i];
-        if (f->kind != VF_SHARD)
+        if (f->kind != VF_SHARD && f->kind != VF_GGUF)
             free(f->data);
+        mm_gguf_file_free(f->gguf);
         mm_srcfile_close(f->src);
         free(f->name);
     }
@@ -159,6 +183,23 @@ int64_t mm_vfs_mtime(const mm_vfs *v)
     return v->mtime_ns;
 }
 
+/* What determines a GGUF file's data beyond its header: each tensor's source recipe and transforms, or
+ * its generated values. */
+static void gguf_id(mm_sha256 *s, const mm_plan *p, const mm_gguf_file *g)
+{
+    for (size_t k = 0; k < g->arch.ntensors; k++) {
+        const mm_gguf_tensor *t = &g->arch.tensors[k];
+        if (t->src == MM_GGUF_GENERATED) {
+            mm_sha256_update(s, t->gen, (size_t)(g->nbytes[k] / mm_gguf_row_bytes(g->types[k], g->row_elems[k]) *
+                                                 g->row_elems[k] * sizeof *t->gen));
+            continue;
+        }
+        mm_sha256_update(s, p->tensors[t->src].recipe, 32);
+        mm_sha256_u64(s, t->permute_heads);
+        mm_sha256_u64(s, (uint64_t)t->add_one);
+    }
+}
+
 void mm_vfs_id(const mm_vfs *v, char hex[65])
 {
     mm_sha256 s;
@@ -179,6 +220,8 @@ void mm_vfs_id(const mm_vfs *v, char hex[65])
         if (f->kind == VF_SHARD)
             for (size_t k = 0; k < f->shard->ntensors; k++)
                 mm_sha256_update(&s, v->plan->tensors[f->shard->tensors[k]].recipe, 32);
+        if (f->kind == VF_GGUF)
+            gguf_id(&s, v->plan, f->gguf);
     }
     unsigned char digest[32];
     mm_sha256_final(&s, digest);
@@ -306,7 +349,7 @@ ssize_t mm_vfs_read_zc(mm_vfs *v, size_t idx, uint64_t off, size_t len, struct i
         if (rc == 0)
             rc = each_tensor_piece(v, f, off, end, peek_piece, &c);
     } else {
-        rc = 1; /* a donor file: read through its descriptor */
+        rc = 1; /* a donor file (read through its descriptor) or the GGUF view (computed) */
     }
     if (rc != 0) {
         mm_vfs_hold_release(v, h);
@@ -341,6 +384,9 @@ ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf)
         break;
     case VF_SHARD:
         rc = read_shard(v, f, off, len, buf);
+        break;
+    case VF_GGUF:
+        rc = mm_gguf_read(f->gguf, v->plan, v->blocks, off, len, buf);
         break;
     }
     if (rc < 0)

@@ -1,7 +1,8 @@
 /* The virtual checkpoint folder: a flat list of files, each with an exact, immutable size, and the one
  * read path every consumer uses (FUSE, `build`, tests). A file is STATIC bytes (config.json, index,
- * model card), a SOURCE file served as it is (tokenizer files of the donor), or a SHARD whose bytes
- * are a safetensors header followed by tensor data computed on demand.
+ * model card), a SOURCE file served as it is (tokenizer files of the donor), a SHARD whose bytes
+ * are a safetensors header followed by tensor data computed on demand, or the GGUF view of the merge
+ * (merge/gguf/gguf_plan.h: a GGUF header and tensor data computed from the shards' tensors).
  *
  * Thread-safety: after creation the vfs is immutable; mm_vfs_read may be called from any number of
  * threads at once (no global lock on the read path). */
@@ -24,7 +25,9 @@ void mm_vfs_add_static(mm_vfs *v, const char *name, const void *data, size_t len
 /* A regular file served from `path` as it is; size taken now (fstat); its reads fail once it changes
  * (merge/plan/srcfile.h). Returns 0 or -errno. */
 int mm_vfs_add_source(mm_vfs *v, const char *name, const char *path);
-/* The vfs of a plan: its files in name order. The plan must outlive the vfs. */
+/* The vfs of a plan: its files in name order, then the GGUF file when p->opt.gguf asks for one (named
+ * after the config file: merge/gguf/gguf_plan.h), alone with p->opt.gguf_only. The plan must outlive the
+ * vfs. Errors (the GGUF view's: an unsupported family or tokenizer) come with a message. */
 struct mm_plan;
 int mm_vfs_from_plan(const struct mm_plan *p, mm_vfs **out, mm_err *err);
 /* Serves shard blocks through the block cache `c` from now on (NULL: compute every read). Call before

@@ -112,9 +112,19 @@ static void size_label(uint64_t n, char *out, size_t len)
     snprintf(out, len, "%.*f%s", fix > 0 ? fix : 0, v, suffix);
 }
 
-/* The converter's file name part for a model name: spaces and slashes become '-'. */
-static char *name_part(const char *name)
+/* The converter's file name part for a model name: spaces and slashes become '-'. NULL: the config
+ * file's stem. */
+static char *name_part(const char *name, const char *config_path)
 {
+    char *stem = NULL;
+    if (!name) {
+        const char *slash = strrchr(config_path, '/');
+        stem = mm_xstrdup(slash ? slash + 1 : config_path);
+        char *dot = strrchr(stem, '.');
+        if (dot && dot != stem)
+            *dot = 0;
+        name = stem;
+    }
     while (*name == ' ')
         name++;
     char *s = mm_xstrdup(*name ? name : "ggml-model");
@@ -123,6 +133,7 @@ static char *name_part(const char *name)
     for (char *c = s; *c; c++)
         if (*c == ' ' || *c == '/')
             *c = '-';
+    free(stem);
     return s;
 }
 
@@ -155,6 +166,36 @@ int mm_gguf_plan(const mm_plan *p, mm_gguf_outtype t, const char *name, mm_gguf_
     mm_gguf_set_u32(&params, "general.file_type", g->ftype);
 
     size_t n = g->arch.ntensors;
+    for (size_t i = 0; i < n; i++) {
+        const mm_gguf_tensor *gt = &g->arch.tensors[i];
+        size_t src = gt->src;
+        /* The read path relies on these: heads that split the rows into even halves, and a shape that is
+         * the source's (a permutation moves rows, nothing else). */
+        if (gt->permute_heads && (gt->ndim < 2 || gt->shape[0] % gt->permute_heads || (gt->shape[0] / gt->permute_heads) % 2)) {
+            rc = mm_err_set(err, -EINVAL,
+                            "--gguf: %s has %llu rows, which %u attention heads do not split into heads of an even "
+                            "size (config.json's head counts do not fit the tensor)",
+                            gt->name, (unsigned long long)(gt->ndim ? gt->shape[0] : 0), gt->permute_heads);
+            goto fail;
+        }
+        if (src != MM_GGUF_GENERATED) {
+            uint64_t numel = 1;
+            for (int d = 0; d < gt->ndim; d++)
+                numel *= gt->shape[d];
+            if (numel != p->tensors[src].numel || gt->ndim < 1) {
+                rc = mm_err_set(err, -EINVAL, "--gguf: %s does not have the elements of %s", gt->name,
+                                p->tensors[src].name);
+                goto fail;
+            }
+        }
+        if (src != MM_GGUF_GENERATED && !mm_dtype_is_computable(p->tensors[src].dtype)) {
+            rc = mm_err_set(err, -ENOTSUP,
+                            "--gguf: output tensor %s is %s; the GGUF view converts float32, float16 and bfloat16 "
+                            "tensors only (set the merge's dtype)",
+                            p->tensors[src].name, mm_dtype_name(p->tensors[src].dtype));
+            goto fail;
+        }
+    }
     mm_gguf_tinfo *ti = mm_xcalloc(n ? n : 1, sizeof *ti);
     g->types = mm_xcalloc(n ? n : 1, sizeof *g->types);
     g->nbytes = mm_xcalloc(n ? n : 1, sizeof *g->nbytes);
@@ -178,7 +219,7 @@ int mm_gguf_plan(const mm_plan *p, mm_gguf_outtype t, const char *name, mm_gguf_
 
     char label[32];
     size_label(total, label, sizeof label);
-    char *base = name_part(name);
+    char *base = name_part(name, p->cfg->path);
     g->file_name = mm_xasprintf("%s-%s-%s.gguf", base, label, type_label(t));
 
     /* The converter's key order: architecture (the writer's first key), type, the naming keys, the

@@ -7,6 +7,7 @@
 #define MM_GGUF_PLAN_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "formats/gguf.h"
 #include "gguf_arch.h"
@@ -41,10 +42,18 @@ typedef struct mm_gguf_file {
 } mm_gguf_file;
 
 /* Builds the GGUF view of p for outtype t (not MM_GGUF_OUT_OFF). `name` names the model (general.name and
- * the file name; the converter takes the folder's name): the mountpoint's or output folder's last
- * component. Errors (a family the view does not support, a tokenizer it cannot describe) name the cause
+ * the file name, where the converter takes the folder's name); NULL: the config file's name without
+ * directory and extension, so that a mount and a build of one config give the same bytes wherever they
+ * are made. Errors (a family the view does not support, a tokenizer it cannot describe) name the cause
  * and come before anything is mounted. 0 or -errno with a message. */
 int mm_gguf_plan(const mm_plan *p, mm_gguf_outtype t, const char *name, mm_gguf_file **out, mm_err *err);
 void mm_gguf_file_free(mm_gguf_file *g);
+
+/* For `mergemount plan --gguf`: the file and each tensor (GGUF name, type, dimensions, the output tensor
+ * it is made from and how) for people, or as a JSON object {"file", "type", "size", "tensors": count,
+ * "file_type", "architecture", "tensor_list": [{"name", "type", "ne", "source", "permute_heads",
+ * "add_one"}]}. */
+void mm_gguf_print(const mm_gguf_file *g, const mm_plan *p, FILE *f);
+cJSON *mm_gguf_json(const mm_gguf_file *g, const mm_plan *p);
 
 #endif

@@ -35,6 +35,9 @@ typedef struct mm_plan_options {
     int moe_allow_same;       /* --i-understand-this-is-not-useful-without-training: experts may all be one model */
     mm_hidden_fn moe_hidden;  /* NULL: the hidden gate modes are refused */
     mm_hidden_dims_fn moe_dims;
+    int gguf;                 /* the GGUF view's type (merge/gguf/gguf_plan.h mm_gguf_outtype), 0: none; made by
+                                 mm_vfs_from_plan, not the planner */
+    int gguf_only;            /* serve the GGUF file alone */
 } mm_plan_options;
 
 /* Defaults as mergekit-yaml has them: 5B shards, tokenizer copied, model card written. */
@@ -140,5 +143,8 @@ int mm_plan_file_bytes(const mm_plan *p, const char *name, char **data, size_t *
 
 /* Prints the plan for people (`mergemount plan`) or as JSON (`plan --json`). */
 void mm_plan_print(const mm_plan *p, FILE *f, int json);
+/* The JSON of `plan --json` as an object, for a caller that adds to it (the GGUF view). */
+typedef struct cJSON cJSON;
+cJSON *mm_plan_json(const mm_plan *p);
 
 #endif

@@ -149,7 +149,7 @@ static void vocab_json(const mm_plan *p, cJSON *root)
         cJSON_AddItemToArray(st, cJSON_CreateString(p->vocab->stripped[i]));
 }
 
-static void print_json(const mm_plan *p, FILE *f)
+cJSON *mm_plan_json(const mm_plan *p)
 {
     cJSON *root = cJSON_CreateObject();
     moe_json(p, root);
@@ -217,16 +217,17 @@ static void print_json(const mm_plan *p, FILE *f)
             }
             cJSON_AddItemToArray(tensors, o);
         }
-    char *text = cJSON_Print(root);
-    fprintf(f, "%s\n", text);
-    cJSON_free(text);
-    cJSON_Delete(root);
+    return root;
 }
 
 void mm_plan_print(const mm_plan *p, FILE *f, int json)
 {
     if (json) {
-        print_json(p, f);
+        cJSON *root = mm_plan_json(p);
+        char *text = cJSON_Print(root);
+        fprintf(f, "%s\n", text);
+        cJSON_free(text);
+        cJSON_Delete(root);
         return;
     }
     uint64_t total = 0;

@@ -8,12 +8,14 @@
 #ifndef MM_FUZZ_H
 #define MM_FUZZ_H
 
+#include <errno.h>
 #include <sanitizer/common_interface_defs.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -81,6 +83,42 @@ static inline void fuzz_tempdir(const char *tag, char *dir, size_t len)
         perror("mkdtemp");
         exit(1);
     }
+}
+
+/* Writes dir/name with data (present), or removes it (!present); a failure ends the process. For
+ * harnesses whose input is several files of a folder. */
+static inline void fuzz_put_file(const char *dir, const char *name, const uint8_t *data, size_t len, int present)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (!present) {
+        if (unlink(path) != 0 && errno != ENOENT)
+            abort();
+        return;
+    }
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0)
+        abort();
+}
+
+/* Splits [p, end) at lines "=====" and writes the first n parts as the files names[0..n) of dir (an empty
+ * or missing part: the file is absent). With spm_first, a first part starting "SPM:" is a tokenizer.model
+ * (the bytes after the prefix) written instead of names[0]. Returns where the part after them starts. */
+static inline const uint8_t *fuzz_put_parts(const char *dir, const uint8_t *p, const uint8_t *end,
+                                            const char *const *names, int n, int spm_first)
+{
+    static const char sep[] = "\n=====\n";
+    for (int f = 0; f < n; f++) {
+        const uint8_t *next = p < end ? memmem(p, (size_t)(end - p), sep, sizeof sep - 1) : NULL;
+        const uint8_t *stop = next ? next : end;
+        size_t len = p < end ? (size_t)(stop - p) : 0;
+        int spm = spm_first && f == 0 && len >= 4 && memcmp(p, "SPM:", 4) == 0;
+        if (spm_first && f == 0)
+            fuzz_put_file(dir, "tokenizer.model", p + 4, spm ? len - 4 : 0, spm);
+        fuzz_put_file(dir, names[f], p, len, len > 0 && !spm);
+        p = next ? next + sizeof sep - 1 : end;
+    }
+    return p;
 }
 
 #endif

@@ -27,20 +27,6 @@ enum { NFILES = 5 };
 
 static char dir[4096];
 
-static void put(const char *name, const uint8_t *data, size_t len, int present)
-{
-    char path[4400];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    if (!present) {
-        if (unlink(path) != 0 && errno != ENOENT)
-            abort();
-        return;
-    }
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0)
-        abort();
-}
-
 static void check(const mm_tokenizer *t)
 {
     size_t have = 0;
@@ -129,22 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!mkdtemp(dir))
             abort();
     }
-    static const char sep[] = "\n=====\n";
-    const uint8_t *p = data, *end = data + size;
-    for (int f = 0; f < NFILES; f++) {
-        const uint8_t *next = p < end ? memmem(p, (size_t)(end - p), sep, sizeof sep - 1) : NULL;
-        const uint8_t *stop = next ? next : end;
-        size_t len = p < end ? (size_t)(stop - p) : 0;
-        if (f == 0 && len >= 4 && memcmp(p, "SPM:", 4) == 0) {
-            put("tokenizer.model", p + 4, len - 4, 1);
-            put(FILES[0], NULL, 0, 0);
-        } else {
-            if (f == 0)
-                put("tokenizer.model", NULL, 0, 0);
-            put(FILES[f], p, len, len > 0);
-        }
-        p = next ? next + sizeof sep - 1 : end;
-    }
+    fuzz_put_parts(dir, data, data + size, FILES, NFILES, 1);
     mm_tokenizer *t = NULL, *again = NULL;
     mm_err err;
     err.msg[0] = 0;
