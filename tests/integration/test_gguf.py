@@ -61,11 +61,27 @@ CASES = ([(f, t) for f in MAIN for t in ("bf16", "q8_0")]
 # ---- set-up ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def gguf_supported(binaries):
-    """Skips the module when this build has no GGUF view yet (so the tests can land before it)."""
+def gguf_option(binaries):
+    """Skips when this build has no --gguf option (so the tests can land before the view)."""
     r = mmtest.mergemount("mount", "--help", timeout=30)
     if "--gguf" not in r.stdout + r.stderr:
         pytest.skip("this mergemount has no --gguf option yet (the GGUF view)")
+
+
+NOT_YET = ("not built yet", "not implemented yet")
+
+
+@pytest.fixture(scope="module")
+def gguf_supported(gguf_option, tmp_path_factory):
+    """Skips the tests that need a GGUF file while the build says its view is not complete yet (the
+    option exists, the family or tokenizer part answers "not built yet"), as mmtest.skip_unless_implemented
+    does for merge methods; any other failure is the test's."""
+    root = str(tmp_path_factory.mktemp("probe"))
+    a, b = make_source(root, "gemma", 1), make_source(root, "gemma", 2)
+    config = mmtest.write_config(root, merge_config("gemma", a, b), "probe.yml")
+    r = mmtest.mergemount("plan", config, "--gguf", "bf16", timeout=60)
+    if r.returncode != 0 and any(s in r.stderr for s in NOT_YET):
+        pytest.skip("the GGUF view is not complete in this build: " + r.stderr.strip()[:300])
 
 
 def make_source(root, family, seed, kind=None):
@@ -382,17 +398,20 @@ def test_unknown_pre_tokenizer_is_refused(case, tmp_path):
         assert "pre-tokenizer" in err or "pre_tokenizer" in err, err
 
 
-def test_bad_type_and_gguf_only_alone_are_refused(case, tmp_path):
-    c = case("gemma")
+def test_bad_type_and_gguf_only_alone_are_refused(gguf_option, tmp_path):
+    root = str(tmp_path)
+    a, b = make_source(root, "gemma", 1), make_source(root, "gemma", 2)
+    config = mmtest.write_config(tmp_path, merge_config("gemma", a, b))
     for bad in ("q4_k", "bf", "", "tq1_0"):
-        for err in (mount_must_fail(c.config, tmp_path / "mnt", "--gguf", bad),
-                    build_must_fail(c.config, tmp_path / "out", "--gguf", bad)):
+        for err in (mount_must_fail(config, tmp_path / "mnt", "--gguf", bad),
+                    build_must_fail(config, tmp_path / "out", "--gguf", bad)):
             assert all(t in err for t in ("auto", "bf16", "f16", "f32", "q8_0")), f"--gguf {bad!r}: {err}"
-        r = mmtest.mergemount("plan", c.config, "--gguf", bad)
+        r = mmtest.mergemount("plan", config, "--gguf", bad)
         assert r.returncode != 0, f"plan --gguf {bad!r} exited 0"
-    err = mount_must_fail(c.config, tmp_path / "mnt", "--gguf-only")
-    assert "--gguf" in err, err
-    build_must_fail(c.config, tmp_path / "out", "--gguf-only")
+    for err in (mount_must_fail(config, tmp_path / "mnt", "--gguf-only"),
+                build_must_fail(config, tmp_path / "out", "--gguf-only"),
+                mmtest.mergemount("plan", config, "--gguf-only").stderr):
+        assert "--gguf" in err, err
 
 
 # ---- llama.cpp's converter itself (optional) ----------------------------------------------------------------

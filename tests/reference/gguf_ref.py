@@ -103,6 +103,7 @@ from gguf_read import Value  # noqa: E402
 
 ARCHS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
          "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3",
+         "Gemma3ForConditionalGeneration": "gemma3",
          "Phi3ForCausalLM": "phi3"}
 FTYPES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
 FTYPE_TYPE = {0: "F32", 1: "F16", 7: "Q8_0", 32: "BF16"}
