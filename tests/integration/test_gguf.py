@@ -2,7 +2,8 @@
 convert_hf_to_gguf.py --outtype TYPE writes for the merged folder, but for the naming keys.
 
 Each family the view supports (llama: Llama 3 with a Llama 3 style byte-level BPE, Llama 2 with a
-sentencepiece model and float16 weights, Mistral; qwen2; gemma; gemma2; gemma3 text; phi3) is merged
+sentencepiece model and float16 weights, Mistral; qwen2; gemma; gemma2; gemma3 text, and the text part
+of a Gemma 3 vision model; phi3) is merged
 from two tiny checkpoints with real tensor names (tests/fixtures/archs, --max-layers 2 as arch_fixture's
 max_layers) and mounted with --gguf for several outtypes. The file read through the mount is parsed
 (tests/reference/gguf_read.py: layout, alignment, size) and compared with the numpy reference
@@ -48,6 +49,7 @@ FAMILIES = {
     "gemma-f16": ("gemma", "spm-unigram", "f16", "linear"),
     "gemma2": ("gemma2", "spm-user", "bf16", "ties"),
     "gemma3-text": ("gemma3-text", "spm-unigram", "bf16", "linear"),
+    "gemma3-vl": ("gemma3-vl", "spm-unigram", "bf16", "linear"),   # the text part of a vision model
     "phi3": ("phi3", "spm-bpe", "bf16", "linear"),
 }
 TORCH_DTYPE = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}
@@ -55,7 +57,7 @@ TORCH_DTYPE = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}
 MAIN = ["llama3", "llama2", "mistral", "qwen2.5", "gemma", "gemma2", "gemma3-text", "phi3"]
 CASES = ([(f, t) for f in MAIN for t in ("bf16", "q8_0")]
          + [("llama3", "f16"), ("gemma-f16", "f16"), ("qwen2.5", "f32"), ("gemma2", "f32"),
-            ("llama2", "auto"), ("mistral", "AUTO"), ("phi3", "Q8_0")])
+            ("llama2", "auto"), ("mistral", "AUTO"), ("phi3", "Q8_0"), ("gemma3-vl", "q8_0")])
 
 
 # ---- set-up ----------------------------------------------------------------------------------------------
