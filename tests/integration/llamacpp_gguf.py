@@ -17,8 +17,9 @@ the converter would use, and only on the byte-level BPE (tokenizer.json) path:
   * the converter names the pre-tokenizer (tokenizer.ggml.pre) by hashing the ids the real tokenizer
     gives a fixed text, which only the published vocabulary reproduces: with the stand-in,
     get_vocab_base_pre answers from tokenizer.json's pre_tokenizer instead — "llama-bpe" for Llama 3's
-    Split pattern, "qwen2" for Qwen2's (the names the hash gives the published Llama 3 and Qwen2 /
-    Qwen2.5 tokenizers) — and refuses any other, as the converter refuses an unknown hash.
+    Split pattern, "qwen2" for Qwen2's, "gpt-2" for GPT-2's ByteLevel (the names the hash gives the
+    published Llama 3, Qwen2 / Qwen2.5 and GPT-2 tokenizers) — and refuses any other, as the converter
+    refuses an unknown hash.
 Everything else — tensor names, permutations, norms, quantization, hyperparameters, the sentencepiece
 path, the token list, token types, merges, special ids, chat template — is the converter's own code.
 """
@@ -83,6 +84,8 @@ CHILD = textwrap.dedent(r"""
         def get_vocab_base_pre(self, tokenizer):
             with open(os.path.join(self.dir_model, "tokenizer.json"), encoding="utf-8") as f:
                 pre = json.load(f).get("pre_tokenizer") or {}
+            if pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space", True):
+                return "gpt-2"
             pats = [p.get("pattern", {}).get("Regex") for p in pre.get("pretokenizers", []) if p.get("type") == "Split"]
             if pats == [tok_fixture.LLAMA3_REGEX]:
                 return "llama-bpe"

@@ -42,6 +42,7 @@ ARCHS = os.path.join(mmtest.REPO, "tests", "fixtures", "archs")
 # family -> (fixture folder, tokenizer kind, source dtype, merge method)
 FAMILIES = {
     "llama3": ("llama3", "llama3-bpe", "bf16", "linear"),
+    "llama3-gpt2": ("llama3", "base", "bf16", "linear"),   # GPT-2's ByteLevel pre-tokenizer: "gpt-2"
     "llama2": ("llama2", "spm-bpe", "f16", "linear"),
     "mistral": ("mistral", "spm-unigram", "bf16", "ties"),
     "qwen2.5": ("qwen2.5", "qwen2-bpe", "bf16", "linear"),
@@ -57,7 +58,8 @@ TORCH_DTYPE = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}
 MAIN = ["llama3", "llama2", "mistral", "qwen2.5", "gemma", "gemma2", "gemma3-text", "phi3"]
 CASES = ([(f, t) for f in MAIN for t in ("bf16", "q8_0")]
          + [("llama3", "f16"), ("gemma-f16", "f16"), ("qwen2.5", "f32"), ("gemma2", "f32"),
-            ("llama2", "auto"), ("mistral", "AUTO"), ("phi3", "Q8_0"), ("gemma3-vl", "q8_0")])
+            ("llama2", "auto"), ("mistral", "AUTO"), ("phi3", "Q8_0"), ("gemma3-vl", "q8_0"),
+            ("llama3-gpt2", "bf16")])
 
 
 # ---- set-up ----------------------------------------------------------------------------------------------
@@ -389,11 +391,22 @@ def test_unsupported_family_is_refused(gguf_supported, tmp_path):
     assert mmtest.mergemount("build", config, tmp_path / "plain").returncode == 0   # without --gguf: fine
 
 
+def _own_split(folder):
+    """tokenizer.json's Split pattern replaced by one no published tokenizer has."""
+    path = os.path.join(folder, "tokenizer.json")
+    with open(path, encoding="utf-8") as f:
+        tj = json.load(f)
+    tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\p{L}+|\p{N}+| ?[^\s\p{L}\p{N}]+|\s+"
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(tj, f, ensure_ascii=False)
+    return folder
+
+
 def test_unknown_pre_tokenizer_is_refused(case, tmp_path):
-    """A Llama whose tokenizer.json pre-tokenizer is GPT-2's ByteLevel (tok_fixture base): the converter
-    cannot name it (its hash is unknown) and neither may we."""
+    """A Llama whose tokenizer.json splits with a pattern of its own: the converter cannot name it (its
+    hash is unknown) and neither may we."""
     root = str(tmp_path)
-    a, b = make_source(root, "llama3", 1, "base"), make_source(root, "llama3", 2, "base")
+    a, b = (_own_split(make_source(root, "llama3", s)) for s in (1, 2))
     config = mmtest.write_config(tmp_path, merge_config("llama3", a, b))
     for err in (mount_must_fail(config, tmp_path / "mnt", "--gguf", "q8_0"),
                 build_must_fail(config, tmp_path / "out", "--gguf", "q8_0")):

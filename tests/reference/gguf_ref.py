@@ -64,7 +64,8 @@ INT32, float -> FLOAT32).
     unless special, then tokenizer.json's added_tokens the same way);
   * tokenizer.json byte-level BPE (Llama 3 style, Qwen2): model "gpt2", pre "llama-bpe" / "qwen2" from
     the pre_tokenizer's Split pattern (the converter hashes a real tokenizer's ids; see PRE_NAMES), tokens
-    by id from transformers' view of the folder (tokenizer_files.vocab_view), "[PAD{i}]" UNUSED for
+    by id (or "gpt-2" for GPT-2's own pre-tokenizer: ByteLevel with its regex and no prefix space) from
+    transformers' view of the folder (tokenizer_files.vocab_view), "[PAD{i}]" UNUSED for
     missing ids below vocab_size, added tokens CONTROL (special or looks special) or USER_DEFINED, the
     others NORMAL; merges "a b" (a space inside a part written as U+0120);
   * the special vocabulary (gguf-py's SpecialVocab): bos/eos/unk/sep/pad/mask ids from
@@ -705,10 +706,12 @@ def bpe_vocab(folder, h):
 def pre_name(folder):
     tj = _json(os.path.join(folder, "tokenizer.json")) or {}
     pre = tj.get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space", True):
+        return "gpt-2"   # GPT-2's own: ByteLevel with its built-in regex, no prefix space
     pats = [p.get("pattern", {}).get("Regex") for p in pre.get("pretokenizers", []) if p.get("type") == "Split"]
     if len(pats) == 1 and pats[0] in PRE_NAMES:
         return PRE_NAMES[pats[0]]
-    raise Unsupported("BPE pre-tokenizer was not recognized (not Llama 3's nor Qwen2's Split pattern)")
+    raise Unsupported("BPE pre-tokenizer was not recognized (not GPT-2's, Llama 3's nor Qwen2's)")
 
 
 SPECIAL_TYPES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
