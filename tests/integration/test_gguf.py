@@ -303,6 +303,25 @@ def test_gguf_only_serves_only_the_file(case, mount):
         assert names == [gguf_ref.file_name("merge", exp)], names
         data = mmtest.read_file(os.path.join(m.path, names[0]))
     assert_gguf_matches(data, exp, "gemma2 --gguf q8_0 --gguf-only")
+    with mount(c.config, "-o", "gguf=q8_0,gguf_only") as m:    # the same as mount options (fstab)
+        assert sorted(os.listdir(m.path)) == names
+        assert mmtest.read_file(os.path.join(m.path, names[0])) == data
+
+
+def test_gguf_after_safetensors_reads(case, mount, tmp_path):
+    """The GGUF read after the safetensors files (the merged tensors then come from the block cache) and
+    with a cache of its own read first give the same bytes."""
+    c = case("qwen2.5")
+    exp = c.expected("bf16")
+    name = gguf_ref.file_name("merge", exp)
+    with mount(c.config, "--gguf", "bf16") as m:
+        mmtest.read_weights(m.path)
+        after = mmtest.read_file(os.path.join(m.path, name))
+    with mount(c.config, "--gguf", "bf16", "--cache-dir", tmp_path / "fresh") as m:
+        first = mmtest.read_file(os.path.join(m.path, name))
+        mmtest.read_weights(m.path)
+    assert after == first
+    assert_gguf_matches(first, exp, "qwen2.5 --gguf bf16")
 
 
 # ---- plan -----------------------------------------------------------------------------------------------
@@ -322,7 +341,8 @@ def test_plan_names_the_file(case, tmp_path, outtype):
     mmtest.build(c.config, out, "--gguf", outtype, "--gguf-only")
     size = os.path.getsize(out / want)
     assert gg.get("file") == want, gg
-    assert str(gg.get("type")).upper() == exp.type_name, (gg, exp.type_name)
+    assert "type" in gg, f'plan --json: the "gguf" object has no "type" (the resolved TYPE): {sorted(gg)}'
+    assert str(gg["type"]).upper() == exp.type_name, (gg["type"], exp.type_name)
     assert gg.get("size") == size, (gg, size)
     assert gg.get("tensors") == len(exp.tensors), (gg, len(exp.tensors))
 
@@ -433,7 +453,8 @@ def test_bad_type_and_gguf_only_alone_are_refused(gguf_option, tmp_path):
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("family,outtype", [("llama3", "q8_0"), ("qwen2.5", "bf16"), ("gemma", "f16"),
-                                            ("phi3", "auto")])
+                                            ("phi3", "auto"), ("llama2", "f16"), ("gemma3-text", "bf16"),
+                                            ("mistral", "q8_0")])
 def test_real_converter_agrees(case, mount, tmp_path, family, outtype):
     why = llamacpp_gguf.available()
     if why:
