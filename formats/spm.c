@@ -493,15 +493,10 @@ static int looks_like_text(const uint8_t *p, size_t n)
     return 1;
 }
 
-int mm_spm_read_file(const char *path, mm_spm_model **out, mm_err *err)
+int mm_spm_parse_file(const char *path, char *data, size_t len, mm_spm_model **out, mm_err *err)
 {
-    char *data;
-    size_t len;
-    int rc = mm_file_read_all(path, MM_SPM_MAX_FILE, &data, &len, err);
-    if (rc < 0)
-        return rc;
     int text = looks_like_text((const uint8_t *)data, len);
-    rc = parse_owned((uint8_t *)data, len, out, err);
+    int rc = parse_owned((uint8_t *)data, len, out, err);
     if (rc < 0) {
         mm_err_prefix(err, "%s", path);
         if (text && err) {
@@ -512,6 +507,16 @@ int mm_spm_read_file(const char *path, mm_spm_model **out, mm_err *err)
         }
     }
     return rc;
+}
+
+int mm_spm_read_file(const char *path, mm_spm_model **out, mm_err *err)
+{
+    char *data;
+    size_t len;
+    int rc = mm_file_read_all(path, MM_SPM_MAX_FILE, &data, &len, err);
+    if (rc < 0)
+        return rc;
+    return mm_spm_parse_file(path, data, len, out, err);
 }
 
 void mm_spm_free(mm_spm_model *m)

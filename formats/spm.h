@@ -78,6 +78,10 @@ typedef struct mm_spm_model {
  * file (callers prefix it). Time O(n log n) in the number of pieces. */
 int mm_spm_parse(const void *data, size_t len, mm_spm_model **out, mm_err *err);
 
+/* Parses the bytes of file `path` (data: heap, len bytes, taken over and freed whatever the outcome), for
+ * files read by other means than mm_spm_read_file. Messages name the path. */
+int mm_spm_parse_file(const char *path, char *data, size_t len, mm_spm_model **out, mm_err *err);
+
 /* Reads and parses `path` (at most MM_SPM_MAX_FILE bytes). Messages name the path. */
 int mm_spm_read_file(const char *path, mm_spm_model **out, mm_err *err);
 

@@ -508,6 +508,23 @@ int mm_tok_encoder_encode(const mm_tok_encoder *e, const char *text, size_t len,
     return 0;
 }
 
+mm_tok_pipeline mm_tok_encoder_pipeline(const mm_tok_encoder *e)
+{
+    if (e->space_to_meta || e->unigram)
+        return MM_TOK_PIPE_OTHER;
+    const mm_tok_prestep *s = e->steps;
+    if (e->nsteps == 1 && !e->nfc && s[0].kind == MM_PRE_BYTELEVEL && s[0].use_regex && !s[0].add_prefix_space)
+        return MM_TOK_PIPE_GPT2;
+    if (e->nsteps != 2 || s[0].kind != MM_PRE_SPLIT || s[1].kind != MM_PRE_BYTELEVEL || s[1].use_regex ||
+        s[1].add_prefix_space)
+        return MM_TOK_PIPE_OTHER;
+    if (s[0].pattern == MM_PAT_LLAMA3 && !e->nfc)
+        return MM_TOK_PIPE_LLAMA3;
+    if (s[0].pattern == MM_PAT_QWEN2 && e->nfc)
+        return MM_TOK_PIPE_QWEN2;
+    return MM_TOK_PIPE_OTHER;
+}
+
 int mm_tokenizer_encode(const mm_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n, mm_err *err)
 {
     mm_tok_encoder *e;

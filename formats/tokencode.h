@@ -71,6 +71,16 @@ int mm_tok_encoder_encode(const mm_tok_encoder *e, const char *text, size_t len,
 
 void mm_tok_encoder_free(mm_tok_encoder *e);
 
+/* What an encoder's normalizer and pre-tokenizer are, when they are one of the known families' whole
+ * definitions (llama.cpp names its pre-tokenizers so: merge/gguf): */
+typedef enum mm_tok_pipeline {
+    MM_TOK_PIPE_OTHER,
+    MM_TOK_PIPE_GPT2,   /* no normalizer; ByteLevel splitting with GPT-2's pattern, no prefix space */
+    MM_TOK_PIPE_LLAMA3, /* no normalizer; Split(Llama 3's pattern), then ByteLevel without pattern nor prefix space */
+    MM_TOK_PIPE_QWEN2,  /* NFC; Split(Qwen 2's pattern), then the same ByteLevel */
+} mm_tok_pipeline;
+mm_tok_pipeline mm_tok_encoder_pipeline(const mm_tok_encoder *e);
+
 /* mm_tok_encoder_new + mm_tok_encoder_encode + mm_tok_encoder_free, for one text. */
 int mm_tokenizer_encode(const mm_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n, mm_err *err);
 

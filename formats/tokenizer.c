@@ -284,10 +284,10 @@ out:
 /* SentencePieceExtractor.extract: the pieces in order are the vocabulary (a piece's id is its index;
  * Model::get_vocab_size is their number), Unigram for a UNIGRAM model and BPE otherwise. A text that is
  * both a normal and a control piece (sentencepiece allows it) cannot be one key of get_vocab(): refused. */
-static int read_spm(loader *L, mm_err *err)
+static int read_spm(loader *L, char *data, size_t len, mm_err *err)
 {
     mm_tokenizer *t = L->t;
-    int rc = mm_spm_read_file(L->spm_path, &t->spm, err);
+    int rc = mm_spm_parse_file(L->spm_path, data, len, &t->spm, err);
     if (rc < 0)
         return rc;
     const mm_spm_model *m = t->spm;
@@ -304,10 +304,11 @@ static int read_spm(loader *L, mm_err *err)
 
 /* ---- the chat template --------------------------------------------------------------------------------- */
 
-static int read_text(const char *path, char **out, mm_err *err)
+/* Text file `name` of the folder (named `path` in messages): UTF-8 without NUL bytes. */
+static int read_text(const mm_tok_files *files, const char *name, const char *path, char **out, mm_err *err)
 {
     size_t len;
-    int rc = mm_file_read_all(path, MM_TOK_MAX_JSON, out, &len, err);
+    int rc = files->read(files->ctx, name, MM_TOK_MAX_JSON, out, &len, err);
     if (rc < 0)
         return rc;
     size_t valid = mm_utf8_valid_len(*out, len), nul = strlen(*out);
@@ -324,41 +325,35 @@ static int read_text(const char *path, char **out, mm_err *err)
  * the template NAME; when any exists they replace the config's chat_template. Otherwise the config's
  * (a string, or a list of {name, template} that __init__ makes a dict). A dict gives its "default" (what
  * get_chat_template applies, and mergekit's _set_chat_template takes). */
-static int read_chat_template(loader *L, const char *folder, mm_err *err)
+static int read_chat_template(loader *L, mm_err *err)
 {
     mm_tokenizer *t = L->t;
-    char *path = mm_path_join(folder, "chat_template.jinja");
-    struct stat st;
-    int rc = 0, from_files = 0;
-    if (stat(path, &st) == 0) {
-        from_files = 1;
-        rc = read_text(path, &t->chat_template, err);
-    }
+    const mm_tok_files *f = L->files;
+    char *path = mm_path_join(f->label, "chat_template.jinja");
+    int rc = read_text(f, "chat_template.jinja", path, &t->chat_template, err), from_files = rc == 0;
     free(path);
+    if (rc == -ENOENT)
+        rc = 0;
     if (rc < 0)
         return rc;
-    char *dir = mm_path_join(folder, "additional_chat_templates");
-    DIR *dp = opendir(dir);
-    if (dp) {
-        struct dirent *de;
-        while ((de = readdir(dp))) {
-            size_t n = strlen(de->d_name);
-            if (n < 6 || strcmp(de->d_name + n - 6, ".jinja") != 0)
-                continue;
-            from_files = 1;
-            if (strcmp(de->d_name, "default.jinja") == 0) {
-                char *p = mm_path_join(dir, de->d_name);
-                free(t->chat_template);
-                t->chat_template = NULL;
-                rc = read_text(p, &t->chat_template, err);
-                free(p);
-                if (rc < 0)
-                    break;
-            }
+    char **names;
+    size_t n;
+    f->list(f->ctx, "additional_chat_templates", &names, &n);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(names[i]);
+        if (rc < 0 || len < 6 || strcmp(names[i] + len - 6, ".jinja") != 0)
+            continue;
+        from_files = 1;
+        if (strcmp(names[i], "default.jinja") == 0) {
+            char *name = mm_path_join("additional_chat_templates", names[i]), *p = mm_path_join(f->label, name);
+            free(t->chat_template);
+            t->chat_template = NULL;
+            rc = read_text(f, name, p, &t->chat_template, err);
+            free(name);
+            free(p);
         }
-        closedir(dp);
     }
-    free(dir);
+    mm_tok_free_names(names, n);
     if (rc < 0 || from_files || !t->tokenizer_config)
         return rc;
     const cJSON *ct, *e;
@@ -403,38 +398,35 @@ static int read_chat_template(loader *L, const char *folder, mm_err *err)
 
 /* ---- the folder ---------------------------------------------------------------------------------------- */
 
-static int exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-int mm_tokenizer_load(const char *folder, mm_tokenizer **out, mm_err *err)
+int mm_tokenizer_load_files(const mm_tok_files *files, mm_tokenizer **out, mm_err *err)
 {
     mm_tokenizer *t = mm_xcalloc(1, sizeof *t);
-    loader L = {.t = t};
-    L.config_path = mm_path_join(folder, "tokenizer_config.json");
-    L.json_path = mm_path_join(folder, "tokenizer.json");
-    L.spm_path = mm_path_join(folder, "tokenizer.model");
-    int rc = mm_tok_read_json(L.config_path, &t->tokenizer_config, err);
+    loader L = {.t = t, .files = files};
+    L.config_path = mm_path_join(files->label, "tokenizer_config.json");
+    L.json_path = mm_path_join(files->label, "tokenizer.json");
+    L.spm_path = mm_path_join(files->label, "tokenizer.model");
+    int rc = mm_tok_read_json(files, "tokenizer_config.json", L.config_path, &t->tokenizer_config, err);
     if (rc == 0)
-        rc = mm_tok_read_json(L.json_path, &t->tokenizer_json, err);
+        rc = mm_tok_read_json(files, "tokenizer.json", L.json_path, &t->tokenizer_json, err);
     if (rc == 0) {
+        char *data;
+        size_t len;
         if (t->tokenizer_json) {
             t->kind = MM_TOK_FAST;
             rc = read_tokenizer_json(&L, err);
-        } else if (exists(L.spm_path)) {
+        } else if ((rc = files->read(files->ctx, "tokenizer.model", MM_SPM_MAX_FILE, &data, &len, err)) == 0) {
             t->kind = MM_TOK_SPM;
-            rc = read_spm(&L, err);
-        } else {
+            rc = read_spm(&L, data, len, err);
+        } else if (rc == -ENOENT) {
             rc = mm_err_set(err, -ENOENT,
-                            "%s: no tokenizer.json nor tokenizer.model (other tokenizer files are not read)", folder);
+                            "%s: no tokenizer.json nor tokenizer.model (other tokenizer files are not read)",
+                            files->label);
         }
     }
     if (rc == 0)
-        rc = mm_tok_read_config(&L, folder, err);
+        rc = mm_tok_read_config(&L, err);
     if (rc == 0)
-        rc = read_chat_template(&L, folder, err);
+        rc = read_chat_template(&L, err);
     if (rc == 0)
         mm_tokv_finish(t);
     free(L.config_path);
@@ -448,4 +440,49 @@ int mm_tokenizer_load(const char *folder, mm_tokenizer **out, mm_err *err)
     }
     *out = t;
     return 0;
+}
+
+/* ---- a folder on disk ---------------------------------------------------------------------------------- */
+
+static int folder_read(void *ctx, const char *name, size_t max, char **data, size_t *len, mm_err *err)
+{
+    char *path = mm_path_join(ctx, name);
+    struct stat st;
+    int rc = stat(path, &st) != 0 && errno == ENOENT ? -ENOENT : mm_file_read_all(path, max, data, len, err);
+    free(path);
+    return rc;
+}
+
+static void folder_list(void *ctx, const char *dir, char ***names, size_t *n)
+{
+    char *path = mm_path_join(ctx, dir);
+    DIR *dp = opendir(path);
+    *names = NULL;
+    *n = 0;
+    free(path);
+    if (!dp)
+        return;
+    struct dirent *de;
+    size_t cap = 0;
+    while ((de = readdir(dp))) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 8;
+            *names = mm_xrealloc(*names, cap * sizeof **names);
+        }
+        (*names)[(*n)++] = mm_xstrdup(de->d_name);
+    }
+    closedir(dp);
+}
+
+void mm_tok_free_names(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+int mm_tokenizer_load(const char *folder, mm_tokenizer **out, mm_err *err)
+{
+    mm_tok_files f = {folder, folder_read, folder_list, (void *)(uintptr_t)folder};
+    return mm_tokenizer_load_files(&f, out, err);
 }

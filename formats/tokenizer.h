@@ -98,6 +98,30 @@ typedef struct mm_tokenizer {
  * which 'cd' has already"). Time O(n) on average in the size of the files. */
 int mm_tokenizer_load(const char *folder, mm_tokenizer **out, mm_err *err);
 
+/* Where a tokenizer's files come from when they are not a folder's on disk (the output folder of a plan,
+ * whose files are computed: merge/gguf reads the served tokenizer so). Names are relative to the folder
+ * ("tokenizer.json", "additional_chat_templates/tool_use.jinja"). */
+typedef struct mm_tok_files {
+    const char *label; /* the folder as messages name it: "LABEL/tokenizer.json: ..." */
+    /* The bytes of file `name` (heap, NUL-terminated, at most max bytes): 0, -ENOENT without a message when
+     * there is no such file, or -errno with a message naming it. */
+    int (*read)(void *ctx, const char *name, size_t max, char **data, size_t *len, mm_err *err);
+    /* The names of the files of directory `dir` (heap array of heap strings, *n of them; none when it does
+     * not exist). */
+    void (*list)(void *ctx, const char *dir, char ***names, size_t *n);
+    void *ctx;
+} mm_tok_files;
+
+/* Frees what mm_tok_files.list gives. */
+void mm_tok_free_names(char **names, size_t n);
+
+/* mm_tokenizer_load reading through `files`: the same rules and messages. */
+int mm_tokenizer_load_files(const mm_tok_files *files, mm_tokenizer **out, mm_err *err);
+
+/* Reads and parses JSON file `name` of `files` as the loader does (json.load of UTF-8 text, strict about
+ * what cJSON cannot keep): 0 with *out (NULL when there is no such file), or an error naming the file. */
+int mm_tokenizer_read_json(const mm_tok_files *files, const char *name, cJSON **out, mm_err *err);
+
 /* The two parts of one entry of tokenizer.json's model.merges: "a b" (one space) or [a, b]. 1 with the
  * parts (pointing into m), 0 for a "#version" line (skipped by the library), -1 for anything else. */
 int mm_tok_merge_parts(const cJSON *m, const char **a, size_t *alen, const char **b, size_t *blen);

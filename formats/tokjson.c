@@ -42,17 +42,14 @@ static long nul_escape(const char *text, size_t len)
     return -1;
 }
 
-/* Reads and parses `path` as transformers does (json.load of UTF-8 text). 0 with *out = NULL when the
- * file does not exist; an error for text that is not UTF-8, not JSON, or holds a \u0000 escape. */
-int mm_tok_read_json(const char *path, cJSON **out, mm_err *err)
+int mm_tok_read_json(const mm_tok_files *files, const char *name, const char *path, cJSON **out, mm_err *err)
 {
     *out = NULL;
-    struct stat st;
-    if (stat(path, &st) != 0 && errno == ENOENT)
-        return 0;
     char *text;
     size_t len;
-    int rc = mm_file_read_all(path, MM_TOK_MAX_JSON, &text, &len, err);
+    int rc = files->read(files->ctx, name, MM_TOK_MAX_JSON, &text, &len, err);
+    if (rc == -ENOENT)
+        return 0;
     if (rc < 0)
         return rc;
     size_t valid = mm_utf8_valid_len(text, len);
@@ -65,6 +62,14 @@ int mm_tok_read_json(const char *path, cJSON **out, mm_err *err)
     else if ((rc = mm_json_parse(text, len, out, err)) < 0)
         mm_err_prefix(err, "%s", path);
     free(text);
+    return rc;
+}
+
+int mm_tokenizer_read_json(const mm_tok_files *files, const char *name, cJSON **out, mm_err *err)
+{
+    char *path = mm_path_join(files->label, name);
+    int rc = mm_tok_read_json(files, name, path, out, err);
+    free(path);
     return rc;
 }
 

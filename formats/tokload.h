@@ -31,6 +31,7 @@ static inline tokval str_val(const char *s, size_t len)
 /* The folder being read: its files, and what one step leaves the next. */
 typedef struct loader {
     mm_tokenizer *t;
+    const mm_tok_files *files;
     char *json_path, *config_path, *spm_path, *stm_path, *atj_path;
     const cJSON *added_tokens; /* tokenizer.json's */
     char *padding_pad;         /* tokenizer.json's padding.pad_token */
@@ -38,9 +39,10 @@ typedef struct loader {
 
 /* ---- strict JSON, and AddedToken values (tokjson.c) ---- */
 
-/* Reads and parses `path` as transformers does (json.load of UTF-8 text). 0 with *out = NULL when the
- * file does not exist; an error for text that is not UTF-8, not JSON, or holds a \u0000 escape. */
-int mm_tok_read_json(const char *path, cJSON **out, mm_err *err);
+/* Reads and parses file `name` of `files` (named `path` in messages) as transformers does (json.load of
+ * UTF-8 text). 0 with *out = NULL when the file does not exist; an error for text that is not UTF-8, not
+ * JSON, or holds a \u0000 escape. */
+int mm_tok_read_json(const mm_tok_files *files, const char *name, const char *path, cJSON **out, mm_err *err);
 /* obj's member `key` (NULL when absent); a key written twice is an error. */
 int mm_tok_member(const cJSON *obj, const char *key, const char *where, const cJSON **out, mm_err *err);
 /* "a string", "a list", ... for messages. */
@@ -63,6 +65,6 @@ int mm_tok_check_declared(const mm_tokenizer *t, const char *where, const mm_tok
 
 /* Everything after the model's vocabulary: tokenizer_config.json's added_tokens_decoder (or the legacy
  * files), the special tokens, and the second add_tokens call. */
-int mm_tok_read_config(loader *L, const char *folder, mm_err *err);
+int mm_tok_read_config(loader *L, mm_err *err);
 
 #endif

@@ -524,7 +524,7 @@ static int add_config_tokens(loader *L, decoder *d, specials *s, mm_err *err)
 
 /* Everything after the model's vocabulary: the config's decoder (or the legacy files), the special
  * tokens, the second add_tokens call. */
-int mm_tok_read_config(loader *L, const char *folder, mm_err *err)
+int mm_tok_read_config(loader *L, mm_err *err)
 {
     mm_tokenizer *t = L->t;
     const cJSON *cfg = t->tokenizer_config, *dec = NULL, *v;
@@ -554,11 +554,12 @@ int mm_tok_read_config(loader *L, const char *folder, mm_err *err)
         rc = config_decoder(L, dec, &d, err);
     } else {
         /* legacy: special_tokens_map.json, added_tokens.json, tokenizer.json's added_tokens */
-        L->stm_path = mm_path_join(folder, "special_tokens_map.json");
-        L->atj_path = mm_path_join(folder, "added_tokens.json");
-        if ((rc = mm_tok_read_json(L->stm_path, &stm, err)) < 0 || (stm && (rc = stm_specials(L, stm, &s, err)) < 0))
+        L->stm_path = mm_path_join(L->files->label, "special_tokens_map.json");
+        L->atj_path = mm_path_join(L->files->label, "added_tokens.json");
+        if ((rc = mm_tok_read_json(L->files, "special_tokens_map.json", L->stm_path, &stm, err)) < 0 ||
+            (stm && (rc = stm_specials(L, stm, &s, err)) < 0))
             goto out;
-        if ((rc = mm_tok_read_json(L->atj_path, &atj, err)) < 0 ||
+        if ((rc = mm_tok_read_json(L->files, "added_tokens.json", L->atj_path, &atj, err)) < 0 ||
             (atj && (rc = added_tokens_json(L, atj, &s, &d, err)) < 0))
             goto out;
         if (L->added_tokens && (rc = legacy_from_tokenizer_json(L, &d, err)) < 0)
