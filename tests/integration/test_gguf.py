@@ -1,7 +1,8 @@
 """The GGUF view (`--gguf TYPE`): the mount holds one GGUF file whose bytes are what llama.cpp's
 convert_hf_to_gguf.py --outtype TYPE writes for the merged folder, but for the naming keys.
 
-Each family the view supports (llama: Llama 3 with a Llama 3 style byte-level BPE, Llama 2 with a
+Each family the view supports (llama: Llama 3 with a Llama 3 style byte-level BPE (and once with GPT-2's
+ByteLevel pre-tokenizer, tokenizer.ggml.pre "gpt-2"), Llama 2 with a
 sentencepiece model and float16 weights, Mistral; qwen2; gemma; gemma2; gemma3 text, and the text part
 of a Gemma 3 vision model; phi3) is merged
 from two tiny checkpoints with real tensor names (tests/fixtures/archs, --max-layers 2 as arch_fixture's
