@@ -323,6 +323,7 @@ RULES = [
     _r(r"self_attn\.o_proj\.bias$", lambda d: (d.H,)),
     _r(r"self_attn\.qkv_proj\.weight$", lambda d: ((d.nh + 2 * d.nkv) * d.hd, d.H)),   # Phi-3
     _r(r"self_attn\.(q|k)_norm\.weight$", lambda d: (d.hd,)),                           # Qwen3, Gemma 3
+    _r(r"self_attn\.rotary_emb\.inv_freq$", lambda d: (d.hd // 2,)),                     # Llama 2 era buffers
     # GPT-NeoX attention and MLP
     _r(r"attention\.query_key_value\.weight$", lambda d: (3 * d.H, d.H)),
     _r(r"attention\.query_key_value\.bias$", lambda d: (3 * d.H,)),

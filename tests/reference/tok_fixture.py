@@ -25,6 +25,20 @@ Kinds (VARIANTS):
   spm-user    unigram tokenizer.model with a control piece `<pad>` and user-defined pieces
               `<|im_start|>`, `<|im_end|>` (96 pieces)
 
+Kinds for the GGUF view (STYLED, not in VARIANTS): a byte-level BPE laid out the way a published
+model's tokenizer.json is, so that llama.cpp's converter names its pre-tokenizer (tokenizer.ggml.pre):
+  llama3-bpe  Llama 3's: pre_tokenizer Sequence[Split(Llama 3 regex, Isolated), ByteLevel(no prefix
+              space, trim_offsets, no regex)], no normalizer, post_processor Sequence[ByteLevel,
+              TemplateProcessing <|begin_of_text|> $A], model ignore_merges and no unk token; 93 BPE
+              tokens (train_bpe on TEXT, no specials) then <|begin_of_text|> (93), <|end_of_text|>
+              (94), <|eot_id|> (95) as added special tokens only (not in the model's vocab), bos
+              <|begin_of_text|>, eos <|eot_id|>, a Llama 3 style chat template -> "llama-bpe"
+  qwen2-bpe   Qwen2's: normalizer NFC, pre_tokenizer Sequence[Split(Qwen2 regex: digits one at a time),
+              ByteLevel(trim_offsets false)], post_processor ByteLevel; 93 BPE tokens then
+              <|endoftext|> (93), <|im_start|> (94), <|im_end|> (95); no bos, eos <|im_end|>, pad
+              <|endoftext|>, ChatML template -> "qwen2"
+The embedding rows and vocab_size (96) are unchanged.
+
 New rows are drawn from (seed, tensor name, token) and rounded to the tensor's dtype. Everything is
 deterministic: the same call writes the same bytes (the sentencepiece models are trained with one
 thread; their bytes can differ between sentencepiece versions, not between runs).
@@ -56,6 +70,18 @@ CHATML = ("<|im_start|>", "<|im_end|>")
 UNUSED = tuple(f"<UNUSED_{i}>" for i in range(4))
 PADDED_VOCAB = 112
 VARIANTS = ("base", "chatml", "reordered", "padded", "unused", "spm-unigram", "spm-bpe", "spm-user")
+STYLED = ("llama3-bpe", "qwen2-bpe")
+
+# The Split patterns of Llama 3's and Qwen2's tokenizer.json (the same but for \p{N}{1,3} / \p{N}).
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
+LLAMA3_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>")
+QWEN2_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# A Llama 3 style template of our own wording.
+LLAMA3_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' "
+                   "+ m['content'] + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}"
+                   "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                    "added_tokens.json", "chat_template.jinja")
 
@@ -315,6 +341,56 @@ def apply_variant(folder, kind, seed=0):
     return folder
 
 
+def styled_tokenizer(kind):
+    """(tokenizer.json dict, tokenizer_config.json dict) of a STYLED kind (module docstring)."""
+    specials = LLAMA3_SPECIALS if kind == "llama3-bpe" else QWEN2_SPECIALS
+    vocab, merges = train_bpe(TEXT, VOCAB - len(specials), specials=())
+    added = [(len(vocab) + i, special_token(t)) for i, t in enumerate(specials)]
+    tj = tokenizer_json(vocab, merges, added)
+    regex = LLAMA3_REGEX if kind == "llama3-bpe" else QWEN2_REGEX
+    tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": kind == "llama3-bpe", "use_regex": False}]}
+    if kind == "llama3-bpe":
+        bos = specials[0]
+        tj["post_processor"] = {"type": "Sequence", "processors": [
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+            {"type": "TemplateProcessing",
+             "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+             "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                      {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+             "special_tokens": {bos: {"id": bos, "ids": [len(vocab)], "tokens": [bos]}}}]}
+        tj["model"]["ignore_merges"] = True
+        tj["model"]["unk_token"] = None
+        cfg = {"added_tokens_decoder": {str(i): flags for i, flags in added}, "bos_token": bos,
+               "chat_template": LLAMA3_TEMPLATE, "clean_up_tokenization_spaces": True, "eos_token": specials[2],
+               "model_input_names": ["input_ids", "attention_mask"], "model_max_length": 131072,
+               "tokenizer_class": "PreTrainedTokenizerFast"}
+    else:
+        tj["normalizer"] = {"type": "NFC"}
+        tj["post_processor"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
+                                "use_regex": False}
+        tj["model"]["unk_token"] = None
+        cfg = {"add_prefix_space": False, "added_tokens_decoder": {str(i): flags for i, flags in added},
+               "bos_token": None, "chat_template": CHATML_TEMPLATE, "clean_up_tokenization_spaces": False,
+               "eos_token": specials[2], "errors": "replace", "model_max_length": 131072, "pad_token": specials[0],
+               "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer", "unk_token": None}
+    return tj, cfg
+
+
+def apply_styled(folder, kind):
+    """Gives a model folder (vocab_size 96) the tokenizer files of a STYLED kind; weights untouched."""
+    if kind not in STYLED:
+        raise ValueError(f"unknown styled tokenizer {kind!r} (one of {', '.join(STYLED)})")
+    _check_vocab(folder)
+    tj, cfg = styled_tokenizer(kind)
+    _clear_tokenizer(folder)
+    _dump(os.path.join(folder, "tokenizer.json"), tj)
+    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        f.write(json.dumps(cfg, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    return folder
+
+
 def reordered(vocab, merges):
     """The `reordered` vocabulary: the first merged token that no later merge uses is removed with its
     merge (the ids above it move down one), and the first two alphabet letters swap ids.
@@ -341,11 +417,14 @@ def make_variant(src, dest, kind, seed=0):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder")
-    ap.add_argument("kind", choices=VARIANTS)
+    ap.add_argument("kind", choices=VARIANTS + STYLED)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     try:
-        apply_variant(a.folder, a.kind, a.seed)
+        if a.kind in STYLED:
+            apply_styled(a.folder, a.kind)
+        else:
+            apply_variant(a.folder, a.kind, a.seed)
     except (ValueError, OSError) as e:
         print(f"tok_fixture: {e}", file=sys.stderr)
         return 1
