@@ -169,6 +169,21 @@ void mm_gguf_del(mm_gguf_kvs *k, const char *key)
 
 /* ---- header ---- */
 
+const char *mm_gguf_qtype_name(mm_gguf_qtype t)
+{
+    switch (t) {
+    case MM_GGML_F32:
+        return "F32";
+    case MM_GGML_F16:
+        return "F16";
+    case MM_GGML_BF16:
+        return "BF16";
+    case MM_GGML_Q8_0:
+        return "Q8_0";
+    }
+    return "?";
+}
+
 uint64_t mm_gguf_row_bytes(mm_gguf_qtype type, uint64_t ne0)
 {
     switch (type) {

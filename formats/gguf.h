@@ -44,6 +44,9 @@ typedef enum mm_gguf_qtype {
     MM_GGML_BF16 = 30,
 } mm_gguf_qtype;
 
+/* The type's name as llama.cpp spells it ("F32", "F16", "BF16", "Q8_0"). */
+const char *mm_gguf_qtype_name(mm_gguf_qtype t);
+
 /* llama.cpp's file types (general.file_type, gguf-py's LlamaFileType) for the outtypes we offer. */
 #define MM_GGUF_FTYPE_ALL_F32 0
 #define MM_GGUF_FTYPE_MOSTLY_F16 1

@@ -56,17 +56,18 @@ static uint32_t file_type(mm_gguf_outtype t)
     }
 }
 
-static const char *type_label(mm_gguf_outtype t)
+/* The type the outtype writes its quantisable tensors in (the file name's TYPE). */
+static mm_gguf_qtype main_qtype(mm_gguf_outtype t)
 {
     switch (t) {
     case MM_GGUF_OUT_F32:
-        return "F32";
+        return MM_GGML_F32;
     case MM_GGUF_OUT_BF16:
-        return "BF16";
+        return MM_GGML_BF16;
     case MM_GGUF_OUT_Q8_0:
-        return "Q8_0";
+        return MM_GGML_Q8_0;
     default:
-        return "F16";
+        return MM_GGML_F16;
     }
 }
 
@@ -74,13 +75,10 @@ static const char *type_label(mm_gguf_outtype t)
  * outtype, and Q8_0 falls back to F16 for rows that are not whole blocks. */
 static mm_gguf_qtype tensor_type(const mm_gguf_tensor *t, mm_gguf_outtype o)
 {
-    if (t->keep_f32 || o == MM_GGUF_OUT_F32)
+    if (t->keep_f32)
         return MM_GGML_F32;
-    if (o == MM_GGUF_OUT_BF16)
-        return MM_GGML_BF16;
-    if (o == MM_GGUF_OUT_Q8_0 && t->shape[t->ndim - 1] % MM_Q8_0_BLOCK == 0)
-        return MM_GGML_Q8_0;
-    return MM_GGML_F16;
+    mm_gguf_qtype q = main_qtype(o);
+    return q == MM_GGML_Q8_0 && t->shape[t->ndim - 1] % MM_Q8_0_BLOCK ? MM_GGML_F16 : q;
 }
 
 /* The converter's size label (gguf-py's model_weight_count_rounded_notation with two digits): "494M",
@@ -194,7 +192,7 @@ int mm_gguf_plan(const mm_plan *p, mm_gguf_outtype t, const char *name, mm_gguf_
     if (t == MM_GGUF_OUT_AUTO)
         t = resolve_auto(p, &g->arch);
     g->ftype = file_type(t);
-    g->type_name = type_label(t);
+    g->type_name = mm_gguf_qtype_name(main_qtype(t));
     mm_gguf_set_u32(&params, "general.file_type", g->ftype);
 
     size_t n = g->arch.ntensors;

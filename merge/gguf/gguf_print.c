@@ -2,21 +2,6 @@
 
 #include "gguf_plan.h"
 
-static const char *qtype_name(mm_gguf_qtype t)
-{
-    switch (t) {
-    case MM_GGML_F32:
-        return "F32";
-    case MM_GGML_F16:
-        return "F16";
-    case MM_GGML_BF16:
-        return "BF16";
-    case MM_GGML_Q8_0:
-        return "Q8_0";
-    }
-    return "?";
-}
-
 static const char *source_name(const mm_gguf_file *g, const mm_plan *p, size_t i)
 {
     size_t src = g->arch.tensors[i].src;
@@ -29,7 +14,7 @@ void mm_gguf_print(const mm_gguf_file *g, const mm_plan *p, FILE *f)
             (unsigned long long)g->size, g->type_name, g->arch.arch, g->arch.ntensors);
     for (size_t i = 0; i < g->arch.ntensors; i++) {
         const mm_gguf_tensor *t = &g->arch.tensors[i];
-        fprintf(f, "  %s %s [", t->name, qtype_name(g->types[i]));
+        fprintf(f, "  %s %s [", t->name, mm_gguf_qtype_name(g->types[i]));
         for (int d = t->ndim - 1; d >= 0; d--)
             fprintf(f, "%llu%s", (unsigned long long)t->shape[d], d ? ", " : "");
         const char *src = source_name(g, p, i);
@@ -56,7 +41,7 @@ cJSON *mm_gguf_json(const mm_gguf_file *g, const mm_plan *p)
         const mm_gguf_tensor *t = &g->arch.tensors[i];
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "name", t->name);
-        cJSON_AddStringToObject(e, "type", qtype_name(g->types[i]));
+        cJSON_AddStringToObject(e, "type", mm_gguf_qtype_name(g->types[i]));
         cJSON *ne = cJSON_AddArrayToObject(e, "ne");
         for (int d = t->ndim - 1; d >= 0; d--)
             cJSON_AddItemToArray(ne, cJSON_CreateNumber((double)t->shape[d]));
