@@ -268,3 +268,8 @@ void mm_json_write_py(const cJSON *v, mm_buf *b)
 {
     write_value(v, b, 0);
 }
+
+int mm_json_has(const cJSON *obj, const char *key)
+{
+    return cJSON_IsObject(obj) && cJSON_GetObjectItemCaseSensitive(obj, key) != NULL;
+}

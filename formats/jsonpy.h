@@ -26,6 +26,9 @@ int mm_json_parse(const char *text, size_t len, cJSON **out, mm_err *err);
  * cJSON_Create*, or changed with cJSON_SetNumberValue, keep what they had (a new one is no float). The
  * mark is carried in the item's type bits, which cJSON_Duplicate copies and cJSON's own checks mask
  * off (cJSON_IsNumber tests type & 0xFF), so it survives duplication and deletion needs nothing. */
+/* `key in obj` as Python has it: case-sensitive (cJSON_HasObjectItem ignores case, so a "Torch_Dtype" key
+ * would pass for "torch_dtype"). 0 for an obj that is no object. */
+int mm_json_has(const cJSON *obj, const char *key);
 int mm_json_is_float(const cJSON *v);
 void mm_json_set_float(cJSON *v, int is_float);
 

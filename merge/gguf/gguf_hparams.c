@@ -91,11 +91,6 @@ const cJSON *mm_gguf_hp_get(const cJSON *obj, const char *key)
     return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
 }
 
-/* `key in obj` (cJSON_HasObjectItem ignores case; Python's dict does not) */
-static int has(const cJSON *obj, const char *key)
-{
-    return cJSON_GetObjectItemCaseSensitive(obj, key) != NULL;
-}
 
 static int is_none(const cJSON *v)
 {
@@ -109,10 +104,14 @@ static cJSON *num(double v, int is_float)
     return n;
 }
 
-/* obj[key] = item (replacing an existing one in place, as a dict assignment keeps its position). */
+/* obj[key] = item (replacing an existing one in place, as a dict assignment keeps its position). item is
+ * consumed either way: a config that holds something else where a dict belongs (a rope_scaling that is a
+ * string) must not leak what was meant for it. */
 static void put(cJSON *obj, const char *key, cJSON *item)
 {
-    if (has(obj, key))
+    if (!cJSON_IsObject(obj))
+        cJSON_Delete(item);
+    else if (mm_json_has(obj, key))
         cJSON_ReplaceItemInObjectCaseSensitive(obj, key, item);
     else
         cJSON_AddItemToObject(obj, key, item);
@@ -121,7 +120,7 @@ static void put(cJSON *obj, const char *key, cJSON *item)
 /* dict.setdefault(key, item): item is consumed either way. */
 static void setdefault(cJSON *obj, const char *key, cJSON *item)
 {
-    if (has(obj, key))
+    if (!cJSON_IsObject(obj) || mm_json_has(obj, key))
         cJSON_Delete(item);
     else
         cJSON_AddItemToObject(obj, key, item);
@@ -437,14 +436,14 @@ static void mirror_rope(mm_gguf_hp *hp, cJSON *rp)
         cJSON_AddItemToObject(s, "rope_theta", cJSON_Duplicate(local, 1));
         put(rp, "sliding_attention", s);
     }
-    if (!has(rp, "rope_theta") && !is_none(theta))
+    if (!mm_json_has(rp, "rope_theta") && !is_none(theta))
         put(rp, "rope_theta", cJSON_Duplicate(theta, 1));
     const cJSON *type = mm_gguf_hp_get(rp, "type");
-    if (!has(rp, "rope_type") && !is_none(type))
+    if (!mm_json_has(rp, "rope_type") && !is_none(type))
         put(rp, "rope_type", cJSON_Duplicate(type, 1));
-    if (!has(rp, "partial_rotary_factor") && !is_none(prf))
+    if (!mm_json_has(rp, "partial_rotary_factor") && !is_none(prf))
         put(rp, "partial_rotary_factor", cJSON_Duplicate(prf, 1));
-    if (!has(rp, "original_max_position_embeddings") && !is_none(omp))
+    if (!mm_json_has(rp, "original_max_position_embeddings") && !is_none(omp))
         put(rp, "original_max_position_embeddings", cJSON_Duplicate(omp, 1));
 }
 

@@ -10,7 +10,7 @@
 static void set_string(cJSON *obj, const char *key, const char *value)
 {
     cJSON *v = cJSON_CreateString(value);
-    if (cJSON_HasObjectItem(obj, key))
+    if (mm_json_has(obj, key))
         cJSON_ReplaceItemInObjectCaseSensitive(obj, key, v);
     else
         cJSON_AddItemToObject(obj, key, v);
@@ -18,7 +18,7 @@ static void set_string(cJSON *obj, const char *key, const char *value)
 
 static void set_dtype_in(cJSON *obj, const char *name, int always)
 {
-    if (always || cJSON_HasObjectItem(obj, "dtype") || cJSON_HasObjectItem(obj, "torch_dtype")) {
+    if (always || mm_json_has(obj, "dtype") || mm_json_has(obj, "torch_dtype")) {
         set_string(obj, "dtype", name);
         set_string(obj, "torch_dtype", name);
     }
@@ -129,7 +129,7 @@ static const char *derived_type(const cJSON *holder, int layer)
 void mm_config_write_layer_types(cJSON *out_obj, const cJSON *donor_obj, int donor_n, const mm_layer_origin *origin,
                                  int n)
 {
-    if (cJSON_HasObjectItem(out_obj, "layer_types"))
+    if (mm_json_has(out_obj, "layer_types"))
         return;
     int moved = n != donor_n;
     for (int i = 0; i < n && !moved; i++)

@@ -165,7 +165,7 @@ int mm_vocab_files(const mm_vocab *v, const char *chat_template, mm_vocab_file *
                                   "tokenizer.json (tokenizer source or base_model), or leave out `tokens:`",
                                   v->donor_folder);
             }
-            decoder = o->tokenizer_config && cJSON_HasObjectItem(o->tokenizer_config, "added_tokens_decoder");
+            decoder = o->tokenizer_config && mm_json_has(o->tokenizer_config, "added_tokens_decoder");
         }
     }
     add_config(&fs, o->tokenizer_config, decoder ? o : NULL, chat_template);

@@ -826,6 +826,45 @@ def tokenizer_seeds():
         put(s, "spm_trained_" + name, b"SPM:" + data)
 
 
+# ---- the GGUF view: config.json, then a folder's tokenizer files, split by "=====" lines -----------------
+
+def gguf_seeds():
+    """Configs of every family over fuzz_gguf.c's Llama-shaped tensors (hidden 64, 4 heads, 2 key/value
+    heads, 2 layers, vocabulary 96), with a Llama 3 style BPE tokenizer or a sentencepiece model."""
+    import sys
+    sys.path.insert(0, os.path.join(HERE, "..", "reference"))
+    import tok_fixture
+    base = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 96,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "num_hidden_layers": 2,
+            "max_position_embeddings": 2048, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "vocab_size": 96,
+            "bos_token_id": 93, "eos_token_id": 95, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+    llama3 = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 1024, "rope_type": "llama3"}
+    configs = {
+        "llama": {},
+        "llama3_rope": {"rope_scaling": llama3},
+        "llama_linear_rope": {"rope_scaling": {"type": "linear", "factor": 2.0}},
+        "mistral": {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": 4096},
+        "qwen2": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"},
+        "qwen2_yarn": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+                       "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512}},
+        "gemma": {"architectures": ["GemmaForCausalLM"], "model_type": "gemma"},
+        "gemma2": {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "sliding_window": 512},
+        "gemma3": {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "sliding_window": 512,
+                   "rope_local_base_freq": 10000.0},
+        "phi3": {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3"},
+        "bad_heads": {"num_attention_heads": 3},
+        "bad_family": {"architectures": ["FalconForCausalLM"], "model_type": "falcon"},
+    }
+    tj, cfg = tok_fixture.styled_tokenizer("llama3-bpe")
+    bpe = [json.dumps(tj, indent=1), json.dumps(cfg, indent=1)]
+    spm = b"SPM:" + next(iter(trained_models().values()), spm_cases()["valid_user_unused"])
+    for name, extra in configs.items():
+        config = json.dumps(dict(base, **extra), indent=1).encode()
+        put("gguf", name + "_bpe", SEP.encode().join([config] + [p.encode() for p in bpe]))
+        put("gguf", name + "_spm", SEP.encode().join([config, spm]))
+
+
 if __name__ == "__main__":
     lora_seeds()
     arch_seeds()
@@ -836,3 +875,4 @@ if __name__ == "__main__":
     param_seeds()
     spm_seeds()
     tokenizer_seeds()
+    gguf_seeds()
