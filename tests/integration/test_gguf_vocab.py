@@ -174,7 +174,7 @@ def test_refusals(tmp_path):
     path = os.path.join(d, "tokenizer.json")
     tj = gguf_tok_fixture._load(path)
     tj["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": False}
-    gguf_tok_fixture._dump(path, tj)
+    tok_fixture.write_json(path, tj)
     err = dump_error(tmp_path, d, "llama")
     assert "tokenizer.json: the pre-tokenizer {\"type\":\"Metaspace\"" in err and "llama-bpe" in err, err
     assert "not \"falcon\"" in dump_error(tmp_path, d, "falcon")
