@@ -311,12 +311,6 @@ int main(void)
     test_gemma();
     test_phi3_longrope();
     test_refusals();
-    if (chdir(old_cwd) == 0) {
-        char *cmd = mm_xasprintf("rm -rf '%s'", root);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", root);
-        free(cmd);
-    }
-    free(old_cwd);
+    check_leave_tmpdir(root, old_cwd);
     return mm_check_report();
 }
