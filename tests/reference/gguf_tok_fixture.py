@@ -124,8 +124,8 @@ def gpt2_from_gguf(vocab_gguf, folder, nfc=False):
           "model": _bpe_model({t: i for i, t in enumerate(tokens)}, merges)}
     write_json(os.path.join(folder, "tokenizer.json"), tj)
     write_json(os.path.join(folder, "tokenizer_config.json"),
-          {"add_prefix_space": False, "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-           "unk_token": "<|endoftext|>", "model_max_length": 1024, "tokenizer_class": "GPT2Tokenizer"})
+               {"add_prefix_space": False, "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>", "model_max_length": 1024, "tokenizer_class": "GPT2Tokenizer"})
     _set_vocab_size(folder, len(tokens))
     return folder
 

@@ -385,8 +385,8 @@ def bos_post_processor(bos, bos_id, add_prefix_space=True):
 
 
 def style_llama3(tj, bos, bos_id, add_prefix_space=True):
-    """Gives a tokenizer.json dict Llama 3's definitions: no normalizer, split_byte_level(LLAMA3_REGEX,
-    trim_offsets), bos_post_processor, the model's ignore_merges. In place; returns tj."""
+    """Gives a tokenizer.json dict Llama 3's definitions: no normalizer, split_byte_level(LLAMA3_REGEX)
+    with trim_offsets, bos_post_processor, the model's ignore_merges. In place; returns tj."""
     tj["normalizer"] = None
     tj["pre_tokenizer"] = split_byte_level(LLAMA3_REGEX, True)
     tj["post_processor"] = bos_post_processor(bos, bos_id, add_prefix_space)
@@ -395,8 +395,8 @@ def style_llama3(tj, bos, bos_id, add_prefix_space=True):
 
 
 def style_qwen2(tj):
-    """Gives a tokenizer.json dict Qwen2's definitions: NFC, split_byte_level(QWEN2_REGEX, no
-    trim_offsets), a ByteLevel post_processor. In place; returns tj."""
+    """Gives a tokenizer.json dict Qwen2's definitions: NFC, split_byte_level(QWEN2_REGEX) without
+    trim_offsets, a ByteLevel post_processor. In place; returns tj."""
     tj["normalizer"] = {"type": "NFC"}
     tj["pre_tokenizer"] = split_byte_level(QWEN2_REGEX, False)
     tj["post_processor"] = byte_level(False, False)
