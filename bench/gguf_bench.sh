@@ -98,8 +98,9 @@ printf 'build --gguf bf16   %6.2f s  ratio to safetensors %.2f\n' "$b_bf" "$(ech
 printf 'build --gguf q8_0   %6.2f s  ratio to safetensors %.2f\n' "$b_q8" "$(echo "$b_q8 / $b_st" | bc -l)"
 printf 'load via mount      %6.2f s  (%s, empty cache)  daemon peak RSS %d MB, anonymous at the end %d MB\n' \
   "$t_load" "$loader" "$((hwm / 1024))" "$((anon / 1024))"
-conv_why=$(/usr/bin/python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import llamacpp_gguf as l; print(l.available() or "")' \
-           "$top/tests/integration")
+# llamacpp_gguf.available(): empty when the converter can run here, else why not
+conv_why=$(/usr/bin/python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import llamacpp_gguf as c
+print(c.available() or "")' "$top/tests/integration")
 if [ -z "$conv_why" ]; then
   drop
   t0=$(now)
