@@ -8,9 +8,10 @@
 #   load      a fresh mount with --gguf q8_0 --gguf-only and an empty block cache, the GGUF read the way
 #             llama.cpp loads it (mmap, every page in order) — or by llama-simple when LLAMA_SIMPLE names
 #             its binary: the daemon's peak RSS (VmHWM) and anonymous memory at the end
-#   converter only when MM_LLAMACPP_SRC and MM_TRANSFORMERS_SRC are set (see
-#             tests/integration/test_llamacpp_convert.py): llama.cpp's convert_hf_to_gguf.py --outtype q8_0
-#             on the built folder, against the time the mount needs to serve the whole GGUF
+#   converter only where tests/integration/llamacpp_gguf.py can run it (MM_LLAMACPP_SRC and
+#             MM_TRANSFORMERS_SRC set, torch and sentencepiece installed; otherwise the log says why):
+#             llama.cpp's convert_hf_to_gguf.py --outtype q8_0 on the built folder, against the time the
+#             mount needs to serve the whole GGUF
 # Not a test: the numbers are for bench/RESULTS.md. Root drops the page cache between runs (warm otherwise).
 # Usage: bench/gguf_bench.sh [WORKDIR]   (default /tmp/mm-bench-gguf; models are made once there)
 set -euo pipefail
@@ -97,17 +98,26 @@ printf 'build --gguf bf16   %6.2f s  ratio to safetensors %.2f\n' "$b_bf" "$(ech
 printf 'build --gguf q8_0   %6.2f s  ratio to safetensors %.2f\n' "$b_q8" "$(echo "$b_q8 / $b_st" | bc -l)"
 printf 'load via mount      %6.2f s  (%s, empty cache)  daemon peak RSS %d MB, anonymous at the end %d MB\n' \
   "$t_load" "$loader" "$((hwm / 1024))" "$((anon / 1024))"
-if [ -n "${MM_LLAMACPP_SRC:-}" ] && [ -n "${MM_TRANSFORMERS_SRC:-}" ]; then
-  child=$(/usr/bin/python3 -c 'import sys; sys.path[:0] = sys.argv[1:]; import test_llamacpp_convert as t; print(t.CHILD)' \
-          "$top/tests/integration" "$top/tests/reference" 2>/dev/null) || child=
-  if [ -n "$child" ]; then
-    drop
-    t0=$(now)
-    MM_TESTS_INTEGRATION=$top/tests/integration MM_TESTS_REFERENCE=$top/tests/reference \
-      /usr/bin/python3 -c "$child" "$work/shim" out-st --outfile "$work/conv.gguf" --outtype q8_0 > /dev/null 2>> "$work/log"
-    t1=$(now)
-    t_conv=$(secs "$t0" "$t1")
-    printf 'converter q8_0      %6.2f s  (on the built folder; the mount served its GGUF in %.2f s: ratio %.2f)\n' \
-      "$t_conv" "$t_load" "$(echo "$t_conv / $t_load" | bc -l)"
-  fi
+# llamacpp_gguf.available(): empty when the converter can run here, else why not
+conv_why=$(/usr/bin/python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import llamacpp_gguf as c
+print(c.available() or "")' "$top/tests/integration")
+if [ -z "$conv_why" ]; then
+  drop
+  t0=$(now)
+  # the tests' runner of the converter (its stand-ins let it read these tokenizers); no time limit, as
+  # a large folder may take longer than a test may
+  /usr/bin/python3 - "$top/tests/integration" out-st "$work/conv.gguf" "$work/shim" > /dev/null 2>> "$work/log" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+import llamacpp_gguf
+rc, err = llamacpp_gguf.convert(sys.argv[2], sys.argv[3], "q8_0", sys.argv[4], timeout=None)
+sys.stderr.write(err)
+sys.exit(rc)
+PY
+  t1=$(now)
+  t_conv=$(secs "$t0" "$t1")
+  printf 'converter q8_0      %6.2f s  (on the built folder; the mount served its GGUF in %.2f s: ratio %.2f)\n' \
+    "$t_conv" "$t_load" "$(echo "$t_conv / $t_load" | bc -l)"
+else
+  echo "converter not run: $conv_why" >> "$work/log"
 fi

@@ -351,62 +351,48 @@ static int spm_pieces(const mm_gv *g, const mm_spm_model *m, vocab *v, int stop_
     return 0;
 }
 
-/* _set_vocab_sentencepiece */
-static int set_vocab_sentencepiece(const mm_gv *g, mm_err *err)
+/* tokenizer.json's added_tokens over the list, as phi3's set_vocab reads them after the decoder's. */
+static int spm_tokenizer_json_added(const mm_gv *g, vocab *v, mm_err *err)
 {
-    const mm_spm_model *m;
-    mm_spm_model *own;
-    vocab v = {0};
-    long long n = 0;
-    int rc = spm_model(g, &m, &own, err);
-    if (rc == 0 && (rc = vocab_size(g, 1, &n, err)) >= 0) {
-        if (rc == 0 || n == 0) /* find_hparam(...) or tokenizer.vocab_size() */
-            n = (long long)m->npieces;
-        vocab_init(&v, (size_t)n, -10000.0f);
-        rc = spm_pieces(g, m, &v, 1, err);
-    }
-    if (rc == 0)
-        rc = spm_added_tokens_json(g, &v, err);
-    if (rc == 0)
-        rc = spm_config_decoder(g, &v, 0, err);
-    if (rc == 0) {
-        add_tokens(g, "llama", "default", &v, 1);
-        rc = add_special(g, 0, (long long)v.n, err);
-    }
-    vocab_free(&v);
-    mm_spm_free(own);
-    return rc;
-}
-
-/* Phi3MiniModel.set_vocab's sentencepiece part */
-static int set_vocab_phi3_spm(const mm_gv *g, mm_err *err)
-{
-    const mm_spm_model *m;
-    mm_spm_model *own;
-    vocab v = {0};
-    long long n = 0;
-    int rc = spm_model(g, &m, &own, err);
-    if (rc == 0 && (rc = vocab_size(g, 0, &n, err)) >= 0) {
-        if (rc == 0) /* hparams.get('vocab_size', tokenizer.vocab_size()) */
-            n = (long long)m->npieces;
-        vocab_init(&v, (size_t)n, -10000.0f);
-        rc = spm_pieces(g, m, &v, 0, err);
-    }
-    if (rc == 0)
-        rc = spm_added_tokens_json(g, &v, err);
-    if (rc == 0)
-        rc = spm_config_decoder(g, &v, 1, err);
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(g->tok->tokenizer_json, "added_tokens"), *e;
     size_t i = 0;
-    cJSON_ArrayForEach(e, (rc == 0 && cJSON_IsArray(added) ? added : NULL))
+    cJSON_ArrayForEach(e, (cJSON_IsArray(added) ? added : NULL))
     {
         char what[64];
         long long id = -1;
         snprintf(what, sizeof what, "added_tokens[%zu]", i++);
         mm_gv_int(cJSON_GetObjectItemCaseSensitive(e, "id"), &id);
-        if ((rc = spm_added(g, &v, "tokenizer.json", what, id, e, 1, err)) < 0)
-            break;
+        int rc = spm_added(g, v, "tokenizer.json", what, id, e, 1, err);
+        if (rc < 0)
+            return rc;
     }
+    return 0;
+}
+
+/* _set_vocab_sentencepiece, or with `phi3` Phi3MiniModel.set_vocab's sentencepiece part. One function
+ * because phi3's code is the same steps with these differences: its vocab_size is
+ * hparams.get('vocab_size', tokenizer.vocab_size()) (no vocab_size_per_layer_input, and a 0 is kept),
+ * pieces past it are an error rather than dropped, the decoder's tokens are typed its way (spm_added),
+ * and tokenizer.json's added_tokens come last. */
+static int set_vocab_spm(const mm_gv *g, int phi3, mm_err *err)
+{
+    const mm_spm_model *m;
+    mm_spm_model *own;
+    vocab v = {0};
+    long long n = 0;
+    int rc = spm_model(g, &m, &own, err);
+    if (rc == 0 && (rc = vocab_size(g, !phi3, &n, err)) >= 0) {
+        if (rc == 0 || (n == 0 && !phi3)) /* find_hparam(...) or tokenizer.vocab_size() */
+            n = (long long)m->npieces;
+        vocab_init(&v, (size_t)n, -10000.0f);
+        rc = spm_pieces(g, m, &v, !phi3, err);
+    }
+    if (rc == 0)
+        rc = spm_added_tokens_json(g, &v, err);
+    if (rc == 0)
+        rc = spm_config_decoder(g, &v, phi3, err);
+    if (rc == 0 && phi3)
+        rc = spm_tokenizer_json_added(g, &v, err);
     if (rc == 0) {
         add_tokens(g, "llama", "default", &v, 1);
         rc = add_special(g, 0, (long long)v.n, err);
@@ -493,7 +479,7 @@ static int llama_vocab(const mm_gv *g, mm_err *err)
     if (v && !cJSON_IsNull(v))
         mm_gguf_set_bool(g->kv, "tokenizer.ggml.add_space_prefix", mm_gv_truthy(v));
     if (exists(g, "tokenizer.model")) {
-        rc = set_vocab_sentencepiece(g, err);
+        rc = set_vocab_spm(g, 0, err);
     } else {
         /* LlamaHfVocab takes a tokenizer.json BPE with byte fallback and a Sequence decoder (a Llama 2
          * tokenizer without its tokenizer.model); anything else goes to the GPT-2 path (Llama 3). */
@@ -545,7 +531,7 @@ static int gemma_vocab(const mm_gv *g, mm_err *err)
         long long id;
     } fixed[] = {{"prefix", 67}, {"suffix", 69}, {"middle", 68}, {"fsep", 70}, {"eot", 107}};
     mm_gv_special sv;
-    int rc = set_vocab_sentencepiece(g, err);
+    int rc = set_vocab_spm(g, 0, err);
     if (rc < 0 || (rc = mm_gv_special_load(g, 0, types, MM_COUNT(types), -1, &sv, err)) < 0)
         return rc;
     for (size_t i = 0; i < MM_COUNT(fixed) && rc == 0; i++)
@@ -567,11 +553,11 @@ static int family_vocab(const mm_gv *g, const char *arch, mm_err *err)
     if (strcmp(arch, "llama") == 0)
         return llama_vocab(g, err);
     if (strcmp(arch, "qwen2") == 0) /* Qwen2Model: sentencepiece if it can, else BPE */
-        return exists(g, "tokenizer.model") ? set_vocab_sentencepiece(g, err) : set_vocab_gpt2(g, err);
+        return exists(g, "tokenizer.model") ? set_vocab_spm(g, 0, err) : set_vocab_gpt2(g, err);
     if (strcmp(arch, "gemma") == 0)
         return gemma_vocab(g, err);
     if (strcmp(arch, "gemma2") == 0 || (strcmp(arch, "gemma3") == 0 && exists(g, "tokenizer.model"))) {
-        if ((rc = set_vocab_sentencepiece(g, err)) == 0)
+        if ((rc = set_vocab_spm(g, 0, err)) == 0)
             mm_gguf_set_bool(g->kv, "tokenizer.ggml.add_space_prefix", 0);
         return rc;
     }
@@ -589,7 +575,7 @@ static int family_vocab(const mm_gv *g, const char *arch, mm_err *err)
                               g->files.label);
         if (cJSON_IsString(cls) && strcmp(cls->valuestring, "GPT2Tokenizer") == 0)
             return set_vocab_gpt2(g, err);
-        return set_vocab_phi3_spm(g, err);
+        return set_vocab_spm(g, 1, err);
     }
     return mm_err_set(err, -ENOTSUP,
                       "the GGUF view's tokenizer keys are those of llama, qwen2, gemma, gemma2, gemma3 and phi3 "

@@ -4,12 +4,13 @@ test models of each supported family, the tokenizer.* key/values the test progra
 --vocab-only writes for the built folder.
 
 Optional, as test_llamacpp_convert.py (the same environment: MM_LLAMACPP_SRC, MM_TRANSFORMERS_SRC,
-MM_HF_HUB_SRC, torch, sentencepiece). The sentencepiece families run the converter as it is. The BPE path
-needs transformers' AutoTokenizer, hence the tokenizers library, which is not installed here: the child
-gives the converter a stand-in with transformers' view of the folder (tokenizer_eval.vocab_view: get_vocab,
-added_tokens_decoder; encode/decode of an added token give it back, which is what they do for the
-printable-ASCII tokens of these fixtures), and the pre-tokenizer name the case expects, since the
-converter's name comes from a hash of a real vocabulary's ids (a fixture vocabulary is in no table).
+MM_HF_HUB_SRC, torch, sentencepiece); the converter runs through llamacpp_gguf.convert. The sentencepiece
+families run the converter as it is. The BPE path needs transformers' AutoTokenizer, hence the tokenizers
+library, which is not installed here: given the pre-tokenizer name the case expects (convert's `pre`), the
+runner gives the converter a stand-in with transformers' view of the folder (tokenizer_files.vocab_view:
+get_vocab, added_tokens_decoder; encode/decode of an added token give it back, which is what they do for
+the printable-ASCII tokens of these fixtures), and that name, since the converter's name comes from a hash
+of a real vocabulary's ids (a fixture vocabulary is in no table).
 
 test_real_vocabulary_pre_names needs no converter run: with real vocabularies (MM_GPT2_VOCAB_GGUF: llama.cpp's
 models/ggml-vocab-gpt-2.gguf; MM_QWEN2_TOKENIZER_DIR: a Qwen 2 repository's vocab.json, merges.txt and
@@ -21,68 +22,18 @@ comes from the hash: no definition names that pipeline.
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 import arch_fixture
 import gguf_tok_fixture
+import llamacpp_gguf
 import mmtest
 import tok_fixture
 
 ARCHS = os.path.join(mmtest.REPO, "tests", "fixtures", "archs")
 BUILD = os.environ.get("MM_BUILD_DIR", os.path.join(mmtest.REPO, "build"))
 DUMP = os.path.join(BUILD, "tests", "gguf_vocab_dump")
-
-CHILD = textwrap.dedent("""
-    import os, runpy, sys
-    sys.path[:0] = [os.environ["MM_TESTS_INTEGRATION"], os.environ["MM_TESTS_REFERENCE"]]
-    import test_transformers_config as ttc
-    ttc.import_transformers(os.environ["MM_TRANSFORMERS_SRC"], sys.argv[1])
-    import torch
-    for name in ("float8_e4m3fn", "float8_e5m2", "uint16", "uint32", "uint64"):
-        if not hasattr(torch, name):
-            setattr(torch, name, object())
-    src = os.environ["MM_LLAMACPP_SRC"]
-    sys.path[:0] = [src, os.path.join(src, "gguf-py")]
-    pre = os.environ.get("MM_GGUF_PRE")
-    if pre:
-        import transformers
-        import tokenizer_eval as te
-
-        class Added:
-            def __init__(self, t):
-                self.special, self.normalized = t.special, t.normalized
-
-        class StandIn:
-            def __init__(self, folder):
-                view = te.vocab_view(str(folder))
-                self.vocab = dict(view.vocab)
-                self.added_tokens_decoder = {i: Added(t) for i, t in view.added.items()}
-                self._added = {t.content: i for i, t in view.added.items()}
-                self._tokens = {i: t for t, i in self.vocab.items()}
-
-            def get_added_vocab(self):
-                return dict(self._added)
-
-            def encode(self, text, add_special_tokens=True):
-                return [self._added[text]]
-
-            def decode(self, ids):
-                return "".join(self._tokens[i] for i in ids)
-
-        class AutoTokenizer:
-            @staticmethod
-            def from_pretrained(folder, **kw):
-                return StandIn(folder)
-
-        transformers.AutoTokenizer = AutoTokenizer
-        import conversion.base as base
-        base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
-    sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[2:]
-    runpy.run_path(os.path.join(src, "convert_hf_to_gguf.py"), run_name="__main__")
-""")
-
 
 @pytest.fixture(scope="module")
 def gguf():
@@ -98,14 +49,8 @@ def gguf():
 
 def converter(tmp_path, folder, pre=None):
     path = str(tmp_path / "theirs.gguf")
-    env = dict(os.environ, MM_TESTS_INTEGRATION=os.path.dirname(__file__),
-               MM_TESTS_REFERENCE=os.path.join(mmtest.REPO, "tests", "reference"))
-    env.pop("MM_GGUF_PRE", None)
-    if pre:
-        env["MM_GGUF_PRE"] = pre
-    r = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "shim"), folder, "--vocab-only", "--outfile",
-                        path, "--outtype", "f32"], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    rc, err = llamacpp_gguf.convert(folder, path, "f32", tmp_path / "shim", args=("--vocab-only",), pre=pre)
+    assert rc == 0, err[-3000:]
     return path
 
 
@@ -229,7 +174,7 @@ def test_refusals(tmp_path):
     path = os.path.join(d, "tokenizer.json")
     tj = gguf_tok_fixture._load(path)
     tj["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": False}
-    gguf_tok_fixture._dump(path, tj)
+    tok_fixture.write_json(path, tj)
     err = dump_error(tmp_path, d, "llama")
     assert "tokenizer.json: the pre-tokenizer {\"type\":\"Metaspace\"" in err and "llama-bpe" in err, err
     assert "not \"falcon\"" in dump_error(tmp_path, d, "falcon")

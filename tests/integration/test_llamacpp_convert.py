@@ -7,9 +7,10 @@ tokenizer_config.json's added_tokens_decoder), hold our embedding rows, and carr
 Optional: runs when MM_LLAMACPP_SRC names a llama.cpp checkout (convert_hf_to_gguf.py, conversion/,
 gguf-py/) and MM_TRANSFORMERS_SRC a transformers src/ tree (the converter imports AutoConfig; the
 stand-ins of test_transformers_config.import_transformers apply), with torch and sentencepiece
-importable; skipped with the reason otherwise. The converter runs in a child process. Debian 12's torch
-(1.13) lacks the float8 and unsigned dtypes the converter names in a lookup table: the child gives
-torch placeholder attributes for them (never used for a bf16 model). For example:
+importable; skipped with the reason otherwise. The converter runs in a child process started by
+llamacpp_gguf.convert (which also gives Debian 12's torch 1.13 placeholders for the float8 and unsigned
+dtypes the converter names in a lookup table; its tokenizer stand-ins do not apply to these folders,
+which have a sentencepiece tokenizer.model). For example:
   apt-get install python3-torch python3-sentencepiece
   MM_LLAMACPP_SRC=/tmp/llama.cpp MM_TRANSFORMERS_SRC=/tmp/tf/src MM_HF_HUB_SRC=/tmp/hfhub/src \\
       pytest tests/integration/test_llamacpp_convert.py
@@ -18,14 +19,13 @@ torch placeholder attributes for them (never used for a bf16 model). For example
 import importlib.util
 import json
 import os
-import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 import arch_fixture
+import llamacpp_gguf
 import mmtest
 import safetensors_io as st
 import tok_fixture
@@ -35,30 +35,11 @@ LLAMA3 = os.path.join(mmtest.REPO, "tests", "fixtures", "archs", "llama3")
 HOW = ("set MM_LLAMACPP_SRC to a llama.cpp checkout and MM_TRANSFORMERS_SRC (and MM_HF_HUB_SRC) as for "
        "test_transformers_config.py, with torch and sentencepiece installed")
 
-CHILD = textwrap.dedent("""
-    import os, runpy, sys
-    sys.path[:0] = [os.environ["MM_TESTS_INTEGRATION"], os.environ["MM_TESTS_REFERENCE"]]
-    import test_transformers_config as ttc
-    ttc.import_transformers(os.environ["MM_TRANSFORMERS_SRC"], sys.argv[1])
-    import torch
-    for name in ("float8_e4m3fn", "float8_e5m2", "uint16", "uint32", "uint64"):
-        if not hasattr(torch, name):
-            setattr(torch, name, object())
-    src = os.environ["MM_LLAMACPP_SRC"]
-    sys.path[:0] = [src, os.path.join(src, "gguf-py")]
-    sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[2:]
-    runpy.run_path(os.path.join(src, "convert_hf_to_gguf.py"), run_name="__main__")
-""")
-
-
 def convert(tmp_path, folder):
-    """Runs the converter on folder (float32 output) in a child process; returns the GGUF's path."""
+    """Runs the converter on folder (float32 output); returns the GGUF's path."""
     gguf_path = str(tmp_path / "out.gguf")
-    env = dict(os.environ, MM_TESTS_INTEGRATION=os.path.dirname(__file__),
-               MM_TESTS_REFERENCE=os.path.join(mmtest.REPO, "tests", "reference"))
-    r = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "shim"), folder, "--outfile", gguf_path,
-                        "--outtype", "f32"], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    rc, err = llamacpp_gguf.convert(folder, gguf_path, "f32", tmp_path / "shim")
+    assert rc == 0, err[-3000:]
     return gguf_path
 
 

@@ -919,8 +919,10 @@ def add_chat_template(kv, value):
     kv.str("tokenizer.chat_template", value)
 
 
-def _set_vocab_spm(kv, folder, h):
-    tokens, scores, types = spm_vocab(folder, h)
+def _set_vocab_spm(kv, folder, h, vocab=spm_vocab):
+    """_set_vocab_sentencepiece's keys. vocab: what makes the token list; phi3's set_vocab passes
+    phi3_spm_vocab (its own reading of the added tokens) and writes the same keys."""
+    tokens, scores, types = vocab(folder, h)
     kv.str("tokenizer.ggml.model", "llama")
     kv.str("tokenizer.ggml.pre", "default")
     kv.arr("tokenizer.ggml.tokens", tokens, "str")
@@ -986,13 +988,7 @@ def set_vocab(kv, arch, folder, h):
             return
         if not has_spm:
             raise Unsupported("Phi-3 without tokenizer.model")
-        tokens, scores, types = phi3_spm_vocab(folder, h)
-        kv.str("tokenizer.ggml.model", "llama")
-        kv.str("tokenizer.ggml.pre", "default")
-        kv.arr("tokenizer.ggml.tokens", tokens, "str")
-        kv.arr("tokenizer.ggml.scores", scores, "f32")
-        kv.arr("tokenizer.ggml.token_type", types, "i32")
-        SpecialVocab(folder, n_vocab=len(tokens)).add_to(kv)
+        _set_vocab_spm(kv, folder, h, phi3_spm_vocab)
 
 
 # ---- the whole file ------------------------------------------------------------------------------------

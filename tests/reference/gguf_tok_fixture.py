@@ -19,8 +19,8 @@ Kinds:
            and added_tokens.json; the new tokens get embedding rows (vocab_size 98, as Phi-3's 32064
            covers its added tokens)
 
-The patterns are those the tokenizers library's files hold (convert_slow_tokenizer.py writes Llama 3's,
-tokenization_qwen2.py Qwen 2's).
+The definitions are tok_fixture's (LLAMA3_REGEX / QWEN2_REGEX, style_llama3, style_qwen2), which its
+STYLED kinds use too.
 
 Real vocabularies (for the converter's pre-tokenizer hash, which only a real vocabulary's ids give):
 
@@ -40,29 +40,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tok_fixture  # noqa: E402
 
-LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
-QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
+from tok_fixture import byte_level, write_json  # noqa: E402
+
 KINDS = ("llama3", "llama3-config", "qwen2", "phi3")
 
 
 def _load(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def _dump(path, obj, sort=False):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=sort) + "\n")
-
-
-def _split(pattern):
-    return {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False}
-
-
-def _byte_level(trim_offsets, use_regex=False):
-    return {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": trim_offsets, "use_regex": use_regex}
 
 
 def apply(folder, kind, seed=0):
@@ -82,8 +67,8 @@ def apply(folder, kind, seed=0):
         cfg["added_tokens_decoder"]["97"] = {"content": "<|user|>", "lstrip": False, "normalized": False,
                                              "rstrip": True, "single_word": False, "special": False}
         cfg["chat_template"] = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-        _dump(cfg_path, cfg, sort=True)
-        _dump(os.path.join(folder, "added_tokens.json"), {"<|end|>": 96, "<|user|>": 97})
+        write_json(cfg_path, cfg, sort=True)
+        write_json(os.path.join(folder, "added_tokens.json"), {"<|end|>": 96, "<|user|>": 97})
         tok_fixture.rewrite_rows(folder, list(range(96)) + ["<|end|>", "<|user|>"], 98, seed)
         return folder
     tj = _load(tj_path)
@@ -93,33 +78,20 @@ def apply(folder, kind, seed=0):
         cfg.update(add_prefix_space=True, add_bos_token=False,
                    chat_template=[{"name": "default", "template": tok_fixture.CHATML_TEMPLATE},
                                   {"name": "tool_use", "template": "{{ tools }}" + tok_fixture.CHATML_TEMPLATE}])
-        _dump(cfg_path, cfg, sort=True)
+        write_json(cfg_path, cfg, sort=True)
         return folder
     if kind == "llama3":
-        tj["normalizer"] = None
-        tj["pre_tokenizer"] = {"type": "Sequence",
-                               "pretokenizers": [_split(LLAMA3_PATTERN), _byte_level(True)]}
-        tj["post_processor"] = {"type": "Sequence", "processors": [
-            _byte_level(False, True),
-            {"type": "TemplateProcessing",
-             "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-             "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                      {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
-             "special_tokens": {"<s>": {"id": "<s>", "ids": [tj["model"]["vocab"]["<s>"]], "tokens": ["<s>"]}}}]}
-        tj["model"]["ignore_merges"] = True
+        tok_fixture.style_llama3(tj, "<s>", tj["model"]["vocab"]["<s>"], add_prefix_space=False)
     elif kind == "qwen2":
-        tj["normalizer"] = {"type": "NFC"}
-        tj["pre_tokenizer"] = {"type": "Sequence",
-                               "pretokenizers": [_split(QWEN2_PATTERN), _byte_level(False)]}
-        tj["post_processor"] = _byte_level(False)
+        tok_fixture.style_qwen2(tj)
         cfg = _load(cfg_path)
         cfg["bos_token"] = None
         cfg["add_prefix_space"] = False
         cfg["errors"] = "replace"
-        _dump(cfg_path, cfg, sort=True)
+        write_json(cfg_path, cfg, sort=True)
     else:
         raise ValueError(f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
-    _dump(tj_path, tj)
+    write_json(tj_path, tj)
     return folder
 
 
@@ -127,7 +99,7 @@ def _set_vocab_size(folder, n):
     path = os.path.join(folder, "config.json")
     cfg = _load(path)
     tok_fixture.set_config_vocab_size(cfg, n, tok_fixture.vocab_key(cfg))
-    _dump(path, cfg, sort=True)
+    write_json(path, cfg, sort=True)
 
 
 def _bpe_model(vocab, merges):
@@ -143,17 +115,17 @@ def gpt2_from_gguf(vocab_gguf, folder, nfc=False):
     r = gguf.GGUFReader(vocab_gguf)
     tokens = r.fields["tokenizer.ggml.tokens"].contents()
     merges = r.fields["tokenizer.ggml.merges"].contents()
-    bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    bl = byte_level(True, True)
     eot = {"id": len(tokens) - 1, "content": "<|endoftext|>", "single_word": False, "lstrip": False,
            "rstrip": False, "normalized": True, "special": True}
     tj = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [eot],
           "normalizer": {"type": "NFC"} if nfc else None, "pre_tokenizer": bl,
-          "post_processor": dict(bl, trim_offsets=False), "decoder": bl,
+          "post_processor": byte_level(False, True), "decoder": bl,
           "model": _bpe_model({t: i for i, t in enumerate(tokens)}, merges)}
-    _dump(os.path.join(folder, "tokenizer.json"), tj)
-    _dump(os.path.join(folder, "tokenizer_config.json"),
-          {"add_prefix_space": False, "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-           "unk_token": "<|endoftext|>", "model_max_length": 1024, "tokenizer_class": "GPT2Tokenizer"})
+    write_json(os.path.join(folder, "tokenizer.json"), tj)
+    write_json(os.path.join(folder, "tokenizer_config.json"),
+               {"add_prefix_space": False, "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>", "model_max_length": 1024, "tokenizer_class": "GPT2Tokenizer"})
     _set_vocab_size(folder, len(tokens))
     return folder
 
@@ -167,13 +139,12 @@ def qwen2_from_files(vocab_json, merges_txt, tokenizer_config, folder):
     cfg = _load(tokenizer_config)
     cfg.pop("chat_template", None)
     added = [dict(id=int(i), **v) for i, v in cfg["added_tokens_decoder"].items()]
-    bl = _byte_level(False)
-    tj = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-          "normalizer": {"type": "NFC"},
-          "pre_tokenizer": {"type": "Sequence", "pretokenizers": [_split(QWEN2_PATTERN), bl]},
-          "post_processor": bl, "decoder": bl, "model": _bpe_model(vocab, merges)}
-    _dump(os.path.join(folder, "tokenizer.json"), tj)
-    _dump(os.path.join(folder, "tokenizer_config.json"), cfg, sort=True)
+    # the sections style_qwen2 sets are named here only to hold their places in tokenizers' key order
+    tj = tok_fixture.style_qwen2({"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+                                  "normalizer": None, "pre_tokenizer": None, "post_processor": None,
+                                  "decoder": byte_level(False, False), "model": _bpe_model(vocab, merges)})
+    write_json(os.path.join(folder, "tokenizer.json"), tj)
+    write_json(os.path.join(folder, "tokenizer_config.json"), cfg, sort=True)
     _set_vocab_size(folder, max(a["id"] for a in added) + 1)
     return folder
 

@@ -10,6 +10,8 @@ vocab_size, so that a token keeps its row wherever its id moved:
     write_base_tokenizer(folder)            # the base tokenizer files, nothing else touched
     apply_variant(folder, kind, seed=0)     # in place: tokenizer files + embedding rows + vocab_size
     make_variant(src, dest, kind, seed=0)   # a copy of src with the variant applied
+    apply_styled(folder, kind)              # a STYLED kind's tokenizer files (vocab_size 96 checked)
+    write_styled_tokenizer(folder, kind)    # the same into any folder with vocab_size >= 96
 
 Kinds (VARIANTS):
   base        a byte-level BPE tokenizer.json of 96 tokens (3 special tokens, the byte alphabet of
@@ -37,7 +39,8 @@ model's tokenizer.json is, so that llama.cpp's converter names its pre-tokenizer
               ByteLevel(trim_offsets false)], post_processor ByteLevel; 93 BPE tokens then
               <|endoftext|> (93), <|im_start|> (94), <|im_end|> (95); no bos, eos <|im_end|>, pad
               <|endoftext|>, ChatML template -> "qwen2"
-The embedding rows and vocab_size (96) are unchanged.
+The embedding rows and vocab_size (96) are unchanged. Their sections (split_byte_level, bos_post_processor,
+style_llama3, style_qwen2) are also gguf_tok_fixture's.
 
 New rows are drawn from (seed, tensor name, token) and rounded to the tensor's dtype. Everything is
 deterministic: the same call writes the same bytes (the sentencepiece models are trained with one
@@ -72,7 +75,9 @@ PADDED_VOCAB = 112
 VARIANTS = ("base", "chatml", "reordered", "padded", "unused", "spm-unigram", "spm-bpe", "spm-user")
 STYLED = ("llama3-bpe", "qwen2-bpe")
 
-# The Split patterns of Llama 3's and Qwen2's tokenizer.json (the same but for \p{N}{1,3} / \p{N}).
+# The Split patterns of Llama 3's and Qwen2's tokenizer.json (the same but for \p{N}{1,3} / \p{N}); the
+# tokenizers library's files hold them (convert_slow_tokenizer.py writes Llama 3's, tokenization_qwen2.py
+# Qwen 2's).
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_REGEX = LLAMA3_REGEX.replace(r"\p{N}{1,3}", r"\p{N}")
@@ -177,18 +182,24 @@ def special_token(content):
             "special": True}
 
 
+def byte_level(trim_offsets, use_regex, add_prefix_space=False):
+    """A ByteLevel section (pre-tokenizer, post-processor or decoder), in tokenizers' key order."""
+    return {"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": trim_offsets,
+            "use_regex": use_regex}
+
+
 def tokenizer_json(vocab, merges, added):
     """A tokenizer.json in tokenizers' own key order. added: [(id, flags dict)]."""
-    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    bl = byte_level(True, True)
     return {
         "version": "1.0",
         "truncation": None,
         "padding": None,
         "added_tokens": [dict(id=i, **flags) for i, flags in added],
         "normalizer": None,
-        "pre_tokenizer": byte_level,
-        "post_processor": dict(byte_level, trim_offsets=False),
-        "decoder": byte_level,
+        "pre_tokenizer": bl,
+        "post_processor": byte_level(False, True),
+        "decoder": bl,
         "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
                   "vocab": dict(sorted(vocab.items(), key=lambda kv: kv[1])), "merges": merges},
@@ -211,9 +222,11 @@ def base_tokenizer():
     return vocab, merges, added
 
 
-def _dump(path, obj):
+def write_json(path, obj, sort=False):
+    """The fixtures' JSON layout: indent 2, UTF-8 text, a final newline; keys sorted when `sort` (as
+    tokenizer_config.json and config.json are written)."""
     with open(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+        f.write(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=sort) + "\n")
 
 
 def _clear_tokenizer(folder):
@@ -224,11 +237,14 @@ def _clear_tokenizer(folder):
 
 
 def write_tokenizer(folder, vocab, merges, added, eos="</s>", chat_template=None):
+    _write_tokenizer_files(folder, tokenizer_json(vocab, merges, added), tokenizer_config(added, eos, chat_template))
+
+
+def _write_tokenizer_files(folder, tj, cfg):
+    """tokenizer.json and tokenizer_config.json in place of the folder's tokenizer files."""
     _clear_tokenizer(folder)
-    _dump(os.path.join(folder, "tokenizer.json"), tokenizer_json(vocab, merges, added))
-    cfg = tokenizer_config(added, eos, chat_template)
-    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-        f.write(json.dumps(cfg, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    write_json(os.path.join(folder, "tokenizer.json"), tj)
+    write_json(os.path.join(folder, "tokenizer_config.json"), cfg, sort=True)
 
 
 def write_base_tokenizer(folder):
@@ -300,9 +316,14 @@ def rewrite_rows(folder, rows_of, new_vocab_size, seed):
         f.write("\n")
 
 
-def _check_vocab(folder):
+def _vocab_size(folder):
+    """config.json's vocab_size, or None."""
     with open(os.path.join(folder, "config.json")) as f:
-        n = config_vocab_size(json.load(f))
+        return config_vocab_size(json.load(f))
+
+
+def _check_vocab(folder):
+    n = _vocab_size(folder)
     if n != VOCAB:
         raise ValueError(f"{folder}: the variants start from a model with vocab_size {VOCAB}, not {n} "
                          "(arch_fixture models have it)")
@@ -341,36 +362,68 @@ def apply_variant(folder, kind, seed=0):
     return folder
 
 
+# ---- published families' sections ---------------------------------------------------------------------
+
+def split_byte_level(regex, trim_offsets):
+    """Llama 3's and Qwen2's pre_tokenizer: Split(regex, Isolated), then ByteLevel without its own regex."""
+    return {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+        byte_level(trim_offsets, False)]}
+
+
+def bos_post_processor(bos, bos_id, add_prefix_space=True):
+    """Llama 3's post_processor: ByteLevel, then TemplateProcessing putting `bos` (id bos_id) before each
+    sequence. add_prefix_space: the ByteLevel's (true in the published file; gguf_tok_fixture's llama3
+    kind has false, kept so that its files stay as they were)."""
+    return {"type": "Sequence", "processors": [
+        byte_level(False, True, add_prefix_space),
+        {"type": "TemplateProcessing",
+         "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+         "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                  {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+         "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}}}]}
+
+
+def style_llama3(tj, bos, bos_id, add_prefix_space=True):
+    """Gives a tokenizer.json dict Llama 3's definitions: no normalizer, split_byte_level(LLAMA3_REGEX)
+    with trim_offsets, bos_post_processor, the model's ignore_merges. In place; returns tj."""
+    tj["normalizer"] = None
+    tj["pre_tokenizer"] = split_byte_level(LLAMA3_REGEX, True)
+    tj["post_processor"] = bos_post_processor(bos, bos_id, add_prefix_space)
+    tj["model"]["ignore_merges"] = True
+    return tj
+
+
+def style_qwen2(tj):
+    """Gives a tokenizer.json dict Qwen2's definitions: NFC, split_byte_level(QWEN2_REGEX) without
+    trim_offsets, a ByteLevel post_processor. In place; returns tj."""
+    tj["normalizer"] = {"type": "NFC"}
+    tj["pre_tokenizer"] = split_byte_level(QWEN2_REGEX, False)
+    tj["post_processor"] = byte_level(False, False)
+    return tj
+
+
+def _check_styled(kind):
+    if kind not in STYLED:
+        raise ValueError(f"unknown styled tokenizer {kind!r} (one of {', '.join(STYLED)})")
+
+
 def styled_tokenizer(kind):
     """(tokenizer.json dict, tokenizer_config.json dict) of a STYLED kind (module docstring)."""
     specials = LLAMA3_SPECIALS if kind == "llama3-bpe" else QWEN2_SPECIALS
     vocab, merges = train_bpe(TEXT, VOCAB - len(specials), specials=())
     added = [(len(vocab) + i, special_token(t)) for i, t in enumerate(specials)]
     tj = tokenizer_json(vocab, merges, added)
-    regex = LLAMA3_REGEX if kind == "llama3-bpe" else QWEN2_REGEX
-    tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
-        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": kind == "llama3-bpe", "use_regex": False}]}
+    tj["model"]["unk_token"] = None
     if kind == "llama3-bpe":
         bos = specials[0]
-        tj["post_processor"] = {"type": "Sequence", "processors": [
-            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
-            {"type": "TemplateProcessing",
-             "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-             "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                      {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
-             "special_tokens": {bos: {"id": bos, "ids": [len(vocab)], "tokens": [bos]}}}]}
-        tj["model"]["ignore_merges"] = True
-        tj["model"]["unk_token"] = None
+        style_llama3(tj, bos, len(vocab))
         cfg = {"added_tokens_decoder": {str(i): flags for i, flags in added}, "bos_token": bos,
                "chat_template": LLAMA3_TEMPLATE, "clean_up_tokenization_spaces": True, "eos_token": specials[2],
                "model_input_names": ["input_ids", "attention_mask"], "model_max_length": 131072,
                "tokenizer_class": "PreTrainedTokenizerFast"}
     else:
-        tj["normalizer"] = {"type": "NFC"}
-        tj["post_processor"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
-                                "use_regex": False}
-        tj["model"]["unk_token"] = None
+        style_qwen2(tj)
         cfg = {"add_prefix_space": False, "added_tokens_decoder": {str(i): flags for i, flags in added},
                "bos_token": None, "chat_template": CHATML_TEMPLATE, "clean_up_tokenization_spaces": False,
                "eos_token": specials[2], "errors": "replace", "model_max_length": 131072, "pad_token": specials[0],
@@ -380,14 +433,22 @@ def styled_tokenizer(kind):
 
 def apply_styled(folder, kind):
     """Gives a model folder (vocab_size 96) the tokenizer files of a STYLED kind; weights untouched."""
-    if kind not in STYLED:
-        raise ValueError(f"unknown styled tokenizer {kind!r} (one of {', '.join(STYLED)})")
+    _check_styled(kind)
     _check_vocab(folder)
+    return write_styled_tokenizer(folder, kind)
+
+
+def write_styled_tokenizer(folder, kind):
+    """Writes a STYLED kind's tokenizer.json and tokenizer_config.json into an existing model folder in
+    place of its tokenizer files; its weights and config.json are left alone. Unlike apply_styled, any
+    vocab_size of at least VOCAB will do (bench/gguf_bench.sh gives it 32,000-row models): the rows past
+    the tokenizer's 96 ids are ones no token uses, as in a padded vocabulary. Returns the folder."""
+    _check_styled(kind)
+    n = _vocab_size(folder)
+    if n is None or n < VOCAB:
+        raise ValueError(f"{folder}: vocab_size {n}: the styled tokenizers have {VOCAB} ids, each needs a row")
     tj, cfg = styled_tokenizer(kind)
-    _clear_tokenizer(folder)
-    _dump(os.path.join(folder, "tokenizer.json"), tj)
-    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-        f.write(json.dumps(cfg, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    _write_tokenizer_files(folder, tj, cfg)
     return folder
 
 

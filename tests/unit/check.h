@@ -75,6 +75,19 @@ static inline int check_enter_tmpdir(char *dir, const char *prefix, char **old_c
     return 0;
 }
 
+/* Goes back to old_cwd (freed) and, once out of it, removes the folder check_enter_tmpdir made with all
+ * it holds; a failure to remove is said but fails no test. */
+static inline void check_leave_tmpdir(const char *dir, char *old_cwd)
+{
+    if (chdir(old_cwd) == 0) {
+        char cmd[PATH_MAX + 16];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", dir);
+    }
+    free(old_cwd);
+}
+
 static inline int mm_check_report(void)
 {
     printf("%d passed, %d failed\n", mm_check_pass, mm_check_fail);

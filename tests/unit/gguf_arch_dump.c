@@ -13,6 +13,7 @@
 
 #include "formats/jsonpy.h"
 #include "merge/gguf/gguf_arch.h"
+#include "plan_dump.h"
 
 int main(int argc, char **argv)
 {
@@ -25,17 +26,11 @@ int main(int argc, char **argv)
     mm_plan *plan = NULL;
     mm_gguf_arch a = {0};
     mm_gguf_kvs kv = {0};
-    mm_plan_options po;
-    mm_plan_options_default(&po);
-    int rc = mm_config_load(argv[1], &cfg, &err);
-    if (rc == 0)
-        rc = mm_plan_build(cfg, &po, &plan, &err);
+    int rc = mm_dump_plan(argv[1], &cfg, &plan, &err);
     if (rc == 0)
         rc = mm_gguf_arch_build(plan, MM_GGUF_FTYPE_ALL_F32, &kv, &a, &err);
-    if (rc < 0) {
-        fprintf(stderr, "%s\n", err.msg);
-        return 1;
-    }
+    if (rc < 0)
+        return mm_dump_fail(&err);
     mm_buf b = {0};
     mm_buf_puts(&b, "{\"arch\": ");
     mm_json_string_py(a.arch, &b);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "merge/gguf/gguf_plan.h"
+#include "plan_dump.h"
 
 int main(int argc, char **argv)
 {
@@ -26,17 +27,11 @@ int main(int argc, char **argv)
     mm_config *cfg = NULL;
     mm_plan *plan = NULL;
     mm_gguf_file *g = NULL;
-    mm_plan_options po;
-    mm_plan_options_default(&po);
-    int rc = mm_config_load(argv[1], &cfg, &err);
-    if (rc == 0)
-        rc = mm_plan_build(cfg, &po, &plan, &err);
+    int rc = mm_dump_plan(argv[1], &cfg, &plan, &err);
     if (rc == 0)
         rc = mm_gguf_plan(plan, t, argv[3], &g, &err);
-    if (rc < 0) {
-        fprintf(stderr, "%s\n", err.msg);
-        return 1;
-    }
+    if (rc < 0)
+        return mm_dump_fail(&err);
     int fd = open(argv[4], O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0 || write(fd, g->header.data, g->header.len) != (ssize_t)g->header.len ||
         ftruncate(fd, (off_t)g->size) < 0 || close(fd) < 0) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "merge/gguf/gguf_vocab.h"
+#include "plan_dump.h"
 
 int main(int argc, char **argv)
 {
@@ -20,17 +21,11 @@ int main(int argc, char **argv)
     mm_config *cfg = NULL;
     mm_plan *plan = NULL;
     mm_gguf_kvs kv = {0};
-    mm_plan_options po;
-    mm_plan_options_default(&po);
-    int rc = mm_config_load(argv[1], &cfg, &err);
-    if (rc == 0)
-        rc = mm_plan_build(cfg, &po, &plan, &err);
+    int rc = mm_dump_plan(argv[1], &cfg, &plan, &err);
     if (rc == 0)
         rc = mm_gguf_vocab_build(plan, argv[2], &kv, &err);
-    if (rc < 0) {
-        fprintf(stderr, "%s\n", err.msg);
-        return 1;
-    }
+    if (rc < 0)
+        return mm_dump_fail(&err);
     mm_buf header = {0};
     uint64_t *offsets, size;
     mm_gguf_header(&kv, NULL, 0, &header, &offsets, &size);

@@ -8,10 +8,9 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#include "check.h"
 #include "config/config.h"
-#include "formats/safetensors.h"
 #include "merge/gguf/gguf_arch.h"
+#include "model_fixture.h"
 
 static char root[PATH_MAX];
 
@@ -30,20 +29,8 @@ static char *model(const char *name, const char *config, const tdef *defs, size_
     for (size_t i = 0; i < n; i++)
         t[i] = (mm_st_tensor){.name = mm_xstrdup(defs[i].name), .dtype = MM_DT_BF16, .ndim = defs[i].ndim,
                               .shape = {defs[i].shape[0], defs[i].shape[1]}};
-    char *hdr;
-    size_t hsize;
-    mm_st_layout(t, n, &hdr, &hsize);
-    char *path = mm_xasprintf("%s/model.safetensors", dir);
-    FILE *f = fopen(path, "wb");
-    fwrite(hdr, 1, hsize, f);
-    for (uint64_t i = 0; i < t[n - 1].end; i++)
-        fputc(0, f);
-    fclose(f);
-    free(path);
-    free(hdr);
-    for (size_t i = 0; i < n; i++)
-        free(t[i].name);
-    path = mm_xasprintf("%s/config.json", dir);
+    check_write_safetensors(dir, t, n, 0);
+    char *path = mm_xasprintf("%s/config.json", dir);
     check_write_file(path, config, strlen(config));
     free(path);
     return dir;
@@ -324,12 +311,6 @@ int main(void)
     test_gemma();
     test_phi3_longrope();
     test_refusals();
-    if (chdir(old_cwd) == 0) {
-        char *cmd = mm_xasprintf("rm -rf '%s'", root);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", root);
-        free(cmd);
-    }
-    free(old_cwd);
+    check_leave_tmpdir(root, old_cwd);
     return mm_check_report();
 }

@@ -170,12 +170,6 @@ int main(void)
     test_classes();
     test_bytelevel();
     test_bpe();
-    if (chdir(old) == 0) {
-        char *cmd = mm_xasprintf("rm -rf '%s'", tmp);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", tmp);
-        free(cmd);
-    }
-    free(old);
+    check_leave_tmpdir(tmp, old);
     return mm_check_report();
 }

@@ -962,12 +962,6 @@ int main(void)
     test_spm_folder();
     test_chat_template();
     test_missing_and_large();
-    if (chdir(old) == 0) {
-        char *cmd = mm_xasprintf("rm -rf '%s'", tmp);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", tmp);
-        free(cmd);
-    }
-    free(old);
+    check_leave_tmpdir(tmp, old);
     return mm_check_report();
 }
