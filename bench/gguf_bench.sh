@@ -27,7 +27,7 @@ for m in m1 m2 m3; do
 import sys
 sys.path.insert(0, sys.argv[2])
 import tok_fixture
-tok_fixture.apply_styled(sys.argv[1], "llama3-bpe")
+tok_fixture.write_styled_tokenizer(sys.argv[1], "llama3-bpe")
 PY
   touch "$m/.llama3-tokenizer"
 done
