@@ -29,8 +29,11 @@ int main(int argc, char **argv)
     int rc = mm_dump_plan(argv[1], &cfg, &plan, &err);
     if (rc == 0)
         rc = mm_gguf_arch_build(plan, MM_GGUF_FTYPE_ALL_F32, &kv, &a, &err);
-    if (rc < 0)
-        return mm_dump_fail(&err);
+    if (rc < 0) {
+        mm_gguf_kvs_free(&kv);
+        mm_gguf_arch_free(&a);
+        return mm_dump_fail(&err, cfg, plan);
+    }
     mm_buf b = {0};
     mm_buf_puts(&b, "{\"arch\": ");
     mm_json_string_py(a.arch, &b);

@@ -30,8 +30,9 @@ int main(int argc, char **argv)
     int rc = mm_dump_plan(argv[1], &cfg, &plan, &err);
     if (rc == 0)
         rc = mm_gguf_plan(plan, t, argv[3], &g, &err);
-    if (rc < 0)
-        return mm_dump_fail(&err);
+    if (rc < 0) {
+        return mm_dump_fail(&err, cfg, plan);
+    }
     int fd = open(argv[4], O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0 || write(fd, g->header.data, g->header.len) != (ssize_t)g->header.len ||
         ftruncate(fd, (off_t)g->size) < 0 || close(fd) < 0) {

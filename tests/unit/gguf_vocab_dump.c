@@ -24,8 +24,10 @@ int main(int argc, char **argv)
     int rc = mm_dump_plan(argv[1], &cfg, &plan, &err);
     if (rc == 0)
         rc = mm_gguf_vocab_build(plan, argv[2], &kv, &err);
-    if (rc < 0)
-        return mm_dump_fail(&err);
+    if (rc < 0) {
+        mm_gguf_kvs_free(&kv);
+        return mm_dump_fail(&err, cfg, plan);
+    }
     mm_buf header = {0};
     uint64_t *offsets, size;
     mm_gguf_header(&kv, NULL, 0, &header, &offsets, &size);
