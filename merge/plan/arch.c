@@ -276,7 +276,8 @@ static void set_roots(stack *s, size_t ns)
             continue;
         size_t len = strlen(s[i].prefix);
         s[i].root = len;
-        for (const char *p = s[i].prefix; p; p = strchr(p + 1, '.')) {
+        /* *p: an empty prefix (a name that starts ".0.") has no component to look past */
+        for (const char *p = s[i].prefix; p && *p; p = strchr(p + 1, '.')) {
             size_t l = (size_t)(p - s[i].prefix);
             if (l == 0)
                 continue;
