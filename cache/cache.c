@@ -46,8 +46,10 @@ int mm_cache_open(const mm_cache_options *opt, mm_cache **out, mm_err *err)
     atomic_store(&c->resets, reset ? 1 : 0);
     pthread_mutex_init(&c->pool_lock, NULL);
     mm_cache_pending_init(c);
+    mm_cache_spares_init(c);
     rc = mm_cache_writer_start(c, err);
     if (rc) {
+        mm_cache_spares_destroy(c);
         mm_cache_pending_destroy(c);
         pthread_mutex_destroy(&c->pool_lock);
         mm_cache_env_close(&c->env);
@@ -67,6 +69,7 @@ void mm_cache_close(mm_cache *c)
         mdb_txn_abort(c->pool[i]);
     pthread_mutex_destroy(&c->pool_lock);
     mm_cache_pending_destroy(c);
+    mm_cache_spares_destroy(c);
     mm_cache_env_close(&c->env);
     free(c);
 }
@@ -248,23 +251,66 @@ void mm_cache_release(mm_cache *c, mm_cache_hit *hit)
         memset(hit, 0, sizeof *hit);
 }
 
-void mm_cache_put(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, const void *data, size_t len)
+int mm_cache_reserve(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, size_t len,
+                     mm_cache_reservation *r)
 {
-    if (!c || !key || key_len != mm_cache_key_len(table) || (len && !data))
-        return;
+    memset(r, 0, sizeof *r);
+    if (!c || !key || key_len != mm_cache_key_len(table))
+        return 0;
     /* It would only push everything else out and then be evicted itself. */
     if (c->size_limit < MM_CACHE_HDR_LEN || len > c->size_limit - MM_CACHE_HDR_LEN) {
         atomic_fetch_add(&c->puts_dropped, 1);
-        return;
+        return 0;
     }
     /* Already on its way (another thread computed the same block): it would only meet MDB_KEYEXIST. */
     mm_cache_op *pending = mm_cache_pending_find(c, table, key);
     if (pending) {
         mm_cache_op_unref(pending);
         atomic_fetch_add(&c->puts_dropped, 1);
-        return;
+        return 0;
     }
-    mm_cache_enqueue_put(c, table, key, data, len);
+    mm_cache_op *op = mm_cache_put_new(c, table, key, len);
+    if (!op)
+        return 0;
+    r->data = op->val + MM_CACHE_HDR_LEN;
+    r->len = len;
+    r->op = op;
+    return 1;
+}
+
+void mm_cache_publish(mm_cache *c, mm_cache_reservation *r, mm_cache_hit *hit)
+{
+    mm_cache_op *op = r->op;
+    if (hit)
+        memset(hit, 0, sizeof *hit);
+    if (!op)
+        return;
+    if (hit) {
+        /* Taken before the push: the writer may commit and drop the queue's reference at once. */
+        atomic_fetch_add(&op->refs, 1);
+        hit->data = r->data;
+        hit->len = r->len;
+        hit->txn = tag_op(op);
+    }
+    mm_cache_put_push(c, op);
+    memset(r, 0, sizeof *r);
+}
+
+void mm_cache_abandon(mm_cache *c, mm_cache_reservation *r)
+{
+    if (r->op)
+        mm_cache_put_cancel(c, r->op);
+    memset(r, 0, sizeof *r);
+}
+
+void mm_cache_put(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, const void *data, size_t len)
+{
+    mm_cache_reservation r;
+    if ((len && !data) || !mm_cache_reserve(c, table, key, key_len, len, &r))
+        return;
+    if (len)
+        memcpy(r.data, data, len);
+    mm_cache_publish(c, &r, NULL);
 }
 
 void mm_cache_flush(mm_cache *c)

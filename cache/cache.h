@@ -102,6 +102,23 @@ void mm_cache_prefetch(mm_cache *c, mm_cache_table table, const void *key, size_
  * dropped (counted). */
 void mm_cache_put(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, const void *data, size_t len);
 
+/* A put written in place, for values computed straight into the queue (no copy): mm_cache_reserve
+ * returns 1 with r->data pointing at r->len = len writable bytes (not necessarily aligned), or 0 when the
+ * value will not be stored (no cache, larger than the size limit, already queued, queue full after the
+ * wait mm_cache_put also does, out of memory; counted as dropped like a put). The caller fills the bytes
+ * and ends the reservation with mm_cache_publish (queued as a put: gets see it from then on; when hit is
+ * non-NULL it also receives a hit on the value, to release with mm_cache_release) or mm_cache_abandon
+ * (nothing stored). */
+typedef struct mm_cache_reservation {
+    void *data;
+    size_t len;
+    void *op; /* private */
+} mm_cache_reservation;
+int mm_cache_reserve(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, size_t len,
+                     mm_cache_reservation *r);
+void mm_cache_publish(mm_cache *c, mm_cache_reservation *r, mm_cache_hit *hit);
+void mm_cache_abandon(mm_cache *c, mm_cache_reservation *r);
+
 /* Waits until everything queued so far is committed (tests and `build` use it before exiting). */
 void mm_cache_flush(mm_cache *c);
 

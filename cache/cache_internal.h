@@ -138,9 +138,11 @@ typedef enum { MM_CACHE_OP_PUT, MM_CACHE_OP_TOUCH, MM_CACHE_OP_DROP } mm_cache_o
 typedef struct mm_cache_op {
     struct mm_cache_op *next;  /* queue order */
     struct mm_cache_op *pnext; /* pending index chain */
+    struct mm_cache *owner;    /* whose spares the memory returns to */
     atomic_uint refs;
     uint64_t seq;
     uint64_t size; /* reserved in q_bytes */
+    uint64_t cap;  /* bytes allocated (>= size) */
     mm_cache_op_kind kind;
     mm_cache_table table;
     unsigned char key[MM_CACHE_KEY_LEN];
@@ -149,6 +151,11 @@ typedef struct mm_cache_op {
 } mm_cache_op;
 
 #define MM_CACHE_PEND_BUCKETS 1024
+/* Freed puts of block size kept for the next ones (cache_writer.c): a fresh 1 MiB allocation is new
+ * pages that fault in as the engine writes the block, which on the machines we measure cost as much as
+ * computing it. MM_CACHE_SPARES of them stay around (about that many MiB). */
+#define MM_CACHE_SPARES 16
+#define MM_CACHE_SPARE_MIN (64u * 1024u)
 
 #define MM_CACHE_RTXN_POOL 64
 
@@ -178,6 +185,10 @@ struct mm_cache {
     uint64_t q_flush_seq;   /* a flush waits for this op: commit without gathering more */
     bool q_stop;
     pthread_t writer;
+
+    pthread_mutex_t spare_lock;
+    mm_cache_op *spare[MM_CACHE_SPARES];
+    size_t spare_n;
 
     /* Queued puts by key, so that a get sees a value from the moment its put returns. */
     pthread_mutex_t pend_lock;
@@ -210,14 +221,24 @@ void mm_cache_pending_add(mm_cache *c, mm_cache_op *op);
 mm_cache_op *mm_cache_pending_find(mm_cache *c, mm_cache_table t, const void *key);
 /* Removes the puts of a processed list from the index. */
 void mm_cache_pending_remove(mm_cache *c, mm_cache_op *list);
-/* Drops a reference; the last one frees the op. */
+/* Drops a reference; the last one frees the op (or keeps its memory as a spare). */
 void mm_cache_op_unref(mm_cache_op *op);
+/* The spares (cache_writer.c): init before the writer starts, destroy after it stopped. */
+void mm_cache_spares_init(mm_cache *c);
+void mm_cache_spares_destroy(mm_cache *c);
+void mm_cache_op_free(mm_cache_op *op);
 
 int mm_cache_writer_start(mm_cache *c, mm_err *err);
 /* Commits everything queued, then joins the writer. */
 void mm_cache_writer_stop(mm_cache *c);
 void mm_cache_writer_flush(mm_cache *c);
-void mm_cache_enqueue_put(mm_cache *c, mm_cache_table t, const void *key, const void *data, size_t len);
+/* A put in two steps, so the caller can write the value in place: mm_cache_put_new reserves queue room
+ * (waiting as MM_CACHE_ROOM_WAIT_NS says) and returns an op whose value bytes start at
+ * op->val + MM_CACHE_HDR_LEN, or NULL (counted as dropped, logged once); mm_cache_put_push seals and
+ * queues it (visible to gets from then on); mm_cache_put_cancel gives back an op never pushed. */
+mm_cache_op *mm_cache_put_new(mm_cache *c, mm_cache_table t, const void *key, size_t len);
+void mm_cache_put_push(mm_cache *c, mm_cache_op *op);
+void mm_cache_put_cancel(mm_cache *c, mm_cache_op *op);
 void mm_cache_enqueue_touch(mm_cache *c, mm_cache_table t, const void *key);
 void mm_cache_enqueue_drop(mm_cache *c, mm_cache_table t, const void *key);
 

@@ -74,5 +74,5 @@ void mm_cache_pending_remove(mm_cache *c, mm_cache_op *list)
 void mm_cache_op_unref(mm_cache_op *op)
 {
     if (atomic_fetch_sub(&op->refs, 1) == 1)
-        free(op);
+        mm_cache_op_free(op);
 }

@@ -35,12 +35,64 @@ static bool reserve(mm_cache *c, uint64_t size, bool wait)
     return ok;
 }
 
+void mm_cache_spares_init(mm_cache *c)
+{
+    pthread_mutex_init(&c->spare_lock, NULL);
+    c->spare_n = 0;
+}
+
+void mm_cache_spares_destroy(mm_cache *c)
+{
+    for (size_t i = 0; i < c->spare_n; i++)
+        free(c->spare[i]);
+    c->spare_n = 0;
+    pthread_mutex_destroy(&c->spare_lock);
+}
+
+/* Memory for an op of `size` bytes: a spare that fits without wasting more than half of it, else new. */
+static mm_cache_op *op_alloc(mm_cache *c, uint64_t size)
+{
+    mm_cache_op *op = NULL;
+    if (size >= MM_CACHE_SPARE_MIN) {
+        pthread_mutex_lock(&c->spare_lock);
+        for (size_t i = c->spare_n; i-- > 0;)
+            if (c->spare[i]->cap >= size && c->spare[i]->cap / 2 <= size) {
+                op = c->spare[i];
+                c->spare[i] = c->spare[--c->spare_n];
+                break;
+            }
+        pthread_mutex_unlock(&c->spare_lock);
+    }
+    if (!op) {
+        op = malloc(size); /* values are tensor blocks: no abort on out-of-memory here */
+        if (!op)
+            return NULL;
+        op->cap = size;
+    }
+    op->owner = c;
+    return op;
+}
+
+void mm_cache_op_free(mm_cache_op *op)
+{
+    mm_cache *c = op->owner;
+    if (op->cap >= MM_CACHE_SPARE_MIN) {
+        pthread_mutex_lock(&c->spare_lock);
+        if (c->spare_n < MM_CACHE_SPARES) {
+            c->spare[c->spare_n++] = op;
+            op = NULL;
+        }
+        pthread_mutex_unlock(&c->spare_lock);
+    }
+    free(op);
+}
+
 static mm_cache_op *op_new(mm_cache *c, mm_cache_op_kind kind, mm_cache_table t, const void *key, size_t val_len)
 {
     uint64_t size = sizeof(mm_cache_op) + val_len;
     if (!reserve(c, size, kind == MM_CACHE_OP_PUT))
         return NULL;
-    mm_cache_op *op = malloc(size); /* values are tensor blocks: no abort on out-of-memory here */
+    mm_cache_op *op = op_alloc(c, size);
     if (!op) {
         atomic_fetch_sub(&c->q_bytes, size);
         return NULL;
@@ -69,7 +121,7 @@ static void op_push(mm_cache *c, mm_cache_op *op)
     pthread_mutex_unlock(&c->q_lock);
 }
 
-void mm_cache_enqueue_put(mm_cache *c, mm_cache_table t, const void *key, const void *data, size_t len)
+mm_cache_op *mm_cache_put_new(mm_cache *c, mm_cache_table t, const void *key, size_t len)
 {
     mm_cache_op *op = op_new(c, MM_CACHE_OP_PUT, t, key, MM_CACHE_HDR_LEN + len);
     if (!op) {
@@ -77,14 +129,22 @@ void mm_cache_enqueue_put(mm_cache *c, mm_cache_table t, const void *key, const 
         mm_cache_log_once(MM_CACHE_LOG_QUEUE,
                           "the cache writer is behind (%llu MiB queued); some blocks are not stored",
                           (unsigned long long)(MM_CACHE_QUEUE_MAX / MM_MIB));
-        return;
     }
-    if (len)
-        memcpy(op->val + MM_CACHE_HDR_LEN, data, len);
+    return op;
+}
+
+void mm_cache_put_push(mm_cache *c, mm_cache_op *op)
+{
     /* Sealed here, on the caller's thread, while the bytes are hot in its cache. */
-    mm_cache_value_seal(op->val, len);
+    mm_cache_value_seal(op->val, op->val_len - MM_CACHE_HDR_LEN);
     mm_cache_pending_add(c, op);
     op_push(c, op);
+}
+
+void mm_cache_put_cancel(mm_cache *c, mm_cache_op *op)
+{
+    atomic_fetch_sub(&c->q_bytes, op->size);
+    mm_cache_op_free(op);
 }
 
 /* Touches and drops are hints: when the queue is full they are simply forgotten. */

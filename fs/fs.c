@@ -1,6 +1,7 @@
 /* The FUSE adapter (fs.h): the model files and the root are made here from the vfs; `.cache/`, the one
  * writable subtree, is fs/state.c's, and every request on it or that would write is passed there. */
 #include "fs.h"
+#include "base/scratch.h"
 #include "lowlevel.h"
 #include "readahead.h"
 #include "state.h"
@@ -295,8 +296,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     }
     if (size > fsize - (uint64_t)off)
         size = (size_t)(fsize - (uint64_t)off);
-    /* Everything already in memory (headers, the block cache): reply with pieces pointing into it, so
-     * the kernel copies the bytes straight from the cache's map, with no copy of our own. */
+    /* With a cache, a shard's bytes are blocks in the cache's memory (its map, or the writer's queue for
+     * blocks computed now): reply with pieces pointing into it, so the kernel copies the bytes straight
+     * from there, with no copy of our own. */
     struct iovec iov[k_reply_pieces];
     size_t niov = 0;
     mm_vfs_hold hold;
@@ -310,7 +312,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
         fuse_reply_err(req, (int)-zn);
         return;
     }
-    void *buf = malloc(size);
+    void *buf = mm_scratch_borrow(MM_SCRATCH_REPLY, size);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
         return;
@@ -320,7 +322,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
         fuse_reply_err(req, (int)-n);
     else
         fuse_reply_buf(req, buf, (size_t)n);
-    free(buf);
+    mm_scratch_return(MM_SCRATCH_REPLY, buf);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)

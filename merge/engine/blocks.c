@@ -25,6 +25,9 @@ typedef struct flight {
     int rc;
     unsigned char *data;
     size_t len;
+    /* With a cache, data is the block's queued cache value (computed in place) and this holds it;
+     * otherwise (no room in the queue) data is our own allocation. */
+    mm_cache_hit hold;
     pthread_cond_t cond;
 } flight;
 
@@ -154,10 +157,12 @@ static stripe *stripe_of(mm_blocks *b, const mm_out_tensor *t, uint64_t block)
     return &b->stripes[(h >> 32) % STRIPES];
 }
 
-/* Computes block `block` of t, or waits for the thread already computing it, then copies
- * [from, from + len) of the block into dst. */
-static int compute_shared(mm_blocks *b, const mm_out_tensor *t, const void *stats, uint64_t block, uint64_t block_off,
-                          size_t block_len, uint64_t from, size_t len, unsigned char *dst, const unsigned char *key)
+/* Computes block `block` of t (bytes [block_off, block_off + block_len) of its data) into *out, or waits
+ * for the thread already computing it. The leader computes straight into a reserved cache value, which
+ * it publishes before anyone sees the block, so later readers find it in the cache. Returns 0 with a
+ * reference to the flight (the bytes are (*out)->data until flight_put), or the computation's error. */
+static int flight_get(mm_blocks *b, const mm_out_tensor *t, const void *stats, uint64_t block, uint64_t block_off,
+                      size_t block_len, flight **out)
 {
     stripe *s = stripe_of(b, t, block);
     pthread_mutex_lock(&s->lock);
@@ -179,18 +184,29 @@ static int compute_shared(mm_blocks *b, const mm_out_tensor *t, const void *stat
         s->head = f;
         pthread_mutex_unlock(&s->lock);
 
-        f->data = malloc(block_len);
+        unsigned char key[MM_CACHE_KEY_LEN];
+        block_key(t, block, key);
+        mm_cache_reservation r;
+        if (mm_cache_reserve(b->cache, MM_CACHE_BLOCKS, key, sizeof key, block_len, &r))
+            f->data = r.data;
+        else
+            f->data = malloc(block_len ? block_len : 1);
         f->len = block_len;
         f->rc = f->data ? mm_engine_read(t, stats, block_off, block_len, f->data) : -ENOMEM;
         if (f->rc == 0) {
             atomic_fetch_add(&b->computed, 1);
             atomic_fetch_add(&b->bytes_computed, block_len);
-            mm_cache_put(b->cache, MM_CACHE_BLOCKS, key, MM_CACHE_KEY_LEN, f->data, block_len);
+        }
+        if (r.op && f->rc == 0) {
+            mm_cache_publish(b->cache, &r, &f->hold);
+        } else if (r.op) {
+            mm_cache_abandon(b->cache, &r);
+            f->data = NULL;
         }
 
         pthread_mutex_lock(&s->lock);
         f->done = 1;
-        /* Later readers find the block in the cache (or compute it again if its put is still queued). */
+        /* Later readers find the block in the cache (or compute it again if it could not be queued). */
         for (flight **pp = &s->head; *pp; pp = &(*pp)->next)
             if (*pp == f) {
                 *pp = f->next;
@@ -200,17 +216,36 @@ static int compute_shared(mm_blocks *b, const mm_out_tensor *t, const void *stat
     }
     int rc = f->rc;
     pthread_mutex_unlock(&s->lock);
-    /* Our reference keeps f->data alive; copy without holding the stripe. */
-    if (rc == 0)
-        memcpy(dst, f->data + from, len);
+    *out = f;
+    return rc;
+}
+
+static void flight_put(mm_blocks *b, flight *f)
+{
+    stripe *s = stripe_of(b, f->t, f->block);
     pthread_mutex_lock(&s->lock);
     int last = --f->refs == 0;
     pthread_mutex_unlock(&s->lock);
-    if (last) {
-        pthread_cond_destroy(&f->cond);
+    if (!last)
+        return;
+    pthread_cond_destroy(&f->cond);
+    if (f->hold.txn)
+        mm_cache_release(b->cache, &f->hold);
+    else
         free(f->data);
-        free(f);
-    }
+    free(f);
+}
+
+/* Block `block` computed (or waited for), then [from, from + len) of it copied into dst. */
+static int compute_shared(mm_blocks *b, const mm_out_tensor *t, const void *stats, uint64_t block, uint64_t block_off,
+                          size_t block_len, uint64_t from, size_t len, unsigned char *dst)
+{
+    flight *f;
+    int rc = flight_get(b, t, stats, block, block_off, block_len, &f);
+    /* Our reference keeps f->data alive; copy without holding the stripe. */
+    if (rc == 0)
+        memcpy(dst, f->data + from, len);
+    flight_put(b, f);
     return rc;
 }
 
@@ -264,6 +299,16 @@ static span block_span(const mm_out_tensor *t, uint64_t blk, uint64_t off, uint6
     return s;
 }
 
+/* Statistics of t, fetched at most once per read (*known): only a read that computes needs them. */
+static int stats_once(mm_blocks *b, const mm_out_tensor *t, const void **stats, int *known)
+{
+    if (*known)
+        return 0;
+    int rc = stats_get(b, t, stats);
+    *known = rc == 0;
+    return rc;
+}
+
 int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, struct iovec *iov, size_t *niov,
                    size_t max, mm_blocks_hold *h)
 {
@@ -272,22 +317,42 @@ int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
     if (mm_srcfile_check_tensor(t) < 0)
         return -EIO;
     const uint64_t bs = t->block_elems * mm_dtype_size(t->dtype), end = off + len;
-    for (uint64_t blk = off / bs; blk * bs < end; blk++) {
-        if (*niov >= max || h->n >= MM_BLOCKS_HOLD_MAX)
+    const void *stats = NULL;
+    int stats_known = 0;
+    uint64_t hit_mask = 0; /* which of this call's blocks were hits (at most MM_BLOCKS_HOLD_MAX < 64) */
+    for (uint64_t blk = off / bs, k = 0; blk * bs < end; blk++, k++) {
+        if (*niov >= max || h->n + h->nflights >= MM_BLOCKS_HOLD_MAX)
             return 1;
         const span s = block_span(t, blk, off, end);
         mm_cache_hit *hit = &h->hits[h->n];
-        if (!get_block(b, t, blk, s.b1 - s.b0, hit))
-            return 1;
-        h->n++;
-        iov[*niov].iov_base = (unsigned char *)(uintptr_t)hit->data + (s.a - s.b0);
+        const unsigned char *bytes;
+        if (get_block(b, t, blk, s.b1 - s.b0, hit)) {
+            h->n++;
+            hit_mask |= 1ull << k;
+            bytes = hit->data;
+        } else {
+            atomic_fetch_add(&b->misses, 1);
+            flight *f;
+            int rc = stats_once(b, t, &stats, &stats_known);
+            if (rc < 0)
+                return rc;
+            rc = flight_get(b, t, stats, blk, s.b0, (size_t)(s.b1 - s.b0), &f);
+            if (rc < 0) {
+                flight_put(b, f);
+                return rc;
+            }
+            h->flights[h->nflights++] = f;
+            bytes = f->data;
+        }
+        iov[*niov].iov_base = (unsigned char *)(uintptr_t)bytes + (s.a - s.b0);
         iov[*niov].iov_len = (size_t)(s.z - s.a);
         (*niov)++;
     }
     /* Counted only now: after a 1 the caller reads the same blocks again with mm_blocks_read. */
-    for (uint64_t blk = off / bs; blk * bs < end; blk++) {
+    for (uint64_t blk = off / bs, k = 0; blk * bs < end; blk++, k++) {
         const span s = block_span(t, blk, off, end);
-        count_hit(b, t, blk, s.z == s.b1);
+        if (hit_mask >> k & 1)
+            count_hit(b, t, blk, s.z == s.b1);
     }
     return 0;
 }
@@ -296,7 +361,9 @@ void mm_blocks_hold_release(mm_blocks *b, mm_blocks_hold *h)
 {
     for (size_t i = 0; i < h->n; i++)
         mm_cache_release(b->cache, &h->hits[i]);
-    h->n = 0;
+    for (size_t i = 0; i < h->nflights; i++)
+        flight_put(b, h->flights[i]);
+    h->n = h->nflights = 0;
 }
 
 int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf)
@@ -327,16 +394,11 @@ int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
             continue;
         }
         atomic_fetch_add(&b->misses, 1);
-        unsigned char key[MM_CACHE_KEY_LEN];
-        block_key(t, blk, key);
         /* Statistics only when something must be computed: a fully cached tensor needs no pre-pass. */
-        if (!stats_known) {
-            int rc = stats_get(b, t, &stats);
-            if (rc < 0)
-                return rc;
-            stats_known = 1;
-        }
-        int rc = compute_shared(b, t, stats, blk, b0, (size_t)(b1 - b0), a - b0, (size_t)(z - a), dst + (a - off), key);
+        int rc = stats_once(b, t, &stats, &stats_known);
+        if (rc < 0)
+            return rc;
+        rc = compute_shared(b, t, stats, blk, b0, (size_t)(b1 - b0), a - b0, (size_t)(z - a), dst + (a - off));
         if (rc < 0)
             return rc;
     }

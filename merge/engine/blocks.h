@@ -32,19 +32,24 @@ void mm_blocks_set_cache(mm_blocks *b, mm_cache *c, const char *dir);
  * (mm_srcfile_check_tensor). */
 int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf);
 
-/* Zero-copy reads of cached data: a reply can point into the cache's memory instead of a copy of it.
- * A hold keeps the memory of the pieces it was filled for valid until mm_blocks_hold_release. */
+/* Zero-copy reads: with a cache, a reply can point into the cache's memory (a stored block, or one just
+ * computed into the writer's queue) instead of a copy of it. A hold keeps the memory of the pieces it
+ * was filled for valid until mm_blocks_hold_release. */
 #define MM_BLOCKS_HOLD_MAX 32
+struct flight;
 typedef struct mm_blocks_hold {
-    size_t n;
+    size_t n, nflights;
     mm_cache_hit hits[MM_BLOCKS_HOLD_MAX];
+    struct flight *flights[MM_BLOCKS_HOLD_MAX]; /* blocks computed for this read (n + nflights <= MAX) */
 } mm_blocks_hold;
 
-/* Appends bytes [off, off + len) of t as pieces to iov[*niov..max) when every block they touch is in
- * the cache, holding each piece's memory in h (which must start empty or hold earlier pieces of the same
- * read). Returns 0; 1 when a block is not cached, or iov or h is full (the caller reads with
- * mm_blocks_read instead: nothing was counted); or -EIO (a source was seen changed). After 1 or -EIO,
- * h must still be released. On 0, counts hits and starts prefetches as mm_blocks_read does. */
+/* Appends bytes [off, off + len) of t as pieces to iov[*niov..max), holding each piece's memory in h
+ * (which must start empty or hold earlier pieces of the same read). Blocks not in the cache are computed
+ * (once, as mm_blocks_read does) straight into the cache's queue. Returns 0; 1 when there is no cache or
+ * iov or h is full (the caller reads with mm_blocks_read instead: blocks computed so far are cached by
+ * then, and hits are not counted); or a negative errno (-EIO: a source was seen changed or could not be
+ * read; -ENOMEM). After 1 or an error, h must still be released. On 0, counts hits and starts prefetches
+ * as mm_blocks_read does. */
 struct iovec;
 int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, struct iovec *iov, size_t *niov,
                    size_t max, mm_blocks_hold *h);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/scratch.h"
 #include "formats/numeric.h"
 #include "merge/plan/lora.h"
 #include "merge/plan/moe.h"
@@ -167,12 +168,12 @@ static int walk(const mm_out_tensor *t, uint64_t e0, uint64_t n, chunk_fn fn, vo
     size_t chunk = (size_t)(al >= CHUNK ? al : CHUNK - CHUNK % al);
     if (chunk > n)
         chunk = (size_t)n;
-    float *vals = malloc((k + 1 + MM_KERNEL_SCRATCH) * chunk * sizeof(float));
-    unsigned char *raw = malloc(chunk * 8);
+    float *vals = mm_scratch_borrow(MM_SCRATCH_ENGINE_VALS, (k + 1 + MM_KERNEL_SCRATCH) * chunk * sizeof(float));
+    unsigned char *raw = mm_scratch_borrow(MM_SCRATCH_ENGINE_RAW, chunk * 8);
     const float **in = malloc((k ? k : 1) * sizeof *in);
     if (!vals || !raw || !in) {
-        free(vals);
-        free(raw);
+        mm_scratch_return(MM_SCRATCH_ENGINE_VALS, vals);
+        mm_scratch_return(MM_SCRATCH_ENGINE_RAW, raw);
         free(in);
         return -ENOMEM;
     }
@@ -191,8 +192,8 @@ static int walk(const mm_out_tensor *t, uint64_t e0, uint64_t n, chunk_fn fn, vo
         a.n = m;
         rc = fn(ctx, &a);
     }
-    free(vals);
-    free(raw);
+    mm_scratch_return(MM_SCRATCH_ENGINE_VALS, vals);
+    mm_scratch_return(MM_SCRATCH_ENGINE_RAW, raw);
     free(in);
     /* Only now are the bytes known to come from the files that were opened: a write that began before
      * the last read had already changed their mtime/ctime (merge/plan/srcfile.h). */
@@ -278,12 +279,12 @@ int mm_engine_read(const mm_out_tensor *t, const void *stats, uint64_t off, size
         c.out = buf;
         return walk(t, e0, e1 - e0, compute_chunk, &c);
     }
-    c.out = malloc((size_t)((e1 - e0) * es));
+    c.out = mm_scratch_borrow(MM_SCRATCH_ENGINE_OUT, (size_t)((e1 - e0) * es));
     if (!c.out)
         return -ENOMEM;
     int rc = walk(t, e0, e1 - e0, compute_chunk, &c);
     if (rc == 0)
         memcpy(buf, c.out + skip, len);
-    free(c.out);
+    mm_scratch_return(MM_SCRATCH_ENGINE_OUT, c.out);
     return rc;
 }

@@ -1,62 +1,16 @@
 #include "gguf_read.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/scratch.h"
 #include "formats/numeric.h"
 
 /* Rows made per step: bounds the scratch whatever the read's size (a row longer than this is one step). */
 #define STEP_VALUES (1u << 17)
 
-/* Per-thread scratch, kept from one read to the next: buffers of this size are fresh mmap()ed pages for
- * malloc, and faulting them in on every read cost more than the encoding itself. At most four buffers
- * of a step each per thread; freed when the thread ends. */
-enum { S_VALUES, S_ENCODED, S_RAW, S_PERMUTED, S_COUNT };
-typedef struct scratch {
-    void *p[S_COUNT];
-    size_t cap[S_COUNT];
-} scratch;
-
-static pthread_key_t g_scratch_key;
-static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
-static int g_scratch_ok;
-
-static void scratch_free(void *arg)
-{
-    scratch *s = arg;
-    for (int k = 0; k < S_COUNT; k++)
-        free(s->p[k]);
-    free(s);
-}
-
-static void scratch_init(void)
-{
-    g_scratch_ok = pthread_key_create(&g_scratch_key, scratch_free) == 0;
-}
-
-/* This thread's buffer k, at least n bytes; NULL when out of memory. */
-static void *scratch_get(int k, size_t n)
-{
-    pthread_once(&g_scratch_once, scratch_init);
-    if (!g_scratch_ok)
-        return NULL;
-    scratch *s = pthread_getspecific(g_scratch_key);
-    if (!s) {
-        s = calloc(1, sizeof *s);
-        if (!s || pthread_setspecific(g_scratch_key, s) != 0) {
-            free(s);
-            return NULL;
-        }
-    }
-    if (s->cap[k] < n) {
-        free(s->p[k]);
-        s->p[k] = malloc(n);
-        s->cap[k] = s->p[k] ? n : 0;
-    }
-    return s->p[k];
-}
+/* Scratch comes from base/scratch.h (per thread, kept between reads): at most four buffers of a step. */
 
 /* Input rows [s0, s0 + n) of t as float32 into f (raw: scratch for n rows of t's bytes). */
 static int load_rows(mm_blocks *b, const mm_out_tensor *t, uint64_t cols, uint64_t s0, uint64_t n, char *raw,
@@ -101,12 +55,14 @@ static int source_rows(const mm_gguf_file *g, const mm_plan *p, mm_blocks *b, si
         return 0;
     }
     const mm_out_tensor *t = &p->tensors[gt->src];
-    char *raw = scratch_get(S_RAW, (size_t)(n * cols) * mm_dtype_size(t->dtype));
-    float *f = gt->permute_heads ? scratch_get(S_PERMUTED, (size_t)(n * cols) * sizeof *f) : NULL;
+    char *raw = mm_scratch_borrow(MM_SCRATCH_GGUF_RAW, (size_t)(n * cols) * mm_dtype_size(t->dtype));
+    float *f = gt->permute_heads ? mm_scratch_borrow(MM_SCRATCH_GGUF_PERMUTED, (size_t)(n * cols) * sizeof *f) : NULL;
     int rc = raw && (f || !gt->permute_heads) ? 0 : -ENOMEM;
     if (rc == 0)
         rc = gt->permute_heads ? permuted_rows(b, t, gt->shape[0] / gt->permute_heads, cols, r0, r1, raw, f, v)
                                : load_rows(b, t, cols, r0, n, raw, v);
+    mm_scratch_return(MM_SCRATCH_GGUF_RAW, raw);
+    mm_scratch_return(MM_SCRATCH_GGUF_PERMUTED, f);
     if (rc == 0 && gt->add_one) {
         /* torch adds in the tensor's dtype: a half tensor's sum is rounded to half (bf16 was made float32
          * before the converter's modify_tensors, so it adds in float32) */
@@ -143,8 +99,8 @@ static int tensor_part(const mm_gguf_file *g, const mm_plan *p, mm_blocks *b, si
     const uint64_t cols = g->row_elems[i];
     const uint64_t rb = mm_gguf_row_bytes(g->types[i], cols);
     uint64_t step = STEP_VALUES / cols ? STEP_VALUES / cols : 1;
-    float *v = scratch_get(S_VALUES, (size_t)(step * cols) * sizeof *v);
-    char *enc = scratch_get(S_ENCODED, (size_t)(step * rb));
+    float *v = mm_scratch_borrow(MM_SCRATCH_GGUF_VALUES, (size_t)(step * cols) * sizeof *v);
+    char *enc = mm_scratch_borrow(MM_SCRATCH_GGUF_ENCODED, (size_t)(step * rb));
     int rc = v && enc ? 0 : -ENOMEM;
     for (uint64_t r = a / rb; rc == 0 && r * rb < e; r += step) {
         uint64_t r1 = r + step, rows_end = (e + rb - 1) / rb;
@@ -157,6 +113,8 @@ static int tensor_part(const mm_gguf_file *g, const mm_plan *p, mm_blocks *b, si
         uint64_t lo = r * rb > a ? r * rb : a, hi = r1 * rb < e ? r1 * rb : e;
         memcpy(out + (lo - a), enc + (lo - r * rb), (size_t)(hi - lo));
     }
+    mm_scratch_return(MM_SCRATCH_GGUF_VALUES, v);
+    mm_scratch_return(MM_SCRATCH_GGUF_ENCODED, enc);
     return rc;
 }
 

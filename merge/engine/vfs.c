@@ -333,7 +333,7 @@ static int peek_piece(void *vctx, const mm_out_tensor *t, uint64_t toff, size_t 
 ssize_t mm_vfs_read_zc(mm_vfs *v, size_t idx, uint64_t off, size_t len, struct iovec *iov, size_t *niov, size_t max,
                        mm_vfs_hold *h)
 {
-    h->blocks.n = 0;
+    h->blocks.n = h->blocks.nflights = 0;
     *niov = 0;
     const vfile *f;
     int at = clamp_read(v, idx, off, &len, &f);
@@ -365,7 +365,7 @@ void mm_vfs_hold_release(mm_vfs *v, mm_vfs_hold *h)
 {
     if (v->blocks)
         mm_blocks_hold_release(v->blocks, &h->blocks);
-    h->blocks.n = 0;
+    h->blocks.n = h->blocks.nflights = 0;
 }
 
 ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf)
