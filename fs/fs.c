@@ -3,6 +3,7 @@
 #include "fs.h"
 #include "base/scratch.h"
 #include "lowlevel.h"
+#include "pool.h"
 #include "readahead.h"
 #include "state.h"
 
@@ -39,6 +40,7 @@ static const int k_max_idle_threads = 10;
 typedef struct fs_state {
     mm_vfs *vfs;
     mm_state *state;          /* `.cache/`; NULL when the mount has none */
+    mm_pool *pool;            /* where reads that compute run; NULL: on the worker (fs/pool.h) */
     /* The kernel resets the mount's readahead when it processes our INIT reply, so the raised value
      * is written by the first request after that (a request handler is the first code that runs
      * once INIT is complete). Non-NULL until applied. */
@@ -277,6 +279,50 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_open(req, fi);
 }
 
+/* A read of a model file that may compute, as the compute pool runs it (or the worker, without one). */
+typedef struct read_job {
+    fs_state *fs;
+    fuse_req_t req;
+    size_t idx, size;
+    uint64_t off;
+} read_job;
+
+/* Replies with pieces pointing into memory that h holds (headers, cached or just-computed blocks), or
+ * returns -EAGAIN when the range must be read into a buffer. */
+static int reply_zc(fs_state *fs, fuse_req_t req, size_t idx, uint64_t off, size_t size, int compute)
+{
+    struct iovec iov[k_reply_pieces];
+    size_t niov = 0;
+    mm_vfs_hold hold;
+    ssize_t zn = mm_vfs_read_zc(fs->vfs, idx, off, size, iov, &niov, k_reply_pieces, compute, &hold);
+    if (zn == -EAGAIN)
+        return -EAGAIN;
+    if (zn >= 0) {
+        fuse_reply_iov(req, iov, (int)niov);
+        mm_vfs_hold_release(fs->vfs, &hold);
+    } else {
+        fuse_reply_err(req, (int)-zn);
+    }
+    return 0;
+}
+
+static void run_read(void *arg)
+{
+    read_job *j = arg;
+    fs_state *fs = j->fs;
+    /* With a cache, missing blocks are computed straight into the cache's queue and sent from there. */
+    if (reply_zc(fs, j->req, j->idx, j->off, j->size, 1) == -EAGAIN) {
+        void *buf = mm_scratch_borrow(MM_SCRATCH_REPLY, j->size);
+        ssize_t n = buf ? mm_vfs_read(fs->vfs, j->idx, j->off, j->size, buf) : -ENOMEM;
+        if (n < 0)
+            fuse_reply_err(j->req, (int)-n);
+        else
+            fuse_reply_buf(j->req, buf, (size_t)n);
+        mm_scratch_return(MM_SCRATCH_REPLY, buf);
+    }
+    free(j);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
     fs_state *fs = fs_of(req);
@@ -296,33 +342,18 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     }
     if (size > fsize - (uint64_t)off)
         size = (size_t)(fsize - (uint64_t)off);
-    /* With a cache, a shard's bytes are blocks in the cache's memory (its map, or the writer's queue for
-     * blocks computed now): reply with pieces pointing into it, so the kernel copies the bytes straight
-     * from there, with no copy of our own. */
-    struct iovec iov[k_reply_pieces];
-    size_t niov = 0;
-    mm_vfs_hold hold;
-    ssize_t zn = mm_vfs_read_zc(fs->vfs, idx, (uint64_t)off, size, iov, &niov, k_reply_pieces, &hold);
-    if (zn >= 0) {
-        fuse_reply_iov(req, iov, (int)niov);
-        mm_vfs_hold_release(fs->vfs, &hold);
+    /* What is already in memory (headers, cached blocks) is sent from here at once; anything to compute
+     * or read from a source goes to the compute pool. */
+    if (reply_zc(fs, req, idx, (uint64_t)off, size, 0) == 0)
         return;
-    }
-    if (zn != -EAGAIN) {
-        fuse_reply_err(req, (int)-zn);
-        return;
-    }
-    void *buf = mm_scratch_borrow(MM_SCRATCH_REPLY, size);
-    if (!buf) {
+    read_job *j = malloc(sizeof *j);
+    if (!j) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    ssize_t n = mm_vfs_read(fs->vfs, idx, (uint64_t)off, size, buf);
-    if (n < 0)
-        fuse_reply_err(req, (int)-n);
-    else
-        fuse_reply_buf(req, buf, (size_t)n);
-    mm_scratch_return(MM_SCRATCH_REPLY, buf);
+    *j = (read_job){.fs = fs, .req = req, .idx = idx, .size = size, .off = (uint64_t)off};
+    if (!fs->pool || mm_pool_submit(fs->pool, run_read, j) < 0)
+        run_read(j);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -602,7 +633,7 @@ static void *nudge_main(void *arg)
 }
 
 /* Runs the session loop until unmount or a signal. A signal (positive return) is a clean stop. */
-static int serve(struct fuse_session *se, const char *mountpoint, mm_err *err)
+static int serve(struct fuse_session *se, fs_state *fs, const char *mountpoint, mm_err *err)
 {
     struct fuse_loop_config cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -619,7 +650,13 @@ static int serve(struct fuse_session *se, const char *mountpoint, mm_err *err)
     pthread_t nudger;
     int started = pthread_create(&nudger, NULL, nudge_main, &nudge) == 0;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    /* Reads still queued in the pool are answered before the session goes away. */
+    mm_err perr;
+    if (mm_pool_start(0, &fs->pool, &perr) < 0)
+        mm_log_warn("%s; reads compute on libfuse's threads", perr.msg);
     int rc = fuse_session_loop_mt(se, &cfg);
+    mm_pool_stop(fs->pool);
+    fs->pool = NULL;
     if (started) {
         pthread_mutex_lock(&nudge.lock);
         nudge.done = 1;
@@ -711,7 +748,7 @@ int mm_fs_run(mm_vfs *vfs, const mm_fs_options *opt, mm_err *err)
             goto out;
         }
     }
-    rc = serve(se, mountpoint, err);
+    rc = serve(se, &fs, mountpoint, err);
 out:
     if (mounted)
         fuse_session_unmount(se);

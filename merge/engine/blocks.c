@@ -310,7 +310,7 @@ static int stats_once(mm_blocks *b, const mm_out_tensor *t, const void **stats, 
 }
 
 int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, struct iovec *iov, size_t *niov,
-                   size_t max, mm_blocks_hold *h)
+                   size_t max, int compute, mm_blocks_hold *h)
 {
     if (!b->cache)
         return 1; /* nothing to point at: the caller reads (and checks the sources) */
@@ -330,6 +330,8 @@ int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
             h->n++;
             hit_mask |= 1ull << k;
             bytes = hit->data;
+        } else if (!compute) {
+            return 1;
         } else {
             atomic_fetch_add(&b->misses, 1);
             flight *f;

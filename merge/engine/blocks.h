@@ -44,15 +44,15 @@ typedef struct mm_blocks_hold {
 } mm_blocks_hold;
 
 /* Appends bytes [off, off + len) of t as pieces to iov[*niov..max), holding each piece's memory in h
- * (which must start empty or hold earlier pieces of the same read). Blocks not in the cache are computed
- * (once, as mm_blocks_read does) straight into the cache's queue. Returns 0; 1 when there is no cache or
- * iov or h is full (the caller reads with mm_blocks_read instead: blocks computed so far are cached by
- * then, and hits are not counted); or a negative errno (-EIO: a source was seen changed or could not be
- * read; -ENOMEM). After 1 or an error, h must still be released. On 0, counts hits and starts prefetches
- * as mm_blocks_read does. */
+ * (which must start empty or hold earlier pieces of the same read). Blocks not in the cache are, when
+ * `compute`, computed (once, as mm_blocks_read does) straight into the cache's queue. Returns 0; 1 when
+ * there is no cache, a block is missing and !compute, or iov or h is full (the caller reads with
+ * mm_blocks_read instead: blocks computed so far are cached by then, and hits are not counted); or a
+ * negative errno (-EIO: a source was seen changed or could not be read; -ENOMEM). After 1 or an error,
+ * h must still be released. On 0, counts hits and starts prefetches as mm_blocks_read does. */
 struct iovec;
 int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, struct iovec *iov, size_t *niov,
-                   size_t max, mm_blocks_hold *h);
+                   size_t max, int compute, mm_blocks_hold *h);
 /* Releases everything h holds (the pieces' memory may go away); h is empty afterwards. */
 void mm_blocks_hold_release(mm_blocks *b, mm_blocks_hold *h);
 

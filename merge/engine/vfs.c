@@ -320,6 +320,7 @@ typedef struct peek_ctx {
     mm_blocks *blocks;
     struct iovec *iov;
     size_t *niov, max;
+    int compute;
     mm_blocks_hold *hold;
 } peek_ctx;
 
@@ -327,11 +328,11 @@ static int peek_piece(void *vctx, const mm_out_tensor *t, uint64_t toff, size_t 
 {
     (void)at; /* pieces are appended in file order */
     peek_ctx *c = vctx;
-    return mm_blocks_peek(c->blocks, t, toff, n, c->iov, c->niov, c->max, c->hold);
+    return mm_blocks_peek(c->blocks, t, toff, n, c->iov, c->niov, c->max, c->compute, c->hold);
 }
 
 ssize_t mm_vfs_read_zc(mm_vfs *v, size_t idx, uint64_t off, size_t len, struct iovec *iov, size_t *niov, size_t max,
-                       mm_vfs_hold *h)
+                       int compute, mm_vfs_hold *h)
 {
     h->blocks.n = h->blocks.nflights = 0;
     *niov = 0;
@@ -345,7 +346,7 @@ ssize_t mm_vfs_read_zc(mm_vfs *v, size_t idx, uint64_t off, size_t len, struct i
         rc = zc_static(f, off, end, iov, niov, max);
     } else if (f->kind == VF_SHARD && v->blocks) {
         rc = zc_static(f, off, end, iov, niov, max);
-        peek_ctx c = {v->blocks, iov, niov, max, &h->blocks};
+        peek_ctx c = {v->blocks, iov, niov, max, compute, &h->blocks};
         if (rc == 0)
             rc = each_tensor_piece(v, f, off, end, peek_piece, &c);
     } else {

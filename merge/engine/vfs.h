@@ -66,17 +66,17 @@ void mm_vfs_id(const mm_vfs *v, char hex[65]);
 ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf);
 
 /* Zero-copy reads. The same bytes as mm_vfs_read, as pieces pointing into the vfs's own memory (headers,
- * small files) and the block cache's (a shard's blocks, computed first into the cache's queue when
- * missing; mm_blocks_peek): returns the byte count, with iov[0..*niov) filled (at most `max` pieces) and
- * the cache memory held by h until mm_vfs_hold_release. -EAGAIN: read this range with mm_vfs_read (no
- * cache, a file served from its source or the GGUF view, or too many pieces; h holds nothing). Other
- * negative errno: the error mm_vfs_read would return. */
+ * small files) and the block cache's (a shard's blocks; missing ones are computed first into the cache's
+ * queue when `compute`, see mm_blocks_peek): returns the byte count, with iov[0..*niov) filled (at most
+ * `max` pieces) and the cache memory held by h until mm_vfs_hold_release. -EAGAIN: read this range with
+ * mm_vfs_read (no cache, a block missing and !compute, a file served from its source or the GGUF view,
+ * or too many pieces; h holds nothing). Other negative errno: the error mm_vfs_read would return. */
 struct iovec;
 typedef struct mm_vfs_hold {
     mm_blocks_hold blocks;
 } mm_vfs_hold;
 ssize_t mm_vfs_read_zc(mm_vfs *v, size_t idx, uint64_t off, size_t len, struct iovec *iov, size_t *niov, size_t max,
-                       mm_vfs_hold *h);
+                       int compute, mm_vfs_hold *h);
 void mm_vfs_hold_release(mm_vfs *v, mm_vfs_hold *h);
 
 #endif
