@@ -17,12 +17,17 @@
  *   least recently used blocks down to a low watermark (90% of the limit). MDB_MAP_FULL or ENOSPC on
  *   commit: evict a batch and retry once, else drop the batch. LMDB's MVCC keeps a value a reader is
  *   copying valid until it releases, so eviction never pulls data from under a reader.
- * - Crash safety: LMDB commits are atomic; a checksum mismatch on a hit, or an environment that cannot be
- *   opened or read (corrupt file, version mismatch), is logged once, the entry (or the whole environment)
- *   is dropped and the caller recomputes. A cache problem never becomes an error for the caller: get
- *   answers "miss" and put silently drops.
- * - Several processes may share one directory (LMDB's lock file); a block put by two of them is stored
- *   once (MDB_NOOVERWRITE).
+ * - Crash safety: LMDB commits are atomic, and they are not synced to disk (MDB_NOSYNC: a commit does not
+ *   wait for the disk); a process syncs the environment when it closes it. A process that dies loses only
+ *   what was still queued: the kernel holds its commits, and the next open syncs them. A system that
+ *   stops (OS crash, power loss) can leave a torn file, so each process records itself with the boot's id
+ *   in the directory (unsynced.<pid>) before its first commit and removes that record after the sync at
+ *   close; an open that finds a record of another boot drops the whole environment, as it does one that
+ *   cannot be opened or read (corrupt file, version mismatch). A checksum mismatch on a hit drops the
+ *   entry. Either is logged once and the caller recomputes. Without a boot id (no /proc) commits sync.
+ *   A cache problem never becomes an error for the caller: get answers "miss" and put silently drops.
+ * - Several processes of one pid namespace (the records are judged by pid) may share one directory
+ *   (LMDB's lock file); a block put by two of them is stored once (MDB_NOOVERWRITE).
  * - Open it after fork() (after fuse_daemonize): LMDB handles must not cross fork.
  *
  * Thread-safety: every function may be called from any thread at once, except mm_cache_close. */
@@ -54,7 +59,7 @@ typedef struct mm_cache_counters {
     uint64_t puts_stored;   /* values committed */
     uint64_t puts_dropped;  /* values not stored (queue full, map full, disk full, already present) */
     uint64_t corrupt;       /* checksum mismatches and unreadable entries dropped */
-    uint64_t resets;        /* environments wiped because they could not be opened or read */
+    uint64_t resets;        /* environments wiped because they could not be opened or read, or may be torn */
 } mm_cache_counters;
 
 /* What the environment holds (for `mergemount cache stats`). */
@@ -72,9 +77,11 @@ typedef struct mm_cache_info {
 char *mm_cache_default_dir(const char *dir);
 
 /* Opens (creating the directory if needed) and starts the writer thread. On an environment that cannot
- * be opened because it is corrupt or of another LMDB version, logs once, removes data.mdb/lock.mdb and
- * creates a new one. Returns 0, or -errno with a message when no cache can be had at all (e.g. the
- * directory cannot be created); callers then run without a cache. */
+ * be opened because it is corrupt or of another LMDB version, or that may be torn (the record of another
+ * boot, see "Crash safety"), logs once, removes data.mdb/lock.mdb and creates a new one (counted in
+ * resets), unless a live process of this boot has it open. Returns 0, or -errno with a message when no
+ * cache can be had at all (e.g. the directory cannot be created; -EBUSY for that live process); callers
+ * then run without a cache. */
 int mm_cache_open(const mm_cache_options *opt, mm_cache **out, mm_err *err);
 
 /* Flushes the queue (commits what is pending), stops the writer thread and closes the environment. */
@@ -126,8 +133,9 @@ void mm_cache_counters_get(mm_cache *c, mm_cache_counters *out);
 
 /* Offline management (`mergemount cache ...`), safe while mounts in other processes use the same
  * directory (not while this process has it open: LMDB's file locks are per process). A directory without
- * a cache is reported as empty and is not created. An unreadable cache is an error for info_get and
- * prune (they leave data.mdb as it is: the directory may not even be ours) and is started anew by clear. */
+ * a cache is reported as empty and is not created. An unreadable or possibly torn cache is an error for
+ * info_get and prune (they leave data.mdb as it is: the directory may not even be ours) and is started
+ * anew by clear. */
 int mm_cache_info_get(const mm_cache_options *opt, mm_cache_info *out, mm_err *err);
 void mm_cache_info_free(mm_cache_info *i);
 /* Removes every entry; *removed gets the number of blocks removed. */

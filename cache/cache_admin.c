@@ -13,8 +13,9 @@ static uint64_t limit_of(const mm_cache_options *opt)
 }
 
 /* Opens an existing environment; a directory without one is reported as absent (*present = false)
- * rather than created: looking at the cache should not make one. An unreadable one is replaced only
- * when may_reset (clear, whose result is an empty cache either way). */
+ * rather than created: looking at the cache should not make one. An unreadable or possibly torn one is
+ * replaced only when may_reset (clear, whose result is an empty cache either way). Like a mount, the
+ * command records itself while it has the environment open (mm_cache_env_open), since it commits too. */
 static int admin_open(const mm_cache_options *opt, bool may_reset, mm_cache_env *e, bool *present, mm_err *err)
 {
     memset(e, 0, sizeof *e);

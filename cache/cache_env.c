@@ -1,18 +1,24 @@
-/* Opening the LMDB environment: flags, map size, tables, the format record, and starting over when
- * what is on disk cannot be read. */
+/* Opening the LMDB environment: flags, map size, tables, the format record, the record of unsynced
+ * commits (cache_boot.h), and starting over when what is on disk cannot be read or may be torn. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "cache_boot.h"
 #include "cache_internal.h"
 
-/* NOTLS: read transactions are pooled and renewed on any thread. NOMETASYNC: a crash of the OS may
- * undo the last commit but never corrupts; commits stay cheap. No WRITEMAP: a full disk must surface as
- * ENOSPC from a commit, not as SIGBUS inside the daemon. Kernel readahead stays on (no MDB_NORDAHEAD):
- * blocks are read whole and mostly in the order they were written, so reading around a fault pays off
- * (measured: a cold full read from the cache took ~35% longer with NORDAHEAD, even with MADV_WILLNEED). */
-#define ENV_FLAGS (MDB_NOTLS | MDB_NOMETASYNC)
+/* NOTLS: read transactions are pooled and renewed on any thread. NOSYNC: a commit does not wait for
+ * the disk (an fdatasync per group commit held a first read to the disk's flush rate); the record of
+ * unsynced commits (cache_boot.h) makes that safe, and without it (no boot id to record: no /proc) the
+ * environment falls back to SYNCED_FLAGS, where NOMETASYNC lets an OS crash undo the last commit but never
+ * tear the tree. No WRITEMAP: a full disk must surface as ENOSPC from a commit, not as SIGBUS inside the
+ * daemon. Kernel readahead stays on (no MDB_NORDAHEAD): blocks are read whole and mostly in the order
+ * they were written, so reading around a fault pays off (measured: a cold full read from the cache took
+ * ~35% longer with NORDAHEAD, even with MADV_WILLNEED). */
+#define NOSYNC_FLAGS (MDB_NOTLS | MDB_NOSYNC)
+#define SYNCED_FLAGS (MDB_NOTLS | MDB_NOMETASYNC)
 /* Reader slots are per read transaction (pooled per process), shared by all processes on the directory. */
 #define MAX_READERS 512
 #define MAX_DBS 8
@@ -80,11 +86,16 @@ int mm_cache_entries(const mm_cache_env *e, MDB_txn *txn, uint64_t *n)
     return rc;
 }
 
+/* Our result for "a record of another boot": the system stopped while the environment had unsynced
+ * commits, so it may be torn. Outside LMDB's and errno's ranges, next to MM_CACHE_BADFORMAT. */
+#define TORN (-30501)
+
 /* What a wipe-and-restart can cure; anything else (EACCES, ENOSPC, ...) would fail again. */
-static bool unreadable(int rc)
+static bool unusable(int rc)
 {
-    return rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_VERSION_MISMATCH || rc == MDB_PANIC ||
-           rc == MDB_PAGE_NOTFOUND || rc == MDB_INCOMPATIBLE || rc == MDB_BAD_DBI || rc == MM_CACHE_BADFORMAT;
+    return rc == TORN || rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_VERSION_MISMATCH ||
+           rc == MDB_PANIC || rc == MDB_PAGE_NOTFOUND || rc == MDB_INCOMPATIBLE || rc == MDB_BAD_DBI ||
+           rc == MM_CACHE_BADFORMAT;
 }
 
 static int setup_tables(mm_cache_env *e)
@@ -158,7 +169,7 @@ static int try_open(mm_cache_env *e, uint64_t map_min)
         return rc;
     }
     if ((rc = mdb_env_set_maxreaders(e->env, MAX_READERS)) == 0 && (rc = mdb_env_set_maxdbs(e->env, MAX_DBS)) == 0 &&
-        (rc = mdb_env_open(e->env, e->dir, ENV_FLAGS, 0644)) == 0) {
+        (rc = mdb_env_open(e->env, e->dir, e->marker ? NOSYNC_FLAGS : SYNCED_FLAGS, 0644)) == 0) {
         /* Slots of processes that died holding a read transaction would pin pages forever. */
         int dead = 0;
         (void)mdb_reader_check(e->env, &dead);
@@ -193,46 +204,99 @@ static int wipe(const char *dir)
     return 0;
 }
 
+/* "is unreadable (why)" or "cannot be trusted (why)", for the messages about an unusable environment. */
+static const char *describe(int rc, char *buf, size_t size)
+{
+    if (rc == TORN)
+        snprintf(buf, size, "cannot be trusted (it had unsynced commits when the system stopped)");
+    else
+        snprintf(buf, size, "is unreadable (%s)", mm_cache_strerror(rc));
+    return buf;
+}
+
+/* The error for a failed open; our record goes too (after a sync: setup_tables may have committed). */
+static int open_failed(mm_cache_env *e, int rc, bool may_reset, long live_pid, mm_err *err)
+{
+    char what[256];
+    int code;
+    if (unusable(rc) && live_pid)
+        code = mm_err_set(err, -EBUSY,
+                          "the cache at %s %s, but process %ld still has it open; nothing was changed (the "
+                          "next mount after it ends starts a new one)",
+                          e->dir, describe(rc, what, sizeof what), live_pid);
+    else if (unusable(rc) && !may_reset)
+        code = mm_err_set(err, -EIO,
+                          "the cache at %s %s; nothing was changed (mergemount cache clear --cache-dir %s "
+                          "starts a new one, and so does the next mount)",
+                          e->dir, describe(rc, what, sizeof what), e->dir);
+    else
+        code = mm_err_set(err, rc > 0 ? -rc : -EIO, "cannot open the cache at %s: %s", e->dir,
+                          mm_cache_strerror(rc));
+    if (e->marker && mm_cache_data_sync(e->dir) == 0)
+        mm_cache_marker_remove(e->dir, e->marker);
+    free(e->marker);
+    free(e->dir);
+    memset(e, 0, sizeof *e);
+    return code;
+}
+
+/* Opens under the open lock (held by the caller): judges the records of others, makes ours, opens, and
+ * wipes an unusable environment when allowed. */
+static int open_locked(mm_cache_env *e, uint64_t map_min, bool may_reset, bool *reset, long *live_pid)
+{
+    char boot[MM_CACHE_BOOT_ID_MAX];
+    /* Without a boot id (no /proc) a record could not tell a crashed process from a stopped system: no
+     * record, no judging of others' (they cannot be told apart either), commits sync as before. */
+    bool recorded = mm_cache_boot_id(boot);
+    mm_cache_markers m = {0};
+    if (recorded)
+        mm_cache_markers_scan(e->dir, boot, &m);
+    *live_pid = m.live_pid;
+    int rc = m.torn ? TORN : 0;
+    if (recorded && (!rc || may_reset))
+        e->marker = mm_cache_marker_create(e->dir, boot);
+    if (!rc)
+        rc = try_open(e, map_min);
+    if (rc && unusable(rc) && may_reset && !m.live_pid) {
+        char what[256];
+        mm_log_warn("cache at %s %s; starting a new one", e->dir, describe(rc, what, sizeof what));
+        rc = wipe(e->dir);
+        if (!rc) {
+            *reset = true;
+            rc = try_open(e, map_min);
+        }
+        if (!rc && m.torn)
+            mm_cache_markers_drop_other_boots(e->dir, boot);
+    }
+    return rc;
+}
+
 int mm_cache_env_open(mm_cache_env *e, char *dir, uint64_t map_min, bool may_reset, bool *reset, mm_err *err)
 {
     memset(e, 0, sizeof *e);
     e->dir = dir;
     *reset = false;
-    int rc = try_open(e, map_min);
-    if (rc && unreadable(rc) && !may_reset) {
-        int code = mm_err_set(err, -EIO,
-                              "the cache at %s is unreadable (%s); nothing was changed (mergemount cache clear "
-                              "--cache-dir %s starts a new one, and so does the next mount)",
-                              dir, mm_cache_strerror(rc), dir);
-        free(dir);
-        memset(e, 0, sizeof *e);
-        return code;
-    }
-    if (rc && unreadable(rc)) {
-        mm_log_warn("cache at %s is unreadable (%s); starting a new one", dir, mm_cache_strerror(rc));
-        rc = wipe(dir);
-        if (!rc) {
-            *reset = true;
-            rc = try_open(e, map_min);
-        }
-    }
-    if (rc) {
-        int code = rc > 0 ? -rc : -EIO;
-        mm_err_set(err, code, "cannot open the cache at %s: %s", dir, mm_cache_strerror(rc));
-        free(dir);
-        memset(e, 0, sizeof *e);
-        return code;
-    }
-    return 0;
+    long live_pid = 0;
+    /* A directory where open.lock cannot be made is one where LMDB could not make lock.mdb either
+     * (read-only, not ours); opening without the lock could let two processes wipe at once. */
+    int lock = mm_cache_boot_lock(dir);
+    int rc = lock < 0 ? -lock : open_locked(e, map_min, may_reset, reset, &live_pid);
+    mm_cache_boot_unlock(lock);
+    return rc ? open_failed(e, rc, may_reset, live_pid, err) : 0;
 }
 
 void mm_cache_env_close(mm_cache_env *e)
 {
     if (e->env) {
-        /* NOMETASYNC left the last meta page unsynced. */
-        (void)mdb_env_sync(e->env, 1);
+        /* Commits were not synced (NOSYNC), or the last meta page was not (NOMETASYNC). Only once all of
+         * it is on disk may the record of unsynced commits go; if the sync fails it stays, and a later
+         * boot starts anew rather than trust the file. */
+        int rc = mdb_env_sync(e->env, 1);
         mdb_env_close(e->env);
+        if (e->marker && rc == 0)
+            mm_cache_marker_remove(e->dir, e->marker);
     }
+    free(e->marker);
     free(e->dir);
     memset(e, 0, sizeof *e);
 }

@@ -81,16 +81,24 @@ int mm_cache_dir_create(const char *dir, mm_err *err);
 typedef struct mm_cache_env {
     MDB_env *env;
     MDB_dbi blocks, stats, atime, lru, meta;
-    char *dir; /* heap, owned */
+    char *dir;    /* heap, owned */
+    char *marker; /* heap, owned: this process's record of unsynced commits (cache_boot.h); NULL when
+                   * commits sync (no boot id to record, or the record could not be made) */
 } mm_cache_env;
 
 /* Opens the environment in `dir` (taking ownership of the heap string) with a map of at least
  * map_min bytes (an existing environment keeps its larger map so sharing processes agree), creates the
- * tables and reads them once. An environment that is unreadable (corrupt, other LMDB version, not our
- * format) is, when may_reset, logged, wiped and created anew, and *reset is set; otherwise it is an
- * error that says how to start a new one (commands that only look, or prune, must not delete data.mdb).
- * Returns 0 or -errno with a message; on failure `dir` is freed and *e is zeroed. */
+ * tables and reads them once. Commits do not sync (MDB_NOSYNC): before the first one the process
+ * records itself in the directory (cache_boot.h), and the judging of the records left by others, the
+ * record and any wipe happen under the directory's open lock. An environment that cannot be served —
+ * unreadable (corrupt, other LMDB version, not our format), or possibly torn (a record of another boot:
+ * the system stopped while it had unsynced commits) — is, when may_reset, logged, wiped and created
+ * anew, and *reset is set; otherwise it is an error that says how to start a new one (commands that
+ * only look, or prune, must not delete data.mdb). It is never wiped while a live process of this boot
+ * has it open (an error, -EBUSY, instead). Returns 0 or -errno with a message; on failure `dir` is
+ * freed and *e is zeroed. */
 int mm_cache_env_open(mm_cache_env *e, char *dir, uint64_t map_min, bool may_reset, bool *reset, mm_err *err);
+/* Syncs data.mdb, then removes the record of unsynced commits, and closes. */
 void mm_cache_env_close(mm_cache_env *e);
 /* The map size for a size limit: 1.5x, at least MM_CACHE_MIN_MAP. */
 uint64_t mm_cache_map_size(uint64_t size_limit);

@@ -14,13 +14,14 @@ drops the blocks."""
 import errno
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
 
 import mmtest
-from mmcache import (Case, assert_same_tree, cached, linear3, make_big_models, read_direct, read_tree, show,
-                     stats, wait_stats)
+from mmcache import (Case, assert_same_tree, cache_stats, cached, linear3, make_big_models, read_direct, read_tree,
+                     show, stats, wait_stats)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -149,3 +150,75 @@ def test_cache_disk_fills_while_mounted(mount, case, tmp_path, tmpfs):
     os.unlink(os.path.join(disk, "filler"))
     with mount(case.config, *case.args, *cached(cdir)) as m:
         assert_same_tree(read_tree(m.path), case.files, "mount after the disk was freed")
+
+
+# ---- commits without sync: the record of unsynced commits ------------------------------------------------
+
+OTHER_BOOT = "00000000-1111-2222-3333-444444444444"
+
+
+def this_boot():
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        pytest.skip("no /proc/sys/kernel/random/boot_id: commits sync and leave no record")
+
+
+def markers(cdir):
+    return sorted(n for n in os.listdir(cdir) if n.startswith("unsynced."))
+
+
+def marker_text(cdir, pid):
+    with open(os.path.join(cdir, f"unsynced.{pid}")) as f:
+        return f.read().strip()
+
+
+def test_cache_after_kill_9_and_after_a_stop_of_the_system(mount, case, tmp_path):
+    """Commits do not sync. A daemon killed with -9 loses nothing (the kernel holds its writes): the next
+    mount of this boot serves every block from the cache. A record of another boot means the system
+    stopped with commits unsynced: `cache stats` refuses and changes nothing, the next mount starts a new
+    cache (cache_resets 1) and the bytes stay right."""
+    boot = this_boot()
+    cdir = str(tmp_path / "cache")
+    m = mount(case.config, *case.args, *cached(cdir))
+    m.__enter__()
+    assert_same_tree(read_tree(m.path), case.files, "first read")
+    s = wait_stats(m.path, lambda s: s["cache_puts_stored"] + s["cache_puts_dropped"] >= case.blocks)
+    assert s["blocks_computed"] == case.blocks and s["cache_puts_stored"] == case.blocks, show(s)
+    # the daemon recorded itself (this boot) before its first commit
+    assert markers(cdir) == [f"unsynced.{m.proc.pid}"] and marker_text(cdir, m.proc.pid) == boot
+    killed = m.proc.pid
+    m.proc.kill()
+    assert m.proc.wait(timeout=10) == -signal.SIGKILL
+    r = mmtest.run([mmtest.FUSERMOUNT, "-u", m.path], timeout=30)
+    assert r.returncode == 0, r.stderr
+    m._close()
+    assert markers(cdir) == [f"unsynced.{killed}"], "a killed daemon cannot remove its record"
+
+    with mount(case.config, *case.args, *cached(cdir)) as m:
+        assert_same_tree(read_tree(m.path), case.files, "mount after kill -9")
+        s = stats(m.path)
+        print("after kill -9:", show(s), m.stderr(), sep="\n")
+        assert s["blocks_computed"] == 0 and s["cache_hits"] >= case.blocks and s["cache_resets"] == 0, show(s)
+        assert markers(cdir) == [f"unsynced.{m.proc.pid}"], "the dead daemon's record should be synced and gone"
+    assert markers(cdir) == [], "a clean unmount syncs and removes its record"
+
+    with open(os.path.join(cdir, "unsynced.1"), "w") as f:
+        f.write(OTHER_BOOT + "\n")
+    with open(os.path.join(cdir, "data.mdb"), "rb") as f:
+        before = f.read()
+    r = mmtest.mergemount("cache", "stats", "--cache-dir", cdir)
+    assert r.returncode == 1 and f"cache clear --cache-dir {cdir}" in r.stderr, (r.returncode, r.stderr)
+    with open(os.path.join(cdir, "data.mdb"), "rb") as f:
+        assert f.read() == before, "`cache stats` changed data.mdb"
+
+    with mount(case.config, *case.args, *cached(cdir)) as m:
+        assert_same_tree(read_tree(m.path), case.files, "mount after a stop of the system")
+        s = stats(m.path)
+        print("after a record of another boot:", show(s), m.stderr(), sep="\n")
+        assert s["cache_resets"] == 1 and s["blocks_computed"] == case.blocks, show(s)
+        assert [ln for ln in warnings_of(m.stderr()) if cdir in ln and "starting a new one" in ln], m.stderr()
+        assert markers(cdir) == [f"unsynced.{m.proc.pid}"], "the other boot's record goes once the new cache exists"
+    assert markers(cdir) == []
+    assert cache_stats(cdir)["blocks"] == case.blocks

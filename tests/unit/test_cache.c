@@ -1,4 +1,5 @@
 /* cache/: the LMDB block cache without FUSE. Every test uses its own directory under a mkdtemp root. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -768,6 +769,309 @@ static void test_two_processes(void)
     free(dir);
 }
 
+/* ---- commits without sync: the record of unsynced commits (cache/cache_boot.h) ---- */
+
+#define OTHER_BOOT "00000000-1111-2222-3333-444444444444"
+
+/* This boot's id as the kernel gives it (trimmed), or "" without /proc. */
+static void boot_id(char buf[64])
+{
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    buf[0] = '\0';
+    if (f && !fgets(buf, 64, f))
+        buf[0] = '\0';
+    if (f)
+        fclose(f);
+    buf[strcspn(buf, "\n")] = '\0';
+}
+
+static char *marker_of(const char *dir, long pid)
+{
+    return mm_xasprintf("%s/unsynced.%ld", dir, pid);
+}
+
+/* The text of pid's marker in dir (heap), or NULL when there is none. */
+static char *marker_text(const char *dir, long pid)
+{
+    char *p = marker_of(dir, pid), *text = NULL;
+    if (mm_file_read_all(p, 4096, &text, NULL, NULL) != 0)
+        text = NULL;
+    free(p);
+    return text;
+}
+
+static void plant_marker(const char *dir, long pid, const char *boot)
+{
+    char *p = marker_of(dir, pid), *line = mm_xasprintf("%s\n", boot);
+    check_write_file(p, line, strlen(line));
+    free(line);
+    free(p);
+}
+
+/* How many entries of dir are markers or their temporary files. */
+static int markers_in(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL)
+        n += strncmp(de->d_name, "unsynced.", 9) == 0;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* data.mdb's bytes (heap) and length, to show that something left it alone. */
+static char *data_mdb_bytes(const char *dir, size_t *len)
+{
+    char *p = mm_path_join(dir, "data.mdb"), *data = NULL;
+    *len = 0;
+    if (mm_file_read_all(p, 1u << 30, &data, len, NULL) != 0)
+        data = NULL;
+    free(p);
+    return data;
+}
+
+/* stderr into a file between begin and end (the cache logs with mm_log_warn). */
+static int saved_stderr = -1;
+
+static void capture_begin(void)
+{
+    char *p = mm_path_join(root, "stderr.txt");
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    free(p);
+    fflush(stderr);
+    saved_stderr = dup(2);
+    CHECK(fd >= 0 && saved_stderr >= 0 && dup2(fd, 2) == 2);
+    if (fd >= 0)
+        close(fd);
+}
+
+static char *capture_end(void)
+{
+    fflush(stderr);
+    dup2(saved_stderr, 2);
+    close(saved_stderr);
+    char *p = mm_path_join(root, "stderr.txt"), *text = NULL;
+    if (mm_file_read_all(p, 1 << 20, &text, NULL, NULL) != 0)
+        text = mm_xstrdup("");
+    free(p);
+    return text;
+}
+
+/* A cache in a new directory holding block 1 (1000 bytes, seed 1), closed. */
+static char *dir_with_block(void)
+{
+    char *dir = new_dir();
+    mm_cache *c = open_cache(dir, 64ull * MIB);
+    if (c) {
+        put_block(c, 1, 1000, 1);
+        mm_cache_close(c);
+    }
+    return dir;
+}
+
+/* While open, the process's marker names this boot; a clean close (sync, then remove) leaves none, and
+ * so do the offline commands. */
+static void test_clean_close_leaves_no_marker(const char *boot)
+{
+    char *dir = new_dir();
+    mm_cache *c = open_cache(dir, 64ull * MIB);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    char *text = marker_text(dir, getpid());
+    char *want = mm_xasprintf("%s\n", boot);
+    CHECK_STR_EQ(text, want);
+    free(want);
+    free(text);
+    put_block(c, 1, 1000, 1);
+    mm_cache_flush(c);
+    CHECK(markers_in(dir) == 1);
+    mm_cache_close(c);
+    CHECK(markers_in(dir) == 0);
+    mm_cache_info i = info_of(dir, 0);
+    CHECK(i.blocks == 1);
+    mm_cache_info_free(&i);
+    mm_cache_options o = {.dir = dir};
+    mm_err err = {{0}};
+    uint64_t removed = 9;
+    CHECK(mm_cache_prune(&o, &removed, &err) == 0 && removed == 0);
+    CHECK(markers_in(dir) == 0);
+    free(dir);
+}
+
+/* A process that ends without closing (a crash) leaves its marker; the kernel still holds its commits,
+ * so the next open of this boot syncs them, keeps every block and removes the marker (and a temporary
+ * file it may have died writing). Forks: run before this process has other threads. */
+static void test_crashed_process_marker(const char *boot)
+{
+    char *dir = new_dir();
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        mm_cache_options o = {.dir = dir, .size_limit = 64ull * MIB};
+        mm_cache *c = NULL;
+        if (mm_cache_open(&o, &c, NULL) != 0)
+            _exit(10);
+        put_block(c, 1, 100000, 1);
+        put_block(c, 2, 1000, 2);
+        mm_cache_flush(c);
+        _exit(has_block(c, 1, 100000, 1) == 1 ? 0 : 11); /* no close: no sync, the marker stays */
+    }
+    CHECK(pid > 0);
+    int status = -1;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid); /* reaped: kill(pid, 0) now says ESRCH */
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    char *text = marker_text(dir, pid), *want = mm_xasprintf("%s\n", boot);
+    CHECK_STR_EQ(text, want);
+    free(text);
+    free(want);
+    char *tmp = mm_xasprintf("%s/unsynced.%ld.tmp", dir, (long)pid);
+    check_write_file(tmp, "", 0);
+
+    mm_cache *c = open_cache(dir, 64ull * MIB);
+    if (c) {
+        CHECK(has_block(c, 1, 100000, 1) == 1);
+        CHECK(has_block(c, 2, 1000, 2) == 1);
+        CHECK(counters(c).resets == 0);
+        text = marker_text(dir, pid);
+        CHECK(text == NULL);
+        free(text);
+        CHECK(access(tmp, F_OK) != 0);
+        CHECK(markers_in(dir) == 1); /* ours */
+        mm_cache_close(c);
+    }
+    CHECK(markers_in(dir) == 0);
+    free(tmp);
+    free(dir);
+}
+
+/* A marker of another boot: the system stopped while the environment had unsynced commits, so it may be
+ * torn. The offline commands that must not delete (info, prune) fail and change nothing; the next open
+ * starts anew (logged, counted) and then removes the marker; clear starts anew too. */
+static void test_other_boot_marker(void)
+{
+    char *dir = dir_with_block();
+    plant_marker(dir, 4242, OTHER_BOOT);
+    size_t before_len, after_len;
+    char *before = data_mdb_bytes(dir, &before_len);
+    CHECK(before != NULL);
+
+    mm_cache_options o = {.dir = dir};
+    mm_cache_info i;
+    mm_err err = {{0}};
+    CHECK(mm_cache_info_get(&o, &i, &err) == -EIO);
+    CHECK_STR_CONTAINS(err.msg, dir);
+    CHECK_STR_CONTAINS(err.msg, "unsynced commits when the system stopped");
+    char *hint = mm_xasprintf("mergemount cache clear --cache-dir %s starts a new one", dir);
+    CHECK_STR_CONTAINS(err.msg, hint);
+    free(hint);
+    uint64_t removed = 9;
+    err = (mm_err){{0}};
+    CHECK(mm_cache_prune(&o, &removed, &err) == -EIO && removed == 0);
+    CHECK_STR_CONTAINS(err.msg, "cache clear");
+    char *after = data_mdb_bytes(dir, &after_len);
+    CHECK(after && before && after_len == before_len && memcmp(after, before, before_len) == 0);
+    free(after);
+    free(before);
+    CHECK(markers_in(dir) == 1);
+
+    capture_begin();
+    mm_cache *c = open_cache(dir, 64ull * MIB);
+    char *log = capture_end();
+    if (c) {
+        CHECK(counters(c).resets == 1);
+        CHECK(has_block(c, 1, 1000, 1) == 0);
+        CHECK(markers_in(dir) == 1); /* only ours: the other boot's went once the new one existed */
+        put_block(c, 1, 1000, 1);
+        mm_cache_close(c);
+    }
+    CHECK_STR_CONTAINS(log, "warning: cache at");
+    CHECK_STR_CONTAINS(log, dir);
+    CHECK_STR_CONTAINS(log, "starting a new one");
+    free(log);
+    CHECK(markers_in(dir) == 0);
+    c = open_cache(dir, 64ull * MIB); /* the new one is served */
+    if (c) {
+        CHECK(counters(c).resets == 0);
+        CHECK(has_block(c, 1, 1000, 1) == 1);
+        mm_cache_close(c);
+    }
+
+    plant_marker(dir, 4242, OTHER_BOOT);
+    err = (mm_err){{0}};
+    CHECK(mm_cache_clear(&o, &removed, &err) == 0 && removed == 0);
+    CHECK(markers_in(dir) == 0);
+    i = info_of(dir, 0);
+    CHECK(i.blocks == 0);
+    mm_cache_info_free(&i);
+    free(dir);
+}
+
+/* A marker of this boot whose process runs (here: our parent's) is left alone, and while it is there
+ * the environment is never wiped, even when it must be: that process is using it. */
+static void test_live_marker(const char *boot)
+{
+    char *dir = dir_with_block();
+    long parent = (long)getppid();
+    plant_marker(dir, parent, boot);
+    mm_cache *c = open_cache(dir, 64ull * MIB);
+    if (c) {
+        CHECK(has_block(c, 1, 1000, 1) == 1 && counters(c).resets == 0);
+        mm_cache_close(c);
+    }
+    char *text = marker_text(dir, parent), *want = mm_xasprintf("%s\n", boot);
+    CHECK_STR_EQ(text, want);
+    free(text);
+    free(want);
+    mm_cache_info i = info_of(dir, 0);
+    CHECK(i.blocks == 1);
+    mm_cache_info_free(&i);
+    CHECK(markers_in(dir) == 1);
+
+    plant_marker(dir, 4242, OTHER_BOOT);
+    mm_cache_options o = {.dir = dir, .size_limit = 64ull * MIB};
+    mm_err err = {{0}};
+    c = NULL;
+    CHECK(mm_cache_open(&o, &c, &err) == -EBUSY && c == NULL);
+    CHECK_STR_CONTAINS(err.msg, "still has it open");
+    uint64_t removed = 9;
+    CHECK(mm_cache_clear(&o, &removed, &err) == -EBUSY);
+    CHECK(markers_in(dir) == 2);
+    size_t len;
+    char *data = data_mdb_bytes(dir, &len);
+    CHECK(data != NULL && len > 0);
+    free(data);
+
+    char *live = marker_of(dir, parent);
+    CHECK(unlink(live) == 0); /* it ended (cleanly) */
+    free(live);
+    c = open_cache(dir, 64ull * MIB);
+    if (c) {
+        CHECK(counters(c).resets == 1 && has_block(c, 1, 1000, 1) == 0);
+        mm_cache_close(c);
+    }
+    CHECK(markers_in(dir) == 0);
+    free(dir);
+}
+
+static void test_unsynced_commits(void)
+{
+    char boot[64];
+    boot_id(boot);
+    if (!boot[0]) {
+        fprintf(stderr, "no /proc/sys/kernel/random/boot_id: commits sync, no markers to test\n");
+        return;
+    }
+    test_crashed_process_marker(boot); /* first: it forks */
+    test_clean_close_leaves_no_marker(boot);
+    test_other_boot_marker();
+    test_live_marker(boot);
+}
+
 int main(void)
 {
     snprintf(root, sizeof root, "/tmp/mm-test-cache-XXXXXX");
@@ -778,6 +1082,7 @@ int main(void)
     test_checksum();
     test_default_dir();
     test_two_processes(); /* first: fork before this process has other threads */
+    test_unsynced_commits(); /* forks too */
     test_round_trip_and_reopen();
     test_size_limit_and_lru();
     test_flipped_byte();
