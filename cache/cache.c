@@ -7,15 +7,17 @@
 
 #include "cache_internal.h"
 
-/* Small enough that a group commit never approaches LMDB's dirty-page limit, large enough to amortise
- * the commit's fsync; a sixteenth of small limits so that a batch always fits the map's headroom. */
+/* Small enough that a group commit never approaches LMDB's dirty-page limit (LMDB holds a transaction's
+ * new pages in memory until the commit writes them, so this is also the writer's share of the daemon's
+ * memory), large enough to amortise the commit's work on the tables; a sixteenth of small limits so that
+ * a batch always fits the map's headroom. */
 static uint64_t txn_cap_for(uint64_t limit)
 {
     uint64_t cap = limit / 16;
     if (cap < MM_MIB)
         cap = MM_MIB;
-    if (cap > 32 * MM_MIB)
-        cap = 32 * MM_MIB;
+    if (cap > 16 * MM_MIB)
+        cap = 16 * MM_MIB;
     return cap;
 }
 

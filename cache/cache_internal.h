@@ -204,14 +204,14 @@ struct mm_cache {
     mm_cache_op *pend[MM_CACHE_PEND_BUCKETS];
 };
 
-/* Bound on queued memory (see MM_CACHE_ROOM_WAIT_NS for what a put does when it is reached). Two write
- * transactions' worth (txn_cap is at most 32 MiB): one being committed while the next fills. It is most
- * of the daemon's memory during a first read, so it is kept small. */
+/* Bound on queued memory (see MM_CACHE_ROOM_WAIT_NS for what a put does when it is reached). Several
+ * write transactions' worth (txn_cap is at most 16 MiB): one being committed while the next fills. It
+ * is most of the daemon's memory during a first read, so it is kept small. */
 #define MM_CACHE_QUEUE_MAX (64ull * MM_MIB)
-/* How long the writer gathers puts before committing a transaction smaller than txn_cap. Every commit
- * costs an fdatasync (about 5 ms here): committing each 1 MiB block alone made the writer ten times
- * slower than the readers, and half the blocks of a first read were dropped. Gathered values are
- * served from the pending index meanwhile, so readers never wait for a commit. */
+/* How long the writer gathers puts before committing a transaction smaller than txn_cap. Commits do not
+ * sync (MDB_NOSYNC, cache_boot.h), but each still rewrites the tables' upper pages and the meta page:
+ * gathering keeps that per transaction, not per block. Gathered values are served from the pending
+ * index meanwhile, so readers never wait for a commit. */
 #define MM_CACHE_GATHER_NS (50ull * 1000 * 1000)
 /* How long a put waits for room in a full queue before it is dropped. Dropping at once let readers run
  * ahead of the writer only to lose half the blocks of a first read (and compute again the blocks two
