@@ -23,6 +23,7 @@ typedef enum mm_scratch_slot {
     MM_SCRATCH_GGUF_ENCODED,
     MM_SCRATCH_GGUF_RAW,
     MM_SCRATCH_GGUF_PERMUTED,
+    MM_SCRATCH_CACHE_VALUE, /* cache/cache_read.c: a stored value read to be verified */
     MM_SCRATCH_SLOTS
 } mm_scratch_slot;
 

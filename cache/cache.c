@@ -46,6 +46,12 @@ int mm_cache_open(const mm_cache_options *opt, mm_cache **out, mm_err *err)
         return rc;
     }
     atomic_store(&c->resets, reset ? 1 : 0);
+    mdb_filehandle_t fd;
+    MDB_stat mst;
+    c->fd = mdb_env_get_fd(c->env.env, &fd) == 0 ? fd : -1;
+    c->psize = mdb_env_stat(c->env.env, &mst) == 0 ? mst.ms_psize : 0;
+    atomic_init(&c->map_base, 0);
+    atomic_init(&c->map_base_ok, false);
     pthread_mutex_init(&c->pool_lock, NULL);
     mm_cache_pending_init(c);
     mm_cache_spares_init(c);
@@ -90,7 +96,7 @@ static mm_cache_op *tagged_op(void *p)
 
 /* A reset transaction keeps its reader slot; renewing it skips the process-shared reader-table lock
  * that a fresh mdb_txn_begin takes. */
-static int rtxn_acquire(mm_cache *c, MDB_txn **out)
+int mm_cache_rtxn_acquire(mm_cache *c, MDB_txn **out)
 {
     MDB_txn *txn = NULL;
     pthread_mutex_lock(&c->pool_lock);
@@ -107,7 +113,7 @@ static int rtxn_acquire(mm_cache *c, MDB_txn **out)
     return mdb_txn_begin(c->env.env, NULL, MDB_RDONLY, out);
 }
 
-static void rtxn_release(mm_cache *c, MDB_txn *txn)
+void mm_cache_rtxn_release(mm_cache *c, MDB_txn *txn)
 {
     mdb_txn_reset(txn);
     pthread_mutex_lock(&c->pool_lock);
@@ -120,7 +126,7 @@ static void rtxn_release(mm_cache *c, MDB_txn *txn)
         mdb_txn_abort(txn);
 }
 
-static bool touch_wanted(mm_cache *c, MDB_txn *txn, MDB_val *k)
+bool mm_cache_touch_wanted(mm_cache *c, MDB_txn *txn, MDB_val *k)
 {
     MDB_val v;
     uint64_t then, entries;
@@ -150,15 +156,10 @@ int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_
         return 0;
     /* The queue first: its entries leave only after their commit, so a miss here followed by a miss in
      * a read transaction begun afterwards is a true miss. */
-    mm_cache_op *op = mm_cache_pending_find(c, table, key);
-    if (op) {
-        hit->data = op->val + MM_CACHE_HDR_LEN;
-        hit->len = op->val_len - MM_CACHE_HDR_LEN;
-        hit->txn = tag_op(op);
+    if (mm_cache_get_queued(c, table, key, key_len, hit))
         return 1;
-    }
     MDB_txn *txn;
-    int rc = rtxn_acquire(c, &txn);
+    int rc = mm_cache_rtxn_acquire(c, &txn);
     if (rc) {
         mm_cache_log_once(MM_CACHE_LOG_READ, "cannot read the cache at %s (%s); computing instead", c->env.dir,
                           mm_cache_strerror(rc));
@@ -170,7 +171,7 @@ int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_
         if (rc != MDB_NOTFOUND)
             mm_cache_log_once(MM_CACHE_LOG_READ, "cannot read the cache at %s (%s); computing instead", c->env.dir,
                               mm_cache_strerror(rc));
-        rtxn_release(c, txn);
+        mm_cache_rtxn_release(c, txn);
         return 0;
     }
     prefetch(v.mv_data, v.mv_size);
@@ -178,14 +179,14 @@ int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_
     size_t len;
     _Atomic uint64_t *memo = &c->verified[((uintptr_t)v.mv_data >> 12) % MM_CACHE_VERIFIED_SLOTS];
     if (!mm_cache_value_open_checked(v.mv_data, v.mv_size, &data, &len, memo)) {
-        rtxn_release(c, txn);
+        mm_cache_rtxn_release(c, txn);
         atomic_fetch_add(&c->corrupt, 1);
         mm_cache_log_once(MM_CACHE_LOG_CORRUPT, "a cache entry in %s failed its checksum; it is dropped and recomputed",
                           c->env.dir);
         mm_cache_enqueue_drop(c, table, key);
         return 0;
     }
-    if (touch_wanted(c, txn, &k))
+    if (mm_cache_touch_wanted(c, txn, &k))
         mm_cache_enqueue_touch(c, table, key);
     hit->data = data;
     hit->len = len;
@@ -193,17 +194,50 @@ int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_
     return 1;
 }
 
+int mm_cache_get_queued(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, mm_cache_hit *hit)
+{
+    memset(hit, 0, sizeof *hit);
+    if (!c || !key || key_len != mm_cache_key_len(table))
+        return 0;
+    mm_cache_op *op = mm_cache_pending_find(c, table, key);
+    if (!op)
+        return 0;
+    hit->data = op->val + MM_CACHE_HDR_LEN;
+    hit->len = op->val_len - MM_CACHE_HDR_LEN;
+    hit->txn = tag_op(op);
+    return 1;
+}
+
+int mm_cache_has(mm_cache *c, mm_cache_table table, const void *key, size_t key_len)
+{
+    if (!c || !key || key_len != mm_cache_key_len(table))
+        return 0;
+    mm_cache_op *op = mm_cache_pending_find(c, table, key);
+    if (op) {
+        mm_cache_op_unref(op);
+        return 1;
+    }
+    MDB_txn *txn;
+    if (mm_cache_rtxn_acquire(c, &txn))
+        return 0;
+    MDB_val k = {key_len, (void *)key}, v;
+    int rc = mdb_get(txn, mm_cache_table_dbi(&c->env, table), &k, &v);
+    mm_cache_rtxn_release(c, txn);
+    return rc == 0;
+}
+
 void mm_cache_prefetch(mm_cache *c, mm_cache_table table, const void *key, size_t key_len)
 {
     if (!c || !key || key_len != mm_cache_key_len(table))
         return;
     MDB_txn *txn;
-    if (rtxn_acquire(c, &txn))
+    if (mm_cache_rtxn_acquire(c, &txn))
         return;
     MDB_val k = {key_len, (void *)key}, v;
-    if (mdb_get(txn, mm_cache_table_dbi(&c->env, table), &k, &v) == 0)
+    if (mdb_get(txn, mm_cache_table_dbi(&c->env, table), &k, &v) == 0 &&
+        mm_cache_prefetch_offset(c, v.mv_data, v.mv_size) < 0)
         prefetch(v.mv_data, v.mv_size);
-    rtxn_release(c, txn);
+    mm_cache_rtxn_release(c, txn);
 }
 
 /* Pages of the map that hits touched stay mapped in this process and count in its resident size, which
@@ -245,7 +279,7 @@ void mm_cache_release(mm_cache *c, mm_cache_hit *hit)
         } else {
             const void *data = hit->data;
             size_t len = hit->len;
-            rtxn_release(c, hit->txn);
+            mm_cache_rtxn_release(c, hit->txn);
             sweep_map(c, data, len);
         }
     }

@@ -101,6 +101,19 @@ typedef struct mm_cache_hit {
 int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, mm_cache_hit *hit);
 void mm_cache_release(mm_cache *c, mm_cache_hit *hit);
 
+/* mm_cache_get limited to values still in the writer's queue (in memory: a hit costs no I/O). */
+int mm_cache_get_queued(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, mm_cache_hit *hit);
+/* Whether key has a value, queued or stored, without reading or verifying it (1 or 0). */
+int mm_cache_has(mm_cache *c, mm_cache_table table, const void *key, size_t key_len);
+
+/* A hit copied into dst: bytes [from, from + n) of the value of key, if it is stored (or queued) with
+ * exactly want_len bytes and verifies. Stored blocks are read with pread from the environment's file,
+ * not through the map (faulting a block's pages into the process one by one costs more than the copy,
+ * and they would count in its resident size). Returns 1 on a hit, 0 as mm_cache_get does (miss, other
+ * length, any cache problem). */
+int mm_cache_read(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, size_t want_len, uint64_t from,
+                  void *dst, size_t n);
+
 /* Asks the kernel to start reading the value of `key` from disk, if stored (sequential readers call it
  * for the block after the one they read). Cheap on a miss; never blocks on I/O. */
 void mm_cache_prefetch(mm_cache *c, mm_cache_table table, const void *key, size_t key_len);

@@ -44,6 +44,13 @@ bool mm_cache_value_open(const void *val, size_t val_len, const void **data, siz
  * exact value was verified already; updates the slot. */
 bool mm_cache_value_open_checked(const void *val, size_t val_len, const void **data, size_t *len,
                                  _Atomic uint64_t *verified);
+/* The header of a stored value of val_len bytes (the first MM_CACHE_HDR_LEN at val): its byte count and
+ * checksum, or false when it is not a value of ours or of another length. */
+bool mm_cache_value_header(const void *val, size_t val_len, uint64_t *len, uint64_t *sum);
+/* The verified-value memo: whether the slot says the value at address val with checksum sum was
+ * verified, and recording that it was. */
+bool mm_cache_memo_holds(_Atomic uint64_t *verified, const void *val, uint64_t sum);
+void mm_cache_memo_set(_Atomic uint64_t *verified, const void *val, uint64_t sum);
 /* Slots of the verified-value memo (direct-mapped by value address). */
 #define MM_CACHE_VERIFIED_SLOTS 4096
 
@@ -176,6 +183,13 @@ struct mm_cache {
     _Atomic uint64_t verified[MM_CACHE_VERIFIED_SLOTS];
     _Atomic uint64_t swept_bytes; /* hit bytes since the map was last dropped from the process */
     _Atomic uintptr_t touched_lo, touched_hi; /* the span of the map hits have read */
+    /* Hits read with pread (cache_read.c): data.mdb's descriptor, LMDB's page size, and where the map
+     * starts (learnt from a value's page header; trusted once a value read at the offset it gave passed
+     * its checksum). LMDB maps the file once: we never change the map size after opening. */
+    int fd;
+    size_t psize;
+    _Atomic uintptr_t map_base;
+    atomic_bool map_base_ok;
 
     /* Reset read transactions kept for renewal: they keep their reader slot. */
     pthread_mutex_t pool_lock;
@@ -235,6 +249,16 @@ void mm_cache_op_unref(mm_cache_op *op);
 void mm_cache_spares_init(mm_cache *c);
 void mm_cache_spares_destroy(mm_cache *c);
 void mm_cache_op_free(mm_cache_op *op);
+
+/* Asks the kernel to read the stored value at data (len bytes) from data.mdb (cache_read.c): 0, or -1
+ * when its place in the file is not known yet (the caller advises the map instead). */
+int mm_cache_prefetch_offset(mm_cache *c, const void *data, size_t len);
+
+/* Read transactions from the pool (cache.c): 0 or an LMDB code; released ones are reset and kept. */
+int mm_cache_rtxn_acquire(mm_cache *c, MDB_txn **out);
+void mm_cache_rtxn_release(mm_cache *c, MDB_txn *txn);
+/* Whether a hit on key k (read in txn) should queue a touch (mm_cache_touch_due). */
+bool mm_cache_touch_wanted(mm_cache *c, MDB_txn *txn, MDB_val *k);
 
 int mm_cache_writer_start(mm_cache *c, mm_err *err);
 /* Commits everything queued, then joins the writer. */

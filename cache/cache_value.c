@@ -71,29 +71,53 @@ bool mm_cache_value_open(const void *val, size_t val_len, const void **data, siz
     return mm_cache_value_open_checked(val, val_len, data, len, NULL);
 }
 
-bool mm_cache_value_open_checked(const void *val, size_t val_len, const void **data, size_t *len,
-                                 _Atomic uint64_t *verified)
+bool mm_cache_value_header(const void *val, size_t val_len, uint64_t *len, uint64_t *sum)
 {
     const unsigned char *v = val;
     uint32_t magic, flags;
-    uint64_t l, sum;
+    uint64_t l;
     if (val_len < MM_CACHE_HDR_LEN)
         return false;
     memcpy(&magic, v, 4);
     memcpy(&flags, v + 4, 4);
     memcpy(&l, v + 8, 8);
-    memcpy(&sum, v + 16, 8);
+    memcpy(sum, v + 16, 8);
     if (magic != MM_CACHE_VALUE_MAGIC || flags != 0 || l != val_len - MM_CACHE_HDR_LEN)
         return false;
-    /* The memo remembers the last value verified at this address with this checksum: a block read in
-     * several FUSE requests is checksummed once, and a value rewritten at the same address (another
-     * checksum) is checked again. */
-    uint64_t tag = ((uint64_t)(uintptr_t)v * K1) ^ sum;
-    if (!verified || atomic_load_explicit(verified, memory_order_relaxed) != tag) {
+    *len = l;
+    return true;
+}
+
+/* The memo remembers the last value verified at this address with this checksum: a block read in several
+ * FUSE requests is checksummed once, and a value rewritten at the same address (another checksum) is
+ * checked again. */
+static uint64_t memo_tag(const void *val, uint64_t sum)
+{
+    return ((uint64_t)(uintptr_t)val * K1) ^ sum;
+}
+
+bool mm_cache_memo_holds(_Atomic uint64_t *verified, const void *val, uint64_t sum)
+{
+    return verified && atomic_load_explicit(verified, memory_order_relaxed) == memo_tag(val, sum);
+}
+
+void mm_cache_memo_set(_Atomic uint64_t *verified, const void *val, uint64_t sum)
+{
+    if (verified)
+        atomic_store_explicit(verified, memo_tag(val, sum), memory_order_relaxed);
+}
+
+bool mm_cache_value_open_checked(const void *val, size_t val_len, const void **data, size_t *len,
+                                 _Atomic uint64_t *verified)
+{
+    const unsigned char *v = val;
+    uint64_t l, sum;
+    if (!mm_cache_value_header(v, val_len, &l, &sum))
+        return false;
+    if (!mm_cache_memo_holds(verified, v, sum)) {
         if (mm_checksum64(v + MM_CACHE_HDR_LEN, (size_t)l) != sum)
             return false;
-        if (verified)
-            atomic_store_explicit(verified, tag, memory_order_relaxed);
+        mm_cache_memo_set(verified, v, sum);
     }
     *data = v + MM_CACHE_HDR_LEN;
     *len = (size_t)l;

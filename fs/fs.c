@@ -287,14 +287,14 @@ typedef struct read_job {
     uint64_t off;
 } read_job;
 
-/* Replies with pieces pointing into memory that h holds (headers, cached or just-computed blocks), or
- * returns -EAGAIN when the range must be read into a buffer. */
-static int reply_zc(fs_state *fs, fuse_req_t req, size_t idx, uint64_t off, size_t size, int compute)
+/* Replies with pieces pointing into memory held for the reply (headers, blocks in the cache writer's
+ * queue, computed now if missing), or returns -EAGAIN when the range must be copied into a buffer. */
+static int reply_zc(fs_state *fs, fuse_req_t req, size_t idx, uint64_t off, size_t size)
 {
     struct iovec iov[k_reply_pieces];
     size_t niov = 0;
     mm_vfs_hold hold;
-    ssize_t zn = mm_vfs_read_zc(fs->vfs, idx, off, size, iov, &niov, k_reply_pieces, compute, &hold);
+    ssize_t zn = mm_vfs_read_zc(fs->vfs, idx, off, size, iov, &niov, k_reply_pieces, &hold);
     if (zn == -EAGAIN)
         return -EAGAIN;
     if (zn >= 0) {
@@ -306,20 +306,27 @@ static int reply_zc(fs_state *fs, fuse_req_t req, size_t idx, uint64_t off, size
     return 0;
 }
 
+/* Replies with the range copied into this thread's buffer: everything (`compute`), or only what needs
+ * no computing or source read (else -EAGAIN, nothing sent). */
+static int reply_copy(fs_state *fs, fuse_req_t req, size_t idx, uint64_t off, size_t size, int compute)
+{
+    void *buf = mm_scratch_borrow(MM_SCRATCH_REPLY, size);
+    ssize_t n = !buf ? -ENOMEM : compute ? mm_vfs_read(fs->vfs, idx, off, size, buf)
+                                         : mm_vfs_read_cached(fs->vfs, idx, off, size, buf);
+    if (n >= 0)
+        fuse_reply_buf(req, buf, (size_t)n);
+    else if (n != -EAGAIN)
+        fuse_reply_err(req, (int)-n);
+    mm_scratch_return(MM_SCRATCH_REPLY, buf);
+    return n == -EAGAIN ? -EAGAIN : 0;
+}
+
 static void run_read(void *arg)
 {
     read_job *j = arg;
-    fs_state *fs = j->fs;
     /* With a cache, missing blocks are computed straight into the cache's queue and sent from there. */
-    if (reply_zc(fs, j->req, j->idx, j->off, j->size, 1) == -EAGAIN) {
-        void *buf = mm_scratch_borrow(MM_SCRATCH_REPLY, j->size);
-        ssize_t n = buf ? mm_vfs_read(fs->vfs, j->idx, j->off, j->size, buf) : -ENOMEM;
-        if (n < 0)
-            fuse_reply_err(j->req, (int)-n);
-        else
-            fuse_reply_buf(j->req, buf, (size_t)n);
-        mm_scratch_return(MM_SCRATCH_REPLY, buf);
-    }
+    if (reply_zc(j->fs, j->req, j->idx, j->off, j->size) == -EAGAIN)
+        (void)reply_copy(j->fs, j->req, j->idx, j->off, j->size, 1);
     free(j);
 }
 
@@ -342,9 +349,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     }
     if (size > fsize - (uint64_t)off)
         size = (size_t)(fsize - (uint64_t)off);
-    /* What is already in memory (headers, cached blocks) is sent from here at once; anything to compute
-     * or read from a source goes to the compute pool. */
-    if (reply_zc(fs, req, idx, (uint64_t)off, size, 0) == 0)
+    /* What needs no computing (headers, cached blocks) is sent from here at once; anything to compute or
+     * read from a source goes to the compute pool. */
+    if (reply_copy(fs, req, idx, (uint64_t)off, size, 0) == 0)
         return;
     read_job *j = malloc(sizeof *j);
     if (!j) {

@@ -249,18 +249,28 @@ static int compute_shared(mm_blocks *b, const mm_out_tensor *t, const void *stat
     return rc;
 }
 
-/* Block blk of t (block_len bytes) from the cache: 1 and *hit (to release), or 0 (not cached, or a
- * stored value of another length, which is then computed again). */
-static int get_block(mm_blocks *b, const mm_out_tensor *t, uint64_t blk, uint64_t block_len, mm_cache_hit *hit)
+/* Block blk of t (block_len bytes) from the writer's queue: 1 and *hit (to release), or 0 (not queued,
+ * or a value of another length, which is then computed again). */
+static int queued_block(mm_blocks *b, const mm_out_tensor *t, uint64_t blk, uint64_t block_len, mm_cache_hit *hit)
 {
     unsigned char key[MM_CACHE_KEY_LEN];
     block_key(t, blk, key);
-    if (!mm_cache_get(b->cache, MM_CACHE_BLOCKS, key, sizeof key, hit))
+    if (!mm_cache_get_queued(b->cache, MM_CACHE_BLOCKS, key, sizeof key, hit))
         return 0;
     if (hit->len == block_len)
         return 1;
     mm_cache_release(b->cache, hit);
     return 0;
+}
+
+/* Bytes [from, from + n) of block blk of t (block_len bytes) copied from the cache into dst: 1, or 0
+ * when it is not cached (or stored with another length). */
+static int copy_block(mm_blocks *b, const mm_out_tensor *t, uint64_t blk, uint64_t block_len, uint64_t from, size_t n,
+                      unsigned char *dst)
+{
+    unsigned char key[MM_CACHE_KEY_LEN];
+    block_key(t, blk, key);
+    return mm_cache_read(b->cache, MM_CACHE_BLOCKS, key, sizeof key, (size_t)block_len, from, dst, n);
 }
 
 /* Counts a hit on block blk of t. A read that reaches the end of a block (`to_end`) is most likely
@@ -310,7 +320,7 @@ static int stats_once(mm_blocks *b, const mm_out_tensor *t, const void **stats, 
 }
 
 int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, struct iovec *iov, size_t *niov,
-                   size_t max, int compute, mm_blocks_hold *h)
+                   size_t max, mm_blocks_hold *h)
 {
     if (!b->cache)
         return 1; /* nothing to point at: the caller reads (and checks the sources) */
@@ -326,12 +336,14 @@ int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
         const span s = block_span(t, blk, off, end);
         mm_cache_hit *hit = &h->hits[h->n];
         const unsigned char *bytes;
-        if (get_block(b, t, blk, s.b1 - s.b0, hit)) {
+        unsigned char key[MM_CACHE_KEY_LEN];
+        block_key(t, blk, key);
+        if (queued_block(b, t, blk, s.b1 - s.b0, hit)) {
             h->n++;
             hit_mask |= 1ull << k;
             bytes = hit->data;
-        } else if (!compute) {
-            return 1;
+        } else if (mm_cache_has(b->cache, MM_CACHE_BLOCKS, key, sizeof key)) {
+            return 1; /* stored: copied out by mm_blocks_read, cheaper than mapping it */
         } else {
             atomic_fetch_add(&b->misses, 1);
             flight *f;
@@ -368,7 +380,8 @@ void mm_blocks_hold_release(mm_blocks *b, mm_blocks_hold *h)
     h->n = h->nflights = 0;
 }
 
-int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf)
+/* mm_blocks_read, or with !compute mm_blocks_read_cached. */
+static int read_range(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf, int compute)
 {
     /* Cache hits and the statistics memo included: nothing derived from a source that was seen changed
      * is served (merge/plan/srcfile.h). */
@@ -376,6 +389,8 @@ int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
         return -EIO;
     const void *stats = NULL;
     if (!b->cache) {
+        if (!compute)
+            return 1;
         int rc = stats_get(b, t, &stats);
         if (rc < 0)
             return rc;
@@ -388,13 +403,13 @@ int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
     for (uint64_t blk = off / bs; blk * bs < end; blk++) {
         const span sp = block_span(t, blk, off, end);
         const uint64_t b0 = sp.b0, b1 = sp.b1, a = sp.a, z = sp.z;
-        mm_cache_hit hit;
-        if (get_block(b, t, blk, b1 - b0, &hit)) {
-            memcpy(dst + (a - off), (const unsigned char *)hit.data + (a - b0), (size_t)(z - a));
-            mm_cache_release(b->cache, &hit);
-            count_hit(b, t, blk, z == b1);
+        if (copy_block(b, t, blk, b1 - b0, a - b0, (size_t)(z - a), dst + (a - off))) {
+            if (compute)
+                count_hit(b, t, blk, z == b1);
             continue;
         }
+        if (!compute)
+            return 1;
         atomic_fetch_add(&b->misses, 1);
         /* Statistics only when something must be computed: a fully cached tensor needs no pre-pass. */
         int rc = stats_once(b, t, &stats, &stats_known);
@@ -404,7 +419,23 @@ int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
         if (rc < 0)
             return rc;
     }
+    /* A read that only copies counts its hits once it is known to be served. */
+    if (!compute)
+        for (uint64_t blk = off / bs; blk * bs < end; blk++) {
+            const span sp = block_span(t, blk, off, end);
+            count_hit(b, t, blk, sp.z == sp.b1);
+        }
     return 0;
+}
+
+int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf)
+{
+    return read_range(b, t, off, len, buf, 1);
+}
+
+int mm_blocks_read_cached(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf)
+{
+    return read_range(b, t, off, len, buf, 0);
 }
 
 void mm_blocks_stats_json(mm_blocks *b, mm_buf *out)

@@ -31,6 +31,9 @@ void mm_blocks_set_cache(mm_blocks *b, mm_cache *c, const char *dir);
  * are never errors here. -EIO also, cache hits included, once a source of t was seen changed
  * (mm_srcfile_check_tensor). */
 int mm_blocks_read(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf);
+/* The same when every block the range touches is cached (queued or stored): 0 with the bytes in buf, 1
+ * when one is not (nothing is computed or counted; buf holds garbage), or -EIO as mm_blocks_read. */
+int mm_blocks_read_cached(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, void *buf);
 
 /* Zero-copy reads: with a cache, a reply can point into the cache's memory (a stored block, or one just
  * computed into the writer's queue) instead of a copy of it. A hold keeps the memory of the pieces it
@@ -44,15 +47,16 @@ typedef struct mm_blocks_hold {
 } mm_blocks_hold;
 
 /* Appends bytes [off, off + len) of t as pieces to iov[*niov..max), holding each piece's memory in h
- * (which must start empty or hold earlier pieces of the same read). Blocks not in the cache are, when
- * `compute`, computed (once, as mm_blocks_read does) straight into the cache's queue. Returns 0; 1 when
- * there is no cache, a block is missing and !compute, or iov or h is full (the caller reads with
- * mm_blocks_read instead: blocks computed so far are cached by then, and hits are not counted); or a
- * negative errno (-EIO: a source was seen changed or could not be read; -ENOMEM). After 1 or an error,
- * h must still be released. On 0, counts hits and starts prefetches as mm_blocks_read does. */
+ * (which must start empty or hold earlier pieces of the same read): blocks in the cache writer's queue,
+ * and blocks not cached at all, which are computed (once, as mm_blocks_read does) straight into the
+ * queue. Returns 0; 1 when there is no cache, a block is stored (mm_blocks_read copies it out more
+ * cheaply than it could be mapped), or iov or h is full (the caller reads with mm_blocks_read instead:
+ * blocks computed so far are cached by then, and hits are not counted); or a negative errno (-EIO: a
+ * source was seen changed or could not be read; -ENOMEM). After 1 or an error, h must still be
+ * released. On 0, counts hits and starts prefetches as mm_blocks_read does. */
 struct iovec;
 int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, struct iovec *iov, size_t *niov,
-                   size_t max, int compute, mm_blocks_hold *h);
+                   size_t max, mm_blocks_hold *h);
 /* Releases everything h holds (the pieces' memory may go away); h is empty afterwards. */
 void mm_blocks_hold_release(mm_blocks *b, mm_blocks_hold *h);
 

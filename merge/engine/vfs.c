@@ -269,23 +269,26 @@ static int each_tensor_piece(const mm_vfs *v, const vfile *f, uint64_t off, uint
 typedef struct copy_ctx {
     mm_blocks *blocks;
     char *buf;
+    int compute;
 } copy_ctx;
 
 static int copy_piece(void *vctx, const mm_out_tensor *t, uint64_t toff, size_t n, size_t at)
 {
     copy_ctx *c = vctx;
-    return mm_blocks_read(c->blocks, t, toff, n, c->buf + at);
+    return c->compute ? mm_blocks_read(c->blocks, t, toff, n, c->buf + at)
+                      : mm_blocks_read_cached(c->blocks, t, toff, n, c->buf + at);
 }
 
-/* Shard data: header bytes, then each tensor's bytes from the engine. */
-static int read_shard(const mm_vfs *v, const vfile *f, uint64_t off, size_t len, char *buf)
+/* Shard data: header bytes, then each tensor's bytes from the engine (or, without `compute`, only from
+ * the cache: 1 when a block is not there). */
+static int read_shard(const mm_vfs *v, const vfile *f, uint64_t off, size_t len, char *buf, int compute)
 {
     uint64_t end = off + len;
     if (off < f->data_len) {
         size_t n = (size_t)((end < f->data_len ? end : f->data_len) - off);
         memcpy(buf, f->data + off, n);
     }
-    copy_ctx c = {v->blocks, buf};
+    copy_ctx c = {v->blocks, buf, compute};
     return each_tensor_piece(v, f, off, end, copy_piece, &c);
 }
 
@@ -320,7 +323,6 @@ typedef struct peek_ctx {
     mm_blocks *blocks;
     struct iovec *iov;
     size_t *niov, max;
-    int compute;
     mm_blocks_hold *hold;
 } peek_ctx;
 
@@ -328,11 +330,11 @@ static int peek_piece(void *vctx, const mm_out_tensor *t, uint64_t toff, size_t 
 {
     (void)at; /* pieces are appended in file order */
     peek_ctx *c = vctx;
-    return mm_blocks_peek(c->blocks, t, toff, n, c->iov, c->niov, c->max, c->compute, c->hold);
+    return mm_blocks_peek(c->blocks, t, toff, n, c->iov, c->niov, c->max, c->hold);
 }
 
 ssize_t mm_vfs_read_zc(mm_vfs *v, size_t idx, uint64_t off, size_t len, struct iovec *iov, size_t *niov, size_t max,
-                       int compute, mm_vfs_hold *h)
+                       mm_vfs_hold *h)
 {
     h->blocks.n = h->blocks.nflights = 0;
     *niov = 0;
@@ -346,7 +348,7 @@ ssize_t mm_vfs_read_zc(mm_vfs *v, size_t idx, uint64_t off, size_t len, struct i
         rc = zc_static(f, off, end, iov, niov, max);
     } else if (f->kind == VF_SHARD && v->blocks) {
         rc = zc_static(f, off, end, iov, niov, max);
-        peek_ctx c = {v->blocks, iov, niov, max, compute, &h->blocks};
+        peek_ctx c = {v->blocks, iov, niov, max, &h->blocks};
         if (rc == 0)
             rc = each_tensor_piece(v, f, off, end, peek_piece, &c);
     } else {
@@ -369,7 +371,8 @@ void mm_vfs_hold_release(mm_vfs *v, mm_vfs_hold *h)
     h->blocks.n = h->blocks.nflights = 0;
 }
 
-ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf)
+/* mm_vfs_read, or without `compute` mm_vfs_read_cached. */
+static ssize_t read_file(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf, int compute)
 {
     const vfile *f;
     int at = clamp_read(v, idx, off, &len, &f);
@@ -381,18 +384,30 @@ ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf)
         memcpy(buf, f->data + off, len);
         break;
     case VF_SOURCE:
-        rc = mm_srcfile_pread(f->src, buf, len, off);
+        rc = compute ? mm_srcfile_pread(f->src, buf, len, off) : 1;
         break;
     case VF_SHARD:
-        rc = read_shard(v, f, off, len, buf);
+        rc = read_shard(v, f, off, len, buf, compute);
         break;
     case VF_GGUF:
-        rc = mm_gguf_read(f->gguf, v->plan, v->blocks, off, len, buf);
+        rc = compute ? mm_gguf_read(f->gguf, v->plan, v->blocks, off, len, buf) : 1;
         break;
     }
+    if (rc > 0)
+        return -EAGAIN;
     if (rc < 0)
         return rc;
     if (v->blocks)
         mm_blocks_count_served(v->blocks, len);
     return (ssize_t)len;
+}
+
+ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf)
+{
+    return read_file(v, idx, off, len, buf, 1);
+}
+
+ssize_t mm_vfs_read_cached(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf)
+{
+    return read_file(v, idx, off, len, buf, 0);
 }

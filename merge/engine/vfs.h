@@ -65,18 +65,23 @@ void mm_vfs_id(const mm_vfs *v, char hex[65]);
  * changed since it was opened (merge/plan/srcfile.h; a message naming the file is logged once). */
 ssize_t mm_vfs_read(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf);
 
+/* The same bytes as mm_vfs_read when nothing must be computed or read from a source: headers, small
+ * files and cached blocks (stored ones copied out of the cache's file). -EAGAIN when something must
+ * (buf then holds garbage; nothing was counted). For answering at once what is cheap. */
+ssize_t mm_vfs_read_cached(mm_vfs *v, size_t idx, uint64_t off, size_t len, void *buf);
+
 /* Zero-copy reads. The same bytes as mm_vfs_read, as pieces pointing into the vfs's own memory (headers,
- * small files) and the block cache's (a shard's blocks; missing ones are computed first into the cache's
- * queue when `compute`, see mm_blocks_peek): returns the byte count, with iov[0..*niov) filled (at most
- * `max` pieces) and the cache memory held by h until mm_vfs_hold_release. -EAGAIN: read this range with
- * mm_vfs_read (no cache, a block missing and !compute, a file served from its source or the GGUF view,
- * or too many pieces; h holds nothing). Other negative errno: the error mm_vfs_read would return. */
+ * small files) and the block cache's writer queue (a shard's blocks; missing ones are computed first
+ * into the queue, see mm_blocks_peek): returns the byte count, with iov[0..*niov) filled (at most `max`
+ * pieces) and the memory held by h until mm_vfs_hold_release. -EAGAIN: read this range with mm_vfs_read
+ * (no cache, a block already stored, a file served from its source or the GGUF view, or too many
+ * pieces; h holds nothing). Other negative errno: the error mm_vfs_read would return. */
 struct iovec;
 typedef struct mm_vfs_hold {
     mm_blocks_hold blocks;
 } mm_vfs_hold;
 ssize_t mm_vfs_read_zc(mm_vfs *v, size_t idx, uint64_t off, size_t len, struct iovec *iov, size_t *niov, size_t max,
-                       int compute, mm_vfs_hold *h);
+                       mm_vfs_hold *h);
 void mm_vfs_hold_release(mm_vfs *v, mm_vfs_hold *h);
 
 #endif
