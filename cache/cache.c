@@ -149,6 +149,40 @@ static void prefetch(const void *data, size_t len)
         (void)madvise((void *)a, z - a, MADV_WILLNEED);
 }
 
+int mm_cache_lookup(mm_cache *c, mm_cache_table table, MDB_val *k, MDB_txn **txn, MDB_val *v)
+{
+    int rc = mm_cache_rtxn_acquire(c, txn);
+    if (rc) {
+        mm_cache_log_once(MM_CACHE_LOG_READ, "cannot read the cache at %s (%s); computing instead", c->env.dir,
+                          mm_cache_strerror(rc));
+        return 0;
+    }
+    rc = mdb_get(*txn, mm_cache_table_dbi(&c->env, table), k, v);
+    if (rc) {
+        if (rc != MDB_NOTFOUND)
+            mm_cache_log_once(MM_CACHE_LOG_READ, "cannot read the cache at %s (%s); computing instead", c->env.dir,
+                              mm_cache_strerror(rc));
+        mm_cache_rtxn_release(c, *txn);
+        return 0;
+    }
+    return 1;
+}
+
+int mm_cache_hit_checked(mm_cache *c, mm_cache_table table, MDB_txn *txn, MDB_val *k, bool verified)
+{
+    if (!verified) {
+        mm_cache_rtxn_release(c, txn);
+        atomic_fetch_add(&c->corrupt, 1);
+        mm_cache_log_once(MM_CACHE_LOG_CORRUPT, "a cache entry in %s failed its checksum; it is dropped and recomputed",
+                          c->env.dir);
+        mm_cache_enqueue_drop(c, table, k->mv_data);
+        return 0;
+    }
+    if (mm_cache_touch_wanted(c, txn, k))
+        mm_cache_enqueue_touch(c, table, k->mv_data);
+    return 1;
+}
+
 int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_len, mm_cache_hit *hit)
 {
     memset(hit, 0, sizeof *hit);
@@ -159,35 +193,15 @@ int mm_cache_get(mm_cache *c, mm_cache_table table, const void *key, size_t key_
     if (mm_cache_get_queued(c, table, key, key_len, hit))
         return 1;
     MDB_txn *txn;
-    int rc = mm_cache_rtxn_acquire(c, &txn);
-    if (rc) {
-        mm_cache_log_once(MM_CACHE_LOG_READ, "cannot read the cache at %s (%s); computing instead", c->env.dir,
-                          mm_cache_strerror(rc));
-        return 0;
-    }
     MDB_val k = {key_len, (void *)key}, v;
-    rc = mdb_get(txn, mm_cache_table_dbi(&c->env, table), &k, &v);
-    if (rc) {
-        if (rc != MDB_NOTFOUND)
-            mm_cache_log_once(MM_CACHE_LOG_READ, "cannot read the cache at %s (%s); computing instead", c->env.dir,
-                              mm_cache_strerror(rc));
-        mm_cache_rtxn_release(c, txn);
+    if (!mm_cache_lookup(c, table, &k, &txn, &v))
         return 0;
-    }
     prefetch(v.mv_data, v.mv_size);
     const void *data;
     size_t len;
     _Atomic uint64_t *memo = &c->verified[((uintptr_t)v.mv_data >> 12) % MM_CACHE_VERIFIED_SLOTS];
-    if (!mm_cache_value_open_checked(v.mv_data, v.mv_size, &data, &len, memo)) {
-        mm_cache_rtxn_release(c, txn);
-        atomic_fetch_add(&c->corrupt, 1);
-        mm_cache_log_once(MM_CACHE_LOG_CORRUPT, "a cache entry in %s failed its checksum; it is dropped and recomputed",
-                          c->env.dir);
-        mm_cache_enqueue_drop(c, table, key);
+    if (!mm_cache_hit_checked(c, table, txn, &k, mm_cache_value_open_checked(v.mv_data, v.mv_size, &data, &len, memo)))
         return 0;
-    }
-    if (mm_cache_touch_wanted(c, txn, &k))
-        mm_cache_enqueue_touch(c, table, key);
     hit->data = data;
     hit->len = len;
     hit->txn = txn;
@@ -218,12 +232,11 @@ int mm_cache_has(mm_cache *c, mm_cache_table table, const void *key, size_t key_
         return 1;
     }
     MDB_txn *txn;
-    if (mm_cache_rtxn_acquire(c, &txn))
-        return 0;
     MDB_val k = {key_len, (void *)key}, v;
-    int rc = mdb_get(txn, mm_cache_table_dbi(&c->env, table), &k, &v);
+    if (!mm_cache_lookup(c, table, &k, &txn, &v))
+        return 0;
     mm_cache_rtxn_release(c, txn);
-    return rc == 0;
+    return 1;
 }
 
 void mm_cache_prefetch(mm_cache *c, mm_cache_table table, const void *key, size_t key_len)

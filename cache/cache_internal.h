@@ -257,6 +257,13 @@ int mm_cache_prefetch_offset(mm_cache *c, const void *data, size_t len);
 /* Read transactions from the pool (cache.c): 0 or an LMDB code; released ones are reset and kept. */
 int mm_cache_rtxn_acquire(mm_cache *c, MDB_txn **out);
 void mm_cache_rtxn_release(mm_cache *c, MDB_txn *txn);
+/* Looks k up in a pooled read transaction: 1 with *txn held (release it with mm_cache_rtxn_release) and
+ * v pointing into the map; 0 on a miss or a read problem (logged once; nothing held). */
+int mm_cache_lookup(mm_cache *c, mm_cache_table table, MDB_val *k, MDB_txn **txn, MDB_val *v);
+/* The end of a lookup that found k's value: when it did not verify, releases txn, counts and logs the
+ * corruption, queues the entry's drop and returns 0; else queues a touch if due and returns 1 (txn still
+ * held). */
+int mm_cache_hit_checked(mm_cache *c, mm_cache_table table, MDB_txn *txn, MDB_val *k, bool verified);
 /* Whether a hit on key k (read in txn) should queue a touch (mm_cache_touch_due). */
 bool mm_cache_touch_wanted(mm_cache *c, MDB_txn *txn, MDB_val *k);
 

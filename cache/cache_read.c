@@ -98,21 +98,10 @@ int mm_cache_read(mm_cache *c, mm_cache_table table, const void *key, size_t key
         return ok;
     }
     MDB_txn *txn;
-    int rc = mm_cache_rtxn_acquire(c, &txn);
-    if (rc) {
-        mm_cache_log_once(MM_CACHE_LOG_READ, "cannot read the cache at %s (%s); computing instead", c->env.dir,
-                          mm_cache_strerror(rc));
-        return 0;
-    }
     MDB_val k = {key_len, (void *)key}, v;
-    rc = mdb_get(txn, mm_cache_table_dbi(&c->env, table), &k, &v);
-    if (rc) {
-        if (rc != MDB_NOTFOUND)
-            mm_cache_log_once(MM_CACHE_LOG_READ, "cannot read the cache at %s (%s); computing instead", c->env.dir,
-                              mm_cache_strerror(rc));
-        mm_cache_rtxn_release(c, txn);
+    if (!mm_cache_lookup(c, table, &k, &txn, &v))
         return 0;
-    }
+    int rc;
     /* The header: 24 bytes at the value's start, read with the rest unless the offset is not known. */
     bool derived, corrupt = false;
     int64_t off = value_offset(c, v.mv_data, v.mv_size, &derived);
@@ -141,16 +130,8 @@ int mm_cache_read(mm_cache *c, mm_cache_table table, const void *key, size_t key
     } else {
         corrupt = !copy_mapped(c, &v, from, dst, n);
     }
-    if (corrupt) {
-        mm_cache_rtxn_release(c, txn);
-        atomic_fetch_add(&c->corrupt, 1);
-        mm_cache_log_once(MM_CACHE_LOG_CORRUPT, "a cache entry in %s failed its checksum; it is dropped and recomputed",
-                          c->env.dir);
-        mm_cache_enqueue_drop(c, table, key);
+    if (!mm_cache_hit_checked(c, table, txn, &k, !corrupt))
         return 0;
-    }
-    if (mm_cache_touch_wanted(c, txn, &k))
-        mm_cache_enqueue_touch(c, table, key);
     mm_cache_rtxn_release(c, txn);
     return 1;
 }
