@@ -371,6 +371,85 @@ static void test_flipped_byte(void)
     free(dir);
 }
 
+/* 1 when mm_cache_read of [from, from + n) of block i gives the bytes put_block(i, len, seed) stored at
+ * from; 0 on a miss; -1 on other bytes. */
+static int read_part(mm_cache *c, unsigned i, size_t len, uint64_t seed, size_t from, size_t n)
+{
+    unsigned char key[MM_CACHE_KEY_LEN];
+    unsigned char *v = mm_xmalloc(len ? len : 1), *got = mm_xmalloc(n ? n : 1);
+    make_key(key, i);
+    fill(v, len, seed);
+    memset(got, 0xee, n);
+    int r = mm_cache_read(c, MM_CACHE_BLOCKS, key, sizeof key, len, from, got, n);
+    if (r == 1 && memcmp(got, v + from, n) != 0)
+        r = -1;
+    free(v);
+    free(got);
+    return r;
+}
+
+/* Hits copied with pread at the value's place in data.mdb (mm_cache_read): any part of a large value, a
+ * small value (inside a leaf page: read through the map), queued values, another length (a miss), and a
+ * flipped byte on disk (a miss, counted corrupt), before and after the map's start is known. */
+static void test_read_copies(void)
+{
+    char *dir = new_dir();
+    const size_t big = (1u << 20) + 12345, small = 100;
+    mm_cache *c = open_cache(dir, 256ull * MIB);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    put_block(c, 1, big, 1);
+    CHECK(read_part(c, 1, big, 1, 0, big) == 1); /* from the queue, before any commit */
+    put_block(c, 2, big, 2);
+    put_block(c, 3, small, 3);
+    put_block(c, 4, big, 4);
+    mm_cache_close(c);
+
+    c = open_cache(dir, 256ull * MIB);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    /* the first read learns where the map starts; the others use it */
+    CHECK(read_part(c, 2, big, 2, 4096, 65536) == 1);
+    CHECK(read_part(c, 2, big, 2, 0, big) == 1);
+    CHECK(read_part(c, 2, big, 2, big - 7, 7) == 1);
+    CHECK(read_part(c, 1, big, 1, 1, big - 1) == 1);
+    CHECK(read_part(c, 4, big, 4, 777, 300000) == 1);
+    CHECK(read_part(c, 3, small, 3, 10, 50) == 1);
+    CHECK(read_part(c, 2, big - 1, 2, 0, 10) == 0); /* stored with another length */
+    CHECK(read_part(c, 9, big, 9, 0, 10) == 0);     /* absent */
+    CHECK(read_part(c, 2, big, 2, big, 1) == 0);    /* past the value: refused */
+    unsigned char key[MM_CACHE_KEY_LEN];
+    make_key(key, 4);
+    CHECK(mm_cache_has(c, MM_CACHE_BLOCKS, key, sizeof key) == 1);
+    make_key(key, 9);
+    CHECK(mm_cache_has(c, MM_CACHE_BLOCKS, key, sizeof key) == 0);
+    CHECK(counters(c).corrupt == 0);
+    mm_cache_close(c);
+
+    /* a flipped byte in block 4 on disk: a new process (empty memo) finds it whichever part it reads */
+    unsigned char *v = mm_xmalloc(big);
+    fill(v, big, 4);
+    char *data_mdb = mm_path_join(dir, "data.mdb");
+    CHECK(flip_in_file(data_mdb, v + 500000, 64, 9) == 1);
+    free(data_mdb);
+    free(v);
+    c = open_cache(dir, 256ull * MIB);
+    if (!c) {
+        free(dir);
+        return;
+    }
+    CHECK(read_part(c, 2, big, 2, 0, 100) == 1); /* learns the map's start from an intact value */
+    CHECK(read_part(c, 4, big, 4, 0, 100) == 0);
+    CHECK(counters(c).corrupt == 1);
+    CHECK(read_part(c, 1, big, 1, 0, big) == 1);
+    mm_cache_close(c);
+    free(dir);
+}
+
 static void test_corrupt_environment(void)
 {
     char *dir = new_dir();
@@ -1086,6 +1165,7 @@ int main(void)
     test_round_trip_and_reopen();
     test_size_limit_and_lru();
     test_flipped_byte();
+    test_read_copies();
     test_corrupt_environment();
     test_foreign_environment();
     test_clear_and_prune();
