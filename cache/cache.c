@@ -38,6 +38,7 @@ int mm_cache_open(const mm_cache_options *opt, mm_cache **out, mm_err *err)
     atomic_init(&c->puts_dropped, 0);
     atomic_init(&c->corrupt, 0);
     atomic_init(&c->resets, 0);
+    atomic_init(&c->file_reads, 0);
     atomic_init(&c->q_bytes, 0);
     bool reset;
     rc = mm_cache_env_open(&c->env, dir, mm_cache_map_size(c->size_limit), true, &reset, err);
@@ -378,4 +379,5 @@ void mm_cache_counters_get(mm_cache *c, mm_cache_counters *out)
     out->puts_dropped = atomic_load(&c->puts_dropped);
     out->corrupt = atomic_load(&c->corrupt);
     out->resets = atomic_load(&c->resets);
+    out->file_reads = atomic_load(&c->file_reads);
 }

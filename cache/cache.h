@@ -60,6 +60,7 @@ typedef struct mm_cache_counters {
     uint64_t puts_dropped;  /* values not stored (queue full, map full, disk full, already present) */
     uint64_t corrupt;       /* checksum mismatches and unreadable entries dropped */
     uint64_t resets;        /* environments wiped because they could not be opened or read, or may be torn */
+    uint64_t file_reads;    /* hits copied with pread from data.mdb (mm_cache_read), not through the map */
 } mm_cache_counters;
 
 /* What the environment holds (for `mergemount cache stats`). */

@@ -179,7 +179,7 @@ struct mm_cache {
     uint64_t size_limit;
     uint64_t txn_cap; /* bytes of queued ops per write transaction (soft: at least one op) */
 
-    _Atomic uint64_t evictions, puts_stored, puts_dropped, corrupt, resets;
+    _Atomic uint64_t evictions, puts_stored, puts_dropped, corrupt, resets, file_reads;
     _Atomic uint64_t verified[MM_CACHE_VERIFIED_SLOTS];
     _Atomic uint64_t swept_bytes; /* hit bytes since the map was last dropped from the process */
     _Atomic uintptr_t touched_lo, touched_hi; /* the span of the map hits have read */

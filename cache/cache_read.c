@@ -54,8 +54,12 @@ static int copy_value(mm_cache *c, const void *v, int64_t off, uint64_t len, uin
                       size_t n, bool derived)
 {
     _Atomic uint64_t *memo = &c->verified[((uintptr_t)v >> 12) % MM_CACHE_VERIFIED_SLOTS];
-    if (mm_cache_memo_holds(memo, v, sum))
-        return mm_pread_full(c->fd, dst, n, (uint64_t)off + MM_CACHE_HDR_LEN + from) < 0 ? -EIO : 0;
+    if (mm_cache_memo_holds(memo, v, sum)) {
+        if (mm_pread_full(c->fd, dst, n, (uint64_t)off + MM_CACHE_HDR_LEN + from) < 0)
+            return -EIO;
+        atomic_fetch_add(&c->file_reads, 1);
+        return 0;
+    }
     unsigned char *all = mm_scratch_borrow(MM_SCRATCH_CACHE_VALUE, (size_t)len);
     int rc = all ? 0 : -ENOMEM;
     if (rc == 0 && mm_pread_full(c->fd, all, (size_t)len, (uint64_t)off + MM_CACHE_HDR_LEN) < 0)
@@ -63,6 +67,7 @@ static int copy_value(mm_cache *c, const void *v, int64_t off, uint64_t len, uin
     if (rc == 0 && mm_checksum64(all, (size_t)len) != sum)
         rc = 1;
     if (rc == 0) {
+        atomic_fetch_add(&c->file_reads, 1);
         if (derived)
             atomic_store_explicit(&c->map_base_ok, true, memory_order_release);
         mm_cache_memo_set(memo, v, sum);
