@@ -261,7 +261,7 @@ void mm_cache_prefetch(mm_cache *c, mm_cache_table table, const void *key, size_
  * stays bounded whatever the model size. */
 #define MM_CACHE_SWEEP (128ull << 20)
 
-static void sweep_map(mm_cache *c, const void *data, size_t hit_len)
+void mm_cache_sweep_map(mm_cache *c, const void *data, size_t hit_len)
 {
     /* The span of the map that hits have touched (LMDB does not tell where its map is unless it is
      * fixed): widen it to cover this value. */
@@ -294,7 +294,7 @@ void mm_cache_release(mm_cache *c, mm_cache_hit *hit)
             const void *data = hit->data;
             size_t len = hit->len;
             mm_cache_rtxn_release(c, hit->txn);
-            sweep_map(c, data, len);
+            mm_cache_sweep_map(c, data, len);
         }
     }
     if (hit)

@@ -257,6 +257,9 @@ int mm_cache_prefetch_offset(mm_cache *c, const void *data, size_t len);
 /* Read transactions from the pool (cache.c): 0 or an LMDB code; released ones are reset and kept. */
 int mm_cache_rtxn_acquire(mm_cache *c, MDB_txn **out);
 void mm_cache_rtxn_release(mm_cache *c, MDB_txn *txn);
+/* Accounts a hit of hit_len bytes whose value is at data in the map; every MM_CACHE_SWEEP bytes of hits,
+ * drops the span of the map that hits touched from the process (cache.c). */
+void mm_cache_sweep_map(mm_cache *c, const void *data, size_t hit_len);
 /* Looks k up in a pooled read transaction: 1 with *txn held (release it with mm_cache_rtxn_release) and
  * v pointing into the map; 0 on a miss or a read problem (logged once; nothing held). */
 int mm_cache_lookup(mm_cache *c, mm_cache_table table, MDB_val *k, MDB_txn **txn, MDB_val *v);

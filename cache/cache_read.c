@@ -138,6 +138,9 @@ int mm_cache_read(mm_cache *c, mm_cache_table table, const void *key, size_t key
     if (!mm_cache_hit_checked(c, table, txn, &k, !corrupt))
         return 0;
     mm_cache_rtxn_release(c, txn);
+    /* The lookup mapped the tree's pages on the way (and the kernel maps whole large folios around
+     * them): those are dropped from the process like the pages of hits read through the map. */
+    mm_cache_sweep_map(c, v.mv_data, n);
     return 1;
 }
 
