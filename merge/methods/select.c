@@ -245,6 +245,82 @@ void mm_selector_end_pass(mm_selector *s)
     s->fed = 0;
 }
 
+int mm_selector_pass(const mm_selector *s)
+{
+    return s->passes; /* a pass that ends the selection is not counted as completed (finish) */
+}
+
+uint64_t mm_selector_bin_count(const mm_selector *s, uint32_t b)
+{
+    return s->hist[b] + s->sub[0][b] + s->sub[1][b]; /* flushed, and not yet flushed */
+}
+
+/* The bin of searched key `sk` in the current pass; 0 when the pass does not count it. */
+static int bin_of(const mm_selector *s, uint32_t sk, uint32_t *bin)
+{
+    if (s->passes == 0) {
+        *bin = sk >> 16;
+        return 1;
+    }
+    *bin = sk & 0xFFFFu;
+    return sk >> 16 == s->bucket;
+}
+
+/* The byte at which the rank-th (1-based) of the counts c[0..256) lies, and how many lie before it. */
+static uint32_t find_byte(const uint64_t *c, uint64_t rank, uint64_t *before)
+{
+    uint64_t acc = 0;
+    uint32_t d = 0;
+    for (; d < 255 && acc + c[d] < rank; d++)
+        acc += c[d];
+    *before = acc;
+    return d;
+}
+
+uint32_t mm_selector_estimate_bin(const mm_selector *s, const uint32_t *keys, size_t m, uint64_t n)
+{
+    if (s->done || n == 0)
+        return MM_SELECT_NO_BIN;
+    const uint32_t flip = s->largest ? 0xFFFFFFFFu : 0;
+    /* The bin's two bytes one after the other, with 256 counters each: a full 65,536-bin histogram
+     * for a sample of a few thousand keys would cost more to clear than to fill. */
+    uint64_t hi[256] = {0}, lo[256] = {0}, counted = 0;
+    uint32_t bin;
+    for (size_t i = 0; i < m; i++)
+        if (bin_of(s, keys[i] ^ flip, &bin))
+            hi[bin >> 8]++, counted++;
+    if (counted == 0)
+        return MM_SELECT_NO_BIN;
+    /* the rank sought among all n values (pass 2: among those of the bucket), scaled to the sample */
+    const double sought = (double)(s->passes == 0 ? s->k : s->rank);
+    uint64_t rank = (uint64_t)(sought * (double)m / (double)n + 0.5);
+    rank = rank < 1 ? 1 : rank > counted ? counted : rank;
+    uint64_t before;
+    const uint32_t h = find_byte(hi, rank, &before);
+    for (size_t i = 0; i < m; i++)
+        if (bin_of(s, keys[i] ^ flip, &bin) && bin >> 8 == h)
+            lo[bin & 255u]++;
+    uint64_t unused;
+    return h << 8 | find_byte(lo, rank - before, &unused);
+}
+
+uint32_t mm_selector_bin_step(const mm_selector *s)
+{
+    if (s->passes == 0)
+        return 1;
+    /* pass 1 saw the low bits of the bucket's half: below the lowest one that varied, every key of
+     * the bucket has the same bits */
+    const uint32_t half = s->bucket >> 15, vary = (s->low_or[half] ^ s->low_and[half]) & 0xFFFFu;
+    return vary ? vary & (0u - vary) : 1;
+}
+
+uint32_t mm_selector_threshold_bin(const mm_selector *s)
+{
+    /* thr is bucket << 16 | low: pass 1 decided the bucket (its low bits were all the same), pass 2 the
+     * low bits inside it */
+    return s->passes == 0 ? s->thr >> 16 : s->thr & 0xFFFFu;
+}
+
 uint32_t mm_selector_threshold_key(const mm_selector *s)
 {
     return s->largest ? ~s->thr : s->thr;
