@@ -624,7 +624,7 @@ static int setup_passes(prepass_ctx *p)
         return -ENOMEM;
     for (size_t w = 0; w < p->nworkers; w++)
         p->workers[w].p = p;
-    p->base_bit = (uint64_t)1 << t->base;
+    p->base_bit = t->base >= 0 ? (uint64_t)1 << t->base : 0; /* (the task-arithmetic family needs one) */
     for (size_t i = 0; i < t->ninputs; i++)
         if (active(p, i))
             p->models |= (uint64_t)1 << i;
