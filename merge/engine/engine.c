@@ -13,6 +13,9 @@
 #include "merge/plan/rowmap.h"
 #include "rows.h"
 
+/* A load mask has one bit per input. */
+_Static_assert(MM_MAX_INPUTS <= 64, "mm_engine_stream_inputs: one bit of a uint64_t per input");
+
 /* Elements per step: inputs and output of one step stay in L2 cache. */
 #define CHUNK 8192
 
@@ -196,11 +199,12 @@ static uint64_t alignment(const mm_out_tensor *t)
     }
 }
 
-/* Walks [e0, e0 + n) in chunks (a multiple of the alignment, unless at the end), loading every input
- * and calling fn for each. Shared by kernels (fn computes and stores) and pre-passes. */
+/* Walks [e0, e0 + n) in chunks (a multiple of the alignment, unless at the end), loading the inputs
+ * of `load` (MM_ENGINE_ALL_INPUTS for kernels) and calling fn for each. Shared by kernels (fn computes
+ * and stores) and pre-passes. */
 typedef int (*chunk_fn)(void *ctx, mm_kernel_args *a);
 
-static int walk(const mm_out_tensor *t, uint64_t e0, uint64_t n, chunk_fn fn, void *ctx)
+static int walk(const mm_out_tensor *t, uint64_t e0, uint64_t n, uint64_t load, chunk_fn fn, void *ctx)
 {
     const uint64_t al = alignment(t);
     const size_t k = t->concat_seg ? 1 : t->ninputs; /* packed experts are read as one input */
@@ -220,8 +224,12 @@ static int walk(const mm_out_tensor *t, uint64_t e0, uint64_t n, chunk_fn fn, vo
         free(win);
         return -ENOMEM;
     }
+    /* The buffers keep their places whatever is loaded; an input not loaded is NULL, so that a use of
+     * it fails at once instead of reading stale values. Packed experts are one input: always loaded. */
+    if (t->concat_seg)
+        load = MM_ENGINE_ALL_INPUTS;
     for (size_t i = 0; i < k; i++)
-        in[i] = vals + i * chunk;
+        in[i] = load >> i & 1 ? vals + i * chunk : NULL;
     for (size_t i = 0; i < nwin; i++)
         win[i].buf = raw + chunk * 8 + i * WINDOW_BYTES;
     mm_kernel_args a = {.t = t, .row_len = mm_engine_row_len(t), .in = in, .out = vals + k * chunk,
@@ -230,7 +238,8 @@ static int walk(const mm_out_tensor *t, uint64_t e0, uint64_t n, chunk_fn fn, vo
     for (uint64_t done = 0; done < n && rc == 0; done += chunk) {
         size_t m = n - done < chunk ? (size_t)(n - done) : chunk;
         for (size_t i = 0; i < k && rc == 0; i++)
-            rc = load_input(t, &t->inputs[i], e0 + done, m, nwin ? &win[i] : NULL, e0 + n, raw, (float *)in[i]);
+            if (in[i])
+                rc = load_input(t, &t->inputs[i], e0 + done, m, nwin ? &win[i] : NULL, e0 + n, raw, (float *)in[i]);
         if (rc < 0)
             break;
         a.e0 = e0 + done;
@@ -273,10 +282,16 @@ static int stream_chunk(void *vctx, mm_kernel_args *a)
     return c->fn(c->ctx, a);
 }
 
-int mm_engine_stream_range(const mm_out_tensor *t, uint64_t e0, uint64_t e1, mm_stream_fn fn, void *ctx)
+int mm_engine_stream_inputs(const mm_out_tensor *t, uint64_t e0, uint64_t e1, uint64_t load, mm_stream_fn fn,
+                            void *ctx)
 {
     stream_ctx c = {fn, ctx};
-    return e1 > e0 ? walk(t, e0, e1 - e0, stream_chunk, &c) : 0;
+    return e1 > e0 ? walk(t, e0, e1 - e0, load, stream_chunk, &c) : 0;
+}
+
+int mm_engine_stream_range(const mm_out_tensor *t, uint64_t e0, uint64_t e1, mm_stream_fn fn, void *ctx)
+{
+    return mm_engine_stream_inputs(t, e0, e1, MM_ENGINE_ALL_INPUTS, fn, ctx);
 }
 
 int mm_engine_stream(const mm_out_tensor *t, mm_stream_fn fn, void *ctx)
@@ -323,12 +338,12 @@ int mm_engine_read(const mm_out_tensor *t, const void *stats, uint64_t off, size
     compute_ctx c = {.stats = stats, .first = e0};
     if (skip == 0 && (e1 - e0) * es == len) {
         c.out = buf;
-        return walk(t, e0, e1 - e0, compute_chunk, &c);
+        return walk(t, e0, e1 - e0, MM_ENGINE_ALL_INPUTS, compute_chunk, &c);
     }
     c.out = mm_scratch_borrow(MM_SCRATCH_ENGINE_OUT, (size_t)((e1 - e0) * es));
     if (!c.out)
         return -ENOMEM;
-    int rc = walk(t, e0, e1 - e0, compute_chunk, &c);
+    int rc = walk(t, e0, e1 - e0, MM_ENGINE_ALL_INPUTS, compute_chunk, &c);
     if (rc == 0)
         memcpy(buf, c.out + skip, len);
     mm_scratch_return(MM_SCRATCH_ENGINE_OUT, c.out);

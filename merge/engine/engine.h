@@ -26,6 +26,12 @@ int mm_engine_stream(const mm_out_tensor *t, mm_stream_fn fn, void *ctx);
 /* The same over elements [e0, e1) only, so that threads can share a pass: e0 must be a multiple of
  * the method's alignment (rows, granules) and e1 one too or the tensor's end; chunks start at e0. */
 int mm_engine_stream_range(const mm_out_tensor *t, uint64_t e0, uint64_t e1, mm_stream_fn fn, void *ctx);
+/* The same loading only the inputs whose bit is set in `load` (bit i: input i; MM_ENGINE_ALL_INPUTS is
+ * every one), for passes that look at a few inputs: chunk->in[i] of the others is NULL. Packed experts
+ * (t->concat_seg) are read as one input whatever `load` says. */
+#define MM_ENGINE_ALL_INPUTS UINT64_MAX
+int mm_engine_stream_inputs(const mm_out_tensor *t, uint64_t e0, uint64_t e1, uint64_t load, mm_stream_fn fn,
+                            void *ctx);
 
 /* Asks the kernel to start reading, in the background, the source bytes that elements [e0, e1) of t
  * need (posix_fadvise WILLNEED on each input's byte span), so that the disk works on all inputs at once

@@ -245,6 +245,89 @@ void mm_selector_end_pass(mm_selector *s)
     s->fed = 0;
 }
 
+int mm_selector_pass(const mm_selector *s)
+{
+    return s->passes; /* a pass that ends the selection is not counted as completed (finish) */
+}
+
+uint64_t mm_selector_bin_count(const mm_selector *s, uint32_t b)
+{
+    return s->hist[b] + s->sub[0][b] + s->sub[1][b]; /* flushed, and not yet flushed */
+}
+
+/* Counts of one byte of the sampled keys' bins, in four tables taken in turn (a sample's bins mostly
+ * share their high byte: increments of one counter in a row would wait on each other), for the keys
+ * whose bin's high byte is `high` (or any when high > 255). Returns how many were counted. */
+static uint64_t count_byte(const mm_selector *s, const uint32_t *keys, size_t m, uint32_t high, uint32_t c[4][256])
+{
+    /* a key's bin in the pass as the feeds make it: pass 1 the high 16 bits, pass 2 the low 16 bits of
+     * the keys in the bucket (the others are not counted); in locals, as c could alias s */
+    const uint32_t flip = s->largest ? 0xFFFFFFFFu : 0, first = s->passes == 0, bucket = s->bucket;
+    const unsigned to_bin = first ? 16 : 0, shift = high > 255 ? 8 : 0;
+    uint64_t counted = 0;
+    memset(c, 0, 4 * sizeof c[0]);
+    for (size_t i = 0; i < m; i++) {
+        const uint32_t sk = keys[i] ^ flip, bin = (sk >> to_bin) & 0xFFFFu;
+        if ((first || sk >> 16 == bucket) && (high > 255 || bin >> 8 == high)) {
+            c[i & 3][(bin >> shift) & 255u]++;
+            counted++;
+        }
+    }
+    return counted;
+}
+
+/* The byte at which the rank-th (1-based) of the counts c[.][0..256) lies, and how many lie before it. */
+static uint32_t find_byte(uint32_t c[4][256], uint64_t rank, uint64_t *before)
+{
+    uint64_t acc = 0;
+    uint32_t d = 0;
+    for (; d < 255; d++) {
+        const uint64_t here = (uint64_t)c[0][d] + c[1][d] + c[2][d] + c[3][d];
+        if (acc + here >= rank)
+            break;
+        acc += here;
+    }
+    *before = acc;
+    return d;
+}
+
+uint32_t mm_selector_estimate_bin(const mm_selector *s, const uint32_t *keys, size_t m, uint64_t n)
+{
+    if (s->done || n == 0 || m > UINT32_MAX)
+        return MM_SELECT_NO_BIN;
+    /* The bin's two bytes one after the other, with 256 counters each: a full 65,536-bin histogram
+     * for a sample of a few thousand keys would cost more to clear than to fill. */
+    uint32_t c[4][256];
+    const uint64_t counted = count_byte(s, keys, m, 256, c);
+    if (counted == 0)
+        return MM_SELECT_NO_BIN;
+    /* the rank sought among all n values (pass 2: among those of the bucket), scaled to the sample */
+    const double sought = (double)(s->passes == 0 ? s->k : s->rank);
+    uint64_t rank = (uint64_t)(sought * (double)m / (double)n + 0.5);
+    rank = rank < 1 ? 1 : rank > counted ? counted : rank;
+    uint64_t before, unused;
+    const uint32_t h = find_byte(c, rank, &before);
+    count_byte(s, keys, m, h, c);
+    return h << 8 | find_byte(c, rank - before, &unused);
+}
+
+uint32_t mm_selector_bin_step(const mm_selector *s)
+{
+    if (s->passes == 0)
+        return 1;
+    /* pass 1 saw the low bits of the bucket's half: below the lowest one that varied, every key of
+     * the bucket has the same bits */
+    const uint32_t half = s->bucket >> 15, vary = (s->low_or[half] ^ s->low_and[half]) & 0xFFFFu;
+    return vary ? vary & (0u - vary) : 1;
+}
+
+uint32_t mm_selector_threshold_bin(const mm_selector *s)
+{
+    /* thr is bucket << 16 | low: pass 1 decided the bucket (its low bits were all the same), pass 2 the
+     * low bits inside it */
+    return s->passes == 0 ? s->thr >> 16 : s->thr & 0xFFFFu;
+}
+
 uint32_t mm_selector_threshold_key(const mm_selector *s)
 {
     return s->largest ? ~s->thr : s->thr;

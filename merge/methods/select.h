@@ -70,6 +70,32 @@ static inline uint32_t mm_select_key_inline(float x)
 uint32_t mm_selector_threshold_key(const mm_selector *s);
 uint64_t mm_selector_ties_total(const mm_selector *s);
 
+/* ---- Counting by parts within the last pass ----
+ * Each pass counts every value fed in one bin of a 65,536-bin histogram: pass 1 by the high 16 bits of
+ * its key, pass 2 by the low 16 bits of the keys inside one bucket (the others are not counted). The
+ * bin that holds the threshold in the last pass counted exactly the values equal to the threshold. So
+ * a caller that reads a bin's count before and after each part of the values learns how many of each
+ * part's values equal the threshold, without another pass, provided it read the right bin: it guesses
+ * with mm_selector_estimate_bin, reads a window of bins around the guess, and checks afterwards with
+ * mm_selector_threshold_bin. */
+
+/* The pass being fed, 0 (first) or 1; once the selection is done, the number of the last pass. */
+int mm_selector_pass(const mm_selector *s);
+/* How many of the values fed to s itself (a fork counts its own) in the current pass lie in bin b
+ * (b < 65536). */
+uint64_t mm_selector_bin_count(const mm_selector *s, uint32_t b);
+/* A guess of the bin in which the current pass will find the threshold once all n values are fed:
+ * the bin of the same rank, scaled, among keys[0..m) (mm_select_key of m of the values, sampled
+ * evenly). MM_SELECT_NO_BIN when the sample says nothing (no sampled key is counted by the pass). */
+#define MM_SELECT_NO_BIN UINT32_MAX
+uint32_t mm_selector_estimate_bin(const mm_selector *s, const uint32_t *keys, size_t m, uint64_t n);
+/* The spacing of the bins the current pass can count values in: 1 in pass 1; in pass 2, the step of the
+ * low 16 bits the values of pass 1 had (8192 for float16 values: 8 bins per bucket). A window of bins
+ * is best a run of such steps around the guess, which is one of them. */
+uint32_t mm_selector_bin_step(const mm_selector *s);
+/* Once done: the bin that held the threshold in the last pass (its count: mm_selector_ties_total). */
+uint32_t mm_selector_threshold_bin(const mm_selector *s);
+
 /* ---- Applying a selection to one element at a time ----
  * A kernel that computes a block of a tensor alone must decide for each element whether it is inside
  * the selection. Values beyond the threshold are; of the values equal to it, the first `keep_equal`

@@ -427,7 +427,8 @@ static float rescale_factor(mm_dtype w, double l1, double l1_kept)
  * threads take in index order. Whatever a pass sums or counts is kept per task and combined in task
  * order afterwards, and the tasks depend only on the tensor: the statistics, down to the rounding of
  * the double sums, are the same for any number of threads. Selector histograms are exact counts, so
- * those are kept per thread instead (a histogram per task would cost memory in proportion to N). */
+ * those are kept per thread instead (a histogram per task would cost memory in proportion to N); only
+ * a few bins around each threshold are kept per task, within a budget (windows, below). */
 #define TASK_ELEMS (1u << 18)
 #define MAX_THREADS 16
 /* Selector forks (1 MiB each) a pass may allocate for its extra threads. */
@@ -439,7 +440,16 @@ typedef struct band_job {
     mm_rule_builder rule[2];  /* [0]: above the lower bound; [1]: below the upper bound */
     uint64_t keep[2];         /* threshold-equal elements inside each bound (first ones by index) */
     float value[2];           /* each bound's threshold as a |tau| value */
+    int counted[2];           /* the tasks' equal[] of each bound came from a selection pass's window */
 } band_job;
+
+/* A window: the bins bin0 + j * step (j < nbins) of selector sel[bound] of an input, counted per task
+ * during a selection pass (window_begin). */
+typedef struct window {
+    size_t input;
+    int bound;
+    uint32_t bin0, step, nbins;
+} window;
 
 /* One task's share of one model's statistics. */
 typedef struct task_part {
@@ -460,7 +470,7 @@ typedef struct worker {
     mm_selector *sel[MM_MAX_INPUTS][2];
 } worker;
 
-typedef int (*task_done_fn)(prepass_ctx *p, uint64_t task);
+typedef int (*task_done_fn)(worker *w);
 
 struct prepass_ctx {
     const mm_out_tensor *t;
@@ -468,6 +478,7 @@ struct prepass_ctx {
     mm_sparse_stats *st;
     int rescale;
     int first;                /* first pass of the selection phase: also sum ||tau||_1 */
+    uint64_t base_bit, models; /* load masks (bit i: input i): the base; the models with a mask */
     int passes;
     double pass_secs[MAX_LOGGED];
     uint64_t streamed;        /* elements seen by the current pass (a locate pass may stop early) */
@@ -479,6 +490,7 @@ struct prepass_ctx {
     /* the pass running */
     mm_stream_fn fn;
     task_done_fn task_done;   /* called after each task; STOP ends the pass early */
+    uint64_t load;            /* the inputs it loads (bit i: input i) */
     atomic_uint_fast64_t next; /* the next task to take */
     atomic_int stop;
     /* the locate pass's early stop: the tasks finished, and the equal elements of the leading ones */
@@ -486,6 +498,17 @@ struct prepass_ctx {
     unsigned char *done;
     uint64_t contig;          /* tasks [0, contig) are finished */
     uint64_t seen[MM_MAX_INPUTS][2];
+    /* the thresholds' windows (window_setup): keys of a sample of each model's elements, and the
+     * per-task counts of the windows of the selection pass running */
+    uint32_t *sample;         /* [input][nsample] */
+    size_t nsample;
+    uint32_t win_bins;        /* bins per window at most; 0: no windows */
+    size_t win_slots;         /* windows room is made for: one per selector */
+    window *win;              /* [slot]: the windows of the pass running */
+    size_t nwin;
+    uint32_t *win_counts;     /* [task][slot][bin] */
+    uint64_t *win_last;       /* [worker][slot][bin]: the counts at the end of the worker's last task */
+    int cuts_counted, cuts_located; /* for the log: cuts whose counts came from a window, from a locate pass */
 };
 
 #define STOP 1 /* a stream callback's "done early" */
@@ -518,9 +541,9 @@ static void *run_worker(void *arg)
         const uint64_t e0 = task * p->task_size;
         const uint64_t e1 = p->t->numel - e0 < p->task_size ? p->t->numel : e0 + p->task_size;
         w->task = task;
-        int rc = mm_engine_stream_range(p->t, e0, e1, p->fn, w);
+        int rc = mm_engine_stream_inputs(p->t, e0, e1, p->load, p->fn, w);
         if (rc == 0 && p->task_done)
-            rc = p->task_done(p, task);
+            rc = p->task_done(w);
         if (rc != 0) {
             w->rc = rc < 0 ? rc : 0;
             atomic_store(&p->stop, 1);
@@ -529,12 +552,14 @@ static void *run_worker(void *arg)
     return NULL;
 }
 
-/* One pass over all tasks on nworkers threads (this one included); its time and how far it went are
- * logged (-v) for the benchmark. Returns 0 or the first error in thread order. */
-static int run_pass(prepass_ctx *p, mm_stream_fn fn, task_done_fn task_done)
+/* One pass over all tasks on nworkers threads (this one included), loading the inputs of `load`; its
+ * time and how far it went are logged (-v) for the benchmark. Returns 0 or the first error in thread
+ * order. */
+static int run_pass(prepass_ctx *p, mm_stream_fn fn, task_done_fn task_done, uint64_t load)
 {
     const double t0 = seconds_now();
     p->fn = fn;
+    p->load = load;
     p->task_done = task_done;
     atomic_store(&p->next, 0);
     atomic_store(&p->stop, 0);
@@ -599,6 +624,10 @@ static int setup_passes(prepass_ctx *p)
         return -ENOMEM;
     for (size_t w = 0; w < p->nworkers; w++)
         p->workers[w].p = p;
+    p->base_bit = t->base >= 0 ? (uint64_t)1 << t->base : 0; /* (the task-arithmetic family needs one) */
+    for (size_t i = 0; i < t->ninputs; i++)
+        if (active(p, i))
+            p->models |= (uint64_t)1 << i;
     return 0;
 }
 
@@ -668,12 +697,182 @@ static int select_chunk(void *vctx, const mm_kernel_args *a)
     return 0;
 }
 
+/* ---- windows: the threshold-equal elements of every task counted during the selection pass ----
+ * refine_cut needs, per task, how many elements equal each threshold. A selector's histogram bin of
+ * the threshold in its last pass counts exactly those (select.h), so each worker reads the bins around
+ * a guess of the threshold's bin before and after each of its tasks; when the pass ends with the
+ * threshold inside the window, the counts per task are known and no locate pass is needed for that
+ * bound. The guess only decides what is counted, never the result: a threshold outside its window is
+ * counted by the locate pass as before. The counts are exact, so they do not depend on the threads. */
+
+/* The guesses come from the keys of about SAMPLE_SPOTS x SAMPLE_RUN elements spread evenly over the
+ * tensor: a few hundred small reads, nothing next to a pass. */
+#define SAMPLE_SPOTS 64
+#define SAMPLE_RUN 512
+/* A window is the guessed bin and WINDOW_SIDE bins on each side (bins that can hold values: for f16
+ * values pass 2 has 8 per bucket, mm_selector_bin_step). A bf16 magnitude has one bin per value (128
+ * per octave), and a sample of 32K elements puts the rank of a threshold within a few tenths of a
+ * percent, a few values of a smooth distribution. */
+#define WINDOW_SIDE 32
+/* Bytes of per-task window counts a pre-pass may hold (fewer bins per window beyond that). */
+#define WINDOW_BUDGET (8u << 20)
+
+typedef struct sample_ctx {
+    prepass_ctx *p;
+    size_t at;
+} sample_ctx;
+
+static int sample_chunk(void *vctx, const mm_kernel_args *a)
+{
+    sample_ctx *c = vctx;
+    prepass_ctx *p = c->p;
+    for (size_t i = 0; i < a->t->ninputs; i++)
+        if (active(p, i))
+            magnitude_keys(a, i, 0, a->n, p->sample + i * p->nsample + c->at);
+    c->at += a->n;
+    return 0;
+}
+
+/* Spot j of the sample: SAMPLE_RUN elements at j/SAMPLE_SPOTS of the tensor, or the whole tensor when
+ * it is not larger than the sample. */
+static void sample_spot(const prepass_ctx *p, size_t j, uint64_t *e0, uint64_t *e1)
+{
+    const uint64_t n = p->t->numel;
+    if (n <= (uint64_t)SAMPLE_SPOTS * SAMPLE_RUN) {
+        *e0 = 0;
+        *e1 = j == 0 ? n : 0;
+        return;
+    }
+    *e0 = n / SAMPLE_SPOTS * j; /* < n - SAMPLE_RUN */
+    *e1 = *e0 + SAMPLE_RUN;
+}
+
+static int take_sample(prepass_ctx *p)
+{
+    uint64_t e0, e1;
+    for (size_t j = 0; j < SAMPLE_SPOTS; j++) {
+        sample_spot(p, j, &e0, &e1);
+        p->nsample += (size_t)(e1 - e0);
+    }
+    p->sample = malloc(p->t->ninputs * p->nsample * sizeof *p->sample);
+    if (!p->sample)
+        return -ENOMEM;
+    sample_ctx c = {p, 0};
+    int rc = 0;
+    for (size_t j = 0; j < SAMPLE_SPOTS && rc == 0; j++) {
+        sample_spot(p, j, &e0, &e1);
+        rc = mm_engine_stream_inputs(p->t, e0, e1, p->base_bit | p->models, sample_chunk, &c);
+    }
+    return rc;
+}
+
+/* Once the tasks and threads are set: room for one window per selector, and the sample. Without
+ * alignment (the band methods have none) the spots can start anywhere; with one, no windows. */
+static int window_setup(prepass_ctx *p)
+{
+    const size_t nsel = selector_count(p);
+    if (nsel == 0 || p->ntasks == 0 || p->t->method->align != MM_ALIGN_NONE || p->task_size > UINT32_MAX)
+        return 0;
+    const uint64_t bytes_per_bin = p->ntasks * nsel * sizeof *p->win_counts;
+    uint64_t bins = WINDOW_BUDGET / bytes_per_bin;
+    bins = bins < 2 * WINDOW_SIDE + 1 ? bins : 2 * WINDOW_SIDE + 1;
+    if (bins < 3)
+        return 0;
+    p->win_bins = (uint32_t)(bins - 1) | 1; /* odd: the guess in the middle */
+    p->win_slots = nsel;
+    p->win = calloc(nsel, sizeof *p->win);
+    p->win_counts = calloc(p->ntasks * nsel * p->win_bins, sizeof *p->win_counts);
+    p->win_last = calloc(p->nworkers * nsel * p->win_bins, sizeof *p->win_last);
+    if (!p->win || !p->win_counts || !p->win_last)
+        return -ENOMEM;
+    return take_sample(p);
+}
+
+/* Before a selection pass (the forks exist): a window around the guessed bin of every selector in it,
+ * and every worker's counts of those bins so far. */
+static void window_begin(prepass_ctx *p)
+{
+    p->nwin = 0;
+    if (!p->win_bins)
+        return;
+    for (size_t i = 0; i < p->t->ninputs; i++)
+        for (int s = 0; s < 2; s++) {
+            mm_selector *sel = p->job[i].sel[s];
+            if (!sel || !mm_selector_pass_needed(sel))
+                continue;
+            const uint32_t guess = mm_selector_estimate_bin(sel, p->sample + i * p->nsample, p->nsample,
+                                                            p->t->numel);
+            if (guess == MM_SELECT_NO_BIN)
+                continue;
+            /* win_bins steps centred on the guess, moved inside [0, 65536) at either end */
+            const uint32_t step = mm_selector_bin_step(sel), below = guess / step, above = (65535u - guess) / step;
+            uint32_t lo = p->win_bins / 2 < below ? p->win_bins / 2 : below;
+            const uint32_t hi = p->win_bins - 1 - lo < above ? p->win_bins - 1 - lo : above;
+            lo = p->win_bins - 1 - hi < below ? p->win_bins - 1 - hi : below;
+            p->win[p->nwin++] = (window){i, s, guess - lo * step, step, lo + hi + 1};
+        }
+    for (size_t w = 0; w < p->nworkers; w++)
+        for (size_t x = 0; x < p->nwin; x++) {
+            const window *win = &p->win[x];
+            const mm_selector *sel = p->workers[w].sel[win->input][win->bound];
+            uint64_t *last = p->win_last + (w * p->win_slots + x) * p->win_bins;
+            for (uint32_t b = 0; b < win->nbins; b++)
+                last[b] = mm_selector_bin_count(sel, win->bin0 + b * win->step);
+        }
+}
+
+/* After each task of a selection pass: the task's counts are the worker's counts now minus those at
+ * the end of its previous task (a worker feeds its own selector or fork only). */
+static int window_task_done(worker *w)
+{
+    prepass_ctx *p = w->p;
+    const size_t wi = (size_t)(w - p->workers);
+    for (size_t x = 0; x < p->nwin; x++) {
+        const window *win = &p->win[x];
+        const mm_selector *sel = w->sel[win->input][win->bound];
+        uint32_t *c = p->win_counts + (w->task * p->win_slots + x) * p->win_bins;
+        uint64_t *last = p->win_last + (wi * p->win_slots + x) * p->win_bins;
+        for (uint32_t b = 0; b < win->nbins; b++) {
+            const uint64_t now = mm_selector_bin_count(sel, win->bin0 + b * win->step);
+            c[b] = (uint32_t)(now - last[b]); /* at most the task's size */
+            last[b] = now;
+        }
+    }
+    return 0;
+}
+
+/* After the pass (selectors merged and ended): every selection that ended in it with its threshold's
+ * bin inside the window has its per-task counts. */
+static void window_end(prepass_ctx *p)
+{
+    for (size_t x = 0; x < p->nwin; x++) {
+        const window *win = &p->win[x];
+        band_job *j = &p->job[win->input];
+        const mm_selector *sel = j->sel[win->bound];
+        if (mm_selector_pass_needed(sel)) /* pass 1 of two: the bins were the wrong ones */
+            continue;
+        const uint32_t bin = mm_selector_threshold_bin(sel);
+        if (bin < win->bin0 || (bin - win->bin0) % win->step || (bin - win->bin0) / win->step >= win->nbins)
+            continue;
+        for (uint64_t task = 0; task < p->ntasks; task++)
+            parts_of(p, task)[win->input].equal[win->bound] =
+                p->win_counts[(task * p->win_slots + x) * p->win_bins + (bin - win->bin0) / win->step];
+        j->counted[win->bound] = 1;
+    }
+}
+
 /* ---- the locate pass: where the kept threshold-equal elements end ---- */
 
-/* Whether both cuts of a model were known without looking (all or none of the equal ones kept). */
+/* Whether bound b of a model still needs the per-task counts of its threshold-equal elements: its cut
+ * was not known without looking (all or none of them kept), and no window counted them. */
+static int uncounted(const band_job *j, int b)
+{
+    return !mm_rule_done(&j->rule[b]) && !j->counted[b];
+}
+
 static int located(const band_job *j)
 {
-    return mm_rule_done(&j->rule[0]) && mm_rule_done(&j->rule[1]);
+    return !uncounted(j, 0) && !uncounted(j, 1);
 }
 
 /* Whether every cut is found (and no sum is wanted), so that no locate pass is needed. */
@@ -712,8 +911,9 @@ static int locate_chunk(void *vctx, const mm_kernel_args *a)
         if (!active(p, i) || (!p->rescale && located(j)))
             continue;
         magnitude_keys(a, i, 0, a->n, keys);
-        for (int b = 0; b < 2; b++)
-            part[i].equal[b] += mm_select_count(keys, a->n, j->rule[b].rule.thr);
+        for (int b = 0; b < 2; b++) /* (the sums need the counts of the bounds known without looking too) */
+            if (!j->counted[b])
+                part[i].equal[b] += mm_select_count(keys, a->n, j->rule[b].rule.thr);
         if (!p->rescale)
             continue;
         magnitudes(a, i, m);
@@ -725,8 +925,10 @@ static int locate_chunk(void *vctx, const mm_kernel_args *a)
 
 /* After each task of a locate pass without sums: STOP once the finished leading tasks hold every
  * kept threshold-equal element (the cuts lie in them; the tasks taken later are not needed). */
-static int count_done(prepass_ctx *p, uint64_t task)
+static int count_done(worker *w)
 {
+    prepass_ctx *p = w->p;
+    const uint64_t task = w->task;
     pthread_mutex_lock(&p->lock);
     p->done[task] = 1;
     for (; p->contig < p->ntasks && p->done[p->contig]; p->contig++) {
@@ -738,7 +940,7 @@ static int count_done(prepass_ctx *p, uint64_t task)
     int all = 1;
     for (size_t i = 0; i < p->t->ninputs; i++)
         for (int b = 0; b < 2; b++)
-            if (active(p, i) && !mm_rule_done(&p->job[i].rule[b]) && p->seen[i][b] < p->job[i].keep[b])
+            if (active(p, i) && uncounted(&p->job[i], b) && p->seen[i][b] < p->job[i].keep[b])
                 all = 0;
     pthread_mutex_unlock(&p->lock);
     return all ? STOP : 0;
@@ -775,7 +977,7 @@ static int refine_cut(prepass_ctx *p, size_t i, int b)
         const uint64_t e1 = p->t->numel - e0 < p->task_size ? p->t->numel : e0 + p->task_size;
         rb->rule.cut = e0; /* every equal element before the task is inside */
         refine_ctx r = {i, rb};
-        const int rc = mm_engine_stream_range(p->t, e0, e1, refine_chunk, &r);
+        const int rc = mm_engine_stream_inputs(p->t, e0, e1, p->base_bit | (uint64_t)1 << i, refine_chunk, &r);
         return rc == STOP ? 0 : rc < 0 ? rc : -EIO;
     }
     return -EIO; /* fewer equal elements than the selection counted: the input changed under us */
@@ -839,25 +1041,49 @@ static void end_selection_pass(prepass_ctx *p)
                 mm_selector_end_pass(p->job[i].sel[s]);
 }
 
+/* The inputs a locate pass loads: the base and the models it counts or sums. */
+static uint64_t locate_inputs(const prepass_ctx *p)
+{
+    uint64_t load = p->base_bit;
+    for (size_t i = 0; i < p->t->ninputs; i++)
+        if (active(p, i) && (p->rescale || !located(&p->job[i])))
+            load |= (uint64_t)1 << i;
+    return load;
+}
+
+/* For the log: how the cuts that need a scan got their per-task counts. */
+static void count_cuts(prepass_ctx *p)
+{
+    for (size_t i = 0; i < p->t->ninputs; i++)
+        for (int b = 0; b < 2 && active(p, i); b++)
+            if (!mm_rule_done(&p->job[i].rule[b]))
+                ++*(p->job[i].counted[b] ? &p->cuts_counted : &p->cuts_located);
+}
+
 static int band_prepass(prepass_ctx *p)
 {
     const mm_out_tensor *t = p->t;
-    int rc = 0;
+    int rc = window_setup(p);
     p->first = 1;
     while (rc == 0 && selections_pending(p)) {
         rc = fork_selectors(p);
-        if (rc == 0)
-            rc = run_pass(p, select_chunk, NULL);
+        if (rc == 0) {
+            window_begin(p);
+            rc = run_pass(p, select_chunk, p->nwin ? window_task_done : NULL, p->base_bit | p->models);
+        }
         merge_selectors(p);
         end_selection_pass(p);
+        if (rc == 0)
+            window_end(p);
         p->first = 0;
     }
     if (rc == 0) {
         for (size_t i = 0; i < t->ninputs; i++)
             if (active(p, i))
                 band_rules(&p->job[i]);
+        count_cuts(p);
         if (!all_located(p))
-            rc = run_pass(p, locate_chunk, p->rescale ? NULL : count_done);
+            rc = run_pass(p, locate_chunk, p->rescale ? NULL : count_done, locate_inputs(p));
         for (size_t i = 0; i < t->ninputs && rc == 0; i++)
             for (int b = 0; b < 2 && rc == 0 && active(p, i); b++)
                 rc = refine_cut(p, i, b);
@@ -923,16 +1149,20 @@ static void finish_sums(prepass_ctx *p, size_t i)
     p->st[i].l1_kept = kept;
 }
 
-/* -v: "pre-pass of 'NAME' (METHOD): 1.234 s, 2 passes (0.800 + 0.434 s, the last over 52%)". */
+/* -v: "pre-pass of 'NAME' (METHOD): 1.234 s, 2 passes (0.800 + 0.434 s, the last over 52%), cuts
+ * counted in the selection pass 2, by a locate pass 1". */
 static void log_prepass(const prepass_ctx *p, double secs)
 {
-    char detail[160] = "";
+    char detail[160] = "", cuts[80] = "";
     size_t at = 0;
     for (int i = 0; i < p->passes && i < MAX_LOGGED && at < sizeof detail; i++)
         at += (size_t)snprintf(detail + at, sizeof detail - at, "%s%.3f", i ? " + " : "", p->pass_secs[i]);
-    mm_log_debug("pre-pass of '%s' (%s): %.3f s, %d passes (%s s, the last over %.0f%%)", p->t->name,
-                 p->t->method->name, secs, p->passes, detail,
-                 p->t->numel ? 100.0 * (double)p->streamed / (double)p->t->numel : 100.0);
+    if (p->cuts_counted + p->cuts_located)
+        snprintf(cuts, sizeof cuts, ", cuts counted in the selection pass %d, by a locate pass %d", p->cuts_counted,
+                 p->cuts_located);
+    mm_log_debug("pre-pass of '%s' (%s): %.3f s, %d pass%s (%s s, the last over %.0f%%)%s", p->t->name,
+                 p->t->method->name, secs, p->passes, p->passes == 1 ? "" : "es", detail,
+                 p->t->numel ? 100.0 * (double)p->streamed / (double)p->t->numel : 100.0, cuts);
 }
 
 /* The selectors of every model of a band kind (they bound the threads: setup_passes). */
@@ -953,6 +1183,10 @@ static void prepass_free(prepass_ctx *p)
         mm_selector_free(p->job[i].sel[1]);
     }
     pthread_mutex_destroy(&p->lock);
+    free(p->sample);
+    free(p->win);
+    free(p->win_counts);
+    free(p->win_last);
     free(p->parts);
     free(p->done);
     free(p->workers);
@@ -988,7 +1222,7 @@ int mm_sparse_prepass(const mm_out_tensor *t, const mm_sparse_cfg *c, mm_sparse_
     if (rc == 0 && (c->kind == MM_SPARSE_MAGNITUDE || c->kind == MM_SPARSE_OUTLIERS))
         rc = band_prepass(p);
     else if (rc == 0 && p->rescale)
-        rc = run_pass(p, sums_chunk, NULL);
+        rc = run_pass(p, sums_chunk, NULL, p->base_bit | p->models);
     for (size_t i = 0; i < t->ninputs && rc == 0 && p->rescale; i++) {
         if (!active(p, i))
             continue;

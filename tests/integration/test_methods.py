@@ -189,6 +189,73 @@ def test_ties_big_tensors_span_blocks(tmp_path, mount, make_model):
     check(tmp_path, mount, cfg)
 
 
+# ---- the threshold-equal elements per task: counted in the selection pass, or by a locate pass -------------
+# The pre-pass guesses each threshold from SAMPLE_SPOTS runs of SAMPLE_RUN elements starting at
+# j * (N // SAMPLE_SPOTS) (merge/methods/sparsify.c), and counts per task of 2^18 elements the elements of
+# the bins around the guess while it selects. A "fooled" model has only small magnitudes where the sample
+# looks and mostly large ones elsewhere, so its guess is far from its threshold (bf16), or no sampled
+# element falls in the bucket pass 2 searches (f32): its cuts need the locate pass. An "even" model has
+# one distribution everywhere: its counts come from the selection pass. Both must give the reference's
+# bytes, and the -v log says which path each took (if the sampling changes, this test must follow it).
+SAMPLE_SPOTS, SAMPLE_RUN = 64, 512
+WINDOW_SIZES = dict(layers=1, hidden=256, intermediate=256, vocab=4096, heads=4, kv_heads=2)  # 4 tasks
+WINDOW_TENSOR = "model.embed_tokens.weight"
+
+
+def with_ties(dtype, v):
+    """f32 values rounded to float16 precision (many ties, and pass 2 decides); others as they are."""
+    return v.astype(np.float16).astype(np.float32) if dtype == "F32" else v
+
+
+def fooled_values(v):
+    n = v.size
+    rng = np.random.default_rng(11)
+    sampled = np.arange(n) % (n // SAMPLE_SPOTS) < SAMPLE_RUN
+    large = ~sampled & (rng.random(n) < 0.6)
+    mag = (1 + rng.random(n)) * np.where(large, 1.0, 2.0 ** -12)
+    return (np.where(rng.random(n) < 0.5, -mag, mag)).astype(np.float32).reshape(v.shape)
+
+
+@pytest.fixture(scope="module")
+def window_models(make_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("window")
+    out = {}
+    for d in ("bf16", "f32"):
+        src = make_model(1, d, **WINDOW_SIZES)
+        out[("zero", d)] = zeros_like_model(src, root / f"zero-{d}")
+        out[("even", d)] = mmtest.derive_model(src, root / f"even-{d}", lambda n, dt, v: with_ties(dt, v))
+        out[("fooled", d)] = mmtest.derive_model(
+            src, root / f"fooled-{d}",
+            lambda n, dt, v: with_ties(dt, fooled_values(v) if n == WINDOW_TENSOR else v))
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f32"])
+@pytest.mark.parametrize("method,extra,bounds,parameters", [
+    ("ties", {}, 1, None),
+    ("ties", {}, 1, {"rescale": True}),  # a locate pass for the L1 sums in any case; counts as above
+    ("breadcrumbs_ties", {"gamma": 0.05}, 2, None)])
+def test_ties_cut_counts_window_and_locate(tmp_path, mount, window_models, dtype, method, extra, bounds,
+                                           parameters):
+    cfg = cfg_of(method, [(window_models[("fooled", dtype)], {"weight": 1.0, "density": 0.3, **extra}),
+                          (window_models[("even", dtype)], {"weight": 0.5, "density": 0.45, **extra})],
+                 base=window_models[("zero", dtype)], parameters=parameters)
+    expected = config_eval.evaluate(cfg)
+    config = mmtest.write_config(tmp_path, cfg)
+    with mount(config, "-v") as m:
+        got = mmtest.read_weights(m.path)
+        log = m.stderr()
+    mmtest.assert_bitwise(got, expected.tensors)
+
+    def cuts(name):
+        lines = [ln for ln in log.splitlines() if f"pre-pass of '{name}'" in ln]
+        assert len(lines) == 1, f"{name}: {lines}"
+        return lines[0]
+    # the fooled model's cuts by the locate pass, the even one's from the selection pass
+    assert f"cuts counted in the selection pass {bounds}, by a locate pass {bounds}" in cuts(WINDOW_TENSOR)
+    assert f"cuts counted in the selection pass {2 * bounds}, by a locate pass 0" in cuts("lm_head.weight")
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "f32"])
 @pytest.mark.parametrize("density,gamma", [(0.9, 0.01), (0.5, 0.1), (0.7, 0.0)])
 def test_breadcrumbs_keeps_band(tmp_path, mount, medium, zero_base, dtype, density, gamma):

@@ -183,6 +183,58 @@ static int check_one(const float *v, size_t n, uint64_t k, int largest, const si
     return ok;
 }
 
+/* Counting by parts: with every value as the sample, the guessed bin is the threshold's bin in the last
+ * pass, every counted bin of a pass lies a whole number of steps from the guess, and the guessed bin's
+ * count read before and after each part gives the part's threshold-equal values. */
+static int check_parts(const float *v, size_t n, uint64_t k, int largest)
+{
+    enum { PART = 1500 };
+    const size_t nparts = (n + PART - 1) / PART;
+    uint64_t *part_equal = calloc(nparts, sizeof *part_equal);
+    uint32_t *keys = malloc(n * sizeof *keys);
+    for (size_t i = 0; i < n; i++)
+        keys[i] = mm_select_key(v[i]);
+    mm_selector *s = mm_selector_new(k, largest);
+    int ok = s && part_equal && keys, pass = 0;
+    uint32_t guess = 0;
+    while (ok && mm_selector_pass_needed(s)) {
+        ok &= mm_selector_pass(s) == pass;
+        guess = mm_selector_estimate_bin(s, keys, n, n);
+        const uint32_t step = mm_selector_bin_step(s);
+        ok &= guess != MM_SELECT_NO_BIN && step >= 1 && (pass == 0 ? step == 1 : 1);
+        uint64_t last = 0;
+        for (size_t j = 0; j < nparts && ok; j++) {
+            const size_t at = j * PART, m = n - at < PART ? n - at : PART;
+            mm_selector_feed_keys(s, keys + at, m);
+            const uint64_t now = mm_selector_bin_count(s, guess);
+            part_equal[j] = now - last;
+            last = now;
+        }
+        for (uint32_t b = 0; b < 65536 && ok; b++)
+            ok &= mm_selector_bin_count(s, b) == 0 || (b > guess ? b - guess : guess - b) % step == 0;
+        mm_selector_end_pass(s);
+        pass++;
+    }
+    if (ok) {
+        const uint32_t thr = mm_selector_threshold_key(s);
+        ok &= mm_selector_pass(s) == pass - 1 && mm_selector_threshold_bin(s) == guess;
+        uint64_t total = 0;
+        for (size_t j = 0; j < nparts; j++) {
+            const size_t at = j * PART, m = n - at < PART ? n - at : PART;
+            ok &= part_equal[j] == mm_select_count(keys + at, m, thr);
+            total += part_equal[j];
+        }
+        ok &= total == mm_selector_ties_total(s);
+    }
+    if (!ok)
+        fprintf(stderr, "parts: n=%zu k=%llu largest=%d: guess %u, pass %d\n", n, (unsigned long long)k, largest,
+                guess, pass);
+    mm_selector_free(s);
+    free(keys);
+    free(part_equal);
+    return ok;
+}
+
 /* k = 1, N, the middle and a few random ranks, both directions, two chunkings. */
 static void check_all_k(const float *v, size_t n, int max_passes)
 {
@@ -195,6 +247,7 @@ static void check_all_k(const float *v, size_t n, int max_passes)
             uint64_t k = ks[j] < 1 ? 1 : ks[j] > n ? n : ks[j];
             CHECK(check_one(v, n, k, largest, whole, 1, max_passes));
             CHECK(check_one(v, n, k, largest, uneven, MM_COUNT(uneven), max_passes));
+            CHECK(check_parts(v, n, k, largest));
         }
 }
 
@@ -233,6 +286,20 @@ int main(void)
     for (size_t i = 0; i < N; i++)
         v[i] = pool[next_u64() % (MM_COUNT(pool))];
     check_all_k(v, N, 1);
+
+    /* float16 values as float32: the low 16 bits of their keys vary in 3 bits, so pass 2 decides, and
+     * its bins lie 8192 apart. */
+    for (size_t i = 0; i < N; i++)
+        v[i] = mm_round_to(MM_DT_F16, next_normal());
+    check_all_k(v, N, 2);
+    {
+        mm_selector *s = mm_selector_new(N / 3, 1);
+        CHECK(s != NULL);
+        mm_selector_feed(s, v, N);
+        mm_selector_end_pass(s);
+        CHECK(mm_selector_pass_needed(s) && mm_selector_pass(s) == 1 && mm_selector_bin_step(s) == 8192);
+        mm_selector_free(s);
+    }
 
     /* float32 values sharing their high 16 bits (one bucket): pass 2 decides. */
     for (size_t i = 0; i < N; i++)
