@@ -48,16 +48,10 @@ void *mm_scratch_borrow(mm_scratch_slot slot, size_t n)
     scratch *s = mine();
     if (!s || s->busy[slot])
         return malloc(n ? n : 1);
-    if (s->cap[slot] < n) {
+    if (s->cap[slot] < n || !s->p[slot]) {
         free(s->p[slot]);
-        s->p[slot] = malloc(n);
+        s->p[slot] = malloc(n ? n : 1);
         s->cap[slot] = s->p[slot] ? n : 0;
-        if (!s->p[slot])
-            return NULL;
-    }
-    if (!s->p[slot]) { /* n == 0 on a slot never used */
-        s->p[slot] = malloc(1);
-        s->cap[slot] = s->p[slot] ? 1 : 0;
         if (!s->p[slot])
             return NULL;
     }

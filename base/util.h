@@ -113,6 +113,10 @@ const char *mm_suggest(const char *word, const char *const *candidates, size_t n
 void mm_cond_init_monotonic(pthread_cond_t *c);
 struct timespec mm_deadline_in(uint64_t ns);
 
+/* pthread_create of a thread that takes no process signals (its mask is full): in the daemon SIGINT,
+ * SIGTERM and SIGHUP must reach the threads libfuse expects. Returns pthread_create's result. */
+int mm_thread_start_quiet(pthread_t *t, void *(*fn)(void *), void *arg);
+
 /* Python's repr() of a float ("0.5", "1e-05", "10000.0") into buf: the shortest text that reads back
  * to the same double. Used wherever we write numbers the way mergekit's Python would. */
 void mm_format_double(double v, char *buf, size_t len);

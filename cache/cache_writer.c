@@ -2,7 +2,6 @@
  * reader ever waits on LMDB's write lock or on fsync. */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -339,13 +338,7 @@ int mm_cache_writer_start(mm_cache *c, mm_err *err)
     mm_cond_init_monotonic(&c->q_work);
     mm_cond_init_monotonic(&c->q_room);
     pthread_cond_init(&c->q_done, NULL);
-    /* The writer inherits a full signal mask: process signals (SIGINT, SIGTERM of the daemon) go to
-     * threads that expect them. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&c->writer, NULL, writer_main, c);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = mm_thread_start_quiet(&c->writer, writer_main, c);
     if (rc) {
         pthread_cond_destroy(&c->q_room);
         pthread_cond_destroy(&c->q_done);

@@ -650,13 +650,8 @@ static int serve(struct fuse_session *se, fs_state *fs, const char *mountpoint, 
     exit_nudge nudge = {.se = se, .main = pthread_self()};
     pthread_mutex_init(&nudge.lock, NULL);
     mm_cond_init_monotonic(&nudge.cond);
-    /* The nudger takes no process signals: they go to the threads libfuse expects. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
     pthread_t nudger;
-    int started = pthread_create(&nudger, NULL, nudge_main, &nudge) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int started = mm_thread_start_quiet(&nudger, nudge_main, &nudge) == 0;
     /* Reads still queued in the pool are answered before the session goes away. */
     mm_err perr;
     if (mm_pool_start(0, &fs->pool, &perr) < 0)

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,14 +61,9 @@ int mm_pool_start(size_t threads, mm_pool **out, mm_err *err)
         return mm_err_set(err, -ENOMEM, "out of memory");
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->work, NULL);
-    /* Process signals (SIGINT, SIGTERM of the daemon) must reach the threads libfuse expects. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = 0;
-    while (p->n < threads && (rc = pthread_create(&p->threads[p->n], NULL, pool_main, p)) == 0)
+    while (p->n < threads && (rc = mm_thread_start_quiet(&p->threads[p->n], pool_main, p)) == 0)
         p->n++;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (p->n == 0) {
         pthread_cond_destroy(&p->work);
         pthread_mutex_destroy(&p->lock);

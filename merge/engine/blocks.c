@@ -249,13 +249,11 @@ static int compute_shared(mm_blocks *b, const mm_out_tensor *t, const void *stat
     return rc;
 }
 
-/* Block blk of t (block_len bytes) from the writer's queue: 1 and *hit (to release), or 0 (not queued,
- * or a value of another length, which is then computed again). */
-static int queued_block(mm_blocks *b, const mm_out_tensor *t, uint64_t blk, uint64_t block_len, mm_cache_hit *hit)
+/* The block of `key` (block_len bytes) from the writer's queue: 1 and *hit (to release), or 0 (not
+ * queued, or a value of another length, which is then computed again). */
+static int queued_block(mm_blocks *b, const unsigned char *key, uint64_t block_len, mm_cache_hit *hit)
 {
-    unsigned char key[MM_CACHE_KEY_LEN];
-    block_key(t, blk, key);
-    if (!mm_cache_get_queued(b->cache, MM_CACHE_BLOCKS, key, sizeof key, hit))
+    if (!mm_cache_get_queued(b->cache, MM_CACHE_BLOCKS, key, MM_CACHE_KEY_LEN, hit))
         return 0;
     if (hit->len == block_len)
         return 1;
@@ -338,7 +336,7 @@ int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
         const unsigned char *bytes;
         unsigned char key[MM_CACHE_KEY_LEN];
         block_key(t, blk, key);
-        if (queued_block(b, t, blk, s.b1 - s.b0, hit)) {
+        if (queued_block(b, key, s.b1 - s.b0, hit)) {
             h->n++;
             hit_mask |= 1ull << k;
             bytes = hit->data;
