@@ -10,14 +10,16 @@
 /* Small enough that a group commit never approaches LMDB's dirty-page limit (LMDB holds a transaction's
  * new pages in memory until the commit writes them, so this is also the writer's share of the daemon's
  * memory), large enough to amortise the commit's work on the tables; a sixteenth of small limits so that
- * a batch always fits the map's headroom. */
+ * a batch always fits the map's headroom. 8 MiB rather than more because the commit's write copies the
+ * pages LMDB has just filled: while a transaction's pages still fit the processor's cache that copy is
+ * cheap; at 16 MiB the writer's CPU time doubled (bench/RESULTS.md, issue 15). */
 static uint64_t txn_cap_for(uint64_t limit)
 {
     uint64_t cap = limit / 16;
     if (cap < MM_MIB)
         cap = MM_MIB;
-    if (cap > 16 * MM_MIB)
-        cap = 16 * MM_MIB;
+    if (cap > 8 * MM_MIB)
+        cap = 8 * MM_MIB;
     return cap;
 }
 

@@ -219,7 +219,7 @@ struct mm_cache {
 };
 
 /* Bound on queued memory (see MM_CACHE_ROOM_WAIT_NS for what a put does when it is reached). Several
- * write transactions' worth (txn_cap is at most 16 MiB): one being committed while the next fills. It
+ * write transactions' worth (txn_cap is at most 8 MiB): one being committed while the next fills. It
  * is most of the daemon's memory during a first read, so it is kept small. */
 #define MM_CACHE_QUEUE_MAX (64ull * MM_MIB)
 /* How long the writer gathers puts before committing a transaction smaller than txn_cap. Commits do not
