@@ -242,6 +242,26 @@ static bool curable(int rc)
     return rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT || rc == EFBIG || rc == EIO;
 }
 
+/* Called after each commit of `bytes`: every MM_CACHE_DROP_STEP, the pages of data.mdb below the end it
+ * had at the previous step are waited for (their writeback started at their commit, so this rarely
+ * waits) and dropped from the page cache. Pages written since stay (they may still be dirty), as do pages
+ * mapped by lookups. Advice only: failures change nothing but memory. */
+static void drop_written(mm_cache *c, uint64_t bytes)
+{
+    c->drop_since += bytes;
+    if (c->fd < 0 || c->drop_since < MM_CACHE_DROP_STEP)
+        return;
+    c->drop_since -= MM_CACHE_DROP_STEP; /* a step per 64 MiB, however commits fall */
+    if (c->drop_mark) {
+        const unsigned wait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+        (void)sync_file_range(c->fd, 0, (off_t)c->drop_mark, wait);
+        (void)posix_fadvise(c->fd, 0, (off_t)c->drop_mark, POSIX_FADV_DONTNEED);
+    }
+    MDB_envinfo info;
+    if (mdb_env_info(c->env.env, &info) == 0)
+        c->drop_mark = ((uint64_t)info.me_last_pgno + 1) * c->psize;
+}
+
 static void write_chunk(mm_cache *c, const mm_cache_op *chunk, uint64_t bytes)
 {
     tally t;
@@ -268,6 +288,7 @@ static void write_chunk(mm_cache *c, const mm_cache_op *chunk, uint64_t bytes)
      * only starts the writeback of what is dirty (no flush, no wait for it). */
     if (c->fd >= 0)
         (void)sync_file_range(c->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    drop_written(c, bytes);
 }
 
 /* Commits the taken list in transactions of at most txn_cap queued bytes (at least one op each). */
