@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -281,11 +282,17 @@ int mm_file_read_all(const char *path, size_t max_size, char **data, size_t *len
     return 0;
 }
 
-int mm_pread_full(int fd, void *buf, size_t len, uint64_t off)
+int mm_preadv_full(int fd, const struct iovec *iov, size_t n, uint64_t off)
 {
-    char *p = buf;
-    while (len > 0) {
-        ssize_t r = pread(fd, p, len, (off_t)off);
+    struct iovec left[MM_PREADV_MAX];
+    if (n > MM_PREADV_MAX)
+        return -EINVAL;
+    memcpy(left, iov, n * sizeof *iov);
+    struct iovec *at = left;
+    while (n > 0 && at->iov_len == 0)
+        at++, n--;
+    while (n > 0) {
+        ssize_t r = preadv(fd, at, (int)n, (off_t)off);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -293,11 +300,24 @@ int mm_pread_full(int fd, void *buf, size_t len, uint64_t off)
         }
         if (r == 0)
             return -EIO;
-        p += r;
-        len -= (size_t)r;
         off += (uint64_t)r;
+        /* past the pieces read whole, then into the one read in part */
+        for (size_t got = (size_t)r; n > 0 && (got > 0 || at->iov_len == 0);) {
+            const size_t k = got < at->iov_len ? got : at->iov_len;
+            at->iov_base = (char *)at->iov_base + k;
+            at->iov_len -= k;
+            got -= k;
+            if (at->iov_len == 0)
+                at++, n--;
+        }
     }
     return 0;
+}
+
+int mm_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    const struct iovec one = {buf, len};
+    return mm_preadv_full(fd, &one, 1, off);
 }
 
 size_t mm_utf8_valid_len(const char *s, size_t len)

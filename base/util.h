@@ -76,6 +76,10 @@ int mm_file_read_all(const char *path, size_t max_size, char **data, size_t *len
 
 /* pread() that loops over short reads. Returns 0, -EIO on early EOF, or -errno. */
 int mm_pread_full(int fd, void *buf, size_t len, uint64_t off);
+/* The same for preadv: fills iov[0..n) (n <= MM_PREADV_MAX, else -EINVAL) from the bytes at off. */
+#define MM_PREADV_MAX 8
+struct iovec;
+int mm_preadv_full(int fd, const struct iovec *iov, size_t n, uint64_t off);
 
 /* The length of the longest prefix of s[0..len) that is well-formed UTF-8 (RFC 3629: no overlong forms,
  * no surrogates, nothing above U+10FFFF): len when all of it is. For text from files we did not write

@@ -160,5 +160,8 @@ int mm_cache_prune(const mm_cache_options *opt, uint64_t *removed, mm_err *err);
 
 /* A 64-bit checksum of bytes (fast, word-wise; for detecting corruption, not adversaries). */
 uint64_t mm_checksum64(const void *data, size_t len);
+/* The same checksum of the bytes of pieces[0..n) one after the other, as if they were one buffer. */
+struct iovec;
+uint64_t mm_checksum64_pieces(const struct iovec *pieces, size_t n);
 
 #endif

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "base/scratch.h"
 #include "cache_internal.h"
@@ -60,18 +61,20 @@ static int copy_value(mm_cache *c, const void *v, int64_t off, uint64_t len, uin
         atomic_fetch_add(&c->file_reads, 1);
         return 0;
     }
+    /* The whole value in one call, the part asked for straight into dst and the rest around it into
+     * scratch, and the checksum over the three pieces in order: no copy of the part afterwards. */
     unsigned char *all = mm_scratch_borrow(MM_SCRATCH_CACHE_VALUE, (size_t)len);
+    const struct iovec piece[3] = {{all, (size_t)from}, {dst, n}, {all + from + n, (size_t)(len - from - n)}};
     int rc = all ? 0 : -ENOMEM;
-    if (rc == 0 && mm_pread_full(c->fd, all, (size_t)len, (uint64_t)off + MM_CACHE_HDR_LEN) < 0)
+    if (rc == 0 && mm_preadv_full(c->fd, piece, 3, (uint64_t)off + MM_CACHE_HDR_LEN) < 0)
         rc = -EIO;
-    if (rc == 0 && mm_checksum64(all, (size_t)len) != sum)
+    if (rc == 0 && mm_checksum64_pieces(piece, 3) != sum)
         rc = 1;
     if (rc == 0) {
         atomic_fetch_add(&c->file_reads, 1);
         if (derived)
             atomic_store_explicit(&c->map_base_ok, true, memory_order_release);
         mm_cache_memo_set(memo, v, sum);
-        memcpy(dst, all + from, n);
     }
     mm_scratch_return(MM_SCRATCH_CACHE_VALUE, all);
     return rc;

@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "cache_internal.h"
 
@@ -34,18 +35,47 @@ static inline uint64_t fmix(uint64_t h)
     return h;
 }
 
-uint64_t mm_checksum64(const void *data, size_t len)
+/* Adds 64-byte chunks p[0..n) (n a multiple of 64) to the lane sums. */
+static void add_chunks(uint64_t lane[LANES], const unsigned char *p, size_t n)
 {
-    const unsigned char *p = data;
-    size_t n = len;
-    uint64_t lane[LANES] = {0};
     for (; n >= 8 * LANES; p += 8 * LANES, n -= 8 * LANES)
         for (int j = 0; j < LANES; j++)
             lane[j] += load64(p + 8 * j);
+}
+
+uint64_t mm_checksum64_pieces(const struct iovec *piece, size_t npieces)
+{
+    uint64_t lane[LANES] = {0};
+    /* A chunk split between pieces is gathered here; so every chunk starts at a multiple of 64 bytes of
+     * the whole, as in one buffer. */
+    unsigned char carry[8 * LANES];
+    size_t held = 0, len = 0;
+    for (size_t i = 0; i < npieces; i++) {
+        const unsigned char *p = piece[i].iov_base;
+        size_t n = piece[i].iov_len;
+        len += n;
+        if (held) {
+            const size_t take = n < sizeof carry - held ? n : sizeof carry - held;
+            memcpy(carry + held, p, take);
+            held += take;
+            p += take;
+            n -= take;
+            if (held < sizeof carry)
+                continue;
+            add_chunks(lane, carry, sizeof carry);
+            held = 0;
+        }
+        const size_t whole = n - n % sizeof carry;
+        add_chunks(lane, p, whole);
+        memcpy(carry, p + whole, n - whole);
+        held = n - whole;
+    }
     uint64_t h = K3 ^ (uint64_t)len;
     for (int j = 0; j < LANES; j++)
         h += lane[j] * (K1 + 2 * (uint64_t)j); /* K1 is odd, so every multiplier is odd */
     /* The tail: fewer than 64 bytes, each word with its own odd multiplier. */
+    const unsigned char *p = carry;
+    size_t n = held;
     for (uint64_t j = 0; n >= 8; p += 8, n -= 8, j++)
         h += load64(p) * (K2 + 2 * j);
     if (n) {
@@ -54,6 +84,12 @@ uint64_t mm_checksum64(const void *data, size_t len)
         h += w * K3;
     }
     return fmix(h);
+}
+
+uint64_t mm_checksum64(const void *data, size_t len)
+{
+    const struct iovec one = {(void *)(uintptr_t)data, len};
+    return mm_checksum64_pieces(&one, 1);
 }
 
 void mm_cache_value_seal(unsigned char *hdr, size_t len)

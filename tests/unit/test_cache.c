@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/uio.h>
 #include <sys/vfs.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -142,6 +143,22 @@ static void test_checksum(void)
         for (size_t off = 1; off < 8; off++) {
             memcpy(copy + off, buf, n);
             CHECK(mm_checksum64(copy + off, n) == h);
+        }
+    }
+    /* the same over any cut into pieces (cuts inside words and chunks, empty pieces, many pieces) */
+    for (size_t li = 0; li < MM_COUNT(lens); li++) {
+        const size_t n = lens[li];
+        const uint64_t h = mm_checksum64(buf, n);
+        for (size_t a = 0; a <= n; a += n > 200 ? 61 : 1)
+            for (size_t b = a; b <= n; b += n > 200 ? 173 : 3) {
+                const struct iovec three[3] = {{buf, a}, {buf + a, b - a}, {buf + b, n - b}};
+                CHECK(mm_checksum64_pieces(three, 3) == h);
+            }
+        struct iovec bytes[64];
+        if (n <= 64) {
+            for (size_t i = 0; i < n; i++)
+                bytes[i] = (struct iovec){buf + i, 1};
+            CHECK(mm_checksum64_pieces(bytes, n) == h);
         }
     }
     /* zero runs of different lengths differ */

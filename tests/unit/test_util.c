@@ -1,8 +1,11 @@
 /* base/util: Python-style float formatting, suggestions, buffers, UTF-8 validation. */
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <regex.h>
 #include <stdlib.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "base/philox.h"
@@ -16,6 +19,42 @@ static void fmt(double v, const char *want)
     if (strcmp(buf, want) != 0)
         fprintf(stderr, "format(%.17g) = %s, want %s\n", v, buf, want);
     CHECK(strcmp(buf, want) == 0);
+}
+
+/* preadv that fills every piece, zero-length ones included, in order; the limit on pieces; EOF. */
+static void test_preadv_full(void)
+{
+    char path[] = "/tmp/mm-test-preadv-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    enum { N = 300000 };
+    unsigned char *data = malloc(N), *got = malloc(N);
+    for (size_t i = 0; i < N; i++)
+        data[i] = (unsigned char)(i * 131 + (i >> 9));
+    CHECK(write(fd, data, N) == N);
+    const size_t cuts[][3] = {{0, 0, 0}, {0, 5, 5}, {1, 4096, 200000}, {65535, 65536, 299990}, {7, 7, 8}};
+    for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+        const size_t a = cuts[c][0], b = cuts[c][1], z = cuts[c][2];
+        memset(got, 0xee, N);
+        /* the pieces are [a, b), [b, z), and the rest from z up to N - 10, starting at file offset 10 */
+        const size_t end = N - 10;
+        struct iovec iov[4] = {{got, a}, {got + a, b - a}, {got + b, z - b}, {got + z, end - z}};
+        CHECK(mm_preadv_full(fd, iov, 4, 10) == 0);
+        CHECK(memcmp(got, data + 10, end) == 0);
+    }
+    struct iovec past = {got, 100};
+    CHECK(mm_preadv_full(fd, &past, 1, N - 50) == -EIO);
+    struct iovec many[MM_PREADV_MAX + 1];
+    for (size_t i = 0; i <= MM_PREADV_MAX; i++)
+        many[i] = (struct iovec){got + i, 1};
+    CHECK(mm_preadv_full(fd, many, MM_PREADV_MAX + 1, 0) == -EINVAL);
+    CHECK(mm_pread_full(fd, got, 1000, 123) == 0 && memcmp(got, data + 123, 1000) == 0);
+    close(fd);
+    unlink(path);
+    free(data);
+    free(got);
 }
 
 /* The file sink: the time, the usual prefix, the context, the message, one line per call; a context
@@ -64,6 +103,7 @@ static void test_log_to_file(void)
 
 int main(void)
 {
+    test_preadv_full();
     /* Expected strings are Python's repr() of the same doubles. */
     fmt(0.5, "0.5");
     fmt(1e-05, "1e-05");
