@@ -160,15 +160,22 @@ static stripe *stripe_of(mm_blocks *b, const mm_out_tensor *t, uint64_t block)
 /* Computes block `block` of t (bytes [block_off, block_off + block_len) of its data) into *out, or waits
  * for the thread already computing it. The leader computes straight into a reserved cache value, which
  * it publishes before anyone sees the block, so later readers find it in the cache. Returns 0 with a
- * reference to the flight (the bytes are (*out)->data until flight_put), or the computation's error. */
+ * reference to the flight (the bytes are (*out)->data until flight_put), or the computation's error;
+ * without `wait`, FLIGHT_BUSY (and *out = NULL) when another thread is computing the block. */
+#define FLIGHT_BUSY 2 /* not 1: peek_block returns 1 for a stored block */
 static int flight_get(mm_blocks *b, const mm_out_tensor *t, const void *stats, uint64_t block, uint64_t block_off,
-                      size_t block_len, flight **out)
+                      size_t block_len, int wait, flight **out)
 {
     stripe *s = stripe_of(b, t, block);
     pthread_mutex_lock(&s->lock);
     flight *f = s->head;
     while (f && !(f->t == t && f->block == block))
         f = f->next;
+    if (f && !wait) {
+        pthread_mutex_unlock(&s->lock);
+        *out = NULL;
+        return FLIGHT_BUSY;
+    }
     if (f) {
         f->refs++;
         atomic_fetch_add(&b->waits, 1);
@@ -241,7 +248,7 @@ static int compute_shared(mm_blocks *b, const mm_out_tensor *t, const void *stat
                           size_t block_len, uint64_t from, size_t len, unsigned char *dst)
 {
     flight *f;
-    int rc = flight_get(b, t, stats, block, block_off, block_len, &f);
+    int rc = flight_get(b, t, stats, block, block_off, block_len, 1, &f);
     /* Our reference keeps f->data alive; copy without holding the stripe. */
     if (rc == 0)
         memcpy(dst, f->data + from, len);
@@ -317,6 +324,38 @@ static int stats_once(mm_blocks *b, const mm_out_tensor *t, const void **stats, 
     return rc;
 }
 
+/* One block of a peek: its bytes from the writer's queue (a hit, held in h) or computed now (a flight,
+ * held in h). 0 with *bytes; 1 when the block is stored (the caller copies instead); FLIGHT_BUSY when
+ * !wait and another thread is computing it; or a negative errno. */
+static int peek_block(mm_blocks *b, const mm_out_tensor *t, uint64_t blk, const span *s, int wait, const void **stats,
+                      int *stats_known, mm_blocks_hold *h, const unsigned char **bytes, int *hit)
+{
+    unsigned char key[MM_CACHE_KEY_LEN];
+    block_key(t, blk, key);
+    *hit = 0;
+    if (queued_block(b, key, s->b1 - s->b0, &h->hits[h->n])) {
+        *bytes = h->hits[h->n++].data;
+        *hit = 1;
+        return 0;
+    }
+    if (mm_cache_has(b->cache, MM_CACHE_BLOCKS, key, sizeof key))
+        return 1; /* stored: copied out by mm_blocks_read, cheaper than mapping it */
+    int rc = stats_once(b, t, stats, stats_known);
+    if (rc < 0)
+        return rc;
+    flight *f;
+    rc = flight_get(b, t, *stats, blk, s->b0, (size_t)(s->b1 - s->b0), wait, &f);
+    if (rc == FLIGHT_BUSY)
+        return rc;
+    if (rc < 0) {
+        flight_put(b, f);
+        return rc;
+    }
+    h->flights[h->nflights++] = f;
+    *bytes = f->data;
+    return 0;
+}
+
 int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t len, struct iovec *iov, size_t *niov,
                    size_t max, mm_blocks_hold *h)
 {
@@ -327,38 +366,43 @@ int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
     const uint64_t bs = t->block_elems * mm_dtype_size(t->dtype), end = off + len;
     const void *stats = NULL;
     int stats_known = 0;
-    uint64_t hit_mask = 0; /* which of this call's blocks were hits (at most MM_BLOCKS_HOLD_MAX < 64) */
-    for (uint64_t blk = off / bs, k = 0; blk * bs < end; blk++, k++) {
-        if (*niov >= max || h->n + h->nflights >= MM_BLOCKS_HOLD_MAX)
-            return 1;
-        const span s = block_span(t, blk, off, end);
-        mm_cache_hit *hit = &h->hits[h->n];
-        const unsigned char *bytes;
-        unsigned char key[MM_CACHE_KEY_LEN];
-        block_key(t, blk, key);
-        if (queued_block(b, key, s.b1 - s.b0, hit)) {
-            h->n++;
-            hit_mask |= 1ull << k;
-            bytes = hit->data;
-        } else if (mm_cache_has(b->cache, MM_CACHE_BLOCKS, key, sizeof key)) {
-            return 1; /* stored: copied out by mm_blocks_read, cheaper than mapping it */
-        } else {
-            atomic_fetch_add(&b->misses, 1);
-            flight *f;
-            int rc = stats_once(b, t, &stats, &stats_known);
-            if (rc < 0)
-                return rc;
-            rc = flight_get(b, t, stats, blk, s.b0, (size_t)(s.b1 - s.b0), &f);
-            if (rc < 0) {
-                flight_put(b, f);
-                return rc;
+    uint64_t hit_mask = 0;  /* which of this call's blocks were hits (at most MM_BLOCKS_HOLD_MAX < 64) */
+    uint64_t busy_mask = 0; /* which were being computed by another thread when first met */
+    size_t busy = 0;
+    const size_t first_iov = *niov;
+    /* Blocks another thread is computing are waited for last: a sequential reader's requests straddle
+     * blocks, so the next request usually needs the block the previous one is computing; computing its
+     * other block meanwhile keeps both cores busy instead of one waiting on the other. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint64_t blk = off / bs, k = 0; blk * bs < end; blk++, k++) {
+            if (pass == 1 && !(busy_mask >> k & 1))
+                continue;
+            const span s = block_span(t, blk, off, end);
+            const size_t slot = first_iov + k;
+            if (pass == 0) {
+                if (slot >= max || h->n + h->nflights + busy >= MM_BLOCKS_HOLD_MAX)
+                    return 1; /* (each busy block takes a hold in the second pass) */
+                *niov = slot + 1;
             }
-            h->flights[h->nflights++] = f;
-            bytes = f->data;
+            const unsigned char *bytes;
+            int hit;
+            int rc = peek_block(b, t, blk, &s, pass == 1, &stats, &stats_known, h, &bytes, &hit);
+            if (rc == FLIGHT_BUSY) {
+                busy_mask |= 1ull << k;
+                busy++;
+                atomic_fetch_add(&b->misses, 1);
+                continue;
+            }
+            if (rc != 0)
+                return rc;
+            /* a block met busy was a miss, whatever it is by now */
+            if (pass == 0 && hit)
+                hit_mask |= 1ull << k;
+            else if (pass == 0)
+                atomic_fetch_add(&b->misses, 1);
+            iov[slot].iov_base = (unsigned char *)(uintptr_t)bytes + (s.a - s.b0);
+            iov[slot].iov_len = (size_t)(s.z - s.a);
         }
-        iov[*niov].iov_base = (unsigned char *)(uintptr_t)bytes + (s.a - s.b0);
-        iov[*niov].iov_len = (size_t)(s.z - s.a);
-        (*niov)++;
     }
     /* Counted only now: after a 1 the caller reads the same blocks again with mm_blocks_read. */
     for (uint64_t blk = off / bs, k = 0; blk * bs < end; blk++, k++) {
