@@ -56,7 +56,8 @@ uint64_t mm_checksum64_pieces(const struct iovec *piece, size_t npieces)
         len += n;
         if (held) {
             const size_t take = n < sizeof carry - held ? n : sizeof carry - held;
-            memcpy(carry + held, p, take);
+            if (take)
+                memcpy(carry + held, p, take);
             held += take;
             p += take;
             n -= take;
@@ -67,7 +68,8 @@ uint64_t mm_checksum64_pieces(const struct iovec *piece, size_t npieces)
         }
         const size_t whole = n - n % sizeof carry;
         add_chunks(lane, p, whole);
-        memcpy(carry, p + whole, n - whole);
+        if (n > whole)
+            memcpy(carry, p + whole, n - whole);
         held = n - whole;
     }
     uint64_t h = K3 ^ (uint64_t)len;
