@@ -243,12 +243,15 @@ static void flight_put(mm_blocks *b, flight *f)
     free(f);
 }
 
-/* Block `block` computed (or waited for), then [from, from + len) of it copied into dst. */
+/* Block `block` computed (or, with `wait`, waited for), then [from, from + len) of it copied into dst.
+ * 0, FLIGHT_BUSY (without `wait`: another thread is computing it; nothing copied) or a negative errno. */
 static int compute_shared(mm_blocks *b, const mm_out_tensor *t, const void *stats, uint64_t block, uint64_t block_off,
-                          size_t block_len, uint64_t from, size_t len, unsigned char *dst)
+                          size_t block_len, uint64_t from, size_t len, unsigned char *dst, int wait)
 {
     flight *f;
-    int rc = flight_get(b, t, stats, block, block_off, block_len, 1, &f);
+    int rc = flight_get(b, t, stats, block, block_off, block_len, wait, &f);
+    if (rc == FLIGHT_BUSY)
+        return rc;
     /* Our reference keeps f->data alive; copy without holding the stripe. */
     if (rc == 0)
         memcpy(dst, f->data + from, len);
@@ -442,24 +445,37 @@ static int read_range(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t
     int stats_known = 0;
     const uint64_t bs = t->block_elems * mm_dtype_size(t->dtype), end = off + len;
     unsigned char *dst = buf;
-    for (uint64_t blk = off / bs; blk * bs < end; blk++) {
-        const span sp = block_span(t, blk, off, end);
-        const uint64_t b0 = sp.b0, b1 = sp.b1, a = sp.a, z = sp.z;
-        if (copy_block(b, t, blk, b1 - b0, a - b0, (size_t)(z - a), dst + (a - off))) {
-            if (compute)
-                count_hit(b, t, blk, z == b1);
-            continue;
+    /* As in mm_blocks_peek, blocks another thread is computing are waited for last (the first 64 of the
+     * range; any further ones are waited for in order). */
+    uint64_t busy = 0;
+    for (int pass = 0; pass < 2 && (pass == 0 || busy); pass++) {
+        for (uint64_t blk = off / bs, k = 0; blk * bs < end; blk++, k++) {
+            if (pass == 1 && !(k < 64 && (busy >> k & 1)))
+                continue;
+            const span sp = block_span(t, blk, off, end);
+            const uint64_t b0 = sp.b0, b1 = sp.b1, a = sp.a, z = sp.z;
+            if (copy_block(b, t, blk, b1 - b0, a - b0, (size_t)(z - a), dst + (a - off))) {
+                if (compute && pass == 0)
+                    count_hit(b, t, blk, z == b1);
+                continue; /* (in the second pass: computed meanwhile by the thread it was waiting for) */
+            }
+            if (!compute)
+                return 1;
+            if (pass == 0)
+                atomic_fetch_add(&b->misses, 1);
+            /* Statistics only when something must be computed: a fully cached tensor needs no pre-pass. */
+            int rc = stats_once(b, t, &stats, &stats_known);
+            if (rc < 0)
+                return rc;
+            rc = compute_shared(b, t, stats, blk, b0, (size_t)(b1 - b0), a - b0, (size_t)(z - a), dst + (a - off),
+                                pass == 1 || k >= 64);
+            if (rc == FLIGHT_BUSY) {
+                busy |= 1ull << k;
+                continue;
+            }
+            if (rc < 0)
+                return rc;
         }
-        if (!compute)
-            return 1;
-        atomic_fetch_add(&b->misses, 1);
-        /* Statistics only when something must be computed: a fully cached tensor needs no pre-pass. */
-        int rc = stats_once(b, t, &stats, &stats_known);
-        if (rc < 0)
-            return rc;
-        rc = compute_shared(b, t, stats, blk, b0, (size_t)(b1 - b0), a - b0, (size_t)(z - a), dst + (a - off));
-        if (rc < 0)
-            return rc;
     }
     /* A read that only copies counts its hits once it is known to be served. */
     if (!compute)
