@@ -157,6 +157,18 @@ static stripe *stripe_of(mm_blocks *b, const mm_out_tensor *t, uint64_t block)
     return &b->stripes[(h >> 32) % STRIPES];
 }
 
+/* The block of `key` (block_len bytes) from the writer's queue: 1 and *hit (to release), or 0 (not
+ * queued, or a value of another length, which is then computed again). */
+static int queued_block(mm_blocks *b, const unsigned char *key, uint64_t block_len, mm_cache_hit *hit)
+{
+    if (!mm_cache_get_queued(b->cache, MM_CACHE_BLOCKS, key, MM_CACHE_KEY_LEN, hit))
+        return 0;
+    if (hit->len == block_len)
+        return 1;
+    mm_cache_release(b->cache, hit);
+    return 0;
+}
+
 /* Computes block `block` of t (bytes [block_off, block_off + block_len) of its data) into *out, or waits
  * for the thread already computing it. The leader computes straight into a reserved cache value, which
  * it publishes before anyone sees the block, so later readers find it in the cache. Returns 0 with a
@@ -182,17 +194,30 @@ static int flight_get(mm_blocks *b, const mm_out_tensor *t, const void *stats, u
         while (!f->done)
             pthread_cond_wait(&f->cond, &s->lock);
     } else {
+        unsigned char key[MM_CACHE_KEY_LEN];
+        block_key(t, block, key);
+        mm_cache_hit queued;
         f = mm_xcalloc(1, sizeof *f);
         f->t = t;
         f->block = block;
         f->refs = 1;
         pthread_cond_init(&f->cond, NULL);
+        /* The thread that computed the block may have published it and retired its flight since the
+         * caller looked in the cache (publishing comes first, so the queue has it): then the flight is
+         * that queued value, done, and shared with no one. */
+        if (queued_block(b, key, block_len, &queued)) {
+            pthread_mutex_unlock(&s->lock);
+            f->hold = queued;
+            f->data = (unsigned char *)(uintptr_t)queued.data;
+            f->len = block_len;
+            f->done = 1;
+            *out = f;
+            return 0;
+        }
         f->next = s->head;
         s->head = f;
         pthread_mutex_unlock(&s->lock);
 
-        unsigned char key[MM_CACHE_KEY_LEN];
-        block_key(t, block, key);
         mm_cache_reservation r;
         if (mm_cache_reserve(b->cache, MM_CACHE_BLOCKS, key, sizeof key, block_len, &r))
             f->data = r.data;
@@ -257,18 +282,6 @@ static int compute_shared(mm_blocks *b, const mm_out_tensor *t, const void *stat
         memcpy(dst, f->data + from, len);
     flight_put(b, f);
     return rc;
-}
-
-/* The block of `key` (block_len bytes) from the writer's queue: 1 and *hit (to release), or 0 (not
- * queued, or a value of another length, which is then computed again). */
-static int queued_block(mm_blocks *b, const unsigned char *key, uint64_t block_len, mm_cache_hit *hit)
-{
-    if (!mm_cache_get_queued(b->cache, MM_CACHE_BLOCKS, key, MM_CACHE_KEY_LEN, hit))
-        return 0;
-    if (hit->len == block_len)
-        return 1;
-    mm_cache_release(b->cache, hit);
-    return 0;
 }
 
 /* Bytes [from, from + n) of block blk of t (block_len bytes) copied from the cache into dst: 1, or 0
