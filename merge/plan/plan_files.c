@@ -191,8 +191,12 @@ static int set_module_layers(const mm_plan *p, cJSON *cfg, const mm_plan_module 
     const cJSON *dholder = mm_arch_count_holder(dm, donor->config, &dkey);
     cJSON *holder = mm_arch_count_holder(dm, cfg, &key);
     if (holder) {
-        mm_config_slice_layer_lists(holder, dholder, (int)dkey->valuedouble, mod->origin, mod->out_layers);
-        mm_config_write_layer_types(holder, dholder, (int)dkey->valuedouble, mod->origin, mod->out_layers);
+        /* The donor's count as config.json says it, which may disagree with its tensors (a count that
+         * is no int is no list length: 0, so nothing is taken for a per-layer list) */
+        const double dv = dkey->valuedouble;
+        const int dn = dv >= 0 && dv <= INT_MAX ? (int)dv : 0;
+        mm_config_slice_layer_lists(holder, dholder, dn, mod->origin, mod->out_layers);
+        mm_config_write_layer_types(holder, dholder, dn, mod->origin, mod->out_layers);
         cJSON_SetNumberValue(key, mod->out_layers);
         return 0;
     }
