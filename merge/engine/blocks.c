@@ -384,19 +384,18 @@ int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
     int stats_known = 0;
     uint64_t hit_mask = 0;  /* which of this call's blocks were hits (at most MM_BLOCKS_HOLD_MAX < 64) */
     uint64_t busy_mask = 0; /* which were being computed by another thread when first met */
-    size_t busy = 0;
     const size_t first_iov = *niov;
     /* Blocks another thread is computing are waited for last: a sequential reader's requests straddle
      * blocks, so the next request usually needs the block the previous one is computing; computing its
      * other block meanwhile keeps both cores busy instead of one waiting on the other. */
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 2 && (pass == 0 || busy_mask); pass++) {
         for (uint64_t blk = off / bs, k = 0; blk * bs < end; blk++, k++) {
             if (pass == 1 && !(busy_mask >> k & 1))
                 continue;
             const span s = block_span(t, blk, off, end);
             const size_t slot = first_iov + k;
             if (pass == 0) {
-                if (slot >= max || h->n + h->nflights + busy >= MM_BLOCKS_HOLD_MAX)
+                if (slot >= max || h->n + h->nflights + (size_t)__builtin_popcountll(busy_mask) >= MM_BLOCKS_HOLD_MAX)
                     return 1; /* (each busy block takes a hold in the second pass) */
                 *niov = slot + 1;
             }
@@ -405,7 +404,6 @@ int mm_blocks_peek(mm_blocks *b, const mm_out_tensor *t, uint64_t off, size_t le
             int rc = peek_block(b, t, blk, &s, pass == 1, &stats, &stats_known, h, &bytes, &hit);
             if (rc == FLIGHT_BUSY) {
                 busy_mask |= 1ull << k;
-                busy++;
                 atomic_fetch_add(&b->misses, 1);
                 continue;
             }

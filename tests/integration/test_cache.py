@@ -96,6 +96,15 @@ def test_build_fills_the_cache_for_a_mount(mount, case, cache_dir, tmp_path):
 
 # ---- single-flight --------------------------------------------------------------------------------------
 
+def _run_all(threads, timeout):
+    """Starts the threads, waits up to `timeout` s for each, and fails if one is still running."""
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=timeout)
+    assert not any(th.is_alive() for th in threads), "a reader hung"
+
+
 def _odirect_read(fd, off, length):
     buf = mmap.mmap(-1, length)  # page-aligned, as O_DIRECT wants
     try:
@@ -198,12 +207,7 @@ def test_staggered_sequential_readers_compute_each_block_once(mount, case, cache
                 except BaseException as e:  # noqa: BLE001 - reported below
                     errors.append(f"reader {i}: {e!r}")
 
-            threads = [threading.Thread(target=reader, args=(i,)) for i in range(n)]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join(timeout=120)
-            assert not any(th.is_alive() for th in threads), "a reader hung"
+            _run_all([threading.Thread(target=reader, args=(i,)) for i in range(n)], 120)
             assert not errors, errors
             s = stats(m.path)
             assert s["blocks_computed"] == case.blocks, show(s)
@@ -226,12 +230,7 @@ def test_two_mounts_share_one_cache_dir(mount, case, cache_dir, tmp_path):
             except BaseException as e:  # noqa: BLE001
                 errors.append(f"{key}: {e!r}")
 
-        threads = [threading.Thread(target=reader, args=(k, p)) for k, p in (("a", ma.path), ("b", mb.path))]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(timeout=90)
-        assert not any(th.is_alive() for th in threads), "a reader hung"
+        _run_all([threading.Thread(target=reader, args=(k, p)) for k, p in (("a", ma.path), ("b", mb.path))], 90)
         assert not errors, errors
         sa, sb = stats(ma.path), stats(mb.path)
         assert sa["cache_dir"] == sb["cache_dir"] == cache_dir
