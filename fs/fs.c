@@ -668,6 +668,14 @@ static int serve(struct fuse_session *se, fs_state *fs, const char *mountpoint, 
     }
     pthread_cond_destroy(&nudge.cond);
     pthread_mutex_destroy(&nudge.lock);
+    /* The kernel shuts the connection when the last user of an unmounted folder lets go. A libfuse
+     * thread that was taking a request off /dev/fuse at that instant reads ECONNABORTED instead of
+     * ENODEV (libfuse then prints "fuse: reading device: Software caused connection abort"). libfuse
+     * does not ask for FUSE_ABORT_ERROR, so that race is the only source of the error: an unmount. */
+    if (rc == -ECONNABORTED) {
+        mm_log_debug("the kernel closed the connection to %s while a request was being read", mountpoint);
+        rc = 0;
+    }
     if (rc < 0)
         return mm_err_set(err, rc, "serving %s failed: %s", mountpoint, strerror(-rc));
     return 0;
