@@ -66,6 +66,17 @@ static inline uint32_t mm_select_key_inline(float x)
     return mag > 0x7f800000u ? MM_SELECT_KEY_NAN : key;
 }
 
+/* mm_select_key_inline(|round_bf16(t)|) in half the operations, for the magnitude pre-passes' per-element
+ * loop: round to nearest even is symmetric, so rounding |t| gives |round(t)|, and the key of a
+ * non-negative value (0 included) is its bit pattern with the top bit set. NaN keeps its key. */
+static inline uint32_t mm_select_key_abs_bf16(float t)
+{
+    union { float f; uint32_t u; } v = {.f = t};
+    const uint32_t u = v.u & 0x7fffffffu;
+    const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u; /* <= +inf for u <= +inf */
+    return u > 0x7f800000u ? MM_SELECT_KEY_NAN : r | 0x80000000u;
+}
+
 /* After the passes, also: the key of the threshold, and how many of the N values equal it. */
 uint32_t mm_selector_threshold_key(const mm_selector *s);
 uint64_t mm_selector_ties_total(const mm_selector *s);

@@ -185,8 +185,12 @@ static void magnitudes(const mm_kernel_args *a, size_t input, float *m)
 /* keys[k] = key of |round(x - b)|, in one loop: a pass over each input computes nothing else. */
 static inline void magnitude_keys_dt(mm_dtype dt, const float *x, const float *b, uint32_t *keys, size_t n)
 {
-    for (size_t k = 0; k < n; k++)
-        keys[k] = mm_select_key_inline(fabsf(mm_round_to(dt, x[k] - b[k])));
+    if (dt == MM_DT_BF16) /* the same keys in fewer operations: most merges compute in bf16 */
+        for (size_t k = 0; k < n; k++)
+            keys[k] = mm_select_key_abs_bf16(x[k] - b[k]);
+    else
+        for (size_t k = 0; k < n; k++)
+            keys[k] = mm_select_key_inline(fabsf(mm_round_to(dt, x[k] - b[k])));
 }
 
 /* The keys of elements [at, at + n) of the chunk. */
@@ -339,12 +343,30 @@ static inline uint32_t local_in(local_rule r, uint32_t key, uint32_t k)
     return key == r.thr ? k < r.lim : (key > r.thr) == r.above;
 }
 
-/* v[k] *= 1 or 0: whether keys[k] (element e0 + k) lies in the band [lo, hi] of the statistics. */
+/* Whether r admits every key (mm_rule_all): multiplying by its 1 changes no bit, so it is not tested. */
+static int admits_all(const mm_select_rule *r)
+{
+    const mm_select_rule all = mm_rule_all();
+    return r->thr == all.thr && r->above == all.above && r->cut == all.cut;
+}
+
+/* v[k] *= 1 or 0: whether keys[k] (element e0 + k) lies in the band [lo, hi] of the statistics. ties
+ * keeps the largest values, so its band has one bound; one loop per case keeps each loop lean. */
 MM_VECTOR_LOOP static void band_scale(const mm_sparse_stats *st, uint64_t e0, const uint32_t *keys, uint32_t n, float *v)
 {
     const local_rule lo = localize(&st->lo, e0, n), hi = localize(&st->hi, e0, n);
-    for (uint32_t k = 0; k < n; k++)
-        v[k] = v[k] * (float)(local_in(lo, keys[k], k) & local_in(hi, keys[k], k));
+    const int lo_all = admits_all(&st->lo), hi_all = admits_all(&st->hi);
+    if (lo_all && hi_all)
+        return;
+    if (hi_all)
+        for (uint32_t k = 0; k < n; k++)
+            v[k] = v[k] * (float)local_in(lo, keys[k], k);
+    else if (lo_all)
+        for (uint32_t k = 0; k < n; k++)
+            v[k] = v[k] * (float)local_in(hi, keys[k], k);
+    else
+        for (uint32_t k = 0; k < n; k++)
+            v[k] = v[k] * (float)(local_in(lo, keys[k], k) & local_in(hi, keys[k], k));
 }
 
 static void model_masks(const mm_kernel_args *a, const mm_sparse_cfg *c, size_t input, const sink *s)
@@ -385,8 +407,12 @@ MM_VECTOR_LOOP void mm_sparse_apply(const mm_kernel_args *a, const mm_sparse_cfg
         sink s = {.scale = d};
         random_masks(a, c, input, &s);
     } else {
-        for (size_t k = 0; k < n; k++)
-            tmp[k] = mm_select_key_inline(fabsf(d[k]));
+        if (t->comp == MM_DT_BF16) /* d is rounded to bf16 already: rounding again changes nothing */
+            for (size_t k = 0; k < n; k++)
+                tmp[k] = mm_select_key_abs_bf16(d[k]);
+        else
+            for (size_t k = 0; k < n; k++)
+                tmp[k] = mm_select_key_inline(fabsf(d[k]));
         band_scale((const mm_sparse_stats *)a->stats + input, a->e0, tmp, (uint32_t)n, d);
     }
     const float f = a->stats ? ((const mm_sparse_stats *)a->stats)[input].factor : 1.0f;

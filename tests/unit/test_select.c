@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 #include "formats/numeric.h"
@@ -265,6 +266,21 @@ int main(void)
     CHECK(mm_select_key(INFINITY) < mm_select_key(NAN));
     CHECK(mm_select_key(-NAN) == mm_select_key(NAN));
     CHECK(mm_select_key(-INFINITY) < mm_select_key(-3.0f));
+
+    /* The pre-passes' shortcut: the key of |round_bf16(t)| for every bf16 high half, with low halves
+     * that round down, to even, up, and carry into the exponent (up to +inf), NaN payloads included. */
+    {
+        static const uint32_t lows[] = {0x0000, 0x0001, 0x7fff, 0x8000, 0x8001, 0xffff};
+        int same = 1;
+        for (uint32_t h = 0; h < 0x10000u; h++)
+            for (size_t j = 0; j <= MM_COUNT(lows); j++) {
+                const uint32_t u = h << 16 | (j < MM_COUNT(lows) ? lows[j] : (uint32_t)next_u64() & 0xffffu);
+                float t;
+                memcpy(&t, &u, sizeof t);
+                same &= mm_select_key_abs_bf16(t) == mm_select_key(fabsf(mm_round_to(MM_DT_BF16, t)));
+            }
+        CHECK(same);
+    }
 
     /* float32 values, almost no duplicates: two passes at most. */
     for (size_t i = 0; i < N; i++)
