@@ -50,23 +50,11 @@ uint16_t mm_f32_to_f16(float f)
     return (uint16_t)(sign | (uint16_t)(((a >> 13) - (112u << 10)) & 0xffffu));
 }
 
-/* mm_round_to(MM_DT_BF16, x) without branches, so loops calling it vectorise. */
-static inline float round_bf16(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    uint32_t rne = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    uint32_t qnan = (u | 0x00400000u) & 0xffff0000u;
-    u = (u & 0x7fffffffu) > 0x7f800000u ? qnan : rne;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
 MM_VECTOR_LOOP void mm_vround(mm_dtype dt, float *x, size_t n)
 {
     if (dt == MM_DT_BF16) {
         for (size_t k = 0; k < n; k++)
-            x[k] = round_bf16(x[k]);
+            x[k] = mm_round_bf16(x[k]);
     } else if (dt == MM_DT_F16) {
         for (size_t k = 0; k < n; k++)
             x[k] = mm_f16_to_f32(mm_f32_to_f16(x[k]));
@@ -78,7 +66,7 @@ MM_VECTOR_LOOP void mm_vaxpy_round(mm_dtype dt, float *restrict acc, const float
     /* One loop per dtype: the dtype test stays out of the loop body. */
     if (dt == MM_DT_BF16) {
         for (size_t k = 0; k < n; k++)
-            acc[k] += round_bf16(w * x[k]);
+            acc[k] += mm_round_bf16(w * x[k]);
     } else if (dt == MM_DT_F16) {
         for (size_t k = 0; k < n; k++)
             acc[k] += mm_f16_to_f32(mm_f32_to_f16(w * x[k]));

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "dtype.h"
 #include "base/vector.h"
@@ -43,6 +44,33 @@ static inline float mm_round_to(mm_dtype dt, float x)
         return mm_f16_to_f32(mm_f32_to_f16(x));
     return x;
 }
+
+/* mm_round_to(MM_DT_BF16, x) without branches, so loops calling it vectorise. */
+static inline float mm_round_bf16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    const uint32_t rne = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    const uint32_t qnan = (u | 0x00400000u) & 0xffff0000u;
+    u = (u & 0x7fffffffu) > 0x7f800000u ? qnan : rne;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* dst[k] = round_dt(EXPR) for k < n, EXPR an expression of k (it may read dst[k]). For bf16 the rounding
+ * is inside the loop, which vectorises: one pass over the arrays instead of an op's pass and then
+ * mm_vround's. Other dtypes take the two passes. */
+#define MM_ROUNDED_LOOP(dt, dst, n, k, expr)                                                           \
+    do {                                                                                               \
+        if ((dt) == MM_DT_BF16) {                                                                      \
+            for (size_t k = 0; k < (n); k++)                                                           \
+                (dst)[k] = mm_round_bf16(expr);                                                        \
+        } else {                                                                                       \
+            for (size_t k = 0; k < (n); k++)                                                           \
+                (dst)[k] = (expr);                                                                     \
+            mm_vround((dt), (dst), (n));                                                               \
+        }                                                                                              \
+    } while (0)
 
 /* Rounds x[0..n) in place to `dt`, exactly as mm_round_to does element by element. Written without
  * branches for bf16 so the compiler vectorises it: kernels are sequences of whole-array ops, each

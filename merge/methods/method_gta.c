@@ -105,24 +105,24 @@ MM_VECTOR_LOOP static void weighted_deltas(const gta_block *g)
         mm_task_vector(a, i, d);
         mm_sparse_apply(a, g->cfg, i, g->bits, d, g->tmp);
         const float w = t->kc[i];
-        for (size_t k = 0; k < a->n; k++)
-            d[k] = w * d[k];
-        mm_vround(t->comp, d, a->n);
+        MM_ROUNDED_LOOP(t->comp, d, a->n, k, w * d[k]);
         d += g->stride;
     }
 }
 
-/* acc = round(sum_j delta_j): float32 accumulation in model order, one rounding. */
+/* acc = round(sum_j delta_j): float32 accumulation in model order from +0.0 (so that a sum of -0.0
+ * is +0.0, as torch's), one rounding, fused with the last addition. */
 MM_VECTOR_LOOP static void model_sum(const gta_block *g, size_t nonbase, float *acc)
 {
     const size_t n = g->a->n;
     memset(acc, 0, n * sizeof *acc);
-    for (size_t j = 0; j < nonbase; j++) {
+    for (size_t j = 0; j + 1 < nonbase; j++) {
         const float *d = g->delta + j * g->stride;
         for (size_t k = 0; k < n; k++)
             acc[k] += d[k];
     }
-    mm_vround(g->a->t->comp, acc, n);
+    const float *last = g->delta + (nonbase - 1) * g->stride;
+    MM_ROUNDED_LOOP(g->a->t->comp, acc, n, k, acc[k] + last[k]);
 }
 
 static inline uint32_t bits_of(float x)
@@ -170,9 +170,8 @@ MM_VECTOR_LOOP static void mix_consensus(const gta_block *g, size_t nonbase, flo
     mm_vround(t->comp, acc, n);
     if (t->gvals[G_NORMALIZE] != 0) {
         mm_vround(t->comp, den, n);
-        for (size_t k = 0; k < n; k++)
-            acc[k] = acc[k] / (den[k] + (float)(den[k] == 0)); /* a divisor of 0 becomes 1 */
-        mm_vround(t->comp, acc, n);
+        /* a divisor of 0 becomes 1 */
+        MM_ROUNDED_LOOP(t->comp, acc, n, k, acc[k] / (den[k] + (float)(den[k] == 0)));
     }
 }
 
@@ -184,9 +183,7 @@ MM_VECTOR_LOOP static void mix_sum(const gta_block *g, size_t nonbase, float *ac
     model_sum(g, nonbase, acc);
     if (t->gvals[G_NORMALIZE] != 0) {
         const float div = t->kc[MM_KC_DIV];
-        for (size_t k = 0; k < n; k++)
-            acc[k] = acc[k] / div;
-        mm_vround(t->comp, acc, n);
+        MM_ROUNDED_LOOP(t->comp, acc, n, k, acc[k] / div);
     }
 }
 
@@ -205,13 +202,9 @@ MM_VECTOR_LOOP static void gta_block_run(const gta_block *g, int consensus)
         mix_sum(g, nonbase, acc);
     if (t->gvals[G_LAMBDA] != 1.0) {
         const float lam = (float)t->gvals[G_LAMBDA];
-        for (size_t k = 0; k < n; k++)
-            acc[k] = acc[k] * lam;
-        mm_vround(t->comp, acc, n);
+        MM_ROUNDED_LOOP(t->comp, acc, n, k, acc[k] * lam);
     }
-    for (size_t k = 0; k < n; k++)
-        acc[k] = b[k] + acc[k];
-    mm_vround(t->comp, acc, n);
+    MM_ROUNDED_LOOP(t->comp, acc, n, k, b[k] + acc[k]);
 }
 
 /* The chunk is cut into blocks for which every model's delta fits in the scratch space, so each

@@ -163,9 +163,7 @@ size_t mm_sparse_stats_size(const mm_out_tensor *t, const mm_sparse_cfg *c)
 MM_VECTOR_LOOP void mm_task_vector(const mm_kernel_args *a, size_t input, float *d)
 {
     const float *x = a->in[input], *b = a->in[a->t->base];
-    for (size_t k = 0; k < a->n; k++)
-        d[k] = x[k] - b[k];
-    mm_vround(a->t->comp, d, a->n);
+    MM_ROUNDED_LOOP(a->t->comp, d, a->n, k, x[k] - b[k]);
 }
 
 /* |tau| of element k as the sparsifier sees it (abs is exact in any dtype). */
