@@ -154,23 +154,34 @@ MM_VECTOR_LOOP static void mix_consensus(const gta_block *g, size_t nonbase, flo
     const size_t n = g->a->n;
     float *sum = g->sum, *den = g->den;
     model_sum(g, nonbase, sum);
-    memset(acc, 0, n * sizeof *acc);
-    memset(den, 0, n * sizeof *den);
     size_t j = 0;
     for (size_t i = 0; i < t->ninputs; i++) {
         if ((int)i == t->base)
             continue;
         const float w = t->kc[i], *d = g->delta + j++ * g->stride;
-        for (size_t k = 0; k < n; k++) {
-            const float m = agrees(d[k], sum[k]);
-            acc[k] += d[k] * m;
-            den[k] += w * m;
-        }
+        if (j == 1) /* the sums start from +0.0, as torch's do (0.0f + -0.0f is +0.0f) */
+            for (size_t k = 0; k < n; k++) {
+                const float m = agrees(d[k], sum[k]);
+                acc[k] = 0.0f + d[k] * m;
+                den[k] = 0.0f + w * m;
+            }
+        else
+            for (size_t k = 0; k < n; k++) {
+                const float m = agrees(d[k], sum[k]);
+                acc[k] += d[k] * m;
+                den[k] += w * m;
+            }
     }
-    mm_vround(t->comp, acc, n);
-    if (t->gvals[G_NORMALIZE] != 0) {
+    if (t->gvals[G_NORMALIZE] == 0) {
+        mm_vround(t->comp, acc, n);
+    } else if (t->comp == MM_DT_BF16) { /* the three roundings in one pass */
+        for (size_t k = 0; k < n; k++) {
+            const float a = mm_round_bf16(acc[k]), dn = mm_round_bf16(den[k]);
+            acc[k] = mm_round_bf16(a / (dn + (float)(dn == 0))); /* a divisor of 0 becomes 1 */
+        }
+    } else {
+        mm_vround(t->comp, acc, n);
         mm_vround(t->comp, den, n);
-        /* a divisor of 0 becomes 1 */
         MM_ROUNDED_LOOP(t->comp, acc, n, k, acc[k] / (den[k] + (float)(den[k] == 0)));
     }
 }

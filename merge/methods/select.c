@@ -130,50 +130,51 @@ int mm_selector_pass_needed(const mm_selector *s)
     return !s->done;
 }
 
-/* Pass 1: the high-16-bit histogram, and the OR/AND of the low 16 bits per half of the key space
- * (accumulated in registers with masks: per-element read-modify-writes of the selector's fields
- * would serialise the loop). keys[] is overwritten. */
-MM_VECTOR_LOOP static void feed_first(mm_selector *s, uint32_t *keys, size_t n)
+/* Pass 1: bins[i] = the high 16 bits of the searched key of keys[i] (flipped when selecting the
+ * largest), with the OR/AND of the low 16 bits per half of the key space (accumulated in registers
+ * with masks: per-element read-modify-writes of the selector's fields would serialise the loop); then
+ * the histogram. One loop from the caller's keys to the bins. */
+MM_VECTOR_LOOP static void feed_first(mm_selector *s, const uint32_t *keys, uint32_t flip, uint32_t *bins, size_t n)
 {
     uint32_t or0 = 0, or1 = 0, and0 = 0xFFFFFFFFu, and1 = 0xFFFFFFFFu;
     for (size_t i = 0; i < n; i++) {
-        const uint32_t k = keys[i], upper = 0u - (k >> 31); /* all ones for the upper half */
+        const uint32_t k = keys[i] ^ flip, upper = 0u - (k >> 31); /* all ones for the upper half */
         or1 |= k & upper;
         or0 |= k & ~upper;
         and1 &= k | ~upper;
         and0 &= k | upper;
-        keys[i] = k >> 16;
+        bins[i] = k >> 16;
     }
     s->low_or[0] |= or0 & 0xFFFFu;
     s->low_or[1] |= or1 & 0xFFFFu;
     s->low_and[0] &= and0;
     s->low_and[1] &= and1;
-    count(s, keys, n);
+    count(s, bins, n);
 }
 
-/* Pass 2: the low 16 bits of the keys inside the bucket. keys[] is overwritten. */
-static void feed_second(mm_selector *s, uint32_t *keys, size_t n)
+/* Pass 2: the low 16 bits of the searched keys inside the bucket. */
+static void feed_second(mm_selector *s, const uint32_t *keys, uint32_t flip, uint32_t *bins, size_t n)
 {
     size_t in = 0;
-    for (size_t i = 0; i < n; i++)
-        if (keys[i] >> 16 == s->bucket)
-            keys[in++] = keys[i] & 0xFFFFu;
-    count(s, keys, in);
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t k = keys[i] ^ flip;
+        if (k >> 16 == s->bucket)
+            bins[in++] = k & 0xFFFFu;
+    }
+    count(s, bins, in);
 }
 
-/* Searched keys are computed a block at a time into a buffer, then counted. */
+/* Bins are computed a block at a time into a buffer, then counted. */
 enum { FEED_BLOCK = 512 };
 
-MM_VECTOR_LOOP void mm_selector_feed_keys(mm_selector *s, const uint32_t *keys, size_t n)
+void mm_selector_feed_keys(mm_selector *s, const uint32_t *keys, size_t n)
 {
     const uint32_t flip = s->largest ? 0xFFFFFFFFu : 0;
-    uint32_t buf[FEED_BLOCK];
+    uint32_t bins[FEED_BLOCK];
     s->fed += n;
     for (size_t at = 0; at < n; at += FEED_BLOCK) {
         const size_t m = n - at < FEED_BLOCK ? n - at : FEED_BLOCK;
-        for (size_t i = 0; i < m; i++)
-            buf[i] = keys[at + i] ^ flip;
-        (s->passes == 0 ? feed_first : feed_second)(s, buf, m);
+        (s->passes == 0 ? feed_first : feed_second)(s, keys + at, flip, bins, m);
     }
 }
 
