@@ -14,4 +14,13 @@
 #define MM_VECTOR_LOOP
 #endif
 
+/* A static helper whose loops must be inlined into its MM_VECTOR_LOOP caller: only then are they
+ * compiled for the caller's target, and specialised by the constant arguments the caller passes. GCC
+ * does not inline a helper of several loops by itself. */
+#if defined(__GNUC__)
+#define MM_INLINE_LOOP static inline __attribute__((always_inline))
+#else
+#define MM_INLINE_LOOP static inline
+#endif
+
 #endif

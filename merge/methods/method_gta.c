@@ -90,7 +90,6 @@ typedef struct gta_block {
     float *delta;             /* nonbase * stride: round(w_i * tau'_i) of each model other than the base */
     size_t stride;
     float *sum, *den;         /* consensus S and divisor */
-    uint32_t *tmp;
 } gta_block;
 
 /* delta_j = round(w_i * tau'_i) for every input i other than the base (j counts them). */
@@ -103,7 +102,7 @@ MM_VECTOR_LOOP static void weighted_deltas(const gta_block *g)
         if ((int)i == t->base)
             continue;
         mm_task_vector(a, i, d);
-        mm_sparse_apply(a, g->cfg, i, g->bits, d, g->tmp);
+        mm_sparse_apply(a, g->cfg, i, g->bits, d);
         const float w = t->kc[i];
         MM_ROUNDED_LOOP(t->comp, d, a->n, k, w * d[k]);
         d += g->stride;
@@ -219,8 +218,8 @@ MM_VECTOR_LOOP static void gta_block_run(const gta_block *g, int consensus)
 }
 
 /* The chunk is cut into blocks for which every model's delta fits in the scratch space, so each
- * delta is computed once: blocks of `room / (models + 3)` elements (the deltas, S, the divisor and
- * one word per element for the sparsifier). DELLA first draws its masks for the whole chunk. */
+ * delta is computed once: blocks of `room / (models + 2)` elements (the deltas, S and the divisor).
+ * DELLA first draws its masks for the whole chunk. */
 static void gta_kernel(const mm_kernel_args *a)
 {
     const mm_out_tensor *t = a->t;
@@ -247,14 +246,14 @@ static void gta_kernel(const mm_kernel_args *a)
         room_len -= n;
     }
     const size_t nonbase = t->ninputs - 1;
-    size_t stride = room_len / (nonbase + 3);
+    size_t stride = room_len / (nonbase + 2);
     /* Blocks of at most BLOCK elements keep the working set (inputs and buffers) in the L1 cache:
      * each whole-array op then costs a fraction of what an L2-bound one does. */
     enum { BLOCK = 1024 };
     stride = stride < BLOCK ? stride : BLOCK;
     /* A tiny chunk (a few elements at a tensor's end) may not leave room for one element per model. */
     enum { SMALL = 16 };
-    float small[(MM_MAX_INPUTS + 3) * SMALL];
+    float small[(MM_MAX_INPUTS + 2) * SMALL];
     if (stride < SMALL) {
         room = small;
         stride = SMALL;
@@ -270,8 +269,7 @@ static void gta_kernel(const mm_kernel_args *a)
         sub.out = a->out + off;
         sub.scratch = NULL;
         gta_block g = {.a = &sub, .cfg = &cfg, .bits = bits ? bits + off : NULL, .delta = room, .stride = stride,
-                       .sum = room + nonbase * stride, .den = room + (nonbase + 1) * stride,
-                       .tmp = (uint32_t *)(void *)(room + (nonbase + 2) * stride)};
+                       .sum = room + nonbase * stride, .den = room + (nonbase + 1) * stride};
         gta_block_run(&g, def->consensus);
     }
 }

@@ -348,9 +348,17 @@ static int admits_all(const mm_select_rule *r)
     return r->thr == all.thr && r->above == all.above && r->cut == all.cut;
 }
 
-/* v[k] *= 1 or 0: whether keys[k] (element e0 + k) lies in the band [lo, hi] of the statistics. ties
- * keeps the largest values, so its band has one bound; one loop per case keeps each loop lean. */
-MM_VECTOR_LOOP static void band_scale(const mm_sparse_stats *st, uint64_t e0, const uint32_t *keys, uint32_t n, float *v)
+/* The key of |x| for x already rounded to the computation dtype (bf16: the shortcut, which rounds
+ * again and so changes nothing). */
+static inline uint32_t abs_key(int bf16, float x)
+{
+    return bf16 ? mm_select_key_abs_bf16(x) : mm_select_key_inline(fabsf(x));
+}
+
+/* v[k] *= 1 or 0: whether |v[k]| (element e0 + k) lies in the band [lo, hi] of the statistics, its key
+ * computed in the same loop. ties keeps the largest values, so its band has one bound; one loop per
+ * case keeps each loop lean. Inlined with a constant `bf16`, so each dtype gets its own loops. */
+MM_INLINE_LOOP void band_scale_dt(const mm_sparse_stats *st, uint64_t e0, int bf16, uint32_t n, float *v)
 {
     const local_rule lo = localize(&st->lo, e0, n), hi = localize(&st->hi, e0, n);
     const int lo_all = admits_all(&st->lo), hi_all = admits_all(&st->hi);
@@ -358,13 +366,23 @@ MM_VECTOR_LOOP static void band_scale(const mm_sparse_stats *st, uint64_t e0, co
         return;
     if (hi_all)
         for (uint32_t k = 0; k < n; k++)
-            v[k] = v[k] * (float)local_in(lo, keys[k], k);
+            v[k] = v[k] * (float)local_in(lo, abs_key(bf16, v[k]), k);
     else if (lo_all)
         for (uint32_t k = 0; k < n; k++)
-            v[k] = v[k] * (float)local_in(hi, keys[k], k);
+            v[k] = v[k] * (float)local_in(hi, abs_key(bf16, v[k]), k);
     else
-        for (uint32_t k = 0; k < n; k++)
-            v[k] = v[k] * (float)(local_in(lo, keys[k], k) & local_in(hi, keys[k], k));
+        for (uint32_t k = 0; k < n; k++) {
+            const uint32_t key = abs_key(bf16, v[k]);
+            v[k] = v[k] * (float)(local_in(lo, key, k) & local_in(hi, key, k));
+        }
+}
+
+MM_VECTOR_LOOP static void band_scale(const mm_sparse_stats *st, uint64_t e0, mm_dtype comp, uint32_t n, float *v)
+{
+    if (comp == MM_DT_BF16)
+        band_scale_dt(st, e0, 1, n, v);
+    else
+        band_scale_dt(st, e0, 0, n, v);
 }
 
 static void model_masks(const mm_kernel_args *a, const mm_sparse_cfg *c, size_t input, const sink *s)
@@ -386,8 +404,7 @@ void mm_sparse_masks(const mm_kernel_args *a, const mm_sparse_cfg *c, uint32_t *
     }
 }
 
-MM_VECTOR_LOOP void mm_sparse_apply(const mm_kernel_args *a, const mm_sparse_cfg *c, size_t input, const uint32_t *bits, float *d,
-                     uint32_t *tmp)
+MM_VECTOR_LOOP void mm_sparse_apply(const mm_kernel_args *a, const mm_sparse_cfg *c, size_t input, const uint32_t *bits, float *d)
 {
     const mm_out_tensor *t = a->t;
     const size_t n = a->n;
@@ -405,13 +422,7 @@ MM_VECTOR_LOOP void mm_sparse_apply(const mm_kernel_args *a, const mm_sparse_cfg
         sink s = {.scale = d};
         random_masks(a, c, input, &s);
     } else {
-        if (t->comp == MM_DT_BF16) /* d is rounded to bf16 already: rounding again changes nothing */
-            for (size_t k = 0; k < n; k++)
-                tmp[k] = mm_select_key_abs_bf16(d[k]);
-        else
-            for (size_t k = 0; k < n; k++)
-                tmp[k] = mm_select_key_inline(fabsf(d[k]));
-        band_scale((const mm_sparse_stats *)a->stats + input, a->e0, tmp, (uint32_t)n, d);
+        band_scale((const mm_sparse_stats *)a->stats + input, a->e0, t->comp, (uint32_t)n, d);
     }
     const float f = a->stats ? ((const mm_sparse_stats *)a->stats)[input].factor : 1.0f;
     if (f == 1.0f)

@@ -80,10 +80,9 @@ int mm_sparse_prepass(const mm_out_tensor *t, const mm_sparse_cfg *c, mm_sparse_
  * set when element e0 + k of that input's task vector is kept. Uses a->scratch entirely. */
 void mm_sparse_masks(const mm_kernel_args *a, const mm_sparse_cfg *c, uint32_t *bits);
 /* Phase B: d (input `input`'s task vector for the elements a describes) becomes the sparsified task
- * vector. `bits`: the phase-A words of the same elements (DELLA); `tmp`: a->n words of room. Only
+ * vector. `bits`: the phase-A words of the same elements (DELLA). Only
  * a->t, a->stats, a->e0 and a->n are used, so a may describe part of a kernel chunk. */
-void mm_sparse_apply(const mm_kernel_args *a, const mm_sparse_cfg *c, size_t input, const uint32_t *bits, float *d,
-                     uint32_t *tmp);
+void mm_sparse_apply(const mm_kernel_args *a, const mm_sparse_cfg *c, size_t input, const uint32_t *bits, float *d);
 
 /* d[k] = x[k] - b[k] rounded to the computation dtype: input `input`'s task vector. */
 void mm_task_vector(const mm_kernel_args *a, size_t input, float *d);
