@@ -131,18 +131,29 @@ static inline uint32_t bits_of(float x)
     return u;
 }
 
-/* get_mask(method="sum"): sign(delta_i) == (S >= 0 ? 1 : -1), as 1.0 or 0.0. A delta of 0 (sign 0)
- * never matches, nor does NaN (sign NaN); S = NaN means -1. Computed on the bit patterns with
- * integer selects: float compares kept GCC 12 from vectorising the loop. */
-static inline float agrees(float delta, float s)
+static inline float float_of(uint32_t u)
 {
-    const uint32_t d = bits_of(delta), sb = bits_of(s);
-    const uint32_t nonneg = (sb <= 0x7f800000u ? 1u : 0u) | (sb == 0x80000000u ? 1u : 0u); /* S >= 0 */
-    const uint32_t one = ((d & 0x7fffffffu) - 1u) < 0x7f800000u ? 0x3f800000u : 0u; /* nonzero, not NaN */
-    const uint32_t m = (d >> 31) != nonneg ? one : 0u;
     float f;
-    memcpy(&f, &m, sizeof f);
+    memcpy(&f, &u, sizeof f);
     return f;
+}
+
+/* S >= 0 ? +1.0 : -1.0, where -0.0 counts as >= 0 and NaN as -1 (mergekit: the sign of S with 0 as +1;
+ * NaN compares false). Once per element, for all models. Bit patterns and integer selects throughout:
+ * GCC 12 does not vectorise a loop with a float compare. */
+static inline float sign_of(float s)
+{
+    const uint32_t sb = bits_of(s);
+    return float_of(sb <= 0x7f800000u || sb == 0x80000000u ? 0x3f800000u : 0xbf800000u);
+}
+
+/* get_mask(method="sum"): sign(delta_i) == sg (sign_of), as 1.0 or 0.0. A delta of 0 (sign 0) never
+ * matches, nor does NaN (sign NaN); an infinity matches by its sign. */
+static inline float agrees(float delta, float sg)
+{
+    const uint32_t d = bits_of(delta);
+    const uint32_t one = ((d & 0x7fffffffu) - 1u) < 0x7f800000u ? 0x3f800000u : 0u; /* nonzero, not NaN */
+    return float_of((d ^ bits_of(sg)) >> 31 ? 0u : one);
 }
 
 /* Sign consensus: acc = round(sum m_j delta_j), divided per element by round(sum m_j w_j) (0 -> 1)
@@ -153,6 +164,8 @@ MM_VECTOR_LOOP static void mix_consensus(const gta_block *g, size_t nonbase, flo
     const size_t n = g->a->n;
     float *sum = g->sum, *den = g->den;
     model_sum(g, nonbase, sum);
+    for (size_t k = 0; k < n; k++) /* each element's sign, once for all models */
+        sum[k] = sign_of(sum[k]);
     size_t j = 0;
     for (size_t i = 0; i < t->ninputs; i++) {
         if ((int)i == t->base)
