@@ -181,6 +181,43 @@ def test_ties_dtype_f32_out_bf16(tmp_path, mount, models):
     check(tmp_path, mount, cfg)
 
 
+# Values every sign, zero and rounding rule of the kernel meets: signed zeros (x - b = -0 when x = -0
+# and b = +0; deltas that cancel in the consensus sum), infinities, NaN, bf16 subnormals and the
+# largest finite values (a weighted sum overflows). The specials land on about one element in eight,
+# at places that differ per model, so they meet each other and ordinary values in every combination.
+SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 2.0 ** -130, -(2.0 ** -130), 2.0 ** -133,
+                     3.3895e38, -3.3895e38, 1.0, -1.0], np.float32)
+
+
+@pytest.fixture(scope="module")
+def special(medium, tmp_path_factory):
+    """The MEDIUM models of seeds 1, 2, 3 with SPECIALS written over one element in eight."""
+    root = tmp_path_factory.mktemp("special")
+
+    def inject(seed):
+        def fn(name, dt, v):
+            v = v.reshape(-1).copy()
+            i = np.arange(v.size)
+            at = (i * 7 + seed * 3) % 61 < 8
+            v[at] = SPECIALS[(i[at] // 61 + seed) % SPECIALS.size]
+            return v
+        return fn
+    return {(s, d): mmtest.derive_model(medium[(s, d)], root / f"{s}-{d}", inject(s))
+            for s in (1, 2, 3) for d in ("bf16", "f32")}
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f32"])
+@pytest.mark.parametrize("method,parameters", [("ties", {"normalize": True}), ("ties", {"normalize": False}),
+                                               ("task_arithmetic", {}), ("task_arithmetic", {"normalize": True})])
+def test_gta_special_values(tmp_path, mount, special, dtype, method, parameters):
+    """Bit-identical to the reference where signs, zeros, infinities and NaN meet (D3, B2.8)."""
+    density = {"density": 0.6} if method == "ties" else {}
+    cfg = cfg_of(method, [(special[(1, dtype)], {"weight": 0.7, **density}),
+                          (special[(2, dtype)], {"weight": -0.4, **density})],
+                 base=special[(3, dtype)], parameters=parameters)
+    check(tmp_path, mount, cfg)
+
+
 def test_ties_big_tensors_span_blocks(tmp_path, mount, make_model):
     """Embeddings of two 1 MiB blocks: per-granule tie counts must add up across blocks."""
     blocks = dict(layers=1, hidden=256, intermediate=256, vocab=2100, heads=4, kv_heads=2)

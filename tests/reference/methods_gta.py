@@ -57,11 +57,14 @@ def work_dtype(dt):
 # ---- selection (D5) ------------------------------------------------------------------------------------
 
 def top_k_mask(values, k):
-    """The k largest of `values` (flat), ties at the threshold broken by lower flat index first."""
+    """The k largest of `values` (flat), ties at the threshold broken by lower flat index first. NaN is
+    larger than +inf (torch's descending sort puts NaN first; D5), and all NaN are equal."""
     flat = np.asarray(values, np.float64).reshape(-1)
     mask = np.zeros(flat.size, bool)
     if k > 0:
-        order = np.argsort(-flat, kind="stable")
+        nan = np.isnan(flat)
+        # np.lexsort: the last key decides first; NaN first, then larger values, then lower index
+        order = np.lexsort((np.arange(flat.size), -np.where(nan, 0.0, flat), ~nan))
         mask[order[:k]] = True
     return mask.reshape(np.shape(values))
 
@@ -141,9 +144,16 @@ def check_della_epsilon(density, epsilon):
 
 # ---- sparsification (B2.9) ---------------------------------------------------------------------------
 
+def times_mask(values, mask):
+    """values * mask with the mask as float32 0/1 (torch's `tensor * mask`): a product, not a select, so a
+    dropped infinity or NaN gives NaN (0 * inf), and a dropped negative value -0.0."""
+    with np.errstate(invalid="ignore"):
+        return (np.asarray(values, np.float32) * np.asarray(mask, np.float32)).astype(np.float32)
+
+
 def rescaled(wd, tau, mask, rescale):
     """tau * mask, rescaled by the whole-tensor L1 ratio when asked (sums and ratio in dtype wd)."""
-    masked = np.where(mask, tau, np.float32(0)).astype(np.float32)
+    masked = times_mask(tau, mask)
     if not rescale:
         return masked
     before, after = l1(wd, tau), l1(wd, masked)
@@ -195,8 +205,8 @@ def gta(method, base, inputs, weights, densities=None, gammas=None, epsilons=Non
     if consensus:
         majority = np.where(model_sum(dt, deltas) >= 0, np.float32(1), np.float32(-1))
         sel = [np.sign(d) == majority for d in deltas]
-        mixed = model_sum(dt, [np.where(s, d, np.float32(0)) for s, d in zip(sel, deltas)])
-        divisor = model_sum(dt, [np.where(s, wi, np.float32(0)) for s, wi in zip(sel, w)])
+        mixed = model_sum(dt, [times_mask(d, s) for s, d in zip(sel, deltas)])
+        divisor = model_sum(dt, [times_mask(wi, s) for s, wi in zip(sel, w)])
         divisor = np.where(divisor == 0, np.float32(1), divisor)
     else:
         mixed = model_sum(dt, deltas)
