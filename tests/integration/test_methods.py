@@ -208,10 +208,11 @@ def special(medium, tmp_path_factory):
 
 @pytest.mark.parametrize("dtype", ["bf16", "f32"])
 @pytest.mark.parametrize("method,parameters", [("ties", {"normalize": True}), ("ties", {"normalize": False}),
-                                               ("task_arithmetic", {}), ("task_arithmetic", {"normalize": True})])
+                                               ("task_arithmetic", {}), ("task_arithmetic", {"normalize": True}),
+                                               ("breadcrumbs_ties", {}), ("breadcrumbs", {"normalize": True})])
 def test_gta_special_values(tmp_path, mount, special, dtype, method, parameters):
     """Bit-identical to the reference where signs, zeros, infinities and NaN meet (D3, B2.8)."""
-    density = {"density": 0.6} if method == "ties" else {}
+    density = {"density": 0.6} if method != "task_arithmetic" else {}
     cfg = cfg_of(method, [(special[(1, dtype)], {"weight": 0.7, **density}),
                           (special[(2, dtype)], {"weight": -0.4, **density})],
                  base=special[(3, dtype)], parameters=parameters)

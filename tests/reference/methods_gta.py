@@ -56,15 +56,21 @@ def work_dtype(dt):
 
 # ---- selection (D5) ------------------------------------------------------------------------------------
 
+def order_keys(values):
+    """int64 keys (flat) in the order selections use (D5): the order of the values, -0 equal to +0, and
+    every NaN one value above +inf (torch sorts NaN after every number)."""
+    flat = np.asarray(values, np.float64).reshape(-1) + 0.0  # -0.0 + 0.0 is +0.0
+    flat[np.isnan(flat)] = np.nan                              # one NaN: sign and payload dropped
+    bits = flat.view(np.int64)
+    return np.where(bits < 0, bits ^ np.int64(0x7FFFFFFFFFFFFFFF), bits)
+
+
 def top_k_mask(values, k):
-    """The k largest of `values` (flat), ties at the threshold broken by lower flat index first. NaN is
-    larger than +inf (torch's descending sort puts NaN first; D5), and all NaN are equal."""
-    flat = np.asarray(values, np.float64).reshape(-1)
-    mask = np.zeros(flat.size, bool)
+    """The k largest of `values` (flat), ties at the threshold broken by lower flat index first."""
+    keys = order_keys(values)
+    mask = np.zeros(keys.size, bool)
     if k > 0:
-        nan = np.isnan(flat)
-        # np.lexsort: the last key decides first; NaN first, then larger values, then lower index
-        order = np.lexsort((np.arange(flat.size), -np.where(nan, 0.0, flat), ~nan))
+        order = np.lexsort((np.arange(keys.size), -keys))  # the last key decides first
         mask[order[:k]] = True
     return mask.reshape(np.shape(values))
 
@@ -73,7 +79,7 @@ def band_mask(values, n_bot, n_top):
     """Ranks [n_bot, N - n_top) of `values` in ascending order (breadcrumbs). Elements equal to the
     lower threshold are kept lower index first, as are those equal to the upper threshold; when both
     thresholds are the same value, the lowest indexes of that value are kept."""
-    flat = np.asarray(values, np.float64).reshape(-1)
+    flat = order_keys(values)
     n = flat.size
     keep_n = n - n_bot - n_top
     mask = np.zeros(n, bool)
