@@ -89,7 +89,7 @@ typedef struct gta_block {
     const uint32_t *bits;     /* DELLA's phase-A words for the block, else NULL */
     float *delta;             /* nonbase * stride: round(w_i * tau'_i) of each model other than the base */
     size_t stride;
-    float *sum, *den;         /* consensus S and divisor */
+    float *sum, *den;         /* consensus S (then its sign, sign_of) and divisor */
 } gta_block;
 
 /* delta_j = round(w_i * tau'_i) for every input i other than the base (j counts them). */
