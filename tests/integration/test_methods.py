@@ -206,17 +206,29 @@ def special(medium, tmp_path_factory):
             for s in (1, 2, 3) for d in ("bf16", "f32")}
 
 
+# (method, global parameters, per-model parameters): per-model None means one model over the base.
+SPECIAL_CASES = [
+    ("ties", {"normalize": True}, {"density": 0.6}), ("ties", {"normalize": False}, {"density": 0.6}),
+    ("ties", {"rescale": True}, {"density": 0.6}),
+    ("task_arithmetic", {}, {}), ("task_arithmetic", {"normalize": True}, {}),
+    ("breadcrumbs_ties", {}, {"density": 0.6}), ("breadcrumbs", {"normalize": True}, {"density": 0.6}),
+    ("breadcrumbs_ties", {"rescale": True}, {"density": 0.6}),
+    ("sce", {"select_topk": 0.5}, {}), ("linear", {}, {}), ("nearswap", {"t": 0.02}, None),
+]
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "f32"])
-@pytest.mark.parametrize("method,parameters", [("ties", {"normalize": True}), ("ties", {"normalize": False}),
-                                               ("task_arithmetic", {}), ("task_arithmetic", {"normalize": True}),
-                                               ("breadcrumbs_ties", {}), ("breadcrumbs", {"normalize": True})])
-def test_gta_special_values(tmp_path, mount, special, dtype, method, parameters):
-    """Bit-identical to the reference where signs, zeros, infinities and NaN meet (D3, B2.8)."""
-    density = {"density": 0.6} if method != "task_arithmetic" else {}
-    cfg = cfg_of(method, [(special[(1, dtype)], {"weight": 0.7, **density}),
-                          (special[(2, dtype)], {"weight": -0.4, **density})],
-                 base=special[(3, dtype)], parameters=parameters)
-    check(tmp_path, mount, cfg)
+@pytest.mark.parametrize("method,parameters,per", SPECIAL_CASES)
+def test_special_values(tmp_path, mount, special, dtype, method, parameters, per):
+    """Bit-identical to the reference where signs, zeros, infinities and NaN meet (D3, D5, B2)."""
+    base = None if method == "linear" else special[(3, dtype)]
+    if per is None:
+        entries = [(special[(1, dtype)], None)]
+    else:
+        entries = [(special[(1, dtype)], {"weight": 0.7, **per}), (special[(2, dtype)], {"weight": -0.4, **per})]
+        if method == "sce":  # sce takes no per-model weight
+            entries = [(m, None) for m, _ in entries]
+    check(tmp_path, mount, cfg_of(method, entries, base=base, parameters=parameters))
 
 
 def test_ties_big_tensors_span_blocks(tmp_path, mount, make_model):

@@ -21,7 +21,7 @@ import numpy as np
 
 from methods import (add, cast, div, div_number, finish, model_sum, mul, mul_number, promote,
                      ram_parts, round_scalar, rsub_number, sub, weights_tensor)
-from methods_gta import ReferenceError_, reduce_to, top_k_mask
+from methods_gta import ReferenceError_, reduce_to, times_mask, top_k_mask
 from safetensors_io import round_to
 
 
@@ -322,7 +322,8 @@ def sce_k(nonzero, select_topk):
 def sce_variance(dt, taus):
     """Population variance across models per element, from dt values, in double, rounded to dt."""
     stack = f64(np.stack(taus))
-    return round_to(dt, stack.var(axis=0).astype(np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):  # infinities and NaN give inf and NaN, as in torch
+        return round_to(dt, stack.var(axis=0).astype(np.float32))
 
 
 def sce_mask(dt, taus, select_topk):
@@ -353,11 +354,11 @@ def sce(base, inputs, select_topk=1.0, dtype=None, out_dtype=None):
     taus = [sub(dt, cast(dt, x), b) for x in inputs]
     mask = sce_mask(dt, taus, select_topk)
     if mask is not None:
-        taus = [np.where(mask, t, np.float32(0)) for t in taus]
+        taus = [times_mask(t, mask) for t in taus]
     majority = np.where(model_sum(dt, taus) >= 0, np.float32(1), np.float32(-1))
     erase = [np.sign(t) == majority for t in taus]
     om = sce_weights(dt, taus)
-    ew = [np.where(e, w, np.float32(0)) for e, w in zip(erase, om)]
+    ew = [times_mask(np.full(e.shape, w, np.float32), e) for e, w in zip(erase, om)]
     merged = model_sum(dt, [mul(dt, t, w) for t, w in zip(taus, ew)])
     den = np.maximum(model_sum(dt, ew), round_scalar(dt, 1e-6))
     return finish(dt, add(dt, b, div(dt, merged, den)), out_dtype)
