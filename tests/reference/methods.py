@@ -180,6 +180,12 @@ def nearswap(base, other, t, dtype=None, out_dtype=None):
     return finish(dt, out, out_dtype)
 
 
+def times_mask(values, mask):
+    """values * mask with the mask as float32 0/1 (torch's `tensor * mask`): a product, not a select, so a
+    dropped infinity or NaN gives NaN (0 * inf), and a dropped negative value -0.0."""
+    with np.errstate(invalid="ignore"):
+        return (np.asarray(values, np.float32) * np.asarray(mask, np.float32)).astype(np.float32)
+
 def ram_parts(dt, base, inputs, epsilon):
     """What ram and ramplus_tl share (B2.11): task vectors, their active masks |tau| > eps, the
     per-element count of active models, and the overlap terms round(tau * a / count) (count > 1)."""
@@ -189,9 +195,8 @@ def ram_parts(dt, base, inputs, epsilon):
     count = np.zeros(b.shape, np.int64)
     for a in active:
         count += a
-    zs = [np.where(a, t, np.float32(0)) for t, a in zip(taus, active)]
-    overlap = [np.where(count > 1, div(dt, z, np.maximum(count, 1).astype(np.float32)), np.float32(0))
-               for z in zs]
+    zs = [times_mask(t, a) for t, a in zip(taus, active)]
+    overlap = [div(dt, times_mask(z, count > 1), np.maximum(count, 1).astype(np.float32)) for z in zs]
     return b, zs, active, count, overlap
 
 
@@ -202,7 +207,7 @@ def ram(base, inputs, epsilon=1e-5, dtype=None, out_dtype=None):
     if not inputs:
         return finish(dt, cast(dt, base), out_dtype)
     b, zs, _, count, overlap = ram_parts(dt, base, inputs, epsilon)
-    terms = [np.where(count == 1, z, o) for z, o in zip(zs, overlap)]
+    terms = [add(dt, times_mask(z, count == 1), o) for z, o in zip(zs, overlap)]  # mergekit adds both
     return finish(dt, add(dt, b, model_sum(dt, terms)), out_dtype)
 
 

@@ -16,7 +16,7 @@ dtype (through float32), as torch returns them as 0-d tensors of that dtype.
 
 import numpy as np
 
-from methods import add, cast, div, finish, model_sum, mul, mul_number, sub, weights_tensor
+from methods import add, cast, div, finish, model_sum, mul, mul_number, sub, times_mask, weights_tensor
 from safetensors_io import round_to
 
 
@@ -149,12 +149,6 @@ def check_della_epsilon(density, epsilon):
 
 
 # ---- sparsification (B2.9) ---------------------------------------------------------------------------
-
-def times_mask(values, mask):
-    """values * mask with the mask as float32 0/1 (torch's `tensor * mask`): a product, not a select, so a
-    dropped infinity or NaN gives NaN (0 * inf), and a dropped negative value -0.0."""
-    with np.errstate(invalid="ignore"):
-        return (np.asarray(values, np.float32) * np.asarray(mask, np.float32)).astype(np.float32)
 
 
 def rescaled(wd, tau, mask, rescale):

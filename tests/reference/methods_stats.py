@@ -387,7 +387,8 @@ def ramplus_tl(base, inputs, r=0.1, alpha=0.2, epsilon=1e-5, dtype=None, out_dty
         return finish(dt, cast(dt, base), out_dtype)
     b, zs, active, count, overlap = ram_parts(dt, base, inputs, epsilon)
     lams = ramplus_lambdas(active, count, r, alpha, epsilon)
-    terms = [np.where(count == 1, (z * lam).astype(np.float32), o) for z, lam, o in zip(zs, lams, overlap)]
+    with np.errstate(invalid="ignore", over="ignore"):  # mergekit adds both terms: a dropped inf gives NaN
+        terms = [(times_mask(z, count == 1) * lam).astype(np.float32) + o for z, lam, o in zip(zs, lams, overlap)]
     merged = model_sum("F32", terms)
     # mergekit's result is float32; it is stored as out_dtype, else in the base dtype (D8)
     return finish("F32", add("F32", b, merged), out_dtype or dt)
