@@ -71,7 +71,8 @@ static float num_to(mm_dtype dt, double x)
 /* torch.norm of a tensor of dtype dt from its sum of squares: the float result rounded to dt. */
 static float norm_to(mm_dtype dt, double sq)
 {
-    return mm_round_to(dt, (float)sqrt(sq > 0 ? sq : 0));
+    /* a sum with a NaN or infinite term stays NaN or inf, as torch.norm's does */
+    return mm_round_to(dt, (float)sqrt(sq < 0 ? 0 : sq));
 }
 
 /* float32 transcendental functions of 1-element tensors, correctly rounded: float32 libm versions

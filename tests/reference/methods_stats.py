@@ -20,8 +20,8 @@ import math
 import numpy as np
 
 from methods import (add, cast, div, div_number, finish, model_sum, mul, mul_number, promote,
-                     ram_parts, round_scalar, rsub_number, sub, weights_tensor)
-from methods_gta import ReferenceError_, reduce_to, times_mask, top_k_mask
+                     ram_parts, round_scalar, rsub_number, sub, times_mask, weights_tensor)
+from methods_gta import ReferenceError_, reduce_to, top_k_mask
 from safetensors_io import round_to
 
 
@@ -73,7 +73,7 @@ def slerp_coefficients(a, b, t):
     d = np.float32(float(a64 @ b64) / (ka * kb))
     if abs(float(d)) > 0.9995:
         return True, 1 - t, t
-    theta = np.float32(math.acos(max(-1.0, min(1.0, float(d)))))
+    theta = np.float32(math.acos(float(d)))  # |d| <= 0.9995 here, or NaN (then every coefficient is NaN)
     sin_theta = np.float32(math.sin(float(theta)))
     theta_t = float(theta) * t
     s0 = math.sin(float(theta) - theta_t) / float(sin_theta)
@@ -435,7 +435,7 @@ def arcee_fusion(base, other, dtype=None, out_dtype=None):
     fused = imp >= arcee_threshold(dt, imp)
     # (M - A) * mask is float32 (the mask is), so A + it is a float32 result; stored as out_dtype, else
     # in the input dtype (D8)
-    out = np.where(fused, add("F32", a, sub(dt, m, a)), a)
+    out = add("F32", a, times_mask(sub(dt, m, a), fused))  # a product: 0 * inf is NaN, -0 + 0 is +0
     return finish("F32", out, out_dtype or dt)
 
 
