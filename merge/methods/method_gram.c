@@ -762,7 +762,7 @@ static double ka_form(const double *gu, size_t k, const double *x, const double 
 static double ka_len(const double *gu, size_t k, const double *x)
 {
     const double q = ka_form(gu, k, x, x);
-    return sqrt(q > 0 ? q : 0);
+    return sqrt(q < 0 ? 0 : q); /* rounding may leave a tiny negative; NaN stays NaN */
 }
 
 /* mergekit's Riemannian iteration, run on the coefficients of u in span{U_i} (u = Σ gam_i U_i), so that
