@@ -164,25 +164,20 @@ MM_VECTOR_LOOP static void mix_consensus(const gta_block *g, size_t nonbase, flo
     const size_t n = g->a->n;
     float *sum = g->sum, *den = g->den;
     model_sum(g, nonbase, sum);
-    for (size_t k = 0; k < n; k++) /* each element's sign, once for all models */
+    for (size_t k = 0; k < n; k++) { /* each element's sign, once for all models; the sums start at +0.0 */
         sum[k] = sign_of(sum[k]);
+        acc[k] = den[k] = 0.0f;
+    }
     size_t j = 0;
     for (size_t i = 0; i < t->ninputs; i++) {
         if ((int)i == t->base)
             continue;
         const float w = t->kc[i], *d = g->delta + j++ * g->stride;
-        if (j == 1) /* the sums start from +0.0, as torch's do (0.0f + -0.0f is +0.0f) */
-            for (size_t k = 0; k < n; k++) {
-                const float m = agrees(d[k], sum[k]);
-                acc[k] = 0.0f + d[k] * m;
-                den[k] = 0.0f + w * m;
-            }
-        else
-            for (size_t k = 0; k < n; k++) {
-                const float m = agrees(d[k], sum[k]);
-                acc[k] += d[k] * m;
-                den[k] += w * m;
-            }
+        for (size_t k = 0; k < n; k++) {
+            const float m = agrees(d[k], sum[k]);
+            acc[k] += d[k] * m;
+            den[k] += w * m;
+        }
     }
     if (t->gvals[G_NORMALIZE] == 0) {
         mm_vround(t->comp, acc, n);

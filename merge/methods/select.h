@@ -68,7 +68,9 @@ static inline uint32_t mm_select_key_inline(float x)
 
 /* mm_select_key_inline(|round_bf16(t)|) in half the operations, for the magnitude pre-passes' per-element
  * loop: round to nearest even is symmetric, so rounding |t| gives |round(t)|, and the key of a
- * non-negative value (0 included) is its bit pattern with the top bit set. NaN keeps its key. */
+ * non-negative value (0 included) is its bit pattern with the top bit set. NaN keeps its key. The
+ * rounding is mm_round_bf16's, written out: its NaN select is then made once, on |t| (built on
+ * mm_round_bf16, a ties build took 2-4% more CPU). */
 static inline uint32_t mm_select_key_abs_bf16(float t)
 {
     union { float f; uint32_t u; } v = {.f = t};

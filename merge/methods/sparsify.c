@@ -364,17 +364,16 @@ MM_INLINE_LOOP void band_scale_dt(const mm_sparse_stats *st, uint64_t e0, int bf
     const int lo_all = admits_all(&st->lo), hi_all = admits_all(&st->hi);
     if (lo_all && hi_all)
         return;
-    if (hi_all)
+    if (lo_all || hi_all) {
+        const local_rule r = lo_all ? hi : lo; /* the one bound */
         for (uint32_t k = 0; k < n; k++)
-            v[k] = v[k] * (float)local_in(lo, abs_key(bf16, v[k]), k);
-    else if (lo_all)
-        for (uint32_t k = 0; k < n; k++)
-            v[k] = v[k] * (float)local_in(hi, abs_key(bf16, v[k]), k);
-    else
+            v[k] = v[k] * (float)local_in(r, abs_key(bf16, v[k]), k);
+    } else {
         for (uint32_t k = 0; k < n; k++) {
             const uint32_t key = abs_key(bf16, v[k]);
             v[k] = v[k] * (float)(local_in(lo, key, k) & local_in(hi, key, k));
         }
+    }
 }
 
 MM_VECTOR_LOOP static void band_scale(const mm_sparse_stats *st, uint64_t e0, mm_dtype comp, uint32_t n, float *v)
